@@ -1,0 +1,204 @@
+# Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
+function __fish_zodbctl_global_optspecs
+    string join \n i/instance= C/config= h/help V/version
+end
+
+function __fish_zodbctl_needs_command
+    # Figure out if the current invocation already has a command.
+    set -l cmd (commandline -opc)
+    set -e cmd[1]
+    argparse -s (__fish_zodbctl_global_optspecs) -- $cmd 2>/dev/null
+    or return
+    if set -q argv[1]
+        # Also print the command, so this can be used to figure out what it is.
+        echo $argv[1]
+        return 1
+    end
+    return 0
+end
+
+function __fish_zodbctl_using_subcommand
+    set -l cmd (__fish_zodbctl_needs_command)
+    test -z "$cmd"
+    and return 1
+    contains -- $cmd[1] $argv
+end
+
+complete -c zodbctl -n "__fish_zodbctl_needs_command" -s i -l instance -d 'The instance (or cluster) directory to act on' -r -F
+complete -c zodbctl -n "__fish_zodbctl_needs_command" -s C -l config -d 'Use this configuration file instead of the instance\'s own' -r -F
+complete -c zodbctl -n "__fish_zodbctl_needs_command" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c zodbctl -n "__fish_zodbctl_needs_command" -s V -l version -d 'Print version'
+complete -c zodbctl -n "__fish_zodbctl_needs_command" -f -a "create" -d 'Lay out a new server, client or cluster instance (like mkzeoinstance)'
+complete -c zodbctl -n "__fish_zodbctl_needs_command" -f -a "import" -d 'Convert a ZConfig zeo.conf into zodbctl\'s TOML configuration'
+complete -c zodbctl -n "__fish_zodbctl_needs_command" -f -a "show" -d 'Print the effective configuration, defaults filled in, as TOML'
+complete -c zodbctl -n "__fish_zodbctl_needs_command" -f -a "serve" -d 'Run the ZEO storage server in the foreground (like runzeo)'
+complete -c zodbctl -n "__fish_zodbctl_needs_command" -f -a "bench" -d 'Generate load against any ZEO server and report ops/s and latencies'
+complete -c zodbctl -n "__fish_zodbctl_needs_command" -f -a "verify" -d 'Check a Data.fs for damage, as fstest does'
+complete -c zodbctl -n "__fish_zodbctl_needs_command" -f -a "dump" -d 'Print the records of a Data.fs, as fsdump does'
+complete -c zodbctl -n "__fish_zodbctl_needs_command" -f -a "start" -d 'Start the instance (or every instance of a cluster) under its manager'
+complete -c zodbctl -n "__fish_zodbctl_needs_command" -f -a "stop" -d 'Stop the program and its manager'
+complete -c zodbctl -n "__fish_zodbctl_needs_command" -f -a "restart" -d 'Stop and start the program again (the manager keeps running)'
+complete -c zodbctl -n "__fish_zodbctl_needs_command" -f -a "status" -d 'Show whether the manager and the program are running'
+complete -c zodbctl -n "__fish_zodbctl_needs_command" -f -a "kill" -d 'Send a signal to the program (default TERM)'
+complete -c zodbctl -n "__fish_zodbctl_needs_command" -f -a "wait" -d 'Wait until the program has exited'
+complete -c zodbctl -n "__fish_zodbctl_needs_command" -f -a "fg" -d 'Run the program in the foreground, with its output on the terminal'
+complete -c zodbctl -n "__fish_zodbctl_needs_command" -f -a "logtail" -d 'Show the end of the transcript or log file'
+complete -c zodbctl -n "__fish_zodbctl_needs_command" -f -a "logreopen" -d 'Reopen the transcript and tell the program to reopen its logs (SIGUSR2)'
+complete -c zodbctl -n "__fish_zodbctl_needs_command" -f -a "up" -d 'Create a server instance if DIR has none, start it, and wait until it serves'
+complete -c zodbctl -n "__fish_zodbctl_needs_command" -f -a "generate-docs" -d 'Write the man pages and shell completions (for maintainers)'
+complete -c zodbctl -n "__fish_zodbctl_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand create; and not __fish_seen_subcommand_from server client cluster help" -s i -l instance -d 'The instance (or cluster) directory to act on' -r -F
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand create; and not __fish_seen_subcommand_from server client cluster help" -s C -l config -d 'Use this configuration file instead of the instance\'s own' -r -F
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand create; and not __fish_seen_subcommand_from server client cluster help" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand create; and not __fish_seen_subcommand_from server client cluster help" -s V -l version -d 'Print version'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand create; and not __fish_seen_subcommand_from server client cluster help" -f -a "server" -d 'A ZEO server instance: etc/zeo.toml, var/, log/, logrotate, cron, systemd and wrappers'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand create; and not __fish_seen_subcommand_from server client cluster help" -f -a "client" -d 'A Zope/WSGI client instance of one or more ZEO servers'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand create; and not __fish_seen_subcommand_from server client cluster help" -f -a "cluster" -d 'A server and N clients with consistent addresses, and cluster.toml listing them'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand create; and not __fish_seen_subcommand_from server client cluster help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand create; and __fish_seen_subcommand_from server" -s a -l address -d 'Address to listen on: HOST:PORT, [V6]:PORT, PORT or a Unix socket path' -r
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand create; and __fish_seen_subcommand_from server" -l storage -d 'A storage to serve, NAME or NAME=TYPE (TYPE is file or memory); repeatable' -r
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand create; and __fish_seen_subcommand_from server" -l user -d 'Run the server as this user when started as root' -r
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand create; and __fish_seen_subcommand_from server" -s i -l instance -d 'The instance (or cluster) directory to act on' -r -F
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand create; and __fish_seen_subcommand_from server" -s C -l config -d 'Use this configuration file instead of the instance\'s own' -r -F
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand create; and __fish_seen_subcommand_from server" -l blobs -d 'Give file storages a blob directory (var/blobs)'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand create; and __fish_seen_subcommand_from server" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand create; and __fish_seen_subcommand_from server" -s V -l version -d 'Print version'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand create; and __fish_seen_subcommand_from client" -l server -d 'A ZEO server address, HOST:PORT or a Unix socket path; repeat for fail-over servers' -r
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand create; and __fish_seen_subcommand_from client" -l storage -d 'Name of the storage on the server' -r
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand create; and __fish_seen_subcommand_from client" -l cache-size -d 'Size of the client\'s ZEO cache, e.g. 128MB' -r
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand create; and __fish_seen_subcommand_from client" -l program -d 'Program the instance runs (shell-style quoting)' -r
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand create; and __fish_seen_subcommand_from client" -l user -d 'Run the program as this user when started as root' -r
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand create; and __fish_seen_subcommand_from client" -s i -l instance -d 'The instance (or cluster) directory to act on' -r -F
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand create; and __fish_seen_subcommand_from client" -s C -l config -d 'Use this configuration file instead of the instance\'s own' -r -F
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand create; and __fish_seen_subcommand_from client" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand create; and __fish_seen_subcommand_from client" -s V -l version -d 'Print version'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand create; and __fish_seen_subcommand_from cluster" -l clients -d 'Number of client instances' -r
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand create; and __fish_seen_subcommand_from cluster" -l base-port -d 'Port of the server; client N listens on BASE+N' -r
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand create; and __fish_seen_subcommand_from cluster" -s i -l instance -d 'The instance (or cluster) directory to act on' -r -F
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand create; and __fish_seen_subcommand_from cluster" -s C -l config -d 'Use this configuration file instead of the instance\'s own' -r -F
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand create; and __fish_seen_subcommand_from cluster" -l sessions -d 'Add a shared, non-historical "sessions" storage mounted in every client'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand create; and __fish_seen_subcommand_from cluster" -l blobs -d 'Give file storages a blob directory'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand create; and __fish_seen_subcommand_from cluster" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand create; and __fish_seen_subcommand_from cluster" -s V -l version -d 'Print version'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand create; and __fish_seen_subcommand_from help" -f -a "server" -d 'A ZEO server instance: etc/zeo.toml, var/, log/, logrotate, cron, systemd and wrappers'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand create; and __fish_seen_subcommand_from help" -f -a "client" -d 'A Zope/WSGI client instance of one or more ZEO servers'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand create; and __fish_seen_subcommand_from help" -f -a "cluster" -d 'A server and N clients with consistent addresses, and cluster.toml listing them'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand create; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand import" -s o -l output -d 'Write the TOML here instead of standard output (never overwrites an existing file)' -r -F
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand import" -s i -l instance -d 'The instance (or cluster) directory to act on' -r -F
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand import" -s C -l config -d 'Use this configuration file instead of the instance\'s own' -r -F
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand import" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand import" -s V -l version -d 'Print version'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand show" -s i -l instance -d 'The instance (or cluster) directory to act on' -r -F
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand show" -s C -l config -d 'Use this configuration file instead of the instance\'s own' -r -F
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand show" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand show" -s V -l version -d 'Print version'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand serve" -s a -l address -d 'Address to listen on: HOST:PORT, [V6]:PORT, PORT (all interfaces) or a Unix socket path' -r
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand serve" -s f -l filename -d 'The Data.fs to serve as storage "1"' -r -F
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand serve" -s t -l timeout -d 'Transaction timeout in seconds: a commit that holds the lock longer is aborted' -r
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand serve" -l pid-file -d 'Write the server\'s pid to this file' -r -F
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand serve" -l blob-dir -d 'Blob directory of the storage given with --filename' -r -F
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand serve" -l log-file -d 'Write the event log here (reopened on SIGUSR2)' -r -F
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand serve" -s i -l instance -d 'The instance (or cluster) directory to act on' -r -F
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand serve" -s C -l config -d 'Use this configuration file instead of the instance\'s own' -r -F
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand serve" -l read-only -d 'Serve every storage read-only'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand serve" -l msgpack -d 'Announce the msgpack encoding (M5) instead of pickle (Z5)'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand serve" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand serve" -s V -l version -d 'Print version'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand bench" -l storage -d 'Storage name on the server' -r
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand bench" -s c -l connections -d 'Number of concurrent connections' -r
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand bench" -s n -l objects -d 'Objects written in the add phase (and read afterwards)' -r
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand bench" -l objects-per-txn -d 'Objects per transaction in the add and update phases' -r
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand bench" -l pipeline -d 'Requests kept in flight per connection during read phases' -r
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand bench" -l max-seconds -d 'Upper bound on the time of each phase, in seconds' -r
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand bench" -l phases -d 'Phases to run, in order' -r -f -a "add\t''
+update\t''
+cold-read\t''
+warm-read\t''
+mixed\t''"
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand bench" -s i -l instance -d 'The instance (or cluster) directory to act on' -r -F
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand bench" -s C -l config -d 'Use this configuration file instead of the instance\'s own' -r -F
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand bench" -l json -d 'Print results as JSON'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand bench" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand bench" -s V -l version -d 'Print version'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand verify" -s i -l instance -d 'The instance (or cluster) directory to act on' -r -F
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand verify" -s C -l config -d 'Use this configuration file instead of the instance\'s own' -r -F
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand verify" -s v -l verbose -d 'Be more verbose (-v: per transaction, -vv: per data record), as fstest'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand verify" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand verify" -s V -l version -d 'Print version'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand dump" -s i -l instance -d 'The instance (or cluster) directory to act on' -r -F
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand dump" -s C -l config -d 'Use this configuration file instead of the instance\'s own' -r -F
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand dump" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand dump" -s V -l version -d 'Print version'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand start" -s i -l instance -d 'The instance (or cluster) directory to act on' -r -F
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand start" -s C -l config -d 'Use this configuration file instead of the instance\'s own' -r -F
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand start" -l foreground -d 'Run the manager in the foreground and exit with the program\'s status (for systemd)'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand start" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand start" -s V -l version -d 'Print version'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand stop" -s i -l instance -d 'The instance (or cluster) directory to act on' -r -F
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand stop" -s C -l config -d 'Use this configuration file instead of the instance\'s own' -r -F
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand stop" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand stop" -s V -l version -d 'Print version'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand restart" -s i -l instance -d 'The instance (or cluster) directory to act on' -r -F
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand restart" -s C -l config -d 'Use this configuration file instead of the instance\'s own' -r -F
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand restart" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand restart" -s V -l version -d 'Print version'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand status" -s i -l instance -d 'The instance (or cluster) directory to act on' -r -F
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand status" -s C -l config -d 'Use this configuration file instead of the instance\'s own' -r -F
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand status" -l json -d 'Print one JSON record per instance'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand status" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand status" -s V -l version -d 'Print version'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand kill" -s i -l instance -d 'The instance (or cluster) directory to act on' -r -F
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand kill" -s C -l config -d 'Use this configuration file instead of the instance\'s own' -r -F
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand kill" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand kill" -s V -l version -d 'Print version'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand wait" -s i -l instance -d 'The instance (or cluster) directory to act on' -r -F
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand wait" -s C -l config -d 'Use this configuration file instead of the instance\'s own' -r -F
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand wait" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand wait" -s V -l version -d 'Print version'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand fg" -s i -l instance -d 'The instance (or cluster) directory to act on' -r -F
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand fg" -s C -l config -d 'Use this configuration file instead of the instance\'s own' -r -F
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand fg" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand fg" -s V -l version -d 'Print version'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand logtail" -s n -l lines -d 'Number of lines to show' -r
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand logtail" -l file -d 'Show this log file instead of the transcript' -r -F
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand logtail" -s i -l instance -d 'The instance (or cluster) directory to act on' -r -F
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand logtail" -s C -l config -d 'Use this configuration file instead of the instance\'s own' -r -F
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand logtail" -s f -l follow -d 'Keep following the file as it grows'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand logtail" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand logtail" -s V -l version -d 'Print version'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand logreopen" -s i -l instance -d 'The instance (or cluster) directory to act on' -r -F
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand logreopen" -s C -l config -d 'Use this configuration file instead of the instance\'s own' -r -F
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand logreopen" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand logreopen" -s V -l version -d 'Print version'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand up" -s i -l instance -d 'The instance (or cluster) directory to act on' -r -F
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand up" -s C -l config -d 'Use this configuration file instead of the instance\'s own' -r -F
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand up" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand up" -s V -l version -d 'Print version'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand generate-docs" -l out -d 'The checkout\'s top directory; man/ and completions/ are written below it' -r -F
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand generate-docs" -s i -l instance -d 'The instance (or cluster) directory to act on' -r -F
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand generate-docs" -s C -l config -d 'Use this configuration file instead of the instance\'s own' -r -F
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand generate-docs" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand generate-docs" -s V -l version -d 'Print version'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand help; and not __fish_seen_subcommand_from create import show serve bench verify dump start stop restart status kill wait fg logtail logreopen up generate-docs help" -f -a "create" -d 'Lay out a new server, client or cluster instance (like mkzeoinstance)'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand help; and not __fish_seen_subcommand_from create import show serve bench verify dump start stop restart status kill wait fg logtail logreopen up generate-docs help" -f -a "import" -d 'Convert a ZConfig zeo.conf into zodbctl\'s TOML configuration'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand help; and not __fish_seen_subcommand_from create import show serve bench verify dump start stop restart status kill wait fg logtail logreopen up generate-docs help" -f -a "show" -d 'Print the effective configuration, defaults filled in, as TOML'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand help; and not __fish_seen_subcommand_from create import show serve bench verify dump start stop restart status kill wait fg logtail logreopen up generate-docs help" -f -a "serve" -d 'Run the ZEO storage server in the foreground (like runzeo)'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand help; and not __fish_seen_subcommand_from create import show serve bench verify dump start stop restart status kill wait fg logtail logreopen up generate-docs help" -f -a "bench" -d 'Generate load against any ZEO server and report ops/s and latencies'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand help; and not __fish_seen_subcommand_from create import show serve bench verify dump start stop restart status kill wait fg logtail logreopen up generate-docs help" -f -a "verify" -d 'Check a Data.fs for damage, as fstest does'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand help; and not __fish_seen_subcommand_from create import show serve bench verify dump start stop restart status kill wait fg logtail logreopen up generate-docs help" -f -a "dump" -d 'Print the records of a Data.fs, as fsdump does'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand help; and not __fish_seen_subcommand_from create import show serve bench verify dump start stop restart status kill wait fg logtail logreopen up generate-docs help" -f -a "start" -d 'Start the instance (or every instance of a cluster) under its manager'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand help; and not __fish_seen_subcommand_from create import show serve bench verify dump start stop restart status kill wait fg logtail logreopen up generate-docs help" -f -a "stop" -d 'Stop the program and its manager'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand help; and not __fish_seen_subcommand_from create import show serve bench verify dump start stop restart status kill wait fg logtail logreopen up generate-docs help" -f -a "restart" -d 'Stop and start the program again (the manager keeps running)'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand help; and not __fish_seen_subcommand_from create import show serve bench verify dump start stop restart status kill wait fg logtail logreopen up generate-docs help" -f -a "status" -d 'Show whether the manager and the program are running'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand help; and not __fish_seen_subcommand_from create import show serve bench verify dump start stop restart status kill wait fg logtail logreopen up generate-docs help" -f -a "kill" -d 'Send a signal to the program (default TERM)'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand help; and not __fish_seen_subcommand_from create import show serve bench verify dump start stop restart status kill wait fg logtail logreopen up generate-docs help" -f -a "wait" -d 'Wait until the program has exited'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand help; and not __fish_seen_subcommand_from create import show serve bench verify dump start stop restart status kill wait fg logtail logreopen up generate-docs help" -f -a "fg" -d 'Run the program in the foreground, with its output on the terminal'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand help; and not __fish_seen_subcommand_from create import show serve bench verify dump start stop restart status kill wait fg logtail logreopen up generate-docs help" -f -a "logtail" -d 'Show the end of the transcript or log file'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand help; and not __fish_seen_subcommand_from create import show serve bench verify dump start stop restart status kill wait fg logtail logreopen up generate-docs help" -f -a "logreopen" -d 'Reopen the transcript and tell the program to reopen its logs (SIGUSR2)'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand help; and not __fish_seen_subcommand_from create import show serve bench verify dump start stop restart status kill wait fg logtail logreopen up generate-docs help" -f -a "up" -d 'Create a server instance if DIR has none, start it, and wait until it serves'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand help; and not __fish_seen_subcommand_from create import show serve bench verify dump start stop restart status kill wait fg logtail logreopen up generate-docs help" -f -a "generate-docs" -d 'Write the man pages and shell completions (for maintainers)'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand help; and not __fish_seen_subcommand_from create import show serve bench verify dump start stop restart status kill wait fg logtail logreopen up generate-docs help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand help; and __fish_seen_subcommand_from create" -f -a "server" -d 'A ZEO server instance: etc/zeo.toml, var/, log/, logrotate, cron, systemd and wrappers'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand help; and __fish_seen_subcommand_from create" -f -a "client" -d 'A Zope/WSGI client instance of one or more ZEO servers'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand help; and __fish_seen_subcommand_from create" -f -a "cluster" -d 'A server and N clients with consistent addresses, and cluster.toml listing them'

@@ -1,0 +1,4 @@
+//! Offline maintenance of FileStorage files: verify (fstest), dump (fsdump).
+
+pub mod dump;
+pub mod verify;

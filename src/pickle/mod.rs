@@ -1,0 +1,1 @@
+//! A pickle codec that executes nothing.

@@ -1,0 +1,3 @@
+//! The ZEO 5 wire protocol and the storage server.
+
+pub mod commands;

@@ -1,0 +1,127 @@
+//! Shared helpers for integration tests: the zodbctl binary, free ports, and a pinned Python
+//! virtualenv with ZODB/ZEO/zdaemon, created under `target/` on first use.
+//!
+//! Each test binary includes this with `mod support;`; not every helper is used by each.
+#![allow(dead_code)]
+
+use std::fs::{self, File};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+/// The `zodbctl` binary under test.
+pub fn zodbctl() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_zodbctl"))
+}
+
+/// assert_cmd's view of the binary, for CLI assertions.
+pub fn zodbctl_cmd() -> assert_cmd::Command {
+    assert_cmd::Command::new(env!("CARGO_BIN_EXE_zodbctl"))
+}
+
+/// The checkout's top directory.
+pub fn repo_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Cargo's target directory (where the venv lives).
+pub fn target_dir() -> PathBuf {
+    // CARGO_TARGET_TMPDIR is <target>/tmp for integration tests.
+    Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .parent()
+        .expect("CARGO_TARGET_TMPDIR has a parent")
+        .to_path_buf()
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    listener.local_addr().expect("local addr").port()
+}
+
+/// Path of the Python interpreter of the pinned virtualenv, creating it if needed.
+///
+/// Creation is guarded by an flock on `target/pyenv.lock`, so parallel test binaries wait for
+/// one creator. The venv is rebuilt when `tests/requirements.txt` changes.
+pub fn python() -> PathBuf {
+    static PYTHON: OnceLock<PathBuf> = OnceLock::new();
+    PYTHON.get_or_init(create_venv).clone()
+}
+
+fn create_venv() -> PathBuf {
+    let target = target_dir();
+    fs::create_dir_all(&target).expect("create target dir");
+    let venv = target.join("pyenv");
+    let python = venv.join("bin/python");
+    let requirements = repo_root().join("tests/requirements.txt");
+    let wanted = fs::read_to_string(&requirements).expect("read tests/requirements.txt");
+    let stamp = venv.join("requirements.txt");
+
+    let lock = File::create(target.join("pyenv.lock")).expect("create pyenv.lock");
+    // SAFETY: flock on a descriptor we own; released when `lock` is dropped.
+    let rc = unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) };
+    assert_eq!(rc, 0, "flock target/pyenv.lock");
+
+    if python.exists() && fs::read_to_string(&stamp).ok().as_deref() == Some(wanted.as_str()) {
+        return python;
+    }
+    let _ = fs::remove_dir_all(&venv);
+    let base = std::env::var("ZODBCTL_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+    eprintln!("creating the test virtualenv in {} (once)", venv.display());
+    run_ok(
+        Command::new(&base).args(["-m", "venv"]).arg(&venv),
+        "python3 -m venv",
+    );
+    run_ok(
+        Command::new(&python)
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "-q",
+                "--disable-pip-version-check",
+                "-r",
+            ])
+            .arg(&requirements),
+        "pip install -r tests/requirements.txt",
+    );
+    fs::write(&stamp, &wanted).expect("write venv stamp");
+    python
+}
+
+fn run_ok(cmd: &mut Command, what: &str) {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert!(
+        out.status.success(),
+        "{what} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Run a Python snippet in the venv with `args` as sys.argv[1:]; panics with its output on
+/// failure, returns its output on success.
+pub fn run_python(script: &str, args: &[&str]) -> Output {
+    let out = python_command(script, args).output().expect("run python");
+    assert!(
+        out.status.success(),
+        "python failed ({}):\n--- stdout\n{}\n--- stderr\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// A `Command` running a Python snippet in the venv, for tests that need more control.
+pub fn python_command(script: &str, args: &[&str]) -> Command {
+    let mut cmd = Command::new(python());
+    cmd.arg("-c").arg(script).args(args);
+    cmd
+}
+
+/// `tools/make_datafs.py` (the shared deterministic Data.fs generator, vendored).
+pub fn make_datafs_script() -> PathBuf {
+    repo_root().join("tools/make_datafs.py")
+}
