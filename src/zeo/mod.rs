@@ -1,3 +1,4 @@
 //! The ZEO 5 wire protocol and the storage server.
 
 pub mod commands;
+pub mod wire;
