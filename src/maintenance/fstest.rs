@@ -14,9 +14,9 @@
 use std::fmt::Write as _;
 use std::fs::File;
 use std::io::{self, Write};
-use std::os::unix::fs::FileExt;
 
 use super::pyrepr::bytes_repr;
+use super::reader::PosReader;
 
 /// Length of a transaction header (`>8sQcHHH`).
 const TRANS_HDR_LEN: u64 = 23;
@@ -67,7 +67,7 @@ pub struct Options<'a> {
 /// is left to the caller.
 pub fn check(file: &File, out: &mut dyn Write, opts: Options<'_>) -> Result<Summary, CheckError> {
     let file_size = file.metadata()?.len();
-    let mut r = PosReader::new(file);
+    let mut r = PosReader::new(file, file_size);
     if file_size == 0 {
         return Err(fail("empty file".to_owned()));
     }
@@ -251,56 +251,6 @@ fn check_drec(
         )));
     }
     Ok((u128::from(pos) + dlen, oid))
-}
-
-/// Positional reads through a window buffer: the checker skips pickles by position, so it
-/// reads headers at increasing offsets with the occasional jump.
-struct PosReader<'f> {
-    file: &'f File,
-    buf: Vec<u8>,
-    /// File offset of `buf[0]`.
-    start: u64,
-}
-
-const WINDOW: usize = 1 << 20;
-
-impl<'f> PosReader<'f> {
-    fn new(file: &'f File) -> Self {
-        PosReader {
-            file,
-            buf: Vec::new(),
-            start: 0,
-        }
-    }
-
-    /// Up to `len` bytes at `pos`; fewer only at the end of the file.
-    fn read(&mut self, pos: u64, len: usize) -> io::Result<&[u8]> {
-        let in_window = pos >= self.start
-            && pos - self.start <= self.buf.len() as u64
-            && (pos - self.start) as usize + len <= self.buf.len();
-        if !in_window {
-            self.fill(pos, len.max(WINDOW))?;
-        }
-        let off = (pos - self.start) as usize;
-        let end = (off + len).min(self.buf.len());
-        Ok(&self.buf[off.min(end)..end])
-    }
-
-    fn fill(&mut self, pos: u64, want: usize) -> io::Result<()> {
-        self.buf.resize(want, 0);
-        self.start = pos;
-        let mut got = 0;
-        while got < want {
-            match self.file.read_at(&mut self.buf[got..], pos + got as u64) {
-                Ok(0) => break,
-                Ok(n) => got += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        self.buf.truncate(got);
-        Ok(())
-    }
 }
 
 #[cfg(test)]
