@@ -1,4 +1,6 @@
 //! Offline maintenance of FileStorage files: verify (fstest), dump (fsdump).
 
 pub mod dump;
+pub mod fstest;
+pub mod pyrepr;
 pub mod verify;
