@@ -20,10 +20,9 @@ use super::pyrepr::{ascii_str_repr, bytes_repr};
 use super::reader::PosReader;
 use crate::cli::{DumpArgs, GlobalArgs};
 use crate::error::usage;
-
-const TRANS_HDR_LEN: u64 = 23;
-const DATA_HDR_LEN: u64 = 42;
-const MAGIC: &[u8; 4] = b"FS30";
+use crate::storage::TimeStamp;
+use crate::storage::format::{self, DATA_HDR_LEN, MAGIC_FS30, TXN_HDR_LEN, TxnHeader};
+use crate::storage::types::Tid;
 
 pub fn run(_g: &GlobalArgs, args: &DumpArgs) -> Result<u8> {
     let label = args.path.display().to_string();
@@ -49,16 +48,6 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
     })
 }
 
-fn u64_at(b: &[u8], at: usize) -> u64 {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&b[at..at + 8]);
-    u64::from_be_bytes(a)
-}
-
-fn u16_at(b: &[u8], at: usize) -> u16 {
-    u16::from_be_bytes([b[at], b[at + 1]])
-}
-
 /// A data record header as `_read_data_header` returns it.
 struct DataHeader {
     oid: u64,
@@ -71,15 +60,16 @@ struct DataHeader {
 /// Read a data record header; errors where Python raises.
 fn read_data_header(r: &mut PosReader<'_>, label: &str, pos: u64) -> Result<DataHeader> {
     let h = r.read(pos, DATA_HDR_LEN as usize)?;
-    if h.len() != DATA_HDR_LEN as usize {
+    let Ok(h) = <&[u8; DATA_HDR_LEN as usize]>::try_from(h) else {
         bail!("{label}: data record at {pos} is cut off by the end of the file");
-    }
-    let vlen = u16_at(h, 32);
+    };
+    let h = format::DataHeader::decode(h);
+    let vlen = h.vlen;
     let mut dh = DataHeader {
-        oid: u64_at(h, 0),
-        tid: u64_at(h, 8),
-        tloc: u64_at(h, 24),
-        plen: u64_at(h, 34),
+        oid: h.oid.0,
+        tid: h.tid.0,
+        tloc: h.tloc,
+        plen: h.plen,
         back: 0,
     };
     if vlen != 0 {
@@ -89,12 +79,12 @@ fn read_data_header(r: &mut PosReader<'_>, label: &str, pos: u64) -> Result<Data
     }
     if dh.plen == 0 {
         let b = r.read(pos + DATA_HDR_LEN, 8)?;
-        if b.len() != 8 {
+        let Ok(b) = <[u8; 8]>::try_from(b) else {
             bail!(
                 "{label}: backpointer of the data record at {pos} is cut off by the end of the file"
             );
-        }
-        dh.back = u64_at(b, 0);
+        };
+        dh.back = u64::from_be_bytes(b);
     }
     Ok(dh)
 }
@@ -108,7 +98,7 @@ pub fn dump(
 ) -> Result<()> {
     let file_size = file.metadata()?.len();
     let mut r = PosReader::new(file, file_size);
-    if r.read(0, 4)? != MAGIC {
+    if r.read(0, 4)? != MAGIC_FS30 {
         return Err(usage(anyhow::anyhow!(
             "{label} is not a FileStorage file (bad magic)"
         )));
@@ -117,18 +107,17 @@ pub fn dump(
     let mut ltid = 0u64;
     let mut i = 0u64;
     loop {
-        let h = r.read(pos, TRANS_HDR_LEN as usize)?;
+        let h = r.read(pos, TXN_HDR_LEN as usize)?;
         if h.is_empty() {
             break;
         }
-        if h.len() != TRANS_HDR_LEN as usize {
+        let Ok(h) = <&[u8; TXN_HDR_LEN as usize]>::try_from(h) else {
             bail!("{label}: transaction header at {pos} is cut off by the end of the file");
-        }
-        let tid = u64_at(h, 0);
-        let tlen = u64_at(h, 8);
-        let status = h[16];
-        let (ul, dl, el) = (u16_at(h, 17), u16_at(h, 19), u16_at(h, 21));
-        let hlen = TRANS_HDR_LEN + u64::from(ul) + u64::from(dl) + u64::from(el);
+        };
+        let h = TxnHeader::decode(h);
+        let (tid, tlen, status) = (h.tid.0, h.tlen, h.status.byte());
+        let (ul, dl) = (h.ulen, h.dlen);
+        let hlen = h.hlen();
         if !status.is_ascii() {
             bail!("{label}: transaction at {pos} has a non-ASCII status byte 0x{status:02x}");
         }
@@ -153,8 +142,8 @@ pub fn dump(
         }
         if tlen < hlen {
             let last = r.read(file_size.saturating_sub(8), 8)?;
-            let rtl = if last.len() == 8 { u64_at(last, 0) } else { 0 };
-            if i128::from(file_size) - i128::from(rtl) < i128::from(pos) || rtl < TRANS_HDR_LEN {
+            let rtl = <[u8; 8]>::try_from(last).map_or(0, u64::from_be_bytes);
+            if i128::from(file_size) - i128::from(rtl) < i128::from(pos) || rtl < TXN_HDR_LEN {
                 warn(format!("{label} has invalid transaction header at {pos}"));
                 warn(format!(
                     "It appears that there is invalid data at the end of the file, possibly due to a system crash.  {label} truncated to recover from bad data at end."
@@ -167,13 +156,13 @@ pub fn dump(
         let tpos = pos;
         let tend = tpos + tlen; // fits: checked against the file size above
         let meta = r
-            .read(tpos + TRANS_HDR_LEN, (hlen - TRANS_HDR_LEN) as usize)?
+            .read(tpos + TXN_HDR_LEN, (hlen - TXN_HDR_LEN) as usize)?
             .to_vec();
         let (ul, dl) = (usize::from(ul), usize::from(dl));
         let user = meta.get(..ul).unwrap_or(&[]);
         let descr = meta.get(ul..ul + dl).unwrap_or(&[]);
         let rtl = r.read(tend, 8)?;
-        if rtl.len() != 8 || u64_at(rtl, 0) != tlen {
+        if rtl != tlen.to_be_bytes() {
             warn(format!(
                 "{label} redundant transaction length check failed at {tend}"
             ));
@@ -187,7 +176,7 @@ pub fn dump(
         writeln!(
             out,
             "Trans #{i:05} tid={tid:016x} size={tlen} time={} offset={}",
-            tid_display(tid),
+            TimeStamp::from_tid(Tid(tid)),
             tpos + hlen
         )?;
         writeln!(
@@ -299,83 +288,10 @@ fn load_back(
     }
 }
 
-/// `str(TimeStamp(tid))`: `YYYY-MM-DD hh:mm:SS.ffffff`, seconds from the low 32 bits as
-/// the C implementation computes them (a double, printed with `%09.6f`; Rust's formatting
-/// rounds the exact binary value half-to-even like glibc's printf).
-pub fn tid_display(tid: u64) -> String {
-    let mut a = tid >> 32;
-    let b = tid & 0xffff_ffff;
-    let minute = a % 60;
-    a /= 60;
-    let hour = a % 24;
-    a /= 24;
-    let day = a % 31 + 1;
-    a /= 31;
-    let month = a % 12 + 1;
-    a /= 12;
-    let year = a + 1900;
-    let seconds = (60.0f64 / 65536.0 / 65536.0) * b as f64;
-    format!("{year:04}-{month:02}-{day:02} {hour:02}:{minute:02}:{seconds:09.6}")
-}
-
-/// `ZODB.utils.get_pickle_metadata`: module and class name of a record's first pickle,
-/// read from the GLOBAL opcode without unpickling anything.
-///
-/// Python falls back to really unpickling the first pickle when it does not start with
-/// GLOBAL (ZODB never writes such records: its class pickles are protocol 3 with
-/// GLOBAL). For the protocol-4 form (`SHORT_BINUNICODE` ×2, `STACK_GLOBAL`) the names are
-/// taken from the opcodes; anything else gives empty names, as Python does when the
-/// unpickling fails.
-pub fn pickle_class(data: &[u8]) -> (String, String) {
-    let d = if data.first() == Some(&0x80) {
-        data.get(2..).unwrap_or(&[])
-    } else {
-        data
-    };
-    let prefix = if d.starts_with(b"(c") {
-        2
-    } else if d.starts_with(b"c") {
-        1
-    } else {
-        0
-    };
-    if prefix > 0 {
-        let mut parts = d.splitn(3, |&c| c == b'\n');
-        if let (Some(m), Some(c), Some(_)) = (parts.next(), parts.next(), parts.next()) {
-            return (
-                String::from_utf8_lossy(&m[prefix..]).into_owned(),
-                String::from_utf8_lossy(c).into_owned(),
-            );
-        }
-        return (String::new(), String::new());
-    }
-    stack_global(d).unwrap_or_default()
-}
-
-/// Protocol 4: optional FRAME, `(`, then two short unicode strings (each maybe memoized)
-/// and STACK_GLOBAL.
-fn stack_global(mut d: &[u8]) -> Option<(String, String)> {
-    let mut names = Vec::new();
-    loop {
-        let (&op, rest) = d.split_first()?;
-        d = rest;
-        match op {
-            0x95 => d = d.get(8..)?, // FRAME
-            b'(' | 0x94 => {}        // MARK, MEMOIZE
-            0x8c => {
-                let (&n, rest) = d.split_first()?;
-                let s = rest.get(..usize::from(n))?;
-                names.push(String::from_utf8_lossy(s).into_owned());
-                d = &rest[usize::from(n)..];
-            }
-            0x93 if names.len() >= 2 => {
-                let c = names.pop()?;
-                let m = names.pop()?;
-                return Some((m, c));
-            }
-            _ => return None,
-        }
-    }
+/// `ZODB.utils.get_pickle_metadata`; empty names when the class pickle cannot be read, as
+/// Python gives when its unpickling fails.
+fn pickle_class(data: &[u8]) -> (String, String) {
+    crate::pickle::record_class(data).unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -384,6 +300,7 @@ mod tests {
 
     #[test]
     fn timestamps_display_like_persistent() {
+        let tid_display = |t: u64| TimeStamp::from_tid(Tid(t)).to_string();
         assert_eq!(tid_display(0), "1900-01-01 00:00:00.000000");
         assert_eq!(
             tid_display(0x03f58e0033333333),
