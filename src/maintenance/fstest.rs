@@ -14,16 +14,10 @@
 use std::fmt::Write as _;
 use std::fs::File;
 use std::io::{self, Write};
-use std::os::unix::fs::FileExt;
 
 use super::pyrepr::bytes_repr;
-
-/// Length of a transaction header (`>8sQcHHH`).
-const TRANS_HDR_LEN: u64 = 23;
-/// Length of a data record header (`>8s8sQQHQ`).
-const DATA_HDR_LEN: u64 = 42;
-/// The only magic fstest accepts (ZODB 6.4 on Python 3).
-const MAGIC: &[u8; 4] = b"FS30";
+use super::reader::PosReader;
+use crate::storage::format::{DATA_HDR_LEN, DataHeader, MAGIC_FS30, TXN_HDR_LEN, TxnHeader};
 
 /// The first structural problem found, with fstest's message (without the trailing newline).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -67,11 +61,12 @@ pub struct Options<'a> {
 /// is left to the caller.
 pub fn check(file: &File, out: &mut dyn Write, opts: Options<'_>) -> Result<Summary, CheckError> {
     let file_size = file.metadata()?.len();
-    let mut r = PosReader::new(file);
+    let mut r = PosReader::new(file, file_size);
     if file_size == 0 {
         return Err(fail("empty file".to_owned()));
     }
-    if r.read(0, 4)? != MAGIC {
+    // fstest accepts only FS30 (ZODB 6.4 on Python 3).
+    if r.read(0, 4)? != MAGIC_FS30 {
         return Err(fail("invalid file header".to_owned()));
     }
     let mut summary = Summary {
@@ -121,16 +116,6 @@ pub fn hexify(b: &[u8]) -> String {
     s
 }
 
-fn u64_at(b: &[u8], at: usize) -> u64 {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&b[at..at + 8]);
-    u64::from_be_bytes(a)
-}
-
-fn u16_at(b: &[u8], at: usize) -> u16 {
-    u16::from_be_bytes([b[at], b[at + 1]])
-}
-
 /// One transaction record; `None` at a clean end of file, else the next position and the tid.
 #[allow(clippy::too_many_arguments)]
 fn check_trec(
@@ -143,19 +128,18 @@ fn check_trec(
     out: &mut dyn Write,
     verbosity: u8,
 ) -> Result<Option<(u64, [u8; 8])>, CheckError> {
-    let h = r.read(pos, TRANS_HDR_LEN as usize)?;
+    let h = r.read(pos, TXN_HDR_LEN as usize)?;
     if h.is_empty() {
         return Ok(None);
     }
-    if h.len() != TRANS_HDR_LEN as usize {
+    let Ok(h) = <&[u8; TXN_HDR_LEN as usize]>::try_from(h) else {
         return Err(fail(format!("{path} truncated at {pos}")));
-    }
-    let mut tid = [0u8; 8];
-    tid.copy_from_slice(&h[0..8]);
-    let stl = u64_at(h, 8);
-    let status = h[16];
-    let (ul, dl, el) = (u16_at(h, 17), u16_at(h, 19), u16_at(h, 21));
-    let tmeta_len = TRANS_HDR_LEN + u64::from(ul) + u64::from(dl) + u64::from(el);
+    };
+    let h = TxnHeader::decode(h);
+    let tid = h.tid.to_bytes();
+    let stl = h.tlen;
+    let status = h.status.byte();
+    let tmeta_len = h.hlen();
 
     if tid <= ltid {
         return Err(fail(format!(
@@ -215,7 +199,7 @@ fn check_trec(
         walked = p;
     }
     let rtl = r.read(tend, 8)?;
-    if rtl.len() != 8 || u64_at(rtl, 0) != stl {
+    if rtl != stl.to_be_bytes() {
         return Err(fail(format!(
             "{path} has inconsistent transaction length for undone transaction at {walked}"
         )));
@@ -232,14 +216,17 @@ fn check_drec(
     tpos: u64,
 ) -> Result<(u128, [u8; 8]), CheckError> {
     let h = r.read(pos, DATA_HDR_LEN as usize)?;
-    if h.len() != DATA_HDR_LEN as usize {
+    let Ok(h) = <&[u8; DATA_HDR_LEN as usize]>::try_from(h) else {
         return Err(fail(format!("{path} truncated at {pos}")));
-    }
-    let mut oid = [0u8; 8];
-    oid.copy_from_slice(&h[0..8]);
-    let tloc = u64_at(h, 24);
-    let vlen = u16_at(h, 32);
-    let plen = u64_at(h, 34);
+    };
+    let DataHeader {
+        oid,
+        tloc,
+        vlen,
+        plen,
+        ..
+    } = DataHeader::decode(h);
+    let oid = oid.to_bytes();
     let mut dlen = u128::from(DATA_HDR_LEN) + u128::from(if plen == 0 { 8 } else { plen });
     if vlen != 0 {
         // Legacy ZODB 3 layout: a version-pointer pair (16 bytes) and the version string.
@@ -251,56 +238,6 @@ fn check_drec(
         )));
     }
     Ok((u128::from(pos) + dlen, oid))
-}
-
-/// Positional reads through a window buffer: the checker skips pickles by position, so it
-/// reads headers at increasing offsets with the occasional jump.
-struct PosReader<'f> {
-    file: &'f File,
-    buf: Vec<u8>,
-    /// File offset of `buf[0]`.
-    start: u64,
-}
-
-const WINDOW: usize = 1 << 20;
-
-impl<'f> PosReader<'f> {
-    fn new(file: &'f File) -> Self {
-        PosReader {
-            file,
-            buf: Vec::new(),
-            start: 0,
-        }
-    }
-
-    /// Up to `len` bytes at `pos`; fewer only at the end of the file.
-    fn read(&mut self, pos: u64, len: usize) -> io::Result<&[u8]> {
-        let in_window = pos >= self.start
-            && pos - self.start <= self.buf.len() as u64
-            && (pos - self.start) as usize + len <= self.buf.len();
-        if !in_window {
-            self.fill(pos, len.max(WINDOW))?;
-        }
-        let off = (pos - self.start) as usize;
-        let end = (off + len).min(self.buf.len());
-        Ok(&self.buf[off.min(end)..end])
-    }
-
-    fn fill(&mut self, pos: u64, want: usize) -> io::Result<()> {
-        self.buf.resize(want, 0);
-        self.start = pos;
-        let mut got = 0;
-        while got < want {
-            match self.file.read_at(&mut self.buf[got..], pos + got as u64) {
-                Ok(0) => break,
-                Ok(n) => got += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        self.buf.truncate(got);
-        Ok(())
-    }
 }
 
 #[cfg(test)]

@@ -3,4 +3,5 @@
 pub mod dump;
 pub mod fstest;
 pub mod pyrepr;
+mod reader;
 pub mod verify;

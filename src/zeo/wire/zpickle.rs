@@ -1,0 +1,197 @@
+//! `Z5`: messages as fast protocol-3 pickles (zeo-protocol.md §2.5), through crate::pickle.
+
+use super::message::{Body, Flag, Outgoing};
+use super::{Value, WireError};
+use crate::pickle::{self, ops};
+
+const MAX_DEPTH: usize = 200;
+
+pub(super) fn write_message(buf: &mut Vec<u8>, m: &Outgoing) -> Result<(), WireError> {
+    buf.extend_from_slice(&ops::PROTO_3);
+    // A 4-tuple: MARK, the elements, TUPLE.
+    buf.push(ops::MARK);
+    write_value(buf, m.msgid, 0)?;
+    match m.flag {
+        Flag::Int(i) => ops::write_int(buf, i),
+        Flag::Bool(b) => buf.push(if b { ops::NEWTRUE } else { ops::NEWFALSE }),
+    }
+    ops::write_str(buf, m.name);
+    match m.body {
+        Body::Value(v) => write_value(buf, v, 0)?,
+        Body::Args(args) => write_tuple(buf, args, 0)?,
+        Body::Error(class, state) => {
+            ops::write_str(buf, class);
+            write_value(buf, state, 1)?;
+            buf.push(ops::TUPLE2);
+        }
+    }
+    buf.push(ops::TUPLE);
+    buf.push(ops::STOP);
+    Ok(())
+}
+
+fn write_tuple(buf: &mut Vec<u8>, items: &[Value], depth: usize) -> Result<(), WireError> {
+    match items.len() {
+        0 => buf.push(ops::EMPTY_TUPLE),
+        n @ 1..=3 => {
+            for x in items {
+                write_value(buf, x, depth + 1)?;
+            }
+            buf.push(ops::TUPLE1 + (n as u8 - 1));
+        }
+        _ => {
+            buf.push(ops::MARK);
+            for x in items {
+                write_value(buf, x, depth + 1)?;
+            }
+            buf.push(ops::TUPLE);
+        }
+    }
+    Ok(())
+}
+
+/// Batched container bodies, as `_pickle.c` writes them (see crate::pickle::encode).
+fn write_batched<T>(
+    buf: &mut Vec<u8>,
+    items: &[T],
+    one: u8,
+    many: u8,
+    mut item: impl FnMut(&mut Vec<u8>, &T) -> Result<(), WireError>,
+) -> Result<(), WireError> {
+    match items.len() {
+        0 => {}
+        1 => {
+            item(buf, &items[0])?;
+            buf.push(one);
+        }
+        _ => {
+            for batch in items.chunks(ops::BATCHSIZE) {
+                buf.push(ops::MARK);
+                for x in batch {
+                    item(buf, x)?;
+                }
+                buf.push(many);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn write_value(buf: &mut Vec<u8>, v: &Value, depth: usize) -> Result<(), WireError> {
+    if depth > MAX_DEPTH {
+        return Err(WireError::Unencodable("a value nested too deeply".into()));
+    }
+    let d = depth + 1;
+    match v {
+        Value::Nil => buf.push(ops::NONE),
+        Value::Bool(b) => buf.push(if *b { ops::NEWTRUE } else { ops::NEWFALSE }),
+        Value::Int(i) => ops::write_int(buf, *i),
+        Value::Float(f) => ops::write_float(buf, *f),
+        Value::Bytes(b) => ops::write_bytes(buf, b),
+        Value::Str(s) => ops::write_str(buf, s),
+        Value::Tuple(items) => write_tuple(buf, items, depth)?,
+        Value::List(items) => {
+            buf.push(ops::EMPTY_LIST);
+            write_batched(buf, items, ops::APPEND, ops::APPENDS, |buf, x| {
+                write_value(buf, x, d)
+            })?;
+        }
+        Value::Map(pairs) => {
+            buf.push(ops::EMPTY_DICT);
+            write_batched(buf, pairs, ops::SETITEM, ops::SETITEMS, |buf, (k, v)| {
+                write_value(buf, k, d)?;
+                write_value(buf, v, d)
+            })?;
+        }
+        Value::Global { module, name, .. } => {
+            // The reference server never emits globals, and neither do we (§2.5).
+            return Err(WireError::Unencodable(format!(
+                "the global {module}.{name}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+pub(super) fn decode(payload: &[u8]) -> Result<Value, WireError> {
+    let v = pickle::Unpickler::new(payload)
+        .restrict_to_messages()
+        .load()?;
+    convert(v)
+}
+
+fn unsupported(what: &str) -> WireError {
+    WireError::Malformed(format!("{what} in a message"))
+}
+
+/// crate::pickle's tree → the protocol value. The restricted decoder has already refused
+/// every opcode and global a message may not contain; what remains is plain data and the
+/// `ZopeUndo.Prefix` instance.
+fn convert(v: pickle::Value) -> Result<Value, WireError> {
+    use pickle::Value as P;
+    Ok(match v {
+        P::None => Value::Nil,
+        P::Bool(b) => Value::Bool(b),
+        P::Int(i) => Value::Int(i),
+        P::BigInt(_) => return Err(unsupported("an integer beyond 64 bits")),
+        P::Float(f) => Value::Float(f),
+        P::Bytes(b) => Value::Bytes(b),
+        P::Str(s) => Value::Str(s),
+        P::Tuple(items) => Value::Tuple(convert_all(items)?),
+        P::List(items) => Value::List(convert_all(items)?),
+        P::Dict(pairs) => Value::Map(
+            pairs
+                .into_iter()
+                .map(|(k, v)| Ok((convert(k)?, convert(v)?)))
+                .collect::<Result<_, WireError>>()?,
+        ),
+        // Prefix(path) pickled through __reduce__: GLOBAL, args tuple, REDUCE.
+        P::Reduce { callable, args } => match (*callable, *args) {
+            (P::Global { module, name }, P::Tuple(args)) => Value::Global {
+                module,
+                name,
+                args: convert_all(args)?,
+            },
+            _ => return Err(unsupported("a call")),
+        },
+        // Prefix(path) pickled the default protocol-2+ way: GLOBAL, (), NEWOBJ, then BUILD with
+        // the instance dict {'value': (len(path), path)}; reduced to its constructor argument.
+        P::Build { obj, state } => match (*obj, *state) {
+            (
+                P::NewObj {
+                    cls,
+                    args,
+                    kwargs: None,
+                },
+                P::Dict(state),
+            ) if *args == P::Tuple(vec![]) => {
+                let P::Global { module, name } = *cls else {
+                    return Err(unsupported("an object"));
+                };
+                let path = state.into_iter().find_map(|(k, v)| match (k, v) {
+                    (P::Str(k), P::Tuple(mut t)) if k == "value" && t.len() == 2 => t.pop(),
+                    _ => None,
+                });
+                let Some(path) = path else {
+                    return Err(unsupported("a Prefix without a value"));
+                };
+                Value::Global {
+                    module,
+                    name,
+                    args: vec![convert(path)?],
+                }
+            }
+            _ => return Err(unsupported("an object")),
+        },
+        P::Global { module, name } => Value::Global {
+            module,
+            name,
+            args: vec![],
+        },
+        _ => return Err(unsupported("an object")),
+    })
+}
+
+fn convert_all(items: Vec<pickle::Value>) -> Result<Vec<Value>, WireError> {
+    items.into_iter().map(convert).collect()
+}
