@@ -155,9 +155,12 @@ pub struct CreateClientArgs {
     /// Size of the client's ZEO cache, e.g. 128MB.
     #[arg(long, value_name = "SIZE")]
     pub cache_size: Option<String>,
-    /// Program the instance runs (shell-style quoting).
+    /// Program the instance runs (shell-style quoting); default `runwsgi -v etc/zope.ini`.
     #[arg(long, value_name = "CMD")]
     pub program: Option<String>,
+    /// Where the Zope HTTP server listens: HOST:PORT or a Unix socket path.
+    #[arg(long = "http", default_value = "127.0.0.1:8080", value_name = "ADDR")]
+    pub http: String,
     /// Run the program as this user when started as root.
     #[arg(long, value_name = "USER")]
     pub user: Option<String>,

@@ -12,16 +12,16 @@ use crate::cli::{
 };
 use crate::error::usage;
 
-pub fn create_server(_g: &GlobalArgs, _args: &CreateServerArgs) -> Result<u8> {
-    anyhow::bail!("`create server` is not available in this build yet")
+pub fn create_server(_g: &GlobalArgs, args: &CreateServerArgs) -> Result<u8> {
+    super::scaffold::create_server(args)
 }
 
-pub fn create_client(_g: &GlobalArgs, _args: &CreateClientArgs) -> Result<u8> {
-    anyhow::bail!("`create client` is not available in this build yet")
+pub fn create_client(_g: &GlobalArgs, args: &CreateClientArgs) -> Result<u8> {
+    super::scaffold::create_client(args)
 }
 
-pub fn create_cluster(_g: &GlobalArgs, _args: &CreateClusterArgs) -> Result<u8> {
-    anyhow::bail!("`create cluster` is not available in this build yet")
+pub fn create_cluster(_g: &GlobalArgs, args: &CreateClusterArgs) -> Result<u8> {
+    super::scaffold::create_cluster(args)
 }
 
 /// Print notices on standard error: things read but not acted on.

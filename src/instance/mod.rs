@@ -10,6 +10,7 @@ pub mod address;
 pub mod commands;
 pub mod config;
 pub mod error;
+pub mod scaffold;
 
 pub mod units;
 pub mod zconfig;

@@ -569,10 +569,11 @@ impl Manager {
     }
 
     fn reopen_logs(&mut self) {
-        if let Some(t) = &mut self.transcript
-            && let Err(e) = t.reopen()
-        {
-            mlog("ERROR", &format!("can't reopen the transcript: {e}"));
+        if let Some(t) = &mut self.transcript {
+            match t.reopen() {
+                Ok(()) => mlog("INFO", "transcript reopened"),
+                Err(e) => mlog("ERROR", &format!("can't reopen the transcript: {e}")),
+            }
         }
     }
 
