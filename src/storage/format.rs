@@ -346,12 +346,12 @@ fn be16(b: &[u8]) -> u16 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use proptest::prelude::*;
 
     /// The tiny file of spec §14.1, byte for byte.
-    pub(crate) const TINY: &str = "\
+    pub const TINY: &str = "\
 4653333003f58e0033333333000000000000009a20000000190000696e697469616c2064617461626173652063726561\
 74696f6e000000000000000003f58e003333333300000000000000000000000000000004000000000000000000408003\
 6370657273697374656e742e6d617070696e670a50657273697374656e744d617070696e670a71002e80037d71015804\
@@ -363,7 +363,7 @@ mod tests {
 656e742e6d617070696e670a50657273697374656e744d617070696e670a71002e80037d710158040000006461746171\
 027d7103732e0000000000000110";
 
-    pub(crate) fn tiny() -> Vec<u8> {
+    pub fn tiny() -> Vec<u8> {
         let hex: String = TINY.chars().filter(|c| !c.is_whitespace()).collect();
         (0..hex.len())
             .step_by(2)
