@@ -8,6 +8,6 @@ pub fn serve(_g: &GlobalArgs, _args: &ServeArgs) -> Result<u8> {
     bail!("`serve` is not available in this build yet")
 }
 
-pub fn bench(_g: &GlobalArgs, _args: &BenchArgs) -> Result<u8> {
-    bail!("`bench` is not available in this build yet")
+pub fn bench(_g: &GlobalArgs, args: &BenchArgs) -> Result<u8> {
+    super::bench::run(args)
 }
