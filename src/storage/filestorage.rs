@@ -451,10 +451,7 @@ impl FileStorage {
     /// `record_iternext(next)`: the first object with oid ≥ `next` (or the smallest),
     /// its current tid and data, and the following oid. `Ok(None)` when there is none.
     /// A deleted object yields `PosKey`, as in Python.
-    pub fn record_iternext(
-        &self,
-        next: Option<Oid>,
-    ) -> Result<Option<IterNext>> {
+    pub fn record_iternext(&self, next: Option<Oid>) -> Result<Option<IterNext>> {
         let (oid, following) = {
             let st = read(&self.inner.state);
             let Some(oid) = st.index.min_key_from(next.unwrap_or(Oid(0))) else {
