@@ -172,6 +172,7 @@ complete -c zodbctl -n "__fish_zodbctl_using_subcommand logreopen" -s i -l insta
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand logreopen" -s C -l config -d 'Use this configuration file instead of the instance\'s own' -r -F
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand logreopen" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand logreopen" -s V -l version -d 'Print version'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand up" -s a -l address -d 'Address of the server created when DIR has no instance yet' -r
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand up" -s i -l instance -d 'The instance (or cluster) directory to act on' -r -F
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand up" -s C -l config -d 'Use this configuration file instead of the instance\'s own' -r -F
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand up" -s h -l help -d 'Print help (see more with \'--help\')'

@@ -326,6 +326,9 @@ pub struct LogtailArgs {
 pub struct UpArgs {
     /// The instance directory (default: the --instance directory).
     pub dir: Option<PathBuf>,
+    /// Address of the server created when DIR has no instance yet.
+    #[arg(short, long, default_value = "127.0.0.1:8100", value_name = "ADDR")]
+    pub address: String,
 }
 
 #[derive(Debug, Args)]

@@ -68,7 +68,7 @@ fn runzeo_instance(dir: &Path, port: u16) {
     std::fs::write(
         dir.join("etc/zeo.toml"),
         format!(
-            "[server]\naddress = \"127.0.0.1:{port}\"\n\n[runner]\nprogram = [{:?}, \"-C\", {:?}]\n\
+            "[zeo]\naddress = \"127.0.0.1:{port}\"\n\n[runner]\nprogram = [{:?}, \"-C\", {:?}]\n\
              transcript = \"log/transcript.log\"\nlogfile = \"log/zeo.log\"\nstop-timeout = 10\n\
              start-timeout = 60\n",
             venv_bin("runzeo").display().to_string(),
@@ -84,11 +84,11 @@ fn zdaemons_controller_reads_our_socket() {
     std::fs::create_dir_all(dir.path().join("etc")).unwrap();
     std::fs::write(
         dir.path().join("etc/client.toml"),
-        "[runner]\nprogram = \"sleep 100\"\n",
+        "[zeoclient]\nservers = [\"127.0.0.1:1\"]\n[runner]\nprogram = \"sleep 100\"\n",
     )
     .unwrap();
     let _stop = Stopper(dir.path().to_path_buf());
-    let socket = dir.path().join("var/client.zdsock");
+    let socket = dir.path().join("var/zodbctl.sock");
     // zdaemon 5.2.1 run as root crashes creating a missing socket directory (§8.12).
     std::fs::create_dir_all(dir.path().join("var")).unwrap();
     let zdaemon = |args: &[&str]| -> Output {
@@ -200,7 +200,7 @@ fn a_cluster_starts_its_client_once_the_server_is_ready() {
     std::fs::write(
         client.join("etc/client.toml"),
         format!(
-            "[runner]\nprogram = [{:?}, \"probe.py\"]\ntranscript = \"log/transcript.log\"\n\
+            "[zeoclient]\nservers = [\"127.0.0.1:{port}\"]\n[runner]\nprogram = [{:?}, \"probe.py\"]\ntranscript = \"log/transcript.log\"\n\
              stop-timeout = 5\n",
             support::python().display().to_string()
         ),
@@ -208,7 +208,8 @@ fn a_cluster_starts_its_client_once_the_server_is_ready() {
     .unwrap();
     std::fs::write(
         dir.path().join("cluster.toml"),
-        "[cluster]\nserver = \"server\"\nclients = [\"client\"]\n",
+        "[[members]]\npath = \"server\"\nkind = \"server\"\n\n\
+         [[members]]\npath = \"client\"\nkind = \"client\"\n",
     )
     .unwrap();
     let _stop = Stopper(dir.path().to_path_buf());

@@ -33,6 +33,15 @@ pub fn report_notices(notices: &[Notice]) {
 
 /// `zodbctl import zeo.conf [-o FILE]`: the TOML equivalent of a zeo.conf.
 pub fn import(_g: &GlobalArgs, args: &ImportArgs) -> Result<u8> {
+    // Refuse before reading anything, so a refused import prints only the refusal.
+    if let Some(out) = &args.output {
+        if out.exists() {
+            return Err(usage(anyhow::anyhow!(
+                "{}: already exists; not overwriting it",
+                out.display()
+            )));
+        }
+    }
     let (config, notices) = zeoconf::server_from_zconfig(&args.zeo_conf).map_err(usage)?;
     report_notices(&notices);
     let body = toml::to_string(&config).context("writing the configuration as TOML")?;
@@ -96,6 +105,9 @@ pub fn show(g: &GlobalArgs, _args: &ShowArgs) -> Result<u8> {
             toml::to_string(&s)?
         }
         InstanceConfig::Client(c) => {
+            for d in super::scaffold::zope_conf_drift(c, &inst.dir) {
+                eprintln!("zodbctl: warning: {d}");
+            }
             let mut c = c.clone();
             c.runner.program = Some(c.program());
             c.runner.ready_check = Some(c.ready_check());
@@ -108,6 +120,15 @@ pub fn show(g: &GlobalArgs, _args: &ShowArgs) -> Result<u8> {
             toml::to_string(&c)?
         }
         InstanceConfig::Cluster(c) => {
+            // A member that does not load would stop `start` later: say so now.
+            for (m, member) in inst.members().map_err(usage)? {
+                report_notices(&member.notices);
+                if let Some(client) = member.client() {
+                    for d in super::scaffold::zope_conf_drift(client, &member.dir) {
+                        eprintln!("zodbctl: warning: {}: {d}", m.display_name());
+                    }
+                }
+            }
             let order = c.start_order();
             let members = order
                 .iter()

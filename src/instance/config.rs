@@ -849,3 +849,125 @@ mod tests {
         assert_eq!(k.start_order()[0].display_name(), "server");
     }
 }
+
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use crate::instance::units::{ByteSize, Seconds};
+    use proptest::prelude::*;
+    use std::time::Duration;
+
+    fn address() -> impl Strategy<Value = Address> {
+        prop_oneof![
+            ("[a-z][a-z0-9.-]{0,12}", any::<u16>())
+                .prop_map(|(host, port)| Address::Tcp { host, port }),
+            any::<u16>().prop_map(|port| Address::Tcp {
+                host: String::new(),
+                port
+            }),
+            "(/[a-z0-9._-]{1,8}){1,3}".prop_map(|p| Address::Unix(p.into())),
+        ]
+    }
+
+    fn path() -> impl Strategy<Value = PathBuf> {
+        "[a-zA-Z0-9_./ -]{1,20}".prop_map(PathBuf::from)
+    }
+
+    fn seconds() -> impl Strategy<Value = Seconds> {
+        (0u64..100_000, prop_oneof![Just(0u32), 1u32..1000])
+            .prop_map(|(s, ms)| Seconds(Duration::from_secs(s) + Duration::from_millis(ms.into())))
+    }
+
+    fn storage() -> impl Strategy<Value = StorageConfig> {
+        prop_oneof![
+            (path(), proptest::option::of(path()), any::<[bool; 3]>()).prop_map(|(p, b, f)| {
+                StorageConfig::File(FileStorageConfig {
+                    path: p,
+                    blob_dir: b,
+                    read_only: f[0],
+                    pack_gc: f[1],
+                    pack_keep_old: f[2],
+                })
+            }),
+            seconds().prop_map(|history_seconds| {
+                StorageConfig::Memory(MemoryStorageConfig { history_seconds })
+            }),
+        ]
+    }
+
+    fn runner() -> impl Strategy<Value = RunnerConfig> {
+        (
+            proptest::option::of(proptest::collection::vec("[ -~]{1,8}", 1..4)),
+            path(),
+            any::<[bool; 2]>(),
+            1u32..1000,
+            proptest::collection::vec(-5i32..300, 0..4),
+            (seconds(), seconds(), 0u32..0o777),
+            (
+                proptest::option::of(path()),
+                proptest::option::of("[a-z]{1,8}"),
+            ),
+        )
+            .prop_map(
+                |(program, socket, b, backoff, codes, (t1, t2, umask), (dir, user))| RunnerConfig {
+                    program: program.map(CommandLine),
+                    socket,
+                    daemon: b[0],
+                    backoff_limit: backoff,
+                    forever: b[1],
+                    exit_codes: ExitCodes(codes),
+                    start_timeout: t1,
+                    stop_timeout: t2,
+                    directory: dir,
+                    umask: Umask(umask),
+                    user,
+                    transcript: PathBuf::from("log/t.log"),
+                    logfile: None,
+                    start_test_program: None,
+                    ready_check: None,
+                },
+            )
+    }
+
+    fn server() -> impl Strategy<Value = ServerConfig> {
+        (
+            address(),
+            any::<[bool; 2]>(),
+            1u32..100_000,
+            proptest::option::of(seconds()),
+            (1u64 << 10)..(1u64 << 40),
+            proptest::collection::btree_map("[a-z0-9]{1,6}", storage(), 1..4),
+            runner(),
+            proptest::collection::btree_map("[A-Za-z_]{1,6}", "[ -~]{0,10}", 0..3),
+        )
+            .prop_map(
+                |(address, b, queue, timeout, frame, storages, runner, environment)| ServerConfig {
+                    zeo: ZeoConfig {
+                        address,
+                        read_only: b[0],
+                        invalidation_queue_size: queue,
+                        invalidation_age: timeout,
+                        transaction_timeout: timeout,
+                        msgpack: b[1],
+                        pid_file: PathBuf::from("var/zeo.pid"),
+                        max_frame_size: ByteSize(frame),
+                        tls: None,
+                    },
+                    storages,
+                    eventlog: EventLogConfig::default(),
+                    runner,
+                    environment,
+                },
+            )
+    }
+
+    proptest! {
+        /// Whatever the model holds, its TOML reads back as the same model.
+        #[test]
+        fn server_config_toml_round_trip(c in server()) {
+            let text = toml::to_string(&c).unwrap();
+            let back: ServerConfig = toml::from_str(&text).map_err(|e| TestCaseError::fail(format!("{e}\n{text}")))?;
+            prop_assert_eq!(back, c);
+        }
+    }
+}

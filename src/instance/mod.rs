@@ -104,6 +104,22 @@ impl Instance {
             .map(|m| {
                 let dir = self.resolve(&m.path);
                 let inst = locate_in_dir(&dir)?;
+                let actual = inst.config.kind_name();
+                let declared = match m.kind {
+                    MemberKind::Server => "server",
+                    MemberKind::Client => "client",
+                };
+                if actual != declared {
+                    return Err(ConfigError::invalid(
+                        &self.file,
+                        None,
+                        Some(&format!("members.{}", m.display_name())),
+                        format!(
+                            "kind = \"{declared}\", but {} is a {actual} instance",
+                            dir.display()
+                        ),
+                    ));
+                }
                 Ok((m.clone(), inst))
             })
             .collect()

@@ -913,3 +913,146 @@ mod tests {
         assert_eq!(crate::error::exit_code(&e), 2, "{e:#}");
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Drift between etc/client.toml and the etc/zope.conf written from it
+// ---------------------------------------------------------------------------------------------
+
+/// Where `etc/zope.conf` no longer says what `etc/client.toml` says (someone edited one of
+/// them). Zope reads only zope.conf, so these are worth a warning.
+pub fn zope_conf_drift(c: &ClientConfig, dir: &Path) -> Vec<String> {
+    use super::zconfig;
+    let path = dir.join("etc/zope.conf");
+    if !path.is_file() {
+        return vec![format!(
+            "{}: missing; Zope reads its database settings from it",
+            path.display()
+        )];
+    }
+    let doc = match zconfig::parse_file(&path) {
+        Ok(d) => d,
+        Err(e) => return vec![e.to_string()],
+    };
+    let mut out = Vec::new();
+    let toml_name = CLIENT_TOML;
+    let db = |name: &str| {
+        doc.root
+            .sections_of("zodb_db")
+            .find(|s| s.name.as_deref() == Some(name))
+    };
+    let Some(main) = db("main") else {
+        return vec![format!("{}: no <zodb_db main> section", path.display())];
+    };
+    let Some(zeo) = main.sections_of("zeoclient").next() else {
+        return vec![format!(
+            "{}:{}: <zodb_db main> has no <zeoclient>; {toml_name} describes a ZEO client",
+            path.display(),
+            main.line
+        )];
+    };
+    let get = |s: &zconfig::Section, key: &str| {
+        s.keys
+            .iter()
+            .find(|kv| kv.key.eq_ignore_ascii_case(key))
+            .cloned()
+    };
+    let mut differ = |line: usize, key: &str, here: String, wanted: String| {
+        if here != wanted {
+            out.push(format!(
+                "{}:{line}: {key}: {here:?} here, but {toml_name} says {wanted:?}",
+                path.display()
+            ));
+        }
+    };
+    let z = &c.zeoclient;
+    let servers: Vec<String> = zeo
+        .keys
+        .iter()
+        .filter(|kv| kv.key.eq_ignore_ascii_case("server"))
+        .map(|kv| kv.value.clone())
+        .collect();
+    let wanted: Vec<String> = z.servers.iter().map(|a| a.to_string()).collect();
+    differ(zeo.line, "server", servers.join(" "), wanted.join(" "));
+    let text = |key: &str| get(zeo, key).map(|kv| (kv.line, kv.value));
+    let resolved = |p: &Path| super::resolve_in(dir, p).display().to_string();
+    for (key, wanted) in [
+        ("storage", Some(z.storage.clone())),
+        ("name", Some(z.name.clone())),
+        ("client", z.client.clone()),
+        ("var", Some(resolved(&z.var))),
+        ("blob-dir", Some(resolved(&z.blob_dir))),
+    ] {
+        let (line, here) = text(key).map_or((zeo.line, None), |(l, v)| (l, Some(v)));
+        differ(
+            line,
+            key,
+            here.unwrap_or_default(),
+            wanted.unwrap_or_default(),
+        );
+    }
+    if let Some((line, v)) = text("cache-size") {
+        let here = v.parse::<ByteSize>().map(|b| b.to_string()).unwrap_or(v);
+        differ(line, "cache-size", here, z.cache_size.to_string());
+    }
+    for (key, wanted) in [
+        ("shared-blob-dir", z.shared_blob_dir),
+        ("read-only", z.read_only),
+        ("read-only-fallback", z.read_only_fallback),
+    ] {
+        let (line, here) = text(key).map_or((zeo.line, false), |(l, v)| {
+            (l, super::units::parse_bool(&v).unwrap_or(false))
+        });
+        differ(line, key, here.to_string(), wanted.to_string());
+    }
+    if let Some(kv) = get(main, "cache-size") {
+        differ(
+            kv.line,
+            "cache-size",
+            kv.value,
+            c.zope.object_cache_size.to_string(),
+        );
+    }
+    let temp_storage = db("temporary")
+        .and_then(|t| t.sections_of("zeoclient").next())
+        .and_then(|zc| get(zc, "storage"))
+        .map(|kv| kv.value);
+    differ(
+        main.line,
+        "sessions",
+        temp_storage.unwrap_or_default(),
+        c.zope.sessions.clone().unwrap_or_default(),
+    );
+    out
+}
+
+#[cfg(test)]
+mod drift_tests {
+    use super::*;
+
+    #[test]
+    fn fresh_client_has_no_drift_and_edits_are_found() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("c");
+        let spec = ClientSpec {
+            servers: vec!["127.0.0.1:8100".parse().unwrap()],
+            storage: "1".into(),
+            cache_size: ByteSize::mib(128),
+            program: DEFAULT_CLIENT_PROGRAM.parse().unwrap(),
+            http: "127.0.0.1:8080".parse().unwrap(),
+            user: None,
+            sessions: Some("sessions".into()),
+        };
+        let (plan, config) = plan_client(&dir, &spec).unwrap();
+        plan.execute(&mut std::io::sink()).unwrap();
+        assert_eq!(zope_conf_drift(&config, &dir), Vec::<String>::new());
+        let mut edited = config.clone();
+        edited.zeoclient.servers = vec!["127.0.0.1:8200".parse().unwrap()];
+        edited.zeoclient.cache_size = ByteSize::mib(64);
+        edited.zope.sessions = None;
+        let drift = zope_conf_drift(&edited, &dir);
+        assert_eq!(drift.len(), 3, "{drift:?}");
+        assert!(drift[0].contains(
+            "server: \"127.0.0.1:8100\" here, but etc/client.toml says \"127.0.0.1:8200\""
+        ));
+    }
+}

@@ -288,13 +288,19 @@ impl Mapper {
                 "authentication-realm",
             ],
         )?;
-        let address = match k.get("address") {
+        let address: super::Address = match k.get("address") {
             Some(kv) => kv
                 .value
                 .parse()
                 .map_err(|e: super::AddressError| err_at(kv, e.to_string()))?,
             None => return Err(err_section(s, "key `address` is required")),
         };
+        if let (Some(kv), true) = (k.get("address"), address.is_all_interfaces()) {
+            self.notice(
+                kv,
+                "kept, but note: a bare port listens on every network interface; write 127.0.0.1:PORT to listen locally",
+            );
+        }
         for key in [
             "monitor-address",
             "authentication-protocol",
@@ -657,7 +663,9 @@ mod tests {
             matches!(&c.storages["1"], StorageConfig::File(f) if f.path == Path::new("/d/Data.fs"))
         );
         assert_eq!(c.eventlog.path, Path::new("STDERR"));
-        assert!(n.is_empty());
+        // The bare port is kept, with a note that it listens on every interface.
+        assert_eq!(n.len(), 1);
+        assert!(n[0].message.contains("every network interface"));
     }
 
     #[test]
@@ -706,7 +714,12 @@ mod tests {
         let keys: Vec<_> = n.iter().map(|n| (n.key.as_str(), n.line)).collect();
         assert_eq!(
             keys,
-            [("monitor-address", 3), ("program", 9), ("python", 10)]
+            [
+                ("address", 2),
+                ("monitor-address", 3),
+                ("program", 9),
+                ("python", 10)
+            ]
         );
     }
 }

@@ -23,8 +23,11 @@ use super::config::{self, Target};
 use super::manager::{self, Mode};
 use super::protocol::{InstanceStatus, ParsedStatus};
 use super::settings::{ReadyCheck, Settings};
-use crate::cli::{GlobalArgs, KillArgs, LogtailArgs, StartArgs, StatusArgs, UpArgs};
+use crate::cli::{
+    CreateServerArgs, GlobalArgs, KillArgs, LogtailArgs, StartArgs, StatusArgs, UpArgs,
+};
 use crate::error::usage;
+use crate::instance;
 
 /// `status` exit status when no manager runs (LSB "not running", zdaemon's 3).
 pub const EXIT_NOT_RUNNING: u8 = 3;
@@ -514,18 +517,22 @@ pub fn up(g: &GlobalArgs, args: &UpArgs) -> Result<u8> {
         Some(d) => std::path::absolute(d).unwrap_or_else(|_| d.clone()),
         None => config::instance_dir(g)?,
     };
-    if config::find_config(&dir).is_none() && !dir.join("cluster.toml").is_file() {
-        return Err(usage(anyhow!(
-            "no instance in {}; create one with `zodbctl create server {}`",
-            dir.display(),
-            dir.display()
-        )));
-    }
-    let g = GlobalArgs {
-        instance: Some(dir),
-        config: None,
+    let inst = match instance::locate_in_dir(&dir) {
+        Ok(inst) => inst,
+        Err(instance::ConfigError::NotFound { .. }) => {
+            // An empty (or missing) directory: lay out a server with every default.
+            instance::scaffold::create_server(&CreateServerArgs {
+                dir: dir.clone(),
+                address: args.address.clone(),
+                blobs: false,
+                storages: Vec::new(),
+                user: None,
+            })?;
+            instance::locate_in_dir(&dir).map_err(usage)?
+        }
+        Err(e) => return Err(usage(e)),
     };
-    let target = config::load(&g)?;
+    let target = config::target_of(&inst)?;
     for s in target.members() {
         let out = Out::new(&target, s);
         let code = start_one(s, &out)?;
@@ -533,9 +540,13 @@ pub fn up(g: &GlobalArgs, args: &UpArgs) -> Result<u8> {
             return Ok(code);
         }
         if let Some(ReadyCheck::Zeo(addr)) = &s.ready {
-            out.line(&format!("serving on {addr}"));
+            out.line(&format!("ZEO server ready at {addr}"));
         }
     }
+    let g = GlobalArgs {
+        instance: Some(dir),
+        config: None,
+    };
     status(&g, &StatusArgs { json: false })
 }
 

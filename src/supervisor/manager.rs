@@ -76,6 +76,12 @@ pub enum Mode {
 /// A line in the manager's own log (the transcript in daemon mode, stderr in foreground
 /// mode), with zdaemon's message texts (§2.15).
 fn mlog(level: &str, msg: &str) {
+    // zdaemon's DEBUG lines are hidden at its default INFO level; ZODBCTL_LOG=debug shows them.
+    if level == "DEBUG"
+        && !std::env::var(crate::logging::LOG_ENV).is_ok_and(|v| v.contains("debug"))
+    {
+        return;
+    }
     let line = format!("{} {level} manager {msg}\n", timestamp(SystemTime::now()));
     // fd 2 is the transcript file (daemon) or the terminal; a failed log write must not stop
     // supervision.
@@ -768,6 +774,7 @@ impl Manager {
         let ok = match &check {
             ReadyCheck::Zeo(addr) => ready::zeo_handshake(addr).is_ok(),
             ReadyCheck::Connect(addr) => ready::connects(addr).is_ok(),
+            ReadyCheck::Http(url) => ready::http_responds(url).is_ok(),
             ReadyCheck::Command(argv) => {
                 let mut cmd = Command::new(&argv[0]);
                 cmd.args(&argv[1..])

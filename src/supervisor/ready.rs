@@ -89,6 +89,50 @@ pub fn connects(addr: &str) -> io::Result<()> {
     connect(addr, PROBE_TIMEOUT).map(|_| ())
 }
 
+/// `GET` of an `http://HOST:PORT/PATH` URL gets an HTTP status line, whatever the status
+/// (a Zope that answers 401 or 404 is up).
+pub fn http_responds(url: &str) -> io::Result<()> {
+    let rest = url.strip_prefix("http://").ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "only http:// URLs can be probed",
+        )
+    })?;
+    let (host, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let addr = if host.contains(':') && !host.ends_with(']') {
+        host.to_owned()
+    } else {
+        format!("{host}:80")
+    };
+    let mut s = connect(&addr, PROBE_TIMEOUT)?;
+    let request = format!("GET {path} HTTP/1.0\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    match &mut s {
+        Stream::Tcp(t) => {
+            t.set_write_timeout(Some(PROBE_TIMEOUT))?;
+            std::io::Write::write_all(t, request.as_bytes())?;
+        }
+        Stream::Unix(_) => {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "not a TCP address",
+            ));
+        }
+    }
+    let mut head = [0u8; 5];
+    s.read_exact(&mut head)?;
+    if &head == b"HTTP/" {
+        Ok(())
+    } else {
+        Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "not an HTTP response",
+        ))
+    }
+}
+
 /// systemd's notify socket (`NOTIFY_SOCKET`), when the manager runs under `Type=notify`.
 pub struct Notifier {
     sock: UnixDatagram,
@@ -139,6 +183,22 @@ mod tests {
         assert!(zeo_handshake(&addr).is_err());
         t.join().unwrap();
         assert!(connects("127.0.0.1:1").is_err());
+    }
+
+    #[test]
+    fn http_probe() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let t = std::thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            let mut buf = [0u8; 256];
+            let n = std::io::Read::read(&mut s, &mut buf).unwrap();
+            assert!(buf[..n].starts_with(b"GET /ok HTTP/1.0\r\n"));
+            s.write_all(b"HTTP/1.0 401 Unauthorized\r\n\r\n").unwrap();
+        });
+        http_responds(&format!("http://127.0.0.1:{port}/ok")).unwrap();
+        t.join().unwrap();
+        assert!(http_responds("https://x/").is_err());
     }
 
     #[test]

@@ -1,8 +1,8 @@
 //! What the manager and the control client need to know about one supervised instance.
 //!
-//! [`Settings`] is deliberately plain: the instance configuration (TOML `[runner]` table with
-//! zdaemon's `<runner>` keys, supervisor.md §3.2, plus `[environment]`) is converted into it,
-//! and tests or `zodbctl up` can build one directly.
+//! [`Settings`] is deliberately plain: `config` converts the instance configuration (TOML
+//! `[runner]` table with zdaemon's `<runner>` keys, supervisor.md §3.2, plus `[environment]`)
+//! into it, and the manager needs nothing else.
 
 use std::ffi::OsString;
 use std::os::unix::fs::PermissionsExt;
@@ -28,12 +28,6 @@ pub enum SettingsError {
     CantStat(String),
     #[error("no permission to run program '{0}'")]
     NoPermission(String),
-    #[error("invalid value for {key}: {value:?} ({why})")]
-    BadValue {
-        key: &'static str,
-        value: String,
-        why: String,
-    },
 }
 
 /// How the manager decides that a freshly spawned program is ready (zdaemon's
@@ -45,6 +39,8 @@ pub enum ReadyCheck {
     Zeo(String),
     /// A TCP connection to this `HOST:PORT` (or a Unix socket path) is accepted.
     Connect(String),
+    /// An HTTP GET of this `http://HOST:PORT/PATH` URL gets any HTTP response.
+    Http(String),
     /// This command exits 0 (retried until it does).
     Command(Vec<String>),
 }
@@ -133,91 +129,9 @@ fn is_executable(p: &Path) -> bool {
     std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
-/// Split a program string with shell-style quoting (§9 item 27: zdaemon splits on whitespace
-/// only, which breaks `sh -c "exit 5"`).
-pub fn split_program(s: &str) -> Result<Vec<String>, SettingsError> {
-    let words = shell_words::split(s).map_err(|e| SettingsError::BadValue {
-        key: "program",
-        value: s.to_owned(),
-        why: e.to_string(),
-    })?;
-    if words.is_empty() {
-        return Err(SettingsError::NoProgram);
-    }
-    Ok(words)
-}
-
-/// Parse a umask as zdaemon accepts it: `022`, `22`, `0o22`.
-pub fn parse_umask(s: &str) -> Result<u32, SettingsError> {
-    let digits = s.trim().trim_start_matches("0o");
-    u32::from_str_radix(digits, 8)
-        .ok()
-        .filter(|m| *m <= 0o777)
-        .ok_or_else(|| SettingsError::BadValue {
-            key: "umask",
-            value: s.to_owned(),
-            why: "expected an octal mode such as 022".into(),
-        })
-}
-
-/// Parse zdaemon's `exit-codes` (`0,2` or `0, 2`; empty = none).
-pub fn parse_exit_codes(s: &str) -> Result<Vec<i32>, SettingsError> {
-    s.split(',')
-        .map(str::trim)
-        .filter(|w| !w.is_empty())
-        .map(|w| {
-            w.parse::<i32>().map_err(|e| SettingsError::BadValue {
-                key: "exit-codes",
-                value: s.to_owned(),
-                why: e.to_string(),
-            })
-        })
-        .collect()
-}
-
-/// Parse a `ready-check` value: `zeo:ADDR`, `connect:ADDR`, or a command line.
-pub fn parse_ready_check(s: &str) -> Result<ReadyCheck, SettingsError> {
-    if let Some(addr) = s.strip_prefix("zeo:") {
-        Ok(ReadyCheck::Zeo(addr.trim().to_owned()))
-    } else if let Some(addr) = s.strip_prefix("connect:") {
-        Ok(ReadyCheck::Connect(addr.trim().to_owned()))
-    } else {
-        Ok(ReadyCheck::Command(split_program(s).map_err(|_| {
-            SettingsError::BadValue {
-                key: "ready-check",
-                value: s.to_owned(),
-                why: "expected zeo:ADDR, connect:ADDR or a command".into(),
-            }
-        })?))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn values_parse_like_zdaemon() {
-        assert_eq!(parse_umask("022").unwrap(), 0o22);
-        assert_eq!(parse_umask("22").unwrap(), 0o22);
-        assert_eq!(parse_umask("0o27").unwrap(), 0o27);
-        assert!(parse_umask("9").is_err());
-        assert_eq!(parse_exit_codes("0, 2").unwrap(), vec![0, 2]);
-        assert_eq!(parse_exit_codes("").unwrap(), Vec::<i32>::new());
-        assert!(parse_exit_codes("x").is_err());
-        assert_eq!(
-            split_program("sh -c \"exit 5\"").unwrap(),
-            vec!["sh", "-c", "exit 5"]
-        );
-        assert_eq!(
-            parse_ready_check("zeo:127.0.0.1:8100").unwrap(),
-            ReadyCheck::Zeo("127.0.0.1:8100".into())
-        );
-        assert_eq!(
-            parse_ready_check("test -e ready").unwrap(),
-            ReadyCheck::Command(vec!["test".into(), "-e".into(), "ready".into()])
-        );
-    }
 
     #[test]
     fn program_resolution() {
