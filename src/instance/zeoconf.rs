@@ -726,14 +726,23 @@ mod tests {
             panic!()
         };
         assert_eq!(f.path, Path::new("/srv/var/filestorage/Data.fs"));
-        assert_eq!(f.blob_dir.as_deref(), Some(Path::new("/srv/var/blobstorage")));
+        assert_eq!(
+            f.blob_dir.as_deref(),
+            Some(Path::new("/srv/var/blobstorage"))
+        );
         assert_eq!(c.zeo.pid_file, Path::new("/srv/var/zeoserver.pid"));
         assert_eq!(c.runner.socket, Path::new("/srv/var/zeoserver.sock"));
         assert_eq!(c.runner.program, None);
         let keys: Vec<_> = n.iter().map(|n| n.key.as_str()).collect();
         assert_eq!(
             keys,
-            ["address", "<filestorage 1>", "format", "program", "default-to-interactive"]
+            [
+                "address",
+                "<filestorage 1>",
+                "format",
+                "program",
+                "default-to-interactive"
+            ]
         );
     }
 
