@@ -6,7 +6,7 @@
 //! already refer to. A [`Value`] tree is only materialised when a pickle ends (`STOP`), under
 //! the node/byte budget of [`Limits`], with cycles cut as [`Value::Recursive`].
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use super::{ErrorKind, PickleError, Value};
 
@@ -251,7 +251,6 @@ impl<'a> Unpickler<'a> {
     /// Decode the next pickle and return the persistent ids it contained, in order, without
     /// materialising the whole value (what `referencesf` needs).
     pub(crate) fn load_pids(&mut self) -> Result<Vec<Value>, PickleError> {
-        self.pids.clear();
         self.run()?;
         let pids = std::mem::take(&mut self.pids);
         let pos = self.pos;
@@ -267,7 +266,7 @@ impl<'a> Unpickler<'a> {
     fn materializer(&mut self, moving: bool) -> Materializer<'_> {
         let len = self.data.len();
         Materializer {
-            in_progress: vec![false; self.nodes.len()],
+            in_progress: HashSet::new(),
             nodes: &mut self.nodes,
             max_depth: self.limits.max_depth,
             moving,
@@ -291,6 +290,12 @@ impl<'a> Unpickler<'a> {
 
     /// Interpret opcodes up to `STOP`; returns the id of the pickled value.
     fn run(&mut self) -> Result<Id, PickleError> {
+        if self.memo.is_empty() {
+            // Nothing can refer to earlier pickles' values: start a fresh arena, so that a
+            // long stream of pickles (Data.fs.index) does not accumulate them.
+            self.nodes.clear();
+        }
+        self.pids.clear();
         let mut m = Machine {
             stack: Vec::new(),
             marks: Vec::new(),
@@ -795,7 +800,9 @@ impl<'a> Unpickler<'a> {
 /// Turns arena nodes into a [`Value`] tree, under the node/byte budget.
 struct Materializer<'n> {
     nodes: &'n mut Vec<Node>,
-    in_progress: Vec<bool>,
+    /// Containers being expanded (to cut cycles); a set, so that each load costs what its
+    /// own tree costs, not the size of the whole arena.
+    in_progress: HashSet<Id>,
     max_depth: usize,
     moving: bool,
     nodes_left: usize,
@@ -832,10 +839,9 @@ impl Materializer<'_> {
                 v.clone()
             });
         }
-        if self.in_progress[id] {
+        if !self.in_progress.insert(id) {
             return Ok(Value::Recursive);
         }
-        self.in_progress[id] = true;
         let d = depth + 1;
         // Only ids are copied here; the leaves they lead to are moved or cloned above.
         let node = self.nodes[id].clone();
@@ -881,7 +887,7 @@ impl Materializer<'_> {
             },
             Node::PersId(p) => Value::PersistentId(self.boxed(p, d)?),
         };
-        self.in_progress[id] = false;
+        self.in_progress.remove(&id);
         Ok(v)
     }
 
