@@ -124,7 +124,7 @@ pub enum CreateCommand {
 
 #[derive(Debug, Args)]
 pub struct CreateServerArgs {
-    /// Directory of the new instance (created if missing; existing files are never overwritten).
+    /// Directory of the new instance: created if missing, refused unless empty (nothing is overwritten).
     pub dir: PathBuf,
     /// Address to listen on: HOST:PORT, [V6]:PORT, PORT or a Unix socket path.
     #[arg(short, long, default_value = "127.0.0.1:8100", value_name = "ADDR")]
@@ -144,7 +144,7 @@ pub struct CreateServerArgs {
 
 #[derive(Debug, Args)]
 pub struct CreateClientArgs {
-    /// Directory of the new instance (created if missing; existing files are never overwritten).
+    /// Directory of the new instance: created if missing, refused unless empty (nothing is overwritten).
     pub dir: PathBuf,
     /// A ZEO server address, HOST:PORT or a Unix socket path; repeat for fail-over servers.
     #[arg(long = "server", required = true, value_name = "ADDR")]
@@ -168,7 +168,7 @@ pub struct CreateClientArgs {
 
 #[derive(Debug, Args)]
 pub struct CreateClusterArgs {
-    /// Directory of the new cluster.
+    /// Directory of the new cluster: created if missing, refused unless empty.
     pub dir: PathBuf,
     /// Number of client instances.
     #[arg(long, default_value_t = 1, value_name = "N")]

@@ -132,3 +132,31 @@ fn bench_refuses_bad_options_and_unreachable_servers() {
         .code(2)
         .stderr(predicates::str::contains("cannot connect"));
 }
+
+#[test]
+fn bench_unknown_storage_is_a_usage_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = support::free_port();
+    let _server = runzeo(dir.path(), port, false);
+    support::zodbctl_cmd()
+        .args([
+            "bench",
+            &format!("127.0.0.1:{port}"),
+            "--storage",
+            "nope",
+            "-n",
+            "1",
+        ])
+        .assert()
+        .code(2)
+        .stderr(predicates::str::contains("unknown storage"));
+    // Read phases alone create their objects first.
+    let out = support::zodbctl()
+        .args(["bench", &format!("127.0.0.1:{port}"), "-n", "5", "-c", "1"])
+        .args(["--phases", "warm-read", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["phases"][0]["ops"], 5);
+}

@@ -547,6 +547,99 @@ mod tests {
         assert!(parse_file_with(&dir.path().join("loop.conf"), &no_env).is_err());
     }
 
+    /// ZConfig text for a section tree (values escaped with `$$`).
+    fn render(s: &Section, indent: usize, out: &mut String) {
+        let pad = " ".repeat(indent);
+        for kv in &s.keys {
+            out.push_str(&format!(
+                "{pad}{} {}\n",
+                kv.key,
+                kv.value.replace('$', "$$")
+            ));
+        }
+        for sub in &s.sections {
+            match &sub.name {
+                Some(n) => out.push_str(&format!("{pad}<{} {n}>\n", sub.kind)),
+                None => out.push_str(&format!("{pad}<{}>\n", sub.kind)),
+            }
+            render(sub, indent + 2, out);
+            out.push_str(&format!("{pad}</{}>\n", sub.kind));
+        }
+    }
+
+    /// Kind, name, keys and subsections without positions, for comparing trees.
+    #[derive(Debug, PartialEq)]
+    struct SectionShape {
+        kind: String,
+        name: Option<String>,
+        keys: Vec<(String, String)>,
+        sections: Vec<SectionShape>,
+    }
+
+    fn shape(s: &Section) -> SectionShape {
+        SectionShape {
+            kind: s.kind.clone(),
+            name: s.name.clone(),
+            keys: s
+                .keys
+                .iter()
+                .map(|k| (k.key.clone(), k.value.clone()))
+                .collect(),
+            sections: s.sections.iter().map(shape).collect(),
+        }
+    }
+
+    fn section_tree() -> impl Strategy<Value = Section> {
+        let kv =
+            ("[a-zA-Z][a-zA-Z0-9_-]{0,8}", "[!-~]([ -~]{0,16}[!-~])?").prop_map(|(key, value)| {
+                KeyValue {
+                    key,
+                    value,
+                    file: PathBuf::new(),
+                    line: 0,
+                }
+            });
+        let leaf = (
+            "[a-z][a-z0-9_-]{0,8}",
+            proptest::option::of("[a-z0-9][a-z0-9_.-]{0,6}"),
+            proptest::collection::vec(kv.clone(), 0..4),
+        )
+            .prop_map(|(kind, name, keys)| Section {
+                kind,
+                name,
+                keys,
+                ..Section::default()
+            });
+        leaf.prop_recursive(3, 16, 4, move |inner| {
+            (
+                "[a-z][a-z0-9_-]{0,8}",
+                proptest::option::of("[a-z0-9][a-z0-9_.-]{0,6}"),
+                proptest::collection::vec(kv.clone(), 0..3),
+                proptest::collection::vec(inner, 0..3),
+            )
+                .prop_map(|(kind, name, keys, sections)| Section {
+                    kind,
+                    name,
+                    keys,
+                    sections,
+                    ..Section::default()
+                })
+        })
+    }
+
+    proptest! {
+        /// Any section tree written as ZConfig text parses back to the same tree.
+        #[test]
+        fn written_trees_parse_back(root in proptest::collection::vec(section_tree(), 0..4)) {
+            let root = Section { sections: root, ..Section::default() };
+            let mut text = String::new();
+            render(&root, 0, &mut text);
+            let doc = parse_str(&text, Path::new("p.conf"), &no_env)
+                .map_err(|e| TestCaseError::fail(format!("{e}\n{text}")))?;
+            prop_assert_eq!(shape(&doc.root), shape(&root));
+        }
+    }
+
     proptest! {
         #[test]
         fn text_without_dollars_is_unchanged(s in "[^$]{0,60}") {

@@ -704,6 +704,48 @@ mod tests {
         assert!(e.to_string().contains("backoff-limit"), "{e}");
     }
 
+    /// The zeo.conf plone.recipe.zeoserver writes (supervisor.md §5.2).
+    #[test]
+    fn plone_recipe_zeoserver() {
+        let (c, n) = load(
+            "%define INSTANCE /srv/parts/zeoserver\n%define DATA_DIR /srv/var/filestorage\n\n\
+             <zeo>\n  address 8100\n  read-only false\n  invalidation-queue-size 100\n  \
+             pid-filename /srv/var/zeoserver.pid\n</zeo>\n\n\
+             <blobstorage 1>\n  blob-dir /srv/var/blobstorage\n  <filestorage 1>\n    \
+             path ${DATA_DIR}/Data.fs\n  </filestorage>\n</blobstorage>\n\n\
+             <eventlog>\n  level info\n  <logfile>\n    path /srv/var/log/zeoserver.log\n    \
+             format %(asctime)s %(message)s\n  </logfile>\n</eventlog>\n\n\
+             <runner>\n  program $INSTANCE/bin/runzeo\n  socket-name /srv/var/zeoserver.sock\n  \
+             daemon true\n  forever false\n  backoff-limit 10\n  exit-codes 0, 2\n  \
+             directory $INSTANCE\n  default-to-interactive true\n\n  \
+             # It is used by zdctl's logtail command, zdrun/zdctl doesn't write it.\n  \
+             logfile /srv/var/log/zeoserver.log\n</runner>\n",
+        )
+        .unwrap();
+        let StorageConfig::File(f) = &c.storages["1"] else {
+            panic!()
+        };
+        assert_eq!(f.path, Path::new("/srv/var/filestorage/Data.fs"));
+        assert_eq!(
+            f.blob_dir.as_deref(),
+            Some(Path::new("/srv/var/blobstorage"))
+        );
+        assert_eq!(c.zeo.pid_file, Path::new("/srv/var/zeoserver.pid"));
+        assert_eq!(c.runner.socket, Path::new("/srv/var/zeoserver.sock"));
+        assert_eq!(c.runner.program, None);
+        let keys: Vec<_> = n.iter().map(|n| n.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "address",
+                "<filestorage 1>",
+                "format",
+                "program",
+                "default-to-interactive"
+            ]
+        );
+    }
+
     #[test]
     fn legacy_keys_are_reported() {
         let (c, n) = load(

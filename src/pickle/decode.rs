@@ -6,7 +6,7 @@
 //! already refer to. A [`Value`] tree is only materialised when a pickle ends (`STOP`), under
 //! the node/byte budget of [`Limits`], with cycles cut as [`Value::Recursive`].
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use super::{ErrorKind, PickleError, Value};
 
@@ -75,6 +75,8 @@ pub struct Unpickler<'a> {
     memo: HashMap<u64, Id>,
     /// Persistent ids in order of appearance (for `referencesf`).
     pids: Vec<Id>,
+    /// Whether `DUP` made a node appear twice (then leaves are copied, not moved).
+    dup_used: bool,
 }
 
 /// Decode the pickle at the start of `data` (bytes after its `STOP` are ignored, as Python's
@@ -211,6 +213,7 @@ impl<'a> Unpickler<'a> {
             nodes: Vec::new(),
             memo: HashMap::new(),
             pids: Vec::new(),
+            dup_used: false,
         }
     }
 
@@ -239,143 +242,60 @@ impl<'a> Unpickler<'a> {
     /// Decode the next pickle (up to and including its `STOP`), keeping the memo.
     pub fn load(&mut self) -> Result<Value, PickleError> {
         let top = self.run()?;
-        let mut budget = self.budget();
-        self.materialize_root(top, &mut budget)
+        // Without memo or DUP every node has exactly one parent, so leaves can be moved out
+        // instead of copied (a fast pickler's output: ZEO messages, Data.fs.index).
+        let moving = self.memo.is_empty() && !self.dup_used;
+        self.materialize_root(top, moving)
     }
 
     /// Decode the next pickle and return the persistent ids it contained, in order, without
     /// materialising the whole value (what `referencesf` needs).
     pub(crate) fn load_pids(&mut self) -> Result<Vec<Value>, PickleError> {
-        self.pids.clear();
         self.run()?;
         let pids = std::mem::take(&mut self.pids);
-        let mut budget = self.budget();
+        let pos = self.pos;
+        let mut m = self.materializer(false);
         pids.into_iter()
-            .map(|id| self.materialize_root(id, &mut budget))
-            .collect()
-    }
-
-    fn budget(&self) -> Budget {
-        Budget {
-            nodes: self
-                .limits
-                .extra_nodes
-                .saturating_add(self.data.len().saturating_mul(8)),
-            bytes: self
-                .limits
-                .extra_bytes
-                .saturating_add(self.data.len().saturating_mul(4)),
-            in_progress: vec![false; self.nodes.len()],
-        }
-    }
-
-    fn materialize_root(&self, id: Id, budget: &mut Budget) -> Result<Value, PickleError> {
-        self.materialize(id, 0, budget).map_err(|kind| PickleError {
-            offset: self.pos,
-            kind,
-        })
-    }
-
-    fn materialize(&self, id: Id, depth: usize, b: &mut Budget) -> Result<Value, ErrorKind> {
-        if depth > self.limits.max_depth {
-            return Err(ErrorKind::TooLarge(format!(
-                "nesting deeper than {}",
-                self.limits.max_depth
-            )));
-        }
-        if b.nodes == 0 {
-            return Err(ErrorKind::TooLarge("too many values".into()));
-        }
-        b.nodes -= 1;
-        let node = &self.nodes[id];
-        if let Node::Leaf(v) = node {
-            let len = match v {
-                Value::Bytes(x) | Value::String8(x) | Value::ByteArray(x) | Value::BigInt(x) => {
-                    x.len()
-                }
-                Value::Str(s) => s.len(),
-                _ => 0,
-            };
-            if len > b.bytes {
-                return Err(ErrorKind::TooLarge("too much string data".into()));
-            }
-            b.bytes -= len;
-            return Ok(v.clone());
-        }
-        if b.in_progress[id] {
-            return Ok(Value::Recursive);
-        }
-        b.in_progress[id] = true;
-        let d = depth + 1;
-        let one = |id: Id, b: &mut Budget| self.materialize(id, d, b).map(Box::new);
-        let v = match node {
-            Node::Leaf(_) => unreachable!("handled above"),
-            Node::Tuple(items) => Value::Tuple(self.many(items, d, b)?),
-            Node::List(items) => Value::List(self.many(items, d, b)?),
-            Node::Set(items) => Value::Set(self.many(items, d, b)?),
-            Node::FrozenSet(items) => Value::FrozenSet(self.many(items, d, b)?),
-            Node::Dict(pairs) => Value::Dict(self.pairs(pairs, d, b)?),
-            Node::Reduce(c, a) => Value::Reduce {
-                callable: one(*c, b)?,
-                args: one(*a, b)?,
-            },
-            Node::NewObj(c, a, k) => Value::NewObj {
-                cls: one(*c, b)?,
-                args: one(*a, b)?,
-                kwargs: match k {
-                    Some(k) => Some(one(*k, b)?),
-                    None => None,
-                },
-            },
-            Node::Inst(m, n, args) => Value::Inst {
-                module: m.clone(),
-                name: n.clone(),
-                args: self.many(args, d, b)?,
-            },
-            Node::Obj(c, args) => Value::Obj {
-                cls: one(*c, b)?,
-                args: self.many(args, d, b)?,
-            },
-            Node::Build(o, s) => Value::Build {
-                obj: one(*o, b)?,
-                state: one(*s, b)?,
-            },
-            Node::Appends(o, items) => Value::Appends {
-                obj: one(*o, b)?,
-                items: self.many(items, d, b)?,
-            },
-            Node::SetItems(o, pairs) => Value::SetItems {
-                obj: one(*o, b)?,
-                items: self.pairs(pairs, d, b)?,
-            },
-            Node::PersId(p) => Value::PersistentId(one(*p, b)?),
-        };
-        b.in_progress[id] = false;
-        Ok(v)
-    }
-
-    fn many(&self, ids: &[Id], depth: usize, b: &mut Budget) -> Result<Vec<Value>, ErrorKind> {
-        ids.iter().map(|&i| self.materialize(i, depth, b)).collect()
-    }
-
-    fn pairs(
-        &self,
-        ids: &[(Id, Id)],
-        depth: usize,
-        b: &mut Budget,
-    ) -> Result<Vec<(Value, Value)>, ErrorKind> {
-        ids.iter()
-            .map(|&(k, v)| {
-                Ok((
-                    self.materialize(k, depth, b)?,
-                    self.materialize(v, depth, b)?,
-                ))
+            .map(|id| {
+                m.go(id, 0)
+                    .map_err(|kind| PickleError { offset: pos, kind })
             })
             .collect()
     }
 
+    fn materializer(&mut self, moving: bool) -> Materializer<'_> {
+        let len = self.data.len();
+        Materializer {
+            in_progress: HashSet::new(),
+            nodes: &mut self.nodes,
+            max_depth: self.limits.max_depth,
+            moving,
+            nodes_left: self
+                .limits
+                .extra_nodes
+                .saturating_add(len.saturating_mul(8)),
+            bytes_left: self
+                .limits
+                .extra_bytes
+                .saturating_add(len.saturating_mul(4)),
+        }
+    }
+
+    fn materialize_root(&mut self, id: Id, moving: bool) -> Result<Value, PickleError> {
+        let pos = self.pos;
+        self.materializer(moving)
+            .go(id, 0)
+            .map_err(|kind| PickleError { offset: pos, kind })
+    }
+
     /// Interpret opcodes up to `STOP`; returns the id of the pickled value.
     fn run(&mut self) -> Result<Id, PickleError> {
+        if self.memo.is_empty() {
+            // Nothing can refer to earlier pickles' values: start a fresh arena, so that a
+            // long stream of pickles (Data.fs.index) does not accumulate them.
+            self.nodes.clear();
+        }
+        self.pids.clear();
         let mut m = Machine {
             stack: Vec::new(),
             marks: Vec::new(),
@@ -540,6 +460,7 @@ impl<'a> Unpickler<'a> {
                 drop(items);
             }
             b'2' => {
+                self.dup_used = true;
                 let top = m.top()?;
                 m.stack.push(top);
             }
@@ -876,10 +797,113 @@ impl<'a> Unpickler<'a> {
     }
 }
 
-struct Budget {
-    nodes: usize,
-    bytes: usize,
-    in_progress: Vec<bool>,
+/// Turns arena nodes into a [`Value`] tree, under the node/byte budget.
+struct Materializer<'n> {
+    nodes: &'n mut Vec<Node>,
+    /// Containers being expanded (to cut cycles); a set, so that each load costs what its
+    /// own tree costs, not the size of the whole arena.
+    in_progress: HashSet<Id>,
+    max_depth: usize,
+    moving: bool,
+    nodes_left: usize,
+    bytes_left: usize,
+}
+
+impl Materializer<'_> {
+    fn go(&mut self, id: Id, depth: usize) -> Result<Value, ErrorKind> {
+        if depth > self.max_depth {
+            return Err(ErrorKind::TooLarge(format!(
+                "nesting deeper than {}",
+                self.max_depth
+            )));
+        }
+        if self.nodes_left == 0 {
+            return Err(ErrorKind::TooLarge("too many values".into()));
+        }
+        self.nodes_left -= 1;
+        if let Node::Leaf(v) = &mut self.nodes[id] {
+            let len = match &*v {
+                Value::Bytes(x) | Value::String8(x) | Value::ByteArray(x) | Value::BigInt(x) => {
+                    x.len()
+                }
+                Value::Str(s) => s.len(),
+                _ => 0,
+            };
+            if len > self.bytes_left {
+                return Err(ErrorKind::TooLarge("too much string data".into()));
+            }
+            self.bytes_left -= len;
+            return Ok(if self.moving {
+                std::mem::replace(v, Value::None)
+            } else {
+                v.clone()
+            });
+        }
+        if !self.in_progress.insert(id) {
+            return Ok(Value::Recursive);
+        }
+        let d = depth + 1;
+        // Only ids are copied here; the leaves they lead to are moved or cloned above.
+        let node = self.nodes[id].clone();
+        let v = match node {
+            Node::Leaf(_) => unreachable!("handled above"),
+            Node::Tuple(items) => Value::Tuple(self.many(&items, d)?),
+            Node::List(items) => Value::List(self.many(&items, d)?),
+            Node::Set(items) => Value::Set(self.many(&items, d)?),
+            Node::FrozenSet(items) => Value::FrozenSet(self.many(&items, d)?),
+            Node::Dict(pairs) => Value::Dict(self.pairs(&pairs, d)?),
+            Node::Reduce(c, a) => Value::Reduce {
+                callable: self.boxed(c, d)?,
+                args: self.boxed(a, d)?,
+            },
+            Node::NewObj(c, a, k) => Value::NewObj {
+                cls: self.boxed(c, d)?,
+                args: self.boxed(a, d)?,
+                kwargs: match k {
+                    Some(k) => Some(self.boxed(k, d)?),
+                    None => None,
+                },
+            },
+            Node::Inst(module, name, args) => Value::Inst {
+                module,
+                name,
+                args: self.many(&args, d)?,
+            },
+            Node::Obj(c, args) => Value::Obj {
+                cls: self.boxed(c, d)?,
+                args: self.many(&args, d)?,
+            },
+            Node::Build(o, s) => Value::Build {
+                obj: self.boxed(o, d)?,
+                state: self.boxed(s, d)?,
+            },
+            Node::Appends(o, items) => Value::Appends {
+                obj: self.boxed(o, d)?,
+                items: self.many(&items, d)?,
+            },
+            Node::SetItems(o, pairs) => Value::SetItems {
+                obj: self.boxed(o, d)?,
+                items: self.pairs(&pairs, d)?,
+            },
+            Node::PersId(p) => Value::PersistentId(self.boxed(p, d)?),
+        };
+        self.in_progress.remove(&id);
+        Ok(v)
+    }
+
+    fn boxed(&mut self, id: Id, depth: usize) -> Result<Box<Value>, ErrorKind> {
+        self.go(id, depth).map(Box::new)
+    }
+
+    fn many(&mut self, ids: &[Id], depth: usize) -> Result<Vec<Value>, ErrorKind> {
+        ids.iter().map(|&i| self.go(i, depth)).collect()
+    }
+
+    fn pairs(&mut self, ids: &[(Id, Id)], depth: usize) -> Result<Vec<(Value, Value)>, ErrorKind> {
+        ids.iter()
+            .map(|&(k, v)| Ok((self.go(k, depth)?, self.go(v, depth)?)))
+            .collect()
+    }
 }
 
 /// The stack with Python 3's mark semantics: after a `MARK`, only values pushed since are
@@ -1161,6 +1185,12 @@ mod tests {
         // l = []; l.append(l)
         let v = loads(b"\x80\x03]q\x00h\x00a.").unwrap();
         assert_eq!(v, Value::List(vec![Value::Recursive]));
+        // The same through DUP, without a memo.
+        let v = loads(b"\x80\x03]2a.").unwrap();
+        assert_eq!(v, Value::List(vec![Value::Recursive]));
+        // A shared leaf without a memo keeps its value in both places.
+        let v = loads(b"\x80\x03C\x01x2\x86.").unwrap();
+        assert_eq!(v, Value::Tuple(vec![Value::Bytes(b"x".to_vec()); 2]));
     }
 
     #[test]

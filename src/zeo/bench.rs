@@ -170,9 +170,20 @@ async fn run_async(args: &BenchArgs) -> Result<u8> {
             .await
             .map_err(crate::error::usage)?;
         c.set_reply_timeout(REPLY_TIMEOUT);
-        c.register(&args.storage, false)
-            .await
-            .with_context(|| format!("registering storage {:?}", args.storage))?;
+        match c.register(&args.storage, false).await {
+            Ok(_) => {}
+            // e.g. an unknown storage name or a read-only server: the user's to fix.
+            Err(e @ ClientError::Remote { .. }) => {
+                return Err(crate::error::usage(
+                    anyhow::Error::new(e)
+                        .context(format!("registering storage {:?}", args.storage)),
+                ));
+            }
+            Err(e) => {
+                return Err(anyhow::Error::new(e)
+                    .context(format!("registering storage {:?}", args.storage)));
+            }
+        }
         clients.push(c);
     }
     let encoding = match clients[0].encoding() {
@@ -210,8 +221,17 @@ async fn run_async(args: &BenchArgs) -> Result<u8> {
     let mut phases = args.phases.clone();
     if !phases.contains(&BenchPhase::Add) {
         // Every other phase needs the objects: create them, unmeasured.
-        let (w, _) = run_phase(BenchPhase::Add, workers, args, None).await;
+        if !args.json {
+            eprintln!(
+                "zodbctl bench: creating {} objects first (not measured)",
+                args.objects
+            );
+        }
+        let (w, stats) = run_phase(BenchPhase::Add, workers, args, None).await;
         workers = w;
+        if let Some(e) = stats.first_error {
+            bail!("creating the objects failed: {e}");
+        }
     }
     let mut reports = Vec::new();
     let show_progress = std::io::stderr().is_terminal();

@@ -31,6 +31,18 @@ pub use message::{
     encode_reply, encode_request,
 };
 
+/// A value from a pickle that is not a message (e.g. a transaction's extension dict read
+/// from the storage) as a protocol value: plain data only, anything else is an error.
+pub fn from_pickle(v: crate::pickle::Value) -> Result<Value, WireError> {
+    zpickle::convert(v)
+}
+
+/// A protocol value as a pickle value, e.g. to store `tpc_begin`'s extension map with
+/// [`crate::pickle::dumps`].
+pub fn to_pickle(v: &Value) -> Result<crate::pickle::Value, WireError> {
+    zpickle::to_pickle(v)
+}
+
 /// Why a frame or message could not be read or written.
 #[derive(Debug, thiserror::Error)]
 pub enum WireError {

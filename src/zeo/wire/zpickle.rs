@@ -126,8 +126,10 @@ fn unsupported(what: &str) -> WireError {
 
 /// crate::pickle's tree → the protocol value. The restricted decoder has already refused
 /// every opcode and global a message may not contain; what remains is plain data and the
-/// `ZopeUndo.Prefix` instance.
-fn convert(v: pickle::Value) -> Result<Value, WireError> {
+/// `ZopeUndo.Prefix` instance. Also used for pickles from the storage (transaction
+/// extensions), which may hold Python 2 strings: ASCII ones become text, as Python 3 reads
+/// them, others bytes.
+pub(super) fn convert(v: pickle::Value) -> Result<Value, WireError> {
     use pickle::Value as P;
     Ok(match v {
         P::None => Value::Nil,
@@ -137,6 +139,11 @@ fn convert(v: pickle::Value) -> Result<Value, WireError> {
         P::Float(f) => Value::Float(f),
         P::Bytes(b) => Value::Bytes(b),
         P::Str(s) => Value::Str(s),
+        P::String8(b) => match String::from_utf8(b) {
+            Ok(s) if s.is_ascii() => Value::Str(s),
+            Ok(s) => Value::Bytes(s.into_bytes()),
+            Err(e) => Value::Bytes(e.into_bytes()),
+        },
         P::Tuple(items) => Value::Tuple(convert_all(items)?),
         P::List(items) => Value::List(convert_all(items)?),
         P::Dict(pairs) => Value::Map(
@@ -194,4 +201,54 @@ fn convert(v: pickle::Value) -> Result<Value, WireError> {
 
 fn convert_all(items: Vec<pickle::Value>) -> Result<Vec<Value>, WireError> {
     items.into_iter().map(convert).collect()
+}
+
+/// The protocol value → crate::pickle's tree (plain data only).
+pub(super) fn to_pickle(v: &Value) -> Result<pickle::Value, WireError> {
+    use pickle::Value as P;
+    Ok(match v {
+        Value::Nil => P::None,
+        Value::Bool(b) => P::Bool(*b),
+        Value::Int(i) => P::Int(*i),
+        Value::Float(f) => P::Float(*f),
+        Value::Bytes(b) => P::Bytes(b.clone()),
+        Value::Str(s) => P::Str(s.clone()),
+        Value::Tuple(x) => P::Tuple(x.iter().map(to_pickle).collect::<Result<_, _>>()?),
+        Value::List(x) => P::List(x.iter().map(to_pickle).collect::<Result<_, _>>()?),
+        Value::Map(m) => P::Dict(
+            m.iter()
+                .map(|(k, v)| Ok((to_pickle(k)?, to_pickle(v)?)))
+                .collect::<Result<_, WireError>>()?,
+        ),
+        Value::Global { module, name, .. } => {
+            return Err(WireError::Unencodable(format!(
+                "the global {module}.{name}"
+            )));
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn extension_dicts_convert_both_ways() {
+        // What ZODB stores for extension={'foo': 'bar', 'n': [1]} (memo and all).
+        let stored = b"\x80\x03}q\x00(X\x03\x00\x00\x00fooq\x01X\x03\x00\x00\x00barq\x02X\x01\x00\x00\x00nq\x03]q\x04K\x01au.";
+        let v = convert(pickle::loads(stored).unwrap()).unwrap();
+        let want = Value::Map(vec![
+            (Value::Str("foo".into()), Value::Str("bar".into())),
+            (Value::Str("n".into()), Value::List(vec![Value::Int(1)])),
+        ]);
+        assert_eq!(v, want);
+        let back = pickle::dumps(&to_pickle(&want).unwrap()).unwrap();
+        assert_eq!(convert(pickle::loads(&back).unwrap()).unwrap(), want);
+        // Python 2 strings: ASCII is text, the rest bytes.
+        let py2 = b"(dp0\nS'user'\np1\nS'\\xff'\np2\ns.";
+        assert_eq!(
+            convert(pickle::loads(py2).unwrap()).unwrap(),
+            Value::Map(vec![(Value::Str("user".into()), Value::Bytes(vec![0xff]))])
+        );
+    }
 }
