@@ -50,6 +50,9 @@ struct Rev {
     back: Option<Option<usize>>,
 }
 
+/// An undo's write: oid, resolved state, backpointer target.
+type UndoWrite = (u64, Option<Vec<u8>>, Option<usize>);
+
 #[derive(Default)]
 struct Model {
     /// oid → revisions, oldest first.
@@ -83,7 +86,7 @@ impl Model {
     }
 
     /// FileStorage's undo of transaction `k`: the planned (oid, data, back) or an error.
-    fn plan_undo(&self, k: usize) -> Result<Vec<(u64, Option<Vec<u8>>, Option<usize>)>, ()> {
+    fn plan_undo(&self, k: usize) -> Result<Vec<UndoWrite>, ()> {
         let (_, writes) = &self.txns[k];
         let mut out = Vec::new();
         for &(oid, idx) in writes {

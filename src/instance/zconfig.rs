@@ -567,39 +567,27 @@ mod tests {
         }
     }
 
-    /// Keys, values and sections without positions, for comparing trees.
-    fn shape(
-        s: &Section,
-    ) -> (
-        String,
-        Option<String>,
-        Vec<(String, String)>,
-        Vec<SectionShape>,
-    ) {
-        (
-            s.kind.clone(),
-            s.name.clone(),
-            s.keys
+    /// Kind, name, keys and subsections without positions, for comparing trees.
+    #[derive(Debug, PartialEq)]
+    struct SectionShape {
+        kind: String,
+        name: Option<String>,
+        keys: Vec<(String, String)>,
+        sections: Vec<SectionShape>,
+    }
+
+    fn shape(s: &Section) -> SectionShape {
+        SectionShape {
+            kind: s.kind.clone(),
+            name: s.name.clone(),
+            keys: s
+                .keys
                 .iter()
                 .map(|k| (k.key.clone(), k.value.clone()))
                 .collect(),
-            s.sections
-                .iter()
-                .map(|x| SectionShape(Box::new(shape(x))))
-                .collect(),
-        )
+            sections: s.sections.iter().map(shape).collect(),
+        }
     }
-
-    #[derive(Debug, PartialEq)]
-    #[allow(clippy::type_complexity)]
-    struct SectionShape(
-        Box<(
-            String,
-            Option<String>,
-            Vec<(String, String)>,
-            Vec<SectionShape>,
-        )>,
-    );
 
     fn section_tree() -> impl Strategy<Value = Section> {
         let kv =

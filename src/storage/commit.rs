@@ -4,7 +4,7 @@
 //! a [`Transaction`]. Stores are checked for conflicts immediately and buffered in memory,
 //! already formatted with their final positions; nothing touches `Data.fs` before
 //! [`Transaction::vote`], which writes the whole transaction with status `c` after the
-//! committed end and syncs it. [`Transaction::finish`] flips that one status byte to ` `,
+//! committed end. [`Transaction::finish`] flips that one status byte to ` `,
 //! syncs, and publishes the new records to readers. [`Transaction::abort`] (or dropping the
 //! transaction) truncates back. Readers never look past the committed end, so they see
 //! the transaction all at once or not at all; after a crash, the open-time recovery
@@ -487,8 +487,9 @@ impl Transaction {
         Ok((pre, ipos, blob_from))
     }
 
-    /// `tpc_vote`: write the transaction after the committed end with status `c`, and
-    /// sync it. On failure the file is truncated back and the transaction can only abort.
+    /// `tpc_vote`: write the transaction after the committed end with status `c` (synced
+    /// only with [`OpenOptions::sync_on_vote`](super::OpenOptions::sync_on_vote); Python
+    /// syncs once per commit, at finish). On failure the file is truncated back and the transaction can only abort.
     pub fn vote(&mut self) -> Result<()> {
         self.check_not_voted()?;
         let storage = self.storage().clone();
@@ -505,8 +506,13 @@ impl Transaction {
         rec.reserve(self.buf.len() + 8);
         rec.extend_from_slice(&self.buf);
         rec.extend_from_slice(&encode_txn_trailer(tlen));
-        let written =
-            crash_hook::vote_write(df, &rec, self.base).and_then(|()| df.file.sync_data());
+        let written = crash_hook::vote_write(df, &rec, self.base).and_then(|()| {
+            if storage.inner.sync_on_vote {
+                df.file.sync_data()
+            } else {
+                Ok(())
+            }
+        });
         if let Err(e) = written {
             let _ = df.file.set_len(self.base);
             return Err(StorageError::io(&df.path, Some(self.base), e));

@@ -33,6 +33,11 @@ pub struct OpenOptions {
     pub progress: bool,
     /// Do not read `Data.fs.index` (always scan).
     pub ignore_index: bool,
+    /// Also sync at vote, not only at finish. Python syncs once per commit (at finish);
+    /// that is the default. With this, a power failure during the finish sync cannot
+    /// leave a committed status byte over data blocks that never reached the disk (§5),
+    /// at the cost of a second sync per commit.
+    pub sync_on_vote: bool,
 }
 
 impl OpenOptions {
@@ -61,6 +66,10 @@ impl OpenOptions {
     }
     pub fn progress(mut self, yes: bool) -> Self {
         self.progress = yes;
+        self
+    }
+    pub fn sync_on_vote(mut self, yes: bool) -> Self {
+        self.sync_on_vote = yes;
         self
     }
     pub fn ignore_index(mut self, yes: bool) -> Self {
@@ -102,6 +111,7 @@ pub(crate) struct Inner {
     pub gate_cv: Condvar,
     pub blobs: Option<BlobDir>,
     pub quota: Option<u64>,
+    pub sync_on_vote: bool,
     pub closed: AtomicBool,
     /// Set when a failure left the file in an unknown state: no more commits.
     pub broken: Mutex<Option<String>>,
@@ -260,6 +270,7 @@ impl FileStorage {
                 gate_cv: Condvar::new(),
                 blobs,
                 quota: opts.quota,
+                sync_on_vote: opts.sync_on_vote,
                 closed: AtomicBool::new(false),
                 broken: Mutex::new(None),
                 _lock: lock,

@@ -50,7 +50,7 @@
 //! let lock = fs.try_lock_commit()?.expect("nobody else is committing");
 //! let mut txn = lock.begin(TxnMeta::new("/ bob", "add a", b"".to_vec()))?;
 //! txn.store(oid, Tid::ZERO, b"pickle")?;       // Conflict { oid, serials } when stale
-//! txn.vote()?;                                 // written with status 'c' and synced
+//! txn.vote()?;                                 // written after the end with status 'c'
 //! let Committed { tid, oids } = txn.finish()?; // status ' ', one sync, visible to readers
 //! # Ok(()) }
 //! ```
