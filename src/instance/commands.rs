@@ -95,7 +95,9 @@ pub fn show(g: &GlobalArgs, _args: &ShowArgs) -> Result<u8> {
             let mut s = s.clone();
             let zodbctl = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("zodbctl"));
             s.runner.program = Some(s.program(&zodbctl, &file));
-            s.runner.ready_check = Some(s.ready_check());
+            if s.runner.start_test_program.is_none() {
+                s.runner.ready_check = Some(s.ready_check());
+            }
             if s.runner.directory.is_none() {
                 s.runner.directory = Some(inst.dir.clone());
             }
@@ -109,8 +111,10 @@ pub fn show(g: &GlobalArgs, _args: &ShowArgs) -> Result<u8> {
                 eprintln!("zodbctl: warning: {d}");
             }
             let mut c = c.clone();
+            if c.runner.program.is_none() && c.runner.start_test_program.is_none() {
+                c.runner.ready_check = Some(c.ready_check());
+            }
             c.runner.program = Some(c.program());
-            c.runner.ready_check = Some(c.ready_check());
             if c.runner.directory.is_none() {
                 c.runner.directory = Some(inst.dir.clone());
             }
