@@ -24,8 +24,29 @@ pub fn create_cluster(_g: &GlobalArgs, args: &CreateClusterArgs) -> Result<u8> {
     super::scaffold::create_cluster(args)
 }
 
-/// Print notices on standard error: things read but not acted on.
+/// Print notices on standard error as one line per file (for routine commands such as
+/// `start` or `status`): which settings are read but not acted on. `show` and `import` give
+/// the details.
 pub fn report_notices(notices: &[Notice]) {
+    let mut files: Vec<&Path> = notices.iter().map(|n| n.file.as_path()).collect();
+    files.dedup();
+    for file in files {
+        let keys: Vec<&str> = notices
+            .iter()
+            .filter(|n| n.file == file)
+            .map(|n| n.key.as_str())
+            .collect();
+        eprintln!(
+            "zodbctl: note: {}: {} setting(s) to review ({}); `zodbctl show` explains each",
+            file.display(),
+            keys.len(),
+            keys.join(", ")
+        );
+    }
+}
+
+/// Print every notice, one per line, with its line number and explanation.
+pub fn report_notices_in_full(notices: &[Notice]) {
     for n in notices {
         eprintln!("zodbctl: note: {n}");
     }
@@ -43,7 +64,7 @@ pub fn import(_g: &GlobalArgs, args: &ImportArgs) -> Result<u8> {
         }
     }
     let (config, notices) = zeoconf::server_from_zconfig(&args.zeo_conf).map_err(usage)?;
-    report_notices(&notices);
+    report_notices_in_full(&notices);
     let body = toml::to_string(&config).context("writing the configuration as TOML")?;
     let mut text = format!(
         "# zodbctl server configuration, imported from {} by `zodbctl import`.\n\
@@ -88,14 +109,16 @@ fn write_new_file(path: &Path, text: &str) -> Result<()> {
 /// `zodbctl show`: the effective configuration, defaults filled in, as TOML.
 pub fn show(g: &GlobalArgs, _args: &ShowArgs) -> Result<u8> {
     let inst = locate(g).map_err(usage)?;
-    report_notices(&inst.notices);
+    report_notices_in_full(&inst.notices);
     let file = std::path::absolute(&inst.file).unwrap_or_else(|_| inst.file.clone());
     let body = match &inst.config {
         InstanceConfig::Server(s) => {
             let mut s = s.clone();
             let zodbctl = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("zodbctl"));
             s.runner.program = Some(s.program(&zodbctl, &file));
-            s.runner.ready_check = Some(s.ready_check());
+            if s.runner.start_test_program.is_none() {
+                s.runner.ready_check = Some(s.ready_check());
+            }
             if s.runner.directory.is_none() {
                 s.runner.directory = Some(inst.dir.clone());
             }
@@ -109,8 +132,10 @@ pub fn show(g: &GlobalArgs, _args: &ShowArgs) -> Result<u8> {
                 eprintln!("zodbctl: warning: {d}");
             }
             let mut c = c.clone();
+            if c.runner.program.is_none() && c.runner.start_test_program.is_none() {
+                c.runner.ready_check = Some(c.ready_check());
+            }
             c.runner.program = Some(c.program());
-            c.runner.ready_check = Some(c.ready_check());
             if c.runner.directory.is_none() {
                 c.runner.directory = Some(inst.dir.clone());
             }
@@ -122,7 +147,7 @@ pub fn show(g: &GlobalArgs, _args: &ShowArgs) -> Result<u8> {
         InstanceConfig::Cluster(c) => {
             // A member that does not load would stop `start` later: say so now.
             for (m, member) in inst.members().map_err(usage)? {
-                report_notices(&member.notices);
+                report_notices_in_full(&member.notices);
                 if let Some(client) = member.client() {
                     for d in super::scaffold::zope_conf_drift(client, &member.dir) {
                         eprintln!("zodbctl: warning: {}: {d}", m.display_name());

@@ -686,6 +686,58 @@ fn check_storage_name(name: &str) -> Option<String> {
     None
 }
 
+fn resolve(dir: &Path, p: &mut PathBuf) {
+    *p = super::resolve_in(dir, p);
+}
+
+impl RunnerConfig {
+    /// Make every path absolute against the instance directory (`directory` defaults to it).
+    pub fn resolve_paths(&mut self, dir: &Path) {
+        resolve(dir, &mut self.socket);
+        resolve(dir, &mut self.transcript);
+        if let Some(p) = &mut self.logfile {
+            resolve(dir, p);
+        }
+        let mut d = self.directory.take().unwrap_or_else(|| dir.to_path_buf());
+        resolve(dir, &mut d);
+        self.directory = Some(d);
+    }
+}
+
+impl ServerConfig {
+    /// Make every path absolute against the instance directory `dir` (what a server or a
+    /// maintenance command opens). `STDERR`/`STDOUT` log paths stay as they are.
+    pub fn resolve_paths(&mut self, dir: &Path) {
+        resolve(dir, &mut self.zeo.pid_file);
+        if let Some(tls) = &mut self.zeo.tls {
+            resolve(dir, &mut tls.certificate);
+            resolve(dir, &mut tls.authenticate);
+            if let Some(k) = &mut tls.key {
+                resolve(dir, k);
+            }
+        }
+        for storage in self.storages.values_mut() {
+            if let StorageConfig::File(f) = storage {
+                resolve(dir, &mut f.path);
+                if let Some(b) = &mut f.blob_dir {
+                    resolve(dir, b);
+                }
+            }
+        }
+        resolve(dir, &mut self.eventlog.path);
+        self.runner.resolve_paths(dir);
+    }
+}
+
+impl ClientConfig {
+    /// Make every path absolute against the instance directory `dir`.
+    pub fn resolve_paths(&mut self, dir: &Path) {
+        resolve(dir, &mut self.zeoclient.var);
+        resolve(dir, &mut self.zeoclient.blob_dir);
+        self.runner.resolve_paths(dir);
+    }
+}
+
 impl ServerConfig {
     /// Checks that serde cannot express.
     pub fn problems(&self) -> Vec<Problem> {
@@ -762,7 +814,9 @@ impl ClientConfig {
         })
     }
 
-    /// The readiness check: `[runner] ready-check`, else an HTTP request to `http-address`.
+    /// The readiness check: `[runner] ready-check`, else a connection to `http-address`
+    /// (the supervisor uses the latter only with the default program: another program need
+    /// not listen there).
     pub fn ready_check(&self) -> ReadyCheck {
         self.runner
             .ready_check
@@ -834,6 +888,24 @@ mod tests {
         assert!(e.message().contains("does not apply"), "{e}");
         let e = toml::from_str::<ServerConfig>("[zeo]\nadress = \"x\"\n").unwrap_err();
         assert!(e.message().contains("unknown field"), "{e}");
+    }
+
+    #[test]
+    fn paths_resolve_against_the_instance() {
+        let mut c: ServerConfig = toml::from_str(
+            "[storages.1]\npath = \"var/Data.fs\"\nblob-dir = \"/srv/blobs\"\n[eventlog]\npath = \"STDERR\"\n",
+        )
+        .unwrap();
+        c.resolve_paths(Path::new("/srv/zeo"));
+        let StorageConfig::File(f) = &c.storages["1"] else {
+            panic!()
+        };
+        assert_eq!(f.path, Path::new("/srv/zeo/var/Data.fs"));
+        assert_eq!(f.blob_dir.as_deref(), Some(Path::new("/srv/blobs")));
+        assert_eq!(c.zeo.pid_file, Path::new("/srv/zeo/var/zeo.pid"));
+        assert_eq!(c.eventlog.path, Path::new("STDERR"));
+        assert_eq!(c.runner.socket, Path::new("/srv/zeo/var/zodbctl.sock"));
+        assert_eq!(c.runner.directory.as_deref(), Some(Path::new("/srv/zeo")));
     }
 
     #[test]

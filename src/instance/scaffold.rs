@@ -491,7 +491,9 @@ pub struct ClientSpec {
     pub servers: Vec<Address>,
     pub storage: String,
     pub cache_size: ByteSize,
-    pub program: CommandLine,
+    /// `None`: the default program (`runwsgi -v etc/zope.ini`), left unset in client.toml
+    /// so that the default readiness check (the HTTP address) applies.
+    pub program: Option<CommandLine>,
     pub http: Address,
     pub user: Option<String>,
     pub sessions: Option<String>,
@@ -516,10 +518,8 @@ impl ClientSpec {
             None => ByteSize::mib(128),
         };
         let program = match &args.program {
-            Some(p) => p.parse().map_err(|e| usage(anyhow!("--program: {e}")))?,
-            None => DEFAULT_CLIENT_PROGRAM
-                .parse()
-                .map_err(|e: String| anyhow!(e))?,
+            Some(p) => Some(p.parse().map_err(|e| usage(anyhow!("--program: {e}")))?),
+            None => None,
         };
         let http: Address = args
             .http
@@ -548,7 +548,7 @@ impl ClientSpec {
         c.zeoclient.cache_size = self.cache_size;
         c.zope.http_address = self.http.clone();
         c.zope.sessions = self.sessions.clone();
-        c.runner.program = Some(self.program.clone());
+        c.runner.program = self.program.clone();
         c.runner.user = self.user.clone();
         c
     }
@@ -678,6 +678,14 @@ pub fn plan_client(dir: &Path, spec: &ClientSpec) -> Result<(Plan, ClientConfig)
         Some(u) => format!("user = {}\n", toml_str(u)),
         None => "# Run as this user when started as root:\n# user = \"zope\"\n".into(),
     };
+    let program_line = match &spec.program {
+        Some(p) => format!("program = {}", toml_str(&p.to_string())),
+        None => format!(
+            "# The program defaults to {}; it is ready when http-address answers.\n# program = {}",
+            toml_str(DEFAULT_CLIENT_PROGRAM),
+            toml_str(DEFAULT_CLIENT_PROGRAM)
+        ),
+    };
     let toml_text = fill(
         tpl::CLIENT_TOML,
         &[
@@ -687,7 +695,7 @@ pub fn plan_client(dir: &Path, spec: &ClientSpec) -> Result<(Plan, ClientConfig)
             ("CACHE_SIZE", toml_str(&spec.cache_size.to_string())),
             ("HTTP_ADDRESS", toml_str(&spec.http.to_string())),
             ("SESSIONS", sessions),
-            ("PROGRAM", toml_str(&spec.program.to_string())),
+            ("PROGRAM", program_line),
             ("USER", user_line),
         ],
     )?;
@@ -781,9 +789,7 @@ pub fn plan_cluster(dir: &Path, args: &CreateClusterArgs) -> Result<(Plan, Clust
             servers: vec![server_address.clone()],
             storage: "1".into(),
             cache_size: ByteSize::mib(128),
-            program: DEFAULT_CLIENT_PROGRAM
-                .parse()
-                .map_err(|e: String| anyhow!(e))?,
+            program: None,
             http: Address::localhost(port),
             user: None,
             sessions: args.sessions.then(|| SESSIONS_STORAGE.to_owned()),
@@ -885,7 +891,7 @@ mod tests {
             ],
             storage: "main".into(),
             cache_size: ByteSize::mib(64),
-            program: DEFAULT_CLIENT_PROGRAM.parse().unwrap(),
+            program: None,
             http: "127.0.0.1:8081".parse().unwrap(),
             user: None,
             sessions: Some("sessions".into()),
@@ -1037,7 +1043,7 @@ mod drift_tests {
             servers: vec!["127.0.0.1:8100".parse().unwrap()],
             storage: "1".into(),
             cache_size: ByteSize::mib(128),
-            program: DEFAULT_CLIENT_PROGRAM.parse().unwrap(),
+            program: None,
             http: "127.0.0.1:8080".parse().unwrap(),
             user: None,
             sessions: Some("sessions".into()),

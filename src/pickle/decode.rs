@@ -35,9 +35,20 @@ impl Default for Limits {
 
 type Id = usize;
 
+/// A string-like value still in the input buffer (copied only if it is materialised).
+#[derive(Debug, Clone, Copy)]
+enum SliceKind {
+    Bytes,
+    /// Already checked to be UTF-8.
+    Str,
+    String8,
+    ByteArray,
+}
+
 #[derive(Debug, Clone)]
 enum Node {
     Leaf(Value),
+    Slice(SliceKind, usize, usize),
     Tuple(Vec<Id>),
     List(Vec<Id>),
     Dict(Vec<(Id, Id)>),
@@ -72,7 +83,7 @@ pub struct Unpickler<'a> {
     limits: Limits,
     mode: Mode,
     nodes: Vec<Node>,
-    memo: HashMap<u64, Id>,
+    memo: Memo,
     /// Persistent ids in order of appearance (for `referencesf`).
     pids: Vec<Id>,
     /// Whether `DUP` made a node appear twice (then leaves are copied, not moved).
@@ -211,7 +222,7 @@ impl<'a> Unpickler<'a> {
             limits: Limits::default(),
             mode: Mode::Full,
             nodes: Vec::new(),
-            memo: HashMap::new(),
+            memo: Memo::default(),
             pids: Vec::new(),
             dup_used: false,
         }
@@ -266,6 +277,7 @@ impl<'a> Unpickler<'a> {
     fn materializer(&mut self, moving: bool) -> Materializer<'_> {
         let len = self.data.len();
         Materializer {
+            data: self.data,
             in_progress: HashSet::new(),
             nodes: &mut self.nodes,
             max_depth: self.limits.max_depth,
@@ -392,16 +404,28 @@ impl<'a> Unpickler<'a> {
         self.push_node(m, Node::Leaf(v));
     }
 
+    /// The next `n` input bytes as a string-like value, left in place.
+    fn slice(&mut self, m: &mut Machine, kind: SliceKind, n: usize) -> Result<(), ErrorKind> {
+        let start = self.pos;
+        self.take(n)?;
+        self.push_node(m, Node::Slice(kind, start, start + n));
+        Ok(())
+    }
+
     fn memo_get(&self, key: u64) -> Result<Id, ErrorKind> {
         self.memo
-            .get(&key)
-            .copied()
+            .get(key)
             .ok_or_else(|| ErrorKind::Malformed(format!("memo key {key} was never stored")))
     }
 
     fn text_of(&self, id: Id) -> Option<String> {
         match &self.nodes[id] {
             Node::Leaf(v) => v.as_text().map(str::to_owned),
+            Node::Slice(SliceKind::Str | SliceKind::String8, a, b) => {
+                let t = std::str::from_utf8(&self.data[*a..*b]).ok()?;
+                (t.is_ascii() || matches!(self.nodes[id], Node::Slice(SliceKind::Str, ..)))
+                    .then(|| t.to_owned())
+            }
             _ => None,
         }
     }
@@ -540,13 +564,11 @@ impl<'a> Unpickler<'a> {
                     return Err(ErrorKind::Malformed("negative BINSTRING length".into()));
                 }
                 let n = self.len_checked(n as u64)?;
-                let b = self.take(n)?.to_vec();
-                self.leaf(m, Value::String8(b));
+                self.slice(m, SliceKind::String8, n)?;
             }
             b'U' => {
                 let n = self.byte()? as usize;
-                let b = self.take(n)?.to_vec();
-                self.leaf(m, Value::String8(b));
+                self.slice(m, SliceKind::String8, n)?;
             }
             b'V' => {
                 let l = self.line()?;
@@ -561,9 +583,11 @@ impl<'a> Unpickler<'a> {
                 };
                 let n = self.len_checked(n)?;
                 let b = self.take(n)?;
-                let s = std::str::from_utf8(b)
-                    .map_err(|_| ErrorKind::Malformed("string is not valid UTF-8".into()))?;
-                self.leaf(m, Value::Str(s.to_owned()));
+                if std::str::from_utf8(b).is_err() {
+                    return Err(ErrorKind::Malformed("string is not valid UTF-8".into()));
+                }
+                self.pos -= n;
+                self.slice(m, SliceKind::Str, n)?;
             }
             b'B' | b'C' | 0x8e | 0x96 => {
                 let n = match op {
@@ -572,13 +596,12 @@ impl<'a> Unpickler<'a> {
                     _ => self.u64le()?,
                 };
                 let n = self.len_checked(n)?;
-                let b = self.take(n)?.to_vec();
-                let v = if op == 0x96 {
-                    Value::ByteArray(b)
+                let kind = if op == 0x96 {
+                    SliceKind::ByteArray
                 } else {
-                    Value::Bytes(b)
+                    SliceKind::Bytes
                 };
-                self.leaf(m, v);
+                self.slice(m, kind, n)?;
             }
             b')' => self.push_node(m, Node::Tuple(Vec::new())),
             b't' => {
@@ -728,22 +751,22 @@ impl<'a> Unpickler<'a> {
             b'p' => {
                 let key = parse_memo_key(self.line()?)?;
                 let top = m.top()?;
-                self.memo.insert(key, top);
+                self.memo.insert(key, top, self.data.len());
             }
             b'q' => {
                 let key = self.byte()?.into();
                 let top = m.top()?;
-                self.memo.insert(key, top);
+                self.memo.insert(key, top, self.data.len());
             }
             b'r' => {
                 let key = self.u32le()?.into();
                 let top = m.top()?;
-                self.memo.insert(key, top);
+                self.memo.insert(key, top, self.data.len());
             }
             0x94 => {
                 let key = self.memo.len() as u64;
                 let top = m.top()?;
-                self.memo.insert(key, top);
+                self.memo.insert(key, top, self.data.len());
             }
             b'g' => {
                 let key = parse_memo_key(self.line()?)?;
@@ -799,6 +822,7 @@ impl<'a> Unpickler<'a> {
 
 /// Turns arena nodes into a [`Value`] tree, under the node/byte budget.
 struct Materializer<'n> {
+    data: &'n [u8],
     nodes: &'n mut Vec<Node>,
     /// Containers being expanded (to cut cycles); a set, so that each load costs what its
     /// own tree costs, not the size of the whole arena.
@@ -810,6 +834,14 @@ struct Materializer<'n> {
 }
 
 impl Materializer<'_> {
+    fn take_bytes(&mut self, len: usize) -> Result<(), ErrorKind> {
+        if len > self.bytes_left {
+            return Err(ErrorKind::TooLarge("too much string data".into()));
+        }
+        self.bytes_left -= len;
+        Ok(())
+    }
+
     fn go(&mut self, id: Id, depth: usize) -> Result<Value, ErrorKind> {
         if depth > self.max_depth {
             return Err(ErrorKind::TooLarge(format!(
@@ -821,6 +853,20 @@ impl Materializer<'_> {
             return Err(ErrorKind::TooLarge("too many values".into()));
         }
         self.nodes_left -= 1;
+        if let Node::Slice(kind, a, b) = self.nodes[id] {
+            self.take_bytes(b - a)?;
+            let raw = self.data[a..b].to_vec();
+            return Ok(match kind {
+                SliceKind::Bytes => Value::Bytes(raw),
+                SliceKind::String8 => Value::String8(raw),
+                SliceKind::ByteArray => Value::ByteArray(raw),
+                SliceKind::Str => match String::from_utf8(raw) {
+                    Ok(s) => Value::Str(s),
+                    // Checked when the opcode was read.
+                    Err(e) => Value::Bytes(e.into_bytes()),
+                },
+            });
+        }
         if let Node::Leaf(v) = &mut self.nodes[id] {
             let len = match &*v {
                 Value::Bytes(x) | Value::String8(x) | Value::ByteArray(x) | Value::BigInt(x) => {
@@ -846,7 +892,7 @@ impl Materializer<'_> {
         // Only ids are copied here; the leaves they lead to are moved or cloned above.
         let node = self.nodes[id].clone();
         let v = match node {
-            Node::Leaf(_) => unreachable!("handled above"),
+            Node::Leaf(_) | Node::Slice(..) => unreachable!("handled above"),
             Node::Tuple(items) => Value::Tuple(self.many(&items, d)?),
             Node::List(items) => Value::List(self.many(&items, d)?),
             Node::Set(items) => Value::Set(self.many(&items, d)?),
@@ -903,6 +949,51 @@ impl Materializer<'_> {
         ids.iter()
             .map(|&(k, v)| Ok((self.go(k, depth)?, self.go(v, depth)?)))
             .collect()
+    }
+}
+
+/// The memo: a vector for the small dense keys picklers use, a map for anything else (so a
+/// `LONG_BINPUT 0xffffffff` costs one entry, not four billion).
+#[derive(Default)]
+struct Memo {
+    dense: Vec<Id>,
+    sparse: HashMap<u64, Id>,
+    count: usize,
+}
+
+const NO_ID: Id = Id::MAX;
+
+impl Memo {
+    /// `limit`: keys below it go to the vector (the input length bounds legitimate keys).
+    fn insert(&mut self, key: u64, id: Id, limit: usize) {
+        if key < limit as u64 {
+            let k = key as usize;
+            if k >= self.dense.len() {
+                self.dense.resize(k + 1, NO_ID);
+            }
+            if self.dense[k] == NO_ID {
+                self.count += 1;
+            }
+            self.dense[k] = id;
+        } else if self.sparse.insert(key, id).is_none() {
+            self.count += 1;
+        }
+    }
+
+    fn get(&self, key: u64) -> Option<Id> {
+        let dense = usize::try_from(key).ok().and_then(|k| self.dense.get(k));
+        match dense {
+            Some(&id) if id != NO_ID => Some(id),
+            _ => self.sparse.get(&key).copied(),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.count
+    }
+
+    fn is_empty(&self) -> bool {
+        self.count == 0
     }
 }
 
