@@ -557,3 +557,68 @@ fn user_switching_when_root() {
     assert_eq!(inst.z(&["status"]).status.code(), Some(0));
     assert_eq!(inst.z(&["stop"]).status.code(), Some(0));
 }
+
+#[test]
+fn the_scaffolded_logrotate_snippet_works_with_logrotate_f() {
+    let Ok(logrotate) = which("logrotate") else {
+        eprintln!("skipped: logrotate is not installed");
+        return;
+    };
+    let top = tempfile::tempdir().unwrap();
+    let dir = top.path().join("zeo");
+    let out = support::zodbctl()
+        .args(["create", "server"])
+        .arg(&dir)
+        .args(["--address", "127.0.0.1:1"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    // The server's own program is not what is tested here: a stand-in that answers SIGUSR2
+    // the way the server does (it reopens its log) and says so on stdout.
+    let toml = dir.join("etc/zeo.toml");
+    let conf = std::fs::read_to_string(&toml).unwrap().replace(
+        "[runner]\n",
+        "[runner]\nprogram = [\"sh\", \"-c\", \"trap 'echo got USR2' USR2; \
+         while :; do sleep 0.05; done\"]\nready-check = { command = \"true\" }\n",
+    );
+    std::fs::write(&toml, conf).unwrap();
+    let z = |args: &[&str]| {
+        support::zodbctl()
+            .arg("-i")
+            .arg(&dir)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = z(&["start"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let transcript = dir.join("log/transcript.log");
+    let out = std::process::Command::new(logrotate)
+        .arg("-f")
+        .arg("-s")
+        .arg(top.path().join("state"))
+        .arg(dir.join("etc/logrotate.conf"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(dir.join("log/transcript.log.1").exists());
+    assert!(wait_until(Duration::from_secs(5), || {
+        std::fs::read_to_string(&transcript).is_ok_and(|t| t.contains("got USR2"))
+    }));
+    let out = z(&["stop"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        std::fs::read_to_string(&transcript)
+            .unwrap()
+            .contains("Exiting")
+    );
+}
+
+fn which(name: &str) -> Result<PathBuf, ()> {
+    let path = std::env::var_os("PATH").ok_or(())?;
+    std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")])
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+        .ok_or(())
+}
