@@ -184,6 +184,34 @@ fn check(fs: &FileStorage, m: &Model) {
         .map(|t| t.unwrap().tid)
         .collect();
     assert_eq!(tids, m.txns.iter().map(|t| t.0).collect::<Vec<_>>());
+    // Iterator ranges: from each tid (and just after it), up to each tid.
+    let range = |start: Option<Tid>, stop: Option<Tid>| -> Vec<Tid> {
+        fs.iter_transactions(start, stop)
+            .unwrap()
+            .map(|t| t.unwrap().tid)
+            .collect()
+    };
+    for (i, &t) in tids.iter().enumerate() {
+        assert_eq!(range(Some(t), None), tids[i..]);
+        assert_eq!(range(Some(Tid(t.0 + 1)), None), tids[i + 1..]);
+        assert_eq!(range(None, Some(t)), tids[..=i]);
+        assert_eq!(range(Some(t), Some(t)), [t]);
+    }
+    // The records of each transaction, as the iterator reports them.
+    for (t, (tid, writes)) in fs.iter_transactions(None, None).unwrap().zip(&m.txns) {
+        let t = t.unwrap();
+        assert_eq!(t.tid, *tid);
+        let recs: Vec<_> = fs
+            .transaction_records(&t)
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect();
+        assert_eq!(recs.len(), writes.len());
+        for (r, &(oid, idx)) in recs.iter().zip(writes) {
+            let rev = &m.objects[&oid][idx];
+            assert_eq!((r.oid, r.tid, &r.data), (Oid(oid), *tid, &rev.data));
+        }
+    }
     assert_eq!(
         fs.last_transaction(),
         m.txns.last().map_or(Tid::ZERO, |t| t.0)

@@ -24,8 +24,29 @@ pub fn create_cluster(_g: &GlobalArgs, args: &CreateClusterArgs) -> Result<u8> {
     super::scaffold::create_cluster(args)
 }
 
-/// Print notices on standard error: things read but not acted on.
+/// Print notices on standard error as one line per file (for routine commands such as
+/// `start` or `status`): which settings are read but not acted on. `show` and `import` give
+/// the details.
 pub fn report_notices(notices: &[Notice]) {
+    let mut files: Vec<&Path> = notices.iter().map(|n| n.file.as_path()).collect();
+    files.dedup();
+    for file in files {
+        let keys: Vec<&str> = notices
+            .iter()
+            .filter(|n| n.file == file)
+            .map(|n| n.key.as_str())
+            .collect();
+        eprintln!(
+            "zodbctl: note: {}: {} setting(s) to review ({}); `zodbctl show` explains each",
+            file.display(),
+            keys.len(),
+            keys.join(", ")
+        );
+    }
+}
+
+/// Print every notice, one per line, with its line number and explanation.
+pub fn report_notices_in_full(notices: &[Notice]) {
     for n in notices {
         eprintln!("zodbctl: note: {n}");
     }
@@ -43,7 +64,7 @@ pub fn import(_g: &GlobalArgs, args: &ImportArgs) -> Result<u8> {
         }
     }
     let (config, notices) = zeoconf::server_from_zconfig(&args.zeo_conf).map_err(usage)?;
-    report_notices(&notices);
+    report_notices_in_full(&notices);
     let body = toml::to_string(&config).context("writing the configuration as TOML")?;
     let mut text = format!(
         "# zodbctl server configuration, imported from {} by `zodbctl import`.\n\
@@ -88,7 +109,7 @@ fn write_new_file(path: &Path, text: &str) -> Result<()> {
 /// `zodbctl show`: the effective configuration, defaults filled in, as TOML.
 pub fn show(g: &GlobalArgs, _args: &ShowArgs) -> Result<u8> {
     let inst = locate(g).map_err(usage)?;
-    report_notices(&inst.notices);
+    report_notices_in_full(&inst.notices);
     let file = std::path::absolute(&inst.file).unwrap_or_else(|_| inst.file.clone());
     let body = match &inst.config {
         InstanceConfig::Server(s) => {
@@ -126,7 +147,7 @@ pub fn show(g: &GlobalArgs, _args: &ShowArgs) -> Result<u8> {
         InstanceConfig::Cluster(c) => {
             // A member that does not load would stop `start` later: say so now.
             for (m, member) in inst.members().map_err(usage)? {
-                report_notices(&member.notices);
+                report_notices_in_full(&member.notices);
                 if let Some(client) = member.client() {
                     for d in super::scaffold::zope_conf_drift(client, &member.dir) {
                         eprintln!("zodbctl: warning: {}: {d}", m.display_name());

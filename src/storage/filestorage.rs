@@ -16,8 +16,9 @@ use super::lock::LockFile;
 use super::scan::{self, ScanOutcome, ScanParams};
 use super::types::{Oid, Tid, TxnMeta};
 
-/// How to open a storage.
-#[derive(Clone, Debug, Default)]
+/// How to open a storage. The default: read-write, no blobs, a progress bar while
+/// scanning when stderr is a terminal.
+#[derive(Clone, Debug)]
 pub struct OpenOptions {
     /// Open without the lock; never modify any file.
     pub read_only: bool,
@@ -38,6 +39,21 @@ pub struct OpenOptions {
     /// leave a committed status byte over data blocks that never reached the disk (§5),
     /// at the cost of a second sync per commit.
     pub sync_on_vote: bool,
+}
+
+impl Default for OpenOptions {
+    fn default() -> Self {
+        OpenOptions {
+            read_only: false,
+            create: false,
+            blob_dir: None,
+            quota: None,
+            stop: None,
+            progress: true,
+            ignore_index: false,
+            sync_on_vote: false,
+        }
+    }
 }
 
 impl OpenOptions {
@@ -252,6 +268,19 @@ impl FileStorage {
             None => None,
         };
         warn_if_future(path, outcome.last_tid);
+        tracing::debug!(
+            "opened {}{}: {} objects, end {}, last transaction {}, {}",
+            path.display(),
+            if read_only { " read-only" } else { "" },
+            index.len(),
+            outcome.pos,
+            outcome.last_tid,
+            if used_index {
+                "index file used"
+            } else {
+                "scanned"
+            }
+        );
         Ok(FileStorage {
             inner: Arc::new(Inner {
                 df,
