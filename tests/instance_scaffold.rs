@@ -441,3 +441,67 @@ fn bad_arguments_are_refused_before_anything_is_written() {
         assert!(!dir.exists(), "{args:?} created the directory");
     }
 }
+
+#[test]
+fn show_warns_when_zope_conf_and_client_toml_disagree() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("client");
+    support::zodbctl_cmd()
+        .args(["create", "client", "--server", "127.0.0.1:8100"])
+        .arg(&dir)
+        .assert()
+        .success();
+    support::zodbctl_cmd()
+        .arg("-i")
+        .arg(&dir)
+        .arg("show")
+        .assert()
+        .success()
+        .stderr("");
+    let conf = dir.join("etc/zope.conf");
+    let text = std::fs::read_to_string(&conf).unwrap();
+    std::fs::write(
+        &conf,
+        text.replace("server 127.0.0.1:8100", "server 127.0.0.1:8200"),
+    )
+    .unwrap();
+    support::zodbctl_cmd()
+        .arg("-i")
+        .arg(&dir)
+        .arg("show")
+        .assert()
+        .success()
+        .stderr(predicates::str::contains(
+            "server: \"127.0.0.1:8200\" here, but etc/client.toml says \"127.0.0.1:8100\"",
+        ));
+}
+
+#[test]
+fn a_cluster_member_of_the_wrong_kind_is_an_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("cluster");
+    support::zodbctl_cmd()
+        .args(["create", "cluster", "--clients", "1"])
+        .arg(&dir)
+        .assert()
+        .success();
+    let file = dir.join("cluster.toml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(
+        &file,
+        text.replacen("kind = \"server\"", "kind = \"client\"", 1),
+    )
+    .unwrap();
+    let out = support::zodbctl()
+        .arg("-i")
+        .arg(&dir)
+        .arg("show")
+        .output()
+        .unwrap();
+    let err = one_line_usage_error(&out);
+    assert!(
+        err.contains("members.server: kind = \"client\", but"),
+        "{err}"
+    );
+    assert!(err.contains("is a server instance"), "{err}");
+}

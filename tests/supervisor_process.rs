@@ -622,3 +622,68 @@ fn which(name: &str) -> Result<PathBuf, ()> {
         .find(|p| p.is_file())
         .ok_or(())
 }
+
+#[test]
+fn restart_replaces_the_program() {
+    let inst = Instance::new("program = \"sleep 100\"");
+    assert_eq!(inst.z(&["start"]).status.code(), Some(0));
+    let first = pid_of(&inst.json(), "pid");
+    let out = inst.z(&["restart"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let second = pid_of(&inst.json(), "pid");
+    assert_ne!(first, second);
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .ends_with(&format!("daemon process restarted, pid={second}\n"))
+    );
+    assert!(!alive(first));
+    assert_eq!(inst.json()["restarts"], 1);
+    assert_eq!(inst.z(&["stop"]).status.code(), Some(0));
+}
+
+#[test]
+fn a_missing_program_is_a_usage_error() {
+    let inst = Instance::new("program = \"no-such-program-zz --flag\"");
+    let out = inst.z(&["start"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("can't find program 'no-such-program-zz' on PATH"),
+        "{}",
+        text(&out)
+    );
+    assert!(!inst.socket().exists());
+}
+
+#[test]
+fn logtail_follows_a_rotated_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("app.log");
+    std::fs::write(&log, "one\n").unwrap();
+    let mut child = support::zodbctl()
+        .args(["logtail", "-f", "-n", "1", "--file"])
+        .arg(&log)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(400));
+    let mut f = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+    f.write_all(b"two\n").unwrap();
+    drop(f);
+    std::fs::rename(&log, dir.path().join("app.log.1")).unwrap();
+    std::fs::write(&log, "three\n").unwrap();
+    std::thread::sleep(Duration::from_millis(800));
+    // SAFETY: kill(2) on the child this test started.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    let _ = child.wait();
+    let one = out.find("one\n").expect(&out);
+    let two = out.find("two\n").expect(&out);
+    let three = out.find("three\n").expect(&out);
+    assert!(one < two && two < three, "{out}");
+}

@@ -88,6 +88,8 @@ pub struct Unpickler<'a> {
     pids: Vec<Id>,
     /// Whether `DUP` made a node appear twice (then leaves are copied, not moved).
     dup_used: bool,
+    /// Nodes and string bytes that may still be materialised (set on first use).
+    budget: Option<(usize, usize)>,
 }
 
 /// Decode the pickle at the start of `data` (bytes after its `STOP` are ignored, as Python's
@@ -225,6 +227,7 @@ impl<'a> Unpickler<'a> {
             memo: Memo::default(),
             pids: Vec::new(),
             dup_used: false,
+            budget: None,
         }
     }
 
@@ -276,20 +279,24 @@ impl<'a> Unpickler<'a> {
 
     fn materializer(&mut self, moving: bool) -> Materializer<'_> {
         let len = self.data.len();
+        // One budget for the decoder's whole life: a stream of tiny pickles that each fetch
+        // a huge memoised value must not multiply it.
+        let budget = self.budget.get_or_insert((
+            self.limits
+                .extra_nodes
+                .saturating_add(len.saturating_mul(8)),
+            self.limits
+                .extra_bytes
+                .saturating_add(len.saturating_mul(4)),
+        ));
         Materializer {
             data: self.data,
             in_progress: HashSet::new(),
             nodes: &mut self.nodes,
             max_depth: self.limits.max_depth,
             moving,
-            nodes_left: self
-                .limits
-                .extra_nodes
-                .saturating_add(len.saturating_mul(8)),
-            bytes_left: self
-                .limits
-                .extra_bytes
-                .saturating_add(len.saturating_mul(4)),
+            nodes_left: &mut budget.0,
+            bytes_left: &mut budget.1,
         }
     }
 
@@ -829,16 +836,16 @@ struct Materializer<'n> {
     in_progress: HashSet<Id>,
     max_depth: usize,
     moving: bool,
-    nodes_left: usize,
-    bytes_left: usize,
+    nodes_left: &'n mut usize,
+    bytes_left: &'n mut usize,
 }
 
 impl Materializer<'_> {
     fn take_bytes(&mut self, len: usize) -> Result<(), ErrorKind> {
-        if len > self.bytes_left {
+        if len > *self.bytes_left {
             return Err(ErrorKind::TooLarge("too much string data".into()));
         }
-        self.bytes_left -= len;
+        *self.bytes_left -= len;
         Ok(())
     }
 
@@ -849,10 +856,10 @@ impl Materializer<'_> {
                 self.max_depth
             )));
         }
-        if self.nodes_left == 0 {
+        if *self.nodes_left == 0 {
             return Err(ErrorKind::TooLarge("too many values".into()));
         }
-        self.nodes_left -= 1;
+        *self.nodes_left -= 1;
         if let Node::Slice(kind, a, b) = self.nodes[id] {
             self.take_bytes(b - a)?;
             let raw = self.data[a..b].to_vec();
@@ -875,10 +882,10 @@ impl Materializer<'_> {
                 Value::Str(s) => s.len(),
                 _ => 0,
             };
-            if len > self.bytes_left {
+            if len > *self.bytes_left {
                 return Err(ErrorKind::TooLarge("too much string data".into()));
             }
-            self.bytes_left -= len;
+            *self.bytes_left -= len;
             return Ok(if self.moving {
                 std::mem::replace(v, Value::None)
             } else {
@@ -1320,6 +1327,31 @@ mod tests {
         ));
         let v = restricted(b"\x80\x03cZopeUndo.Prefix\nPrefix\nX\x01\x00\x00\x00/\x85R.").unwrap();
         assert!(matches!(v, Value::Reduce { .. }));
+    }
+
+    #[test]
+    fn memo_fetches_share_one_budget_across_pickles() {
+        // One pickle memoises a 4 KiB value; then thousands of 3-byte pickles fetch it.
+        let mut p = b"\x80\x03B\x00\x10\x00\x00".to_vec();
+        p.extend(std::iter::repeat_n(b'a', 4096));
+        p.extend_from_slice(b"q\x00.");
+        for _ in 0..10_000 {
+            p.extend_from_slice(b"h\x00.");
+        }
+        let limits = Limits {
+            extra_bytes: 0,
+            ..Limits::default()
+        };
+        let mut u = Unpickler::new(&p).with_limits(limits);
+        let mut loaded = 0;
+        let err = loop {
+            match u.load() {
+                Ok(_) => loaded += 1,
+                Err(e) => break e,
+            }
+        };
+        assert!(matches!(err.kind, ErrorKind::TooLarge(_)), "{err}");
+        assert!(loaded < 200, "{loaded}");
     }
 
     #[test]

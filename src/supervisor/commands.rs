@@ -159,6 +159,18 @@ fn tail_lines(path: &Path, n: usize) -> io::Result<Vec<String>> {
     Ok(lines.split_off(skip))
 }
 
+/// Threads of this process (Linux), 1 if unknown.
+fn thread_count() -> usize {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Threads:"))
+                .and_then(|n| n.trim().parse().ok())
+        })
+        .unwrap_or(1)
+}
+
 /// Exit statuses beyond 255 or negative are folded the way the shell shows them.
 fn exit_byte(code: i32) -> u8 {
     (code & 0xff) as u8
@@ -197,10 +209,15 @@ fn start_one(s: &Settings, out: &Out) -> Result<u8> {
                     Mode::Foreground,
                 )));
             }
+            if thread_count() > 1 {
+                return Err(anyhow!(
+                    "internal error: the manager must be forked from a single-threaded process"
+                ));
+            }
             let _ = io::stdout().flush();
             let _ = io::stderr().flush();
-            // SAFETY: the controller is single-threaded (no runtime or thread is started
-            // before supervisor commands), so the child may run arbitrary code after fork.
+            // SAFETY: the controller is single-threaded (checked above: no runtime or thread
+            // exists before supervisor commands), so the child may run any code after fork.
             match unsafe { nix::unistd::fork() }.context("fork")? {
                 ForkResult::Child => {
                     let code = manager::run(s.clone(), filename, Mode::Daemon);
@@ -487,7 +504,11 @@ fn follow(path: &Path) -> Result<()> {
         if let Ok(m) = std::fs::metadata(path)
             && m.ino() != ino
         {
-            // Rotated: drain nothing more from the old file's name; follow the new one.
+            // Rotated: finish the old file (lines written before the rename), then follow
+            // the new one from its start.
+            let mut rest = Vec::new();
+            f.read_to_end(&mut rest)?;
+            stdout.write_all(&rest)?;
             if let Ok((nf, ni)) = open(path) {
                 writeln!(stdout, "==> {} was replaced <==", path.display())?;
                 f = nf;

@@ -401,25 +401,28 @@ impl Manager {
         }
         let socket = ControlSocket::bind(&s.socket)?;
         let signals = SignalFlags::install()?;
+        // zdaemon applies `directory` and `umask` in daemon mode only; here they are the
+        // program's working directory and mask in both modes, so a foreground manager under
+        // systemd runs `runwsgi -v etc/zope.ini` from the instance directory too.
+        let chdir = s
+            .directory
+            .as_ref()
+            .map(|d| (d, std::env::set_current_dir(d)));
         let mut transcript = None;
         if mode == Mode::Daemon {
-            if let Some(d) = &s.directory {
-                match std::env::set_current_dir(d) {
-                    Ok(()) => {}
-                    Err(e) => mlog(
-                        "WARNING",
-                        &format!("can't chdir into '{}': {e}", d.display()),
-                    ),
-                }
-            }
             daemon::stdin_from_devnull()?;
             // The transcript is created before the umask applies, as in zdaemon (§2.4).
             transcript = Some(Transcript::open(s.transcript.as_deref())?);
-            daemon::set_umask(s.umask);
             mlog("INFO", "daemonizing the process");
-            if let Some(d) = &s.directory {
-                mlog("INFO", &format!("set current directory: '{}'", d.display()));
-            }
+        }
+        daemon::set_umask(s.umask);
+        match chdir {
+            Some((d, Ok(()))) => mlog("INFO", &format!("set current directory: '{}'", d.display())),
+            Some((d, Err(e))) => mlog(
+                "WARNING",
+                &format!("can't chdir into '{}': {e}", d.display()),
+            ),
+            None => {}
         }
         let notifier = if mode == Mode::Foreground {
             Notifier::from_env()

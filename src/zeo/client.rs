@@ -51,7 +51,6 @@ pub struct Client {
     next_txn: i64,
     max_frame: usize,
     reply_timeout: Duration,
-    buf: Vec<u8>,
 }
 
 /// A reply matched to the msgid of the call it answers.
@@ -90,7 +89,6 @@ impl Client {
             next_txn: 1,
             max_frame: wire::DEFAULT_MAX_FRAME,
             reply_timeout: timeout,
-            buf: Vec::with_capacity(4096),
         };
         let hello = client.read_frame().await?;
         client.enc = wire::parse_server_announcement(&hello)?;
@@ -121,10 +119,15 @@ impl Client {
     }
 
     async fn write(&mut self, payload: Vec<u8>) -> Result<(), ClientError> {
-        self.buf.clear();
-        wire::push_frame(&mut self.buf, &payload);
+        // Straight into the write buffer: one copy of the payload, no framed copy.
+        let len = u32::try_from(payload.len())
+            .map_err(|_| WireError::Unencodable("a message of 4 GiB or more".into()))?;
         self.writer
-            .write_all(&self.buf)
+            .write_all(&len.to_be_bytes())
+            .await
+            .map_err(WireError::from)?;
+        self.writer
+            .write_all(&payload)
             .await
             .map_err(WireError::from)?;
         Ok(())
