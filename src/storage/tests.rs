@@ -479,3 +479,33 @@ fn storage_is_send_and_sync() {
     send::<CommitLock>();
     send::<TransactionIter>();
 }
+
+#[test]
+fn large_transactions_spill_to_the_tmp_file() {
+    let (_d, path) = tmp();
+    let fs = FileStorage::open(&path).unwrap();
+    let c1 = commit(&fs, &[(Oid(1), Tid::ZERO, b"x1")]);
+    let c2 = commit(&fs, &[(Oid(1), c1.tid, b"x2")]);
+    let big: Vec<Vec<u8>> = (0..5u8).map(|i| vec![i; 7 << 20]).collect();
+    let mut t = fs.begin(meta("big")).unwrap();
+    // Stored first, so it is read back from the spill file by the undo below.
+    t.store(Oid(1), c2.tid, b"x2").unwrap();
+    for (i, b) in big.iter().enumerate() {
+        t.store(Oid(10 + i as u64), Tid::ZERO, b).unwrap();
+    }
+    assert!(path.with_extension("fs.tmp").exists());
+    assert_eq!(t.undo(c2.tid).unwrap(), vec![Oid(1)]);
+    let c3 = t.finish().unwrap();
+    assert!(!path.with_extension("fs.tmp").exists());
+    assert_eq!(fs.load(Oid(1)).unwrap(), (b"x1".to_vec(), c3.tid));
+    for (i, b) in big.iter().enumerate() {
+        assert_eq!(&fs.load(Oid(10 + i as u64)).unwrap().0, b);
+    }
+    drop(fs);
+    let fs = OpenOptions::new()
+        .read_only(true)
+        .ignore_index(true)
+        .open(&path)
+        .unwrap();
+    assert_eq!(fs.load(Oid(14)).unwrap().1, c3.tid);
+}
