@@ -567,7 +567,7 @@ impl FileStorage {
     }
 
     /// Take the commit lock if it is free: `Ok(None)` when another transaction holds it
-    /// (the caller queues and retries; [`FileStorage::wait_commit_free`] helps).
+    /// (the caller owns the queue of waiting transactions and retries when the holder ends).
     pub fn try_lock_commit(&self) -> Result<Option<CommitLock>> {
         self.check_writable()?;
         let mut gate = lock(&self.inner.gate);
