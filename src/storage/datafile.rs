@@ -100,9 +100,21 @@ impl DataFile {
     }
 
     pub fn read_vec(&self, pos: u64, len: u64) -> Result<Vec<u8>> {
-        let len = usize::try_from(len).map_err(|_| {
-            StorageError::corrupted(&self.path, pos, format!("implausible length {len}"))
-        })?;
+        let implausible =
+            || StorageError::corrupted(&self.path, pos, format!("implausible length {len}"));
+        // A damaged length must not turn into a huge allocation: check big reads against
+        // the file's size first.
+        if len > 1 << 26 {
+            let size = self
+                .file
+                .metadata()
+                .map_err(|e| StorageError::io(&self.path, Some(pos), e))?
+                .len();
+            if pos.saturating_add(len) > size {
+                return Err(implausible());
+            }
+        }
+        let len = usize::try_from(len).map_err(|_| implausible())?;
         let mut v = vec![0u8; len];
         self.read_exact_at(&mut v, pos)?;
         Ok(v)

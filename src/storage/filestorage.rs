@@ -100,7 +100,7 @@ impl OpenOptions {
 
 /// What is visible to readers: changed only by `finish`, under the write lock.
 #[derive(Debug)]
-pub(crate) struct Committed {
+pub(crate) struct Visible {
     pub index: OidIndex,
     /// End of the last committed transaction.
     pub pos: u64,
@@ -120,7 +120,7 @@ pub(crate) struct Inner {
     pub df: DataFile,
     pub read_only: bool,
     pub fs21: bool,
-    pub state: RwLock<Committed>,
+    pub state: RwLock<Visible>,
     /// Highest oid in use or handed out.
     pub max_oid: Mutex<u64>,
     pub gate: Mutex<Gate>,
@@ -286,7 +286,7 @@ impl FileStorage {
                 df,
                 read_only,
                 fs21,
-                state: RwLock::new(Committed {
+                state: RwLock::new(Visible {
                     index,
                     pos: outcome.pos,
                     last_tid: outcome.last_tid,

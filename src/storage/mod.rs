@@ -84,6 +84,7 @@ mod iter;
 pub mod lock;
 mod scan;
 pub mod timestamp;
+mod txnbuf;
 pub mod types;
 
 #[cfg(test)]

@@ -600,6 +600,20 @@ impl Manager {
             .stdin(Stdio::null())
             // Its own process group, so stop and kill reach its children too (§9 item 14).
             .process_group(0);
+        let manager = std::process::id() as libc::pid_t;
+        // SAFETY: prctl and getppid are async-signal-safe; nothing else runs between fork
+        // and exec. If the manager is killed outright (SIGKILL, OOM), the program gets
+        // SIGTERM instead of running on unsupervised (zdaemon orphans it, §2.11).
+        unsafe {
+            cmd.pre_exec(move || {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                if libc::getppid() != manager {
+                    // The manager died before prctl took effect.
+                    return Err(io::Error::other("the manager is gone"));
+                }
+                Ok(())
+            });
+        }
         if let Some(t) = &self.transcript {
             match t.program_stdio() {
                 Ok((out, err)) => {
