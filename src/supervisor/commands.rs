@@ -42,6 +42,8 @@ const TAIL_ON_FAILURE: usize = 10;
 /// Writes each message line, prefixed with the instance name inside a cluster.
 struct Out {
     prefix: String,
+    /// Whether the current wait loop printed dots (a cluster's lines skip the empty line).
+    dots: std::cell::Cell<bool>,
 }
 
 impl Out {
@@ -52,6 +54,7 @@ impl Out {
             } else {
                 String::new()
             },
+            dots: std::cell::Cell::new(false),
         }
     }
 
@@ -61,7 +64,9 @@ impl Out {
 
     /// The end of a wait loop: a newline after the dots, then the message (zdaemon's form).
     fn finish(&self, msg: &str) {
-        println!();
+        if self.prefix.is_empty() || self.dots.replace(false) {
+            println!();
+        }
         self.line(msg);
     }
 }
@@ -85,9 +90,6 @@ fn await_manager(
     let mut dots = 0u64;
     // A manager we did not just fork has answered already; its absence means it is gone.
     let mut seen = child.is_none();
-    if !out.prefix.is_empty() {
-        print!("{}", out.prefix);
-    }
     loop {
         let st = client::status(&s.socket).map(|(p, _)| p);
         match st {
@@ -121,6 +123,7 @@ fn await_manager(
         if secs > dots {
             dots = secs;
             print!(". ");
+            out.dots.set(true);
             let _ = io::stdout().flush();
         }
     }
