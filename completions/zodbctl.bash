@@ -296,7 +296,7 @@ _zodbctl() {
             return 0
             ;;
         zodbctl__subcmd__create__subcmd__client)
-            opts="-i -C -h -V --server --storage --cache-size --program --user --instance --config --help --version"
+            opts="-i -C -h -V --server --storage --cache-size --program --http --user --instance --config --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -315,6 +315,10 @@ _zodbctl() {
                     return 0
                     ;;
                 --program)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --http)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -1276,12 +1280,20 @@ _zodbctl() {
             return 0
             ;;
         zodbctl__subcmd__up)
-            opts="-i -C -h -V --instance --config --help --version"
+            opts="-a -i -C -h -V --address --instance --config --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --address)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -a)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --instance)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0

@@ -66,7 +66,8 @@ complete -c zodbctl -n "__fish_zodbctl_using_subcommand create; and __fish_seen_
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand create; and __fish_seen_subcommand_from client" -l server -d 'A ZEO server address, HOST:PORT or a Unix socket path; repeat for fail-over servers' -r
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand create; and __fish_seen_subcommand_from client" -l storage -d 'Name of the storage on the server' -r
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand create; and __fish_seen_subcommand_from client" -l cache-size -d 'Size of the client\'s ZEO cache, e.g. 128MB' -r
-complete -c zodbctl -n "__fish_zodbctl_using_subcommand create; and __fish_seen_subcommand_from client" -l program -d 'Program the instance runs (shell-style quoting)' -r
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand create; and __fish_seen_subcommand_from client" -l program -d 'Program the instance runs (shell-style quoting); default `runwsgi -v etc/zope.ini`' -r
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand create; and __fish_seen_subcommand_from client" -l http -d 'Where the Zope HTTP server listens: HOST:PORT or a Unix socket path' -r
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand create; and __fish_seen_subcommand_from client" -l user -d 'Run the program as this user when started as root' -r
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand create; and __fish_seen_subcommand_from client" -s i -l instance -d 'The instance (or cluster) directory to act on' -r -F
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand create; and __fish_seen_subcommand_from client" -s C -l config -d 'Use this configuration file instead of the instance\'s own' -r -F
@@ -172,6 +173,7 @@ complete -c zodbctl -n "__fish_zodbctl_using_subcommand logreopen" -s i -l insta
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand logreopen" -s C -l config -d 'Use this configuration file instead of the instance\'s own' -r -F
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand logreopen" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand logreopen" -s V -l version -d 'Print version'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand up" -s a -l address -d 'Address of the server created when DIR has no instance yet' -r
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand up" -s i -l instance -d 'The instance (or cluster) directory to act on' -r -F
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand up" -s C -l config -d 'Use this configuration file instead of the instance\'s own' -r -F
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand up" -s h -l help -d 'Print help (see more with \'--help\')'

@@ -124,7 +124,7 @@ pub enum CreateCommand {
 
 #[derive(Debug, Args)]
 pub struct CreateServerArgs {
-    /// Directory of the new instance (created if missing; existing files are never overwritten).
+    /// Directory of the new instance: created if missing, refused unless empty (nothing is overwritten).
     pub dir: PathBuf,
     /// Address to listen on: HOST:PORT, [V6]:PORT, PORT or a Unix socket path.
     #[arg(short, long, default_value = "127.0.0.1:8100", value_name = "ADDR")]
@@ -144,7 +144,7 @@ pub struct CreateServerArgs {
 
 #[derive(Debug, Args)]
 pub struct CreateClientArgs {
-    /// Directory of the new instance (created if missing; existing files are never overwritten).
+    /// Directory of the new instance: created if missing, refused unless empty (nothing is overwritten).
     pub dir: PathBuf,
     /// A ZEO server address, HOST:PORT or a Unix socket path; repeat for fail-over servers.
     #[arg(long = "server", required = true, value_name = "ADDR")]
@@ -155,9 +155,12 @@ pub struct CreateClientArgs {
     /// Size of the client's ZEO cache, e.g. 128MB.
     #[arg(long, value_name = "SIZE")]
     pub cache_size: Option<String>,
-    /// Program the instance runs (shell-style quoting).
+    /// Program the instance runs (shell-style quoting); default `runwsgi -v etc/zope.ini`.
     #[arg(long, value_name = "CMD")]
     pub program: Option<String>,
+    /// Where the Zope HTTP server listens: HOST:PORT or a Unix socket path.
+    #[arg(long = "http", default_value = "127.0.0.1:8080", value_name = "ADDR")]
+    pub http: String,
     /// Run the program as this user when started as root.
     #[arg(long, value_name = "USER")]
     pub user: Option<String>,
@@ -165,7 +168,7 @@ pub struct CreateClientArgs {
 
 #[derive(Debug, Args)]
 pub struct CreateClusterArgs {
-    /// Directory of the new cluster.
+    /// Directory of the new cluster: created if missing, refused unless empty.
     pub dir: PathBuf,
     /// Number of client instances.
     #[arg(long, default_value_t = 1, value_name = "N")]
@@ -327,6 +330,9 @@ pub struct LogtailArgs {
 pub struct UpArgs {
     /// The instance directory (default: the --instance directory).
     pub dir: Option<PathBuf>,
+    /// Address of the server created when DIR has no instance yet.
+    #[arg(short, long, default_value = "127.0.0.1:8100", value_name = "ADDR")]
+    pub address: String,
 }
 
 #[derive(Debug, Args)]

@@ -1,4 +1,7 @@
 //! Offline maintenance of FileStorage files: verify (fstest), dump (fsdump).
 
 pub mod dump;
+pub mod fstest;
+pub mod pyrepr;
+mod reader;
 pub mod verify;

@@ -1,3 +1,110 @@
-//! The FileStorage engine: Data.fs read and write, byte-compatible with Python ZODB.
-//! Nothing here knows about the network.
+//! The FileStorage engine: `Data.fs` read and write, byte-compatible with Python ZODB 6.4
+//! (spec `filestorage.md`). Nothing here knows about the network; the ZEO server and the
+//! maintenance tools call it.
+//!
+//! # Opening
+//!
+//! ```no_run
+//! use zodbctl::storage::{FileStorage, OpenOptions};
+//! # fn main() -> zodbctl::storage::Result<()> {
+//! let fs = OpenOptions::new().blob_dir("var/blobs").open("var/Data.fs")?; // read-write
+//! let ro = FileStorage::open_read_only("var/Data.fs")?;                  // no lock, no changes
+//! # Ok(()) }
+//! ```
+//!
+//! A read-write open takes `Data.fs.lock` (zc.lockfile-compatible `flock`; `Locked` when
+//! Python or another zodbctl has it), loads `Data.fs.index` when Python's sanity check
+//! accepts it (else scans the file, with a progress bar on a terminal, and saves a fresh
+//! index), and recovers a torn or unfinished (`c`) trailing transaction as Python does,
+//! saving the cut bytes to `Data.fs.trN`. Any other damage is a [`StorageError::Corrupted`]
+//! naming the file and byte position; nothing else is ever repaired. `FS21` (Python 2)
+//! files open read-only. [`FileStorage::close`] (or dropping the last clone) writes
+//! `Data.fs.index` in Python's format.
+//!
+//! # Reading (any thread, concurrently, also during a commit)
+//!
+//! [`FileStorage`] is `Clone + Send + Sync`; clones share one storage. Reads are
+//! positional (`pread`) and take only a brief read lock on the index.
+//!
+//! * [`FileStorage::load`] → `(data, tid)`; [`FileStorage::load_before`] → `Option<Revision
+//!   { data, start, end }>` with the exact §2.9 semantics (`PosKey` when the revision found
+//!   is a deletion; `None` when the object did not exist yet);
+//!   [`FileStorage::load_serial`], [`FileStorage::get_tid`], [`FileStorage::history`],
+//!   [`FileStorage::last_transaction`], [`FileStorage::len`], [`FileStorage::size`],
+//!   [`FileStorage::record_iternext`], [`FileStorage::load_blob`] (→ path).
+//! * [`FileStorage::iter_transactions`]`(start, stop)` → [`TransactionInfo`]s;
+//!   [`FileStorage::transaction_records`] → [`DataRecord`]s (`data` resolved through
+//!   backpointers, `data_txn` as Python's iterator reports it).
+//! * [`FileStorage::undo_log`]`(first, last, filter)` → [`UndoInfo`]s (undoInfo is
+//!   `undo_log` with a filter matching the specification, the extension pickle being raw
+//!   bytes); [`FileStorage::recent_transactions`]`(n)` → `(tid, oids)` for the server's
+//!   invalidation queue.
+//!
+//! # Writing
+//!
+//! ```no_run
+//! # use zodbctl::storage::*;
+//! # fn main() -> Result<()> {
+//! # let fs = FileStorage::open("Data.fs")?;
+//! let oid = fs.new_oid()?;
+//! let lock = fs.try_lock_commit()?.expect("nobody else is committing");
+//! let mut txn = lock.begin(TxnMeta::new("/ bob", "add a", b"".to_vec()))?;
+//! txn.store(oid, Tid::ZERO, b"pickle")?;       // Conflict { oid, serials } when stale
+//! txn.vote()?;                                 // written after the end with status 'c'
+//! let Committed { tid, oids } = txn.finish()?; // status ' ', one sync, visible to readers
+//! # Ok(()) }
+//! ```
+//!
+//! One committer at a time: [`FileStorage::try_lock_commit`] returns `None` while another
+//! [`Transaction`] holds the [`CommitLock`] (the caller owns the waiting queue; ZEO takes
+//! the lock at vote time), [`FileStorage::lock_commit`] blocks. A [`Transaction`] owns the
+//! lock and is `Send`; it offers `store`, `store_blob` (moves the uploaded file from
+//! [`FileStorage::blob_tmp_dir`] into the bushy tree), `check_current_serial`
+//! (`ReadConflict`), `delete`, `restore` (with [`CommitLock::begin_at`] and an explicit,
+//! increasing tid), `undo` (FileStorage's transactional undo, returning the oids), `vote`,
+//! `finish` (returns the tid and every oid written, for invalidations) and `abort`
+//! (also on drop; truncates a voted transaction away and removes its blob files), and
+//! `restore_blob`. Tids come from [`TimeStamp`]: strictly increasing, `laterThan` the last
+//! (and after any unfinished transaction removed at open, whose blob files may linger).
+//! Buffered records stay in memory up to 16 MiB, then spill to `Data.fs.tmp`. Like Python,
+//! a commit syncs once, at finish; [`OpenOptions::sync_on_vote`] adds a sync at vote.
+//! Conflict resolution is not attempted (it needs the application's classes): a stale
+//! store is a `Conflict` carrying the committed serial, for client-side resolution.
+//!
+//! [`FileStorage::close`] waits for the commit lock, so abort or finish transactions
+//! first (never call it on a thread that holds a [`Transaction`]).
+//!
+//! # Modules
+//!
+//! [`format`](mod@format) documents the byte layout; [`types`] ([`Oid`], [`Tid`], [`TxnMeta`]);
+//! [`timestamp`]; [`error`]; [`index`] (the compact in-memory index, ~8 bytes per
+//! object); [`indexfile`] (Python's `Data.fs.index`); [`blob`] (the blob directory);
+//! [`lock`] (the lock file); `scan` (open-time scan and recovery); `commit`; `iter`.
+
+pub mod blob;
 pub mod memory;
+mod commit;
+mod datafile;
+pub mod error;
+mod filestorage;
+pub mod format;
+pub mod index;
+pub mod indexfile;
+mod iter;
+pub mod lock;
+mod scan;
+pub mod timestamp;
+mod txnbuf;
+pub mod types;
+
+#[cfg(test)]
+mod tests;
+
+pub use commit::{CommitLock, Committed, Transaction, crash_hook};
+pub use error::{Result, StorageError};
+pub use filestorage::{FileStorage, HistoryEntry, IterNext, OpenOptions, Revision};
+pub use format::Status;
+pub use iter::{DataRecord, RecordIter, TransactionInfo, TransactionIter, UndoInfo};
+pub use scan::ScanOutcome;
+pub use timestamp::TimeStamp;
+pub use types::{Oid, Tid, TxnMeta};

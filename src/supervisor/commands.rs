@@ -1,45 +1,603 @@
 //! The control commands: start, stop, restart, status, kill, wait, fg, logtail, logreopen, up.
+//!
+//! Messages and exit statuses are zdaemon's where scripts depend on them (supervisor.md §1.5,
+//! §1.8): `daemon process started, pid=N`, `program running; pid=N`, `daemon manager not
+//! running`; `status` exits 0 when the manager runs and 3 when it does not; a failed start
+//! exits 1. The wait loops print zdaemon's ". " per second but poll every few milliseconds.
+//! For a cluster each line is prefixed with the instance name; servers start first (each
+//! waits until ready before the next starts), and stop last.
 
-use anyhow::{Result, bail};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::time::{Duration, Instant};
 
-use crate::cli::{GlobalArgs, KillArgs, LogtailArgs, StartArgs, StatusArgs, UpArgs};
+use anyhow::{Context, Result, anyhow};
+use nix::sys::signal::Signal;
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::{ForkResult, Pid};
 
-pub fn start(_g: &GlobalArgs, _args: &StartArgs) -> Result<u8> {
-    bail!("`start` is not available in this build yet")
+use super::client;
+use super::config::{self, Target};
+use super::manager::{self, Mode};
+use super::protocol::{InstanceStatus, ParsedStatus};
+use super::settings::{ReadyCheck, Settings};
+use crate::cli::{
+    CreateServerArgs, GlobalArgs, KillArgs, LogtailArgs, StartArgs, StatusArgs, UpArgs,
+};
+use crate::error::usage;
+use crate::instance;
+
+/// `status` exit status when no manager runs (LSB "not running", zdaemon's 3).
+pub const EXIT_NOT_RUNNING: u8 = 3;
+
+/// How often the wait loops look at the manager.
+const POLL: Duration = Duration::from_millis(10);
+/// zdaemon gives a manager that never answered this long before declaring it dead.
+const MANAGER_GRACE: Duration = Duration::from_secs(10);
+/// Transcript lines shown when a start fails.
+const TAIL_ON_FAILURE: usize = 10;
+
+/// Writes each message line, prefixed with the instance name inside a cluster.
+struct Out {
+    prefix: String,
+    /// Whether the current wait loop printed dots (a cluster's lines skip the empty line).
+    dots: std::cell::Cell<bool>,
 }
 
-pub fn stop(_g: &GlobalArgs) -> Result<u8> {
-    bail!("`stop` is not available in this build yet")
+impl Out {
+    fn new(target: &Target, s: &Settings) -> Out {
+        Out {
+            prefix: if target.is_cluster() {
+                format!("{}: ", s.name)
+            } else {
+                String::new()
+            },
+            dots: std::cell::Cell::new(false),
+        }
+    }
+
+    fn line(&self, msg: &str) {
+        println!("{}{msg}", self.prefix);
+    }
+
+    /// The end of a wait loop: a newline after the dots, then the message (zdaemon's form).
+    fn finish(&self, msg: &str) {
+        if self.prefix.is_empty() || self.dots.replace(false) {
+            println!();
+        }
+        self.line(msg);
+    }
 }
 
-pub fn restart(_g: &GlobalArgs) -> Result<u8> {
-    bail!("`restart` is not available in this build yet")
+enum Waited {
+    Done(ParsedStatus),
+    ManagerGone(Option<String>),
+    TimedOut,
 }
 
-pub fn status(_g: &GlobalArgs, _args: &StatusArgs) -> Result<u8> {
-    bail!("`status` is not available in this build yet")
+/// zdaemon's wait loop (§1.4): dots each second until `cond` holds, the manager disappears or
+/// `timeout` passes. `child` is the manager we just forked, whose early exit ends the wait.
+fn await_manager(
+    s: &Settings,
+    out: &Out,
+    mut child: Option<Pid>,
+    timeout: Option<Duration>,
+    cond: impl Fn(&ParsedStatus) -> bool,
+) -> Waited {
+    let start = Instant::now();
+    let mut dots = 0u64;
+    // A manager we did not just fork has answered already; its absence means it is gone.
+    let mut seen = child.is_none();
+    loop {
+        let st = client::status(&s.socket).map(|(p, _)| p);
+        match st {
+            Some(p) if cond(&p) => return Waited::Done(p),
+            Some(_) => seen = true,
+            None => {
+                if let Some(pid) = child {
+                    match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
+                        Ok(WaitStatus::StillAlive) => {}
+                        Ok(status) => {
+                            let (code, text) = manager::describe_exit(&status);
+                            let why = match code {
+                                Some(c) => format!("the manager exited with status {c}"),
+                                None => format!("the manager was {text}"),
+                            };
+                            return Waited::ManagerGone(Some(why));
+                        }
+                        Err(_) => child = None,
+                    }
+                }
+                if seen || (child.is_none() && start.elapsed() > MANAGER_GRACE) {
+                    return Waited::ManagerGone(None);
+                }
+            }
+        }
+        if timeout.is_some_and(|t| start.elapsed() > t) {
+            return Waited::TimedOut;
+        }
+        std::thread::sleep(POLL);
+        let secs = start.elapsed().as_secs();
+        if secs > dots {
+            dots = secs;
+            print!(". ");
+            out.dots.set(true);
+            let _ = io::stdout().flush();
+        }
+    }
 }
 
-pub fn kill(_g: &GlobalArgs, _args: &KillArgs) -> Result<u8> {
-    bail!("`kill` is not available in this build yet")
+/// The last lines of the transcript, for a failure report.
+fn report_failure(s: &Settings, why: &str) {
+    eprintln!("zodbctl: {}: {why}", s.name);
+    if let Some(t) = &s.transcript {
+        match tail_lines(t, TAIL_ON_FAILURE) {
+            Ok(lines) if !lines.is_empty() => {
+                eprintln!("last lines of {}:", t.display());
+                for l in lines {
+                    eprintln!("  {l}");
+                }
+            }
+            _ => {}
+        }
+    }
 }
 
-pub fn wait(_g: &GlobalArgs) -> Result<u8> {
-    bail!("`wait` is not available in this build yet")
+fn tail_lines(path: &Path, n: usize) -> io::Result<Vec<String>> {
+    let mut f = std::fs::File::open(path)?;
+    let len = f.metadata()?.len();
+    // Enough for n ordinary log lines without reading a large file whole.
+    let from = len.saturating_sub(64 * 1024);
+    f.seek(SeekFrom::Start(from))?;
+    let mut buf = Vec::new();
+    f.read_to_end(&mut buf)?;
+    let text = String::from_utf8_lossy(&buf);
+    let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+    if from > 0 && !lines.is_empty() {
+        lines.remove(0);
+    }
+    let skip = lines.len().saturating_sub(n);
+    Ok(lines.split_off(skip))
 }
 
-pub fn fg(_g: &GlobalArgs) -> Result<u8> {
-    bail!("`fg` is not available in this build yet")
+/// Threads of this process (Linux), 1 if unknown.
+fn thread_count() -> usize {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Threads:"))
+                .and_then(|n| n.trim().parse().ok())
+        })
+        .unwrap_or(1)
 }
 
-pub fn logtail(_g: &GlobalArgs, _args: &LogtailArgs) -> Result<u8> {
-    bail!("`logtail` is not available in this build yet")
+/// Exit statuses beyond 255 or negative are folded the way the shell shows them.
+fn exit_byte(code: i32) -> u8 {
+    (code & 0xff) as u8
 }
 
-pub fn logreopen(_g: &GlobalArgs) -> Result<u8> {
-    bail!("`logreopen` is not available in this build yet")
+fn run_foreground(s: &Settings) -> Result<u8> {
+    let filename = s.resolve_program().map_err(usage)?;
+    if let Some((st, _)) = client::status(&s.socket) {
+        println!("daemon process already running; pid={}", st.pid);
+        return Ok(1);
+    }
+    Ok(exit_byte(manager::run(
+        s.clone(),
+        filename,
+        Mode::Foreground,
+    )))
 }
 
-pub fn up(_g: &GlobalArgs, _args: &UpArgs) -> Result<u8> {
-    bail!("`up` is not available in this build yet")
+fn start_one(s: &Settings, out: &Out) -> Result<u8> {
+    let mut child = None;
+    match client::status(&s.socket) {
+        Some((st, _)) if st.pid != 0 && !st.testing => {
+            out.line(&format!("daemon process already running; pid={}", st.pid));
+            return Ok(0);
+        }
+        Some(_) => {
+            // The manager is up but the program is not (back-off) or not ready yet.
+            let _ = client::request(&s.socket, "start");
+        }
+        None => {
+            let filename = s.resolve_program().map_err(usage)?;
+            if !s.daemon {
+                return Ok(exit_byte(manager::run(
+                    s.clone(),
+                    filename,
+                    Mode::Foreground,
+                )));
+            }
+            if thread_count() > 1 {
+                return Err(anyhow!(
+                    "internal error: the manager must be forked from a single-threaded process"
+                ));
+            }
+            let _ = io::stdout().flush();
+            let _ = io::stderr().flush();
+            // SAFETY: the controller is single-threaded (checked above: no runtime or thread
+            // exists before supervisor commands), so the child may run any code after fork.
+            match unsafe { nix::unistd::fork() }.context("fork")? {
+                ForkResult::Child => {
+                    let code = manager::run(s.clone(), filename, Mode::Daemon);
+                    std::process::exit(code);
+                }
+                ForkResult::Parent { child: pid } => child = Some(pid),
+            }
+        }
+    }
+    match await_manager(s, out, child, Some(s.start_timeout), |p| {
+        p.pid != 0 && !p.testing
+    }) {
+        Waited::Done(p) => {
+            out.finish(&format!("daemon process started, pid={}", p.pid));
+            Ok(0)
+        }
+        Waited::ManagerGone(why) => {
+            out.finish("daemon manager not running");
+            report_failure(s, why.as_deref().unwrap_or("the manager is gone"));
+            Ok(1)
+        }
+        Waited::TimedOut => {
+            out.finish("Program took too long to start");
+            report_failure(
+                s,
+                &format!(
+                    "not ready after {} s (start-timeout); the manager keeps trying",
+                    s.start_timeout.as_secs()
+                ),
+            );
+            Ok(1)
+        }
+    }
+}
+
+fn stop_one(s: &Settings, out: &Out) -> Result<u8> {
+    match client::status(&s.socket) {
+        None => {
+            out.line("daemon manager not running");
+            return Ok(0);
+        }
+        Some((st, _)) if st.pid == 0 && !st.should_be_up => {
+            out.line("daemon process not running");
+            return Ok(0);
+        }
+        Some(_) => {}
+    }
+    let _ = client::request(&s.socket, "stop");
+    // The manager exits once the program and its process group are gone: wait for that, so
+    // a following `start` finds a clean slate.
+    match await_manager(s, out, None, None, |_| false) {
+        Waited::ManagerGone(_) => out.finish("daemon process stopped"),
+        Waited::Done(_) | Waited::TimedOut => {}
+    }
+    Ok(0)
+}
+
+fn restart_one(s: &Settings, out: &Out) -> Result<u8> {
+    let old = match client::status(&s.socket) {
+        Some((st, _)) if st.pid != 0 => st.pid,
+        _ => return start_one(s, out),
+    };
+    let _ = client::request(&s.socket, "restart");
+    match await_manager(s, out, None, Some(s.start_timeout), |p| {
+        p.pid != 0 && p.pid != old && !p.testing
+    }) {
+        Waited::Done(p) => {
+            out.finish(&format!("daemon process restarted, pid={}", p.pid));
+            Ok(0)
+        }
+        Waited::ManagerGone(why) => {
+            out.finish("daemon manager not running");
+            report_failure(s, why.as_deref().unwrap_or("the manager is gone"));
+            Ok(1)
+        }
+        Waited::TimedOut => {
+            out.finish("Program took too long to start");
+            report_failure(s, "not ready within start-timeout");
+            Ok(1)
+        }
+    }
+}
+
+pub fn start(g: &GlobalArgs, args: &StartArgs) -> Result<u8> {
+    let target = config::load(g)?;
+    if args.foreground {
+        return run_foreground(&target.single("start --foreground")?);
+    }
+    for s in target.members() {
+        let code = start_one(s, &Out::new(&target, s))?;
+        if code != 0 {
+            // Clients are not started against a server that is not ready.
+            return Ok(code);
+        }
+    }
+    Ok(0)
+}
+
+pub fn stop(g: &GlobalArgs) -> Result<u8> {
+    let target = config::load(g)?;
+    for s in target.members().iter().rev() {
+        stop_one(s, &Out::new(&target, s))?;
+    }
+    Ok(0)
+}
+
+pub fn restart(g: &GlobalArgs) -> Result<u8> {
+    let target = config::load(g)?;
+    for s in target.members() {
+        let code = restart_one(s, &Out::new(&target, s))?;
+        if code != 0 {
+            return Ok(code);
+        }
+    }
+    Ok(0)
+}
+
+pub fn status(g: &GlobalArgs, args: &StatusArgs) -> Result<u8> {
+    let target = config::load(g)?;
+    let mut code = 0;
+    for s in target.members() {
+        if args.json {
+            let rec = client::json_status(&s.socket).unwrap_or_else(|| {
+                code = EXIT_NOT_RUNNING;
+                InstanceStatus::not_running(&s.name, &s.socket.to_string_lossy(), &s.program)
+            });
+            println!("{}", serde_json::to_string(&rec)?);
+            continue;
+        }
+        let out = Out::new(&target, s);
+        match client::status(&s.socket) {
+            None => {
+                out.line("daemon manager not running");
+                code = EXIT_NOT_RUNNING;
+            }
+            Some((st, _)) if st.pid == 0 => {
+                out.line("daemon manager running; daemon process not running")
+            }
+            Some((st, _)) => out.line(&format!("program running; pid={}", st.pid)),
+        }
+    }
+    Ok(code)
+}
+
+/// A signal by name (any case, with or without `SIG`) or number (§1.5 `kill`).
+pub fn parse_signal(arg: &str) -> Result<Signal> {
+    let bad = || usage(anyhow!("invalid signal '{arg}'"));
+    if let Ok(n) = arg.parse::<i32>() {
+        return Signal::try_from(n).map_err(|_| bad());
+    }
+    if arg.contains('_') {
+        return Err(bad());
+    }
+    let upper = arg.to_ascii_uppercase();
+    let name = if upper.starts_with("SIG") {
+        upper
+    } else {
+        format!("SIG{upper}")
+    };
+    name.parse::<Signal>().map_err(|_| bad())
+}
+
+pub fn kill(g: &GlobalArgs, args: &KillArgs) -> Result<u8> {
+    let sig = parse_signal(&args.signal)?;
+    let target = config::load(g)?;
+    for s in target.members() {
+        let out = Out::new(&target, s);
+        send_signal(s, &out, sig);
+    }
+    Ok(0)
+}
+
+fn send_signal(s: &Settings, out: &Out, sig: Signal) {
+    let pid = match client::status(&s.socket) {
+        Some((st, _)) if st.pid != 0 => st.pid,
+        _ => {
+            out.line("daemon process not running");
+            return;
+        }
+    };
+    out.line(&format!("kill({pid}, {})", sig as i32));
+    match nix::sys::signal::kill(Pid::from_raw(pid as i32), sig) {
+        Ok(()) => out.line(&format!("signal {} sent to process {pid}", sig.as_str())),
+        Err(e) => out.line(&format!("Error: {}", e.desc())),
+    }
+}
+
+pub fn wait(g: &GlobalArgs) -> Result<u8> {
+    let target = config::load(g)?;
+    for s in target.members() {
+        let out = Out::new(&target, s);
+        if client::status(&s.socket).is_none() {
+            out.line("daemon manager not running");
+            continue;
+        }
+        match await_manager(s, &out, None, None, |p| p.pid == 0) {
+            Waited::Done(_) => out.finish("daemon process stopped"),
+            Waited::ManagerGone(_) | Waited::TimedOut => out.finish("daemon manager not running"),
+        }
+    }
+    status(g, &StatusArgs { json: false }).map(|_| 0)
+}
+
+pub fn fg(g: &GlobalArgs) -> Result<u8> {
+    let s = config::load(g)?.single("fg")?;
+    if matches!(client::status(&s.socket), Some((st, _)) if st.pid != 0) {
+        println!("To run the program in the foreground, please stop it first.");
+        return Ok(1);
+    }
+    let filename = s.resolve_program().map_err(usage)?;
+    println!("{}", shell_words::join(&s.program));
+    let _ = io::stdout().flush();
+    let mut cmd = std::process::Command::new(&filename);
+    cmd.arg0(&s.program[0])
+        .args(&s.program[1..])
+        .envs(s.environment.iter().cloned());
+    if let Some(d) = &s.directory {
+        cmd.current_dir(d);
+    }
+    // exec: the program takes over this process, so its exit status, its signals and
+    // systemd's view of the main pid are exactly the program's (§9 item 25).
+    let err = cmd.exec();
+    Err(anyhow!("can't exec '{}': {err}", filename.display()))
+}
+
+pub fn logtail(g: &GlobalArgs, args: &LogtailArgs) -> Result<u8> {
+    let file = match &args.file {
+        Some(f) => f.clone(),
+        None => {
+            let target = config::load(g)?;
+            let s = target
+                .members()
+                .first()
+                .ok_or_else(|| anyhow!("no instance"))?;
+            s.logfile
+                .clone()
+                .or_else(|| s.transcript.clone())
+                .ok_or_else(|| {
+                    usage(anyhow!(
+                        "No default log file specified; use logtail --file FILE"
+                    ))
+                })?
+        }
+    };
+    let lines =
+        tail_lines(&file, args.lines).with_context(|| format!("reading {}", file.display()))?;
+    let mut stdout = io::stdout().lock();
+    for l in &lines {
+        writeln!(stdout, "{l}")?;
+    }
+    stdout.flush()?;
+    drop(stdout);
+    if args.follow {
+        follow(&file)?;
+    }
+    Ok(0)
+}
+
+/// `tail -F`: print what is appended; start over when the file is truncated or replaced
+/// (log rotation). Runs until interrupted.
+fn follow(path: &Path) -> Result<()> {
+    let open = |p: &Path| -> io::Result<(std::fs::File, u64)> {
+        let f = std::fs::File::open(p)?;
+        let ino = f.metadata()?.ino();
+        Ok((f, ino))
+    };
+    let (mut f, mut ino) = open(path)?;
+    let mut pos = f.seek(SeekFrom::End(0))?;
+    let mut stdout = io::stdout();
+    loop {
+        let len = f.metadata()?.len();
+        if len < pos {
+            writeln!(stdout, "==> File truncated <==")?;
+            pos = f.seek(SeekFrom::Start(0))?;
+        }
+        let mut chunk = Vec::new();
+        f.read_to_end(&mut chunk)?;
+        if !chunk.is_empty() {
+            pos += chunk.len() as u64;
+            stdout.write_all(&chunk)?;
+            stdout.flush()?;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+        if let Ok(m) = std::fs::metadata(path)
+            && m.ino() != ino
+        {
+            // Rotated: finish the old file (lines written before the rename), then follow
+            // the new one from its start.
+            let mut rest = Vec::new();
+            f.read_to_end(&mut rest)?;
+            stdout.write_all(&rest)?;
+            if let Ok((nf, ni)) = open(path) {
+                writeln!(stdout, "==> {} was replaced <==", path.display())?;
+                f = nf;
+                ino = ni;
+                pos = 0;
+            }
+        }
+    }
+}
+
+pub fn logreopen(g: &GlobalArgs) -> Result<u8> {
+    let target = config::load(g)?;
+    for s in target.members() {
+        let out = Out::new(&target, s);
+        if client::status(&s.socket).is_none() {
+            out.line("daemon manager not running");
+            continue;
+        }
+        let _ = client::request(&s.socket, "reopen_transcript");
+        send_signal(s, &out, Signal::SIGUSR2);
+    }
+    Ok(0)
+}
+
+pub fn up(g: &GlobalArgs, args: &UpArgs) -> Result<u8> {
+    let dir = match &args.dir {
+        Some(d) => std::path::absolute(d).unwrap_or_else(|_| d.clone()),
+        None => config::instance_dir(g)?,
+    };
+    let inst = match instance::locate_in_dir(&dir) {
+        Ok(inst) => inst,
+        Err(instance::ConfigError::NotFound { .. }) => {
+            // An empty (or missing) directory: lay out a server with every default.
+            instance::scaffold::create_server(&CreateServerArgs {
+                dir: dir.clone(),
+                address: args.address.clone(),
+                blobs: false,
+                storages: Vec::new(),
+                user: None,
+            })?;
+            instance::locate_in_dir(&dir).map_err(usage)?
+        }
+        Err(e) => return Err(usage(e)),
+    };
+    let target = config::target_of(&inst)?;
+    for s in target.members() {
+        let out = Out::new(&target, s);
+        let code = start_one(s, &out)?;
+        if code != 0 {
+            return Ok(code);
+        }
+        if let Some(ReadyCheck::Zeo(addr)) = &s.ready {
+            out.line(&format!("ZEO server ready at {addr}"));
+        }
+    }
+    let g = GlobalArgs {
+        instance: Some(dir),
+        config: None,
+    };
+    status(&g, &StatusArgs { json: false })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signals_parse_like_zdaemon() {
+        assert_eq!(parse_signal("hup").unwrap(), Signal::SIGHUP);
+        assert_eq!(parse_signal("SigHup").unwrap(), Signal::SIGHUP);
+        assert_eq!(parse_signal("SIGUSR2").unwrap(), Signal::SIGUSR2);
+        assert_eq!(parse_signal("9").unwrap(), Signal::SIGKILL);
+        assert!(parse_signal("ded").is_err());
+        assert!(parse_signal("SIG_DFL").is_err());
+        assert!(parse_signal("999").is_err());
+    }
+
+    #[test]
+    fn tail_keeps_the_last_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("log");
+        let text: String = (1..=15).map(|i| format!("line {i}\n")).collect();
+        std::fs::write(&p, text).unwrap();
+        let lines = tail_lines(&p, 10).unwrap();
+        assert_eq!(lines.len(), 10);
+        assert_eq!(lines[0], "line 6");
+        assert_eq!(lines[9], "line 15");
+    }
 }

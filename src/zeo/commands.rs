@@ -165,6 +165,6 @@ fn open_storages(config: &ServerConfig) -> Result<Vec<(String, Arc<StorageState>
     Ok(out)
 }
 
-pub fn bench(_g: &GlobalArgs, _args: &BenchArgs) -> Result<u8> {
-    bail!("`bench` is not available in this build yet")
+pub fn bench(_g: &GlobalArgs, args: &BenchArgs) -> Result<u8> {
+    super::bench::run(args)
 }

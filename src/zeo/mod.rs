@@ -8,6 +8,8 @@
 //! by the memory storage; `outbox` writes each connection's replies in order, bounded.
 
 pub mod backend;
+pub mod bench;
+pub mod client;
 pub mod codec;
 pub mod commands;
 pub mod config;

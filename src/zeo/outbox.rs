@@ -62,6 +62,9 @@ impl Outbox {
         if self.is_dead() {
             return false;
         }
+        if payload.is_empty() {
+            return true;
+        }
         let Ok(len) = u32::try_from(payload.len()) else {
             self.kill();
             return false;

@@ -3,6 +3,64 @@
 //!
 //! This is the contract between the codec and the server: the server speaks only in terms of
 //! [`Value`], [`Incoming`] and the `encode_*` functions, never in pickle or msgpack bytes.
+//!
+//! - [`frame`]: `u32` big-endian length + payload; [`read_frame`] refuses frames above a
+//!   maximum before allocating anything for them.
+//! - [`handshake`]: the announcement (`Z5`/`M5`), the client's answer, `ruok`.
+//! - Messages are `(msgid, flag, name, args)`. [`decode`] turns a client payload into an
+//!   [`Incoming`]; [`encode_reply`] (flag int 0), [`encode_error`] (flag int 2, body
+//!   `(class_path, state)`) and [`encode_call`] (msgid 0, flag `True`) write exactly the bytes
+//!   of ZEO 6.2's `ZEO.asyncio.marshal` encoders (a fast protocol-3 pickler; `msgpack.packb(…,
+//!   use_bin_type=True)`). The msgid is echoed as the [`Value`] it decoded to, which re-encodes
+//!   to the same bytes (also for loadBefore's `(oid, tid)` msgid).
+//! - The client side ([`encode_request`], [`decode_server_message`]) is used by `zodbctl
+//!   bench` and the tests.
+
+mod frame;
+pub mod handshake;
+mod message;
+mod msgpack;
+mod zpickle;
+
+pub use frame::{DEFAULT_MAX_FRAME, frame, push_frame, read_frame, write_frame};
+pub use handshake::{
+    ClientHandshake, announcement, parse_client_handshake, parse_server_announcement,
+};
+pub use message::{
+    ServerMessage, decode, decode_server_message, encode_call, encode_error, encode_heartbeat,
+    encode_reply, encode_request,
+};
+
+/// A value from a pickle that is not a message (e.g. a transaction's extension dict read
+/// from the storage) as a protocol value: plain data only, anything else is an error.
+pub fn from_pickle(v: crate::pickle::Value) -> Result<Value, WireError> {
+    zpickle::convert(v)
+}
+
+/// A protocol value as a pickle value, e.g. to store `tpc_begin`'s extension map with
+/// [`crate::pickle::dumps`].
+pub fn to_pickle(v: &Value) -> Result<crate::pickle::Value, WireError> {
+    zpickle::to_pickle(v)
+}
+
+/// Why a frame or message could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum WireError {
+    #[error("connection error: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("frame of {len} bytes exceeds the limit of {max} bytes")]
+    FrameTooLarge { len: u64, max: usize },
+    #[error("bad handshake {0:?}")]
+    BadHandshake(String),
+    #[error("undecodable pickle message: {0}")]
+    Pickle(#[from] crate::pickle::PickleError),
+    #[error("undecodable msgpack message: {0}")]
+    Msgpack(String),
+    #[error("malformed message: {0}")]
+    Malformed(String),
+    #[error("cannot encode {0}")]
+    Unencodable(String),
+}
 
 /// The encoding a server announces in its handshake.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,0 +1,598 @@
+//! Engine tests: opening, recovery, reads, commits, undo, blobs, on real files.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use super::format::tests::tiny;
+use super::*;
+
+fn tmp() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("Data.fs");
+    (dir, path)
+}
+
+fn meta(d: &str) -> TxnMeta {
+    TxnMeta::new("/ test", d, b"".to_vec())
+}
+
+fn commit(fs: &FileStorage, stores: &[(Oid, Tid, &[u8])]) -> Committed {
+    let mut t = fs.begin(meta("c")).unwrap();
+    for (oid, serial, data) in stores {
+        t.store(*oid, *serial, data).unwrap();
+    }
+    t.vote().unwrap();
+    t.finish().unwrap()
+}
+
+const T1: Tid = Tid(0x03f5_8e00_3333_3333);
+const T2: Tid = Tid(0x03f5_8e00_5333_3333);
+
+#[test]
+fn reads_the_python_tiny_file() {
+    let (_d, path) = tmp();
+    let bytes = tiny();
+    fs::write(&path, &bytes).unwrap();
+    let fs = FileStorage::open_read_only(&path).unwrap();
+    assert!(!fs.used_index_file());
+    assert_eq!(fs.len(), 2);
+    assert_eq!(fs.size(), 446);
+    assert_eq!(fs.last_transaction(), T2);
+    let (data, tid) = fs.load(Oid(0)).unwrap();
+    assert_eq!(tid, T2);
+    assert_eq!(data, &bytes[241..332]);
+    assert_eq!(fs.load_serial(Oid(0), T1).unwrap(), &bytes[94..158]);
+    let rev = fs.load_before(Oid(0), T2).unwrap().unwrap();
+    assert_eq!((rev.start, rev.end), (T1, Some(T2)));
+    assert_eq!(fs.load_before(Oid(0), T1).unwrap(), None);
+    assert_eq!(fs.load_before(Oid(1), T2).unwrap(), None);
+    assert!(fs.load(Oid(2)).unwrap_err().is_pos_key());
+    let h = fs.history(Oid(0), 10).unwrap();
+    assert_eq!(h.len(), 2);
+    assert_eq!(h[0].user, b"/ bob");
+    assert_eq!(h[0].description, b"add a");
+    assert_eq!(h[1].description, b"initial database creation");
+    assert_eq!(h[0].size, 91);
+    let txns: Vec<_> = fs
+        .iter_transactions(None, None)
+        .unwrap()
+        .collect::<Result<_>>()
+        .unwrap();
+    assert_eq!(txns.len(), 2);
+    let recs: Vec<_> = fs
+        .transaction_records(&txns[1])
+        .unwrap()
+        .collect::<Result<_>>()
+        .unwrap();
+    assert_eq!(recs.len(), 2);
+    assert_eq!(recs[1].oid, Oid(1));
+    assert_eq!(recs[1].data.as_deref(), Some(&bytes[374..438]));
+    let from_t2: Vec<_> = fs.iter_transactions(Some(T2), None).unwrap().collect();
+    assert_eq!(from_t2.len(), 1);
+    let upto_t1: Vec<_> = fs.iter_transactions(None, Some(T1)).unwrap().collect();
+    assert_eq!(upto_t1.len(), 1);
+    let (oid, tid, _, next) = fs.record_iternext(None).unwrap().unwrap();
+    assert_eq!((oid, tid, next), (Oid(0), T2, Some(Oid(1))));
+    let (oid, _, _, next) = fs.record_iternext(Some(Oid(1))).unwrap().unwrap();
+    assert_eq!((oid, next), (Oid(1), None));
+    assert!(
+        !path.with_extension("fs.index").exists(),
+        "read-only wrote an index"
+    );
+}
+
+#[test]
+fn writes_python_identical_index_and_uses_it() {
+    let (_d, path) = tmp();
+    fs::write(&path, tiny()).unwrap();
+    {
+        let fs = FileStorage::open(&path).unwrap();
+        assert!(!fs.used_index_file());
+        fs.close().unwrap();
+    }
+    let index = fs::read(indexfile::index_path(&path)).unwrap();
+    let want: Vec<u8> = [
+        &b"\x80\x03M\xbe\x01."[..],
+        b"\x80\x03C\x06\x00\x00\x00\x00\x00\x00C\x10\x00\x00\x00\x01",
+        b"\x00\x00\x00\x00\x00\xc7\x00\x00\x00\x00\x01\x4c\x86.",
+        b"\x80\x03N.",
+    ]
+    .concat();
+    assert_eq!(index, want);
+    let fs = FileStorage::open(&path).unwrap();
+    assert!(fs.used_index_file());
+    assert_eq!(fs.last_transaction(), T2);
+    assert_eq!(fs.new_oid().unwrap(), Oid(2));
+}
+
+#[test]
+fn commit_conflicts_and_reopen() {
+    let (_d, path) = tmp();
+    let fs = FileStorage::open(&path).unwrap();
+    assert_eq!(fs.size(), 4);
+    assert_eq!(fs::read(&path).unwrap(), b"FS30");
+    let a = fs.new_oid().unwrap();
+    assert_eq!(a, Oid(1));
+    let c1 = commit(&fs, &[(Oid(0), Tid::ZERO, b"root"), (a, Tid::ZERO, b"a1")]);
+    assert_eq!(c1.oids, vec![Oid(0), a]);
+    let c2 = commit(&fs, &[(a, c1.tid, b"a2")]);
+    assert!(c2.tid > c1.tid);
+    assert_eq!(fs.load(a).unwrap(), (b"a2".to_vec(), c2.tid));
+    // Stale serial.
+    let mut t = fs.begin(meta("stale")).unwrap();
+    match t.store(a, c1.tid, b"a3") {
+        Err(StorageError::Conflict { oid, serials }) => {
+            assert_eq!(oid, a);
+            assert_eq!(serials, (c2.tid, c1.tid));
+        }
+        other => panic!("{other:?}"),
+    }
+    match t.check_current_serial(Oid(0), Tid(5)) {
+        Err(StorageError::ReadConflict { serials, .. }) => assert_eq!(serials, (c1.tid, Tid(5))),
+        other => panic!("{other:?}"),
+    }
+    t.check_current_serial(Oid(0), c1.tid).unwrap();
+    t.abort().unwrap();
+    // Explicit tids must increase.
+    let lock = fs.lock_commit().unwrap();
+    assert!(matches!(
+        lock.begin_at(meta("old"), c1.tid, Status::Committed),
+        Err(StorageError::TidNotIncreasing { .. })
+    ));
+    drop(fs);
+    let fs = FileStorage::open(&path).unwrap();
+    assert!(fs.used_index_file());
+    assert_eq!(fs.load(a).unwrap(), (b"a2".to_vec(), c2.tid));
+    assert_eq!(fs.load_serial(a, c1.tid).unwrap(), b"a1");
+    assert_eq!(fs.last_transaction(), c2.tid);
+    assert_eq!(fs.new_oid().unwrap(), Oid(2));
+    let c3 = commit(&fs, &[]);
+    assert!(c3.tid > c2.tid);
+    assert_eq!(fs.iter_transactions(None, None).unwrap().count(), 3);
+}
+
+#[test]
+fn second_writer_is_locked_out_reader_is_not() {
+    let (_d, path) = tmp();
+    let fs = FileStorage::open(&path).unwrap();
+    assert!(matches!(
+        FileStorage::open(&path),
+        Err(StorageError::Locked { .. })
+    ));
+    let ro = FileStorage::open_read_only(&path).unwrap();
+    assert!(matches!(ro.new_oid(), Err(StorageError::ReadOnly { .. })));
+    assert!(ro.begin(meta("x")).is_err());
+    drop(fs);
+    FileStorage::open(&path).unwrap();
+}
+
+#[test]
+fn deletion_and_undo_semantics() {
+    let (_d, path) = tmp();
+    let fs = FileStorage::open(&path).unwrap();
+    let c1 = commit(
+        &fs,
+        &[(Oid(0), Tid::ZERO, b"root"), (Oid(1), Tid::ZERO, b"x1")],
+    );
+    let c2 = commit(&fs, &[(Oid(1), c1.tid, b"x2")]);
+    // Undo c2: oid 1 back to x1 through a backpointer.
+    let mut t = fs.begin(meta("undo")).unwrap();
+    assert_eq!(t.undo(c2.tid).unwrap(), vec![Oid(1)]);
+    t.vote().unwrap();
+    let u = t.finish().unwrap();
+    assert_eq!(u.oids, vec![Oid(1)]);
+    assert_eq!(fs.load(Oid(1)).unwrap(), (b"x1".to_vec(), u.tid));
+    let hist = fs.history(Oid(1), 10).unwrap();
+    assert_eq!(hist.len(), 3);
+    assert_eq!(hist[0].size, 0);
+    let log = fs.undo_log(0, -20, |_| true).unwrap();
+    assert_eq!(
+        log.iter().map(|i| i.tid).collect::<Vec<_>>(),
+        vec![u.tid, c2.tid, c1.tid]
+    );
+    assert_eq!(Tid::from_undo_id(log[0].id().as_bytes()), Some(u.tid));
+    assert_eq!(fs.undo_log(1, 2, |_| true).unwrap().len(), 1);
+    assert_eq!(fs.undo_log(1, 1, |_| true).unwrap().len(), 0);
+    // Undoing c2 again is impossible: the data changed since (x1 != x2).
+    let mut t = fs.begin(meta("undo again")).unwrap();
+    assert!(matches!(t.undo(c2.tid), Err(StorageError::Undo { .. })));
+    t.abort().unwrap();
+    // Undo the creation of oid 1 (c1) -- impossible now? c1 created oid 0 and 1; the
+    // current data of 1 equals c1's data (x1), so it can be undone.
+    let mut t = fs.begin(meta("undo creation")).unwrap();
+    let oids = t.undo(c1.tid).unwrap();
+    assert_eq!(oids, vec![Oid(0), Oid(1)]);
+    let g = t.finish().unwrap();
+    assert!(fs.load(Oid(1)).unwrap_err().is_pos_key());
+    assert!(fs.get_tid(Oid(1)).unwrap_err().is_pos_key());
+    assert_eq!(fs.len(), 2);
+    // loadBefore: after the deletion → PosKey; between → data with end = deletion tid.
+    assert!(
+        fs.load_before(Oid(1), Tid(g.tid.0 + 1))
+            .unwrap_err()
+            .is_pos_key()
+    );
+    let r = fs.load_before(Oid(1), g.tid).unwrap().unwrap();
+    assert_eq!(
+        (r.data.as_slice(), r.start, r.end),
+        (&b"x1"[..], u.tid, Some(g.tid))
+    );
+    assert_eq!(fs.load_before(Oid(1), c1.tid).unwrap(), None);
+    // Iterator: deletion records have no data; backpointers report data_txn.
+    let txns: Vec<_> = fs
+        .iter_transactions(None, None)
+        .unwrap()
+        .collect::<Result<_>>()
+        .unwrap();
+    let recs: Vec<_> = fs
+        .transaction_records(&txns[2])
+        .unwrap()
+        .collect::<Result<_>>()
+        .unwrap();
+    assert_eq!(recs[0].data.as_deref(), Some(&b"x1"[..]));
+    assert_eq!(recs[0].data_txn, Some(c1.tid));
+    let recs: Vec<_> = fs
+        .transaction_records(&txns[3])
+        .unwrap()
+        .collect::<Result<_>>()
+        .unwrap();
+    assert_eq!(recs[1].data, None);
+    // deleteObject on a deleted object with the right serial works; wrong serial conflicts.
+    let mut t = fs.begin(meta("del")).unwrap();
+    assert!(t.delete(Oid(0), c1.tid).unwrap_err().is_conflict());
+    assert!(t.delete(Oid(9), Tid::ZERO).unwrap_err().is_pos_key());
+    t.abort().unwrap();
+    let recent = fs.recent_transactions(2).unwrap();
+    assert_eq!(
+        recent,
+        vec![(u.tid, vec![Oid(1)]), (g.tid, vec![Oid(0), Oid(1)])]
+    );
+}
+
+#[test]
+fn restore_writes_explicit_tids_and_backpointers() {
+    let (_d, path) = tmp();
+    let fs = FileStorage::open(&path).unwrap();
+    let t1 = Tid(0x03f5_8e00_0000_0001);
+    let t2 = Tid(0x03f5_8e00_0000_0002);
+    let mut t = fs
+        .lock_commit()
+        .unwrap()
+        .begin_at(meta("r1"), t1, Status::Packed)
+        .unwrap();
+    t.restore(Oid(0), t1, Some(b"root"), None).unwrap();
+    assert!(t.restore(Oid(0), t2, Some(b"x"), None).is_err());
+    t.finish().unwrap();
+    let mut t = fs
+        .lock_commit()
+        .unwrap()
+        .begin_at(meta("r2"), t2, Status::Committed)
+        .unwrap();
+    t.restore(Oid(0), t2, Some(b"root"), Some(t1)).unwrap();
+    t.restore(Oid(5), t2, None, None).unwrap();
+    t.finish().unwrap();
+    assert_eq!(fs.load(Oid(0)).unwrap(), (b"root".to_vec(), t2));
+    assert!(fs.load(Oid(5)).unwrap_err().is_pos_key());
+    assert_eq!(fs.new_oid().unwrap(), Oid(6));
+    let h = fs.history(Oid(0), 5).unwrap();
+    assert_eq!(h[0].size, 0, "restore with prev_txn wrote a backpointer");
+    // Packed transactions end the undo log.
+    assert_eq!(fs.undo_log(0, -20, |_| true).unwrap().len(), 1);
+    let txns: Vec<_> = fs
+        .iter_transactions(None, None)
+        .unwrap()
+        .collect::<Result<_>>()
+        .unwrap();
+    assert_eq!(txns[0].status, Status::Packed);
+}
+
+#[test]
+fn reads_never_see_an_unfinished_transaction() {
+    let (_d, path) = tmp();
+    let fs = FileStorage::open(&path).unwrap();
+    let c1 = commit(&fs, &[(Oid(0), Tid::ZERO, b"v1")]);
+    let mut t = fs.begin(meta("pending")).unwrap();
+    t.store(Oid(0), c1.tid, b"v2").unwrap();
+    t.vote().unwrap();
+    assert!(fs.commit_in_progress());
+    assert!(fs.try_lock_commit().unwrap().is_none());
+    let reader = fs.clone();
+    let seen = std::thread::spawn(move || {
+        (
+            reader.load(Oid(0)).unwrap(),
+            reader.iter_transactions(None, None).unwrap().count(),
+        )
+    })
+    .join()
+    .unwrap();
+    assert_eq!(seen, ((b"v1".to_vec(), c1.tid), 1));
+    let c2 = t.finish().unwrap();
+    assert_eq!(fs.load(Oid(0)).unwrap(), (b"v2".to_vec(), c2.tid));
+    assert!(!fs.commit_in_progress());
+    // Abort after vote truncates back.
+    let size = fs.size();
+    let mut t = fs.begin(meta("aborted")).unwrap();
+    t.store(Oid(0), c2.tid, b"v3").unwrap();
+    t.vote().unwrap();
+    assert!(fs::metadata(&path).unwrap().len() > size);
+    drop(t);
+    assert_eq!(fs::metadata(&path).unwrap().len(), size);
+    assert_eq!(fs.load(Oid(0)).unwrap().0, b"v2");
+}
+
+fn append(path: &Path, bytes: &[u8]) {
+    use std::io::Write;
+    fs::OpenOptions::new()
+        .append(true)
+        .open(path)
+        .unwrap()
+        .write_all(bytes)
+        .unwrap();
+}
+
+#[test]
+fn recovers_a_checkpoint_transaction_like_python() {
+    let (_d, path) = tmp();
+    fs::write(&path, tiny()).unwrap();
+    // A complete transaction with status 'c' (a writer died after vote).
+    let bytes = tiny();
+    let mut t2 = bytes[166..446].to_vec();
+    t2[0..8].copy_from_slice(&Tid(0x03f5_8e00_6000_0000).to_bytes());
+    t2[16] = b'c';
+    // Fix tloc for the new position (446).
+    for rec in [199 - 166, 332 - 166] {
+        t2[rec + 24..rec + 32].copy_from_slice(&446u64.to_be_bytes());
+    }
+    append(&path, &t2);
+    {
+        let ro = FileStorage::open_read_only(&path).unwrap();
+        assert_eq!(ro.size(), 446);
+        assert_eq!(ro.last_transaction(), T2);
+    }
+    assert_eq!(fs::metadata(&path).unwrap().len(), 446 + 280);
+    let fs = FileStorage::open(&path).unwrap();
+    assert_eq!(fs.size(), 446);
+    assert_eq!(fs::metadata(&path).unwrap().len(), 446);
+    let tr0 = path.with_extension("fs.tr0");
+    assert_eq!(fs::read(&tr0).unwrap(), t2);
+    // The next tid is after the removed one.
+    let c = commit(&fs, &[]);
+    assert!(c.tid > Tid(0x03f5_8e00_6000_0000));
+}
+
+#[test]
+fn cuts_partial_headers_and_torn_transactions() {
+    let (_d, path) = tmp();
+    fs::write(&path, tiny()).unwrap();
+    append(&path, &[1, 2, 3, 4, 5]);
+    FileStorage::open(&path).unwrap();
+    assert_eq!(fs::metadata(&path).unwrap().len(), 446);
+    assert!(!path.with_extension("fs.tr0").exists());
+    // A header whose tlen runs past the end.
+    let bytes = tiny();
+    append(&path, &bytes[166..300]);
+    let fs = FileStorage::open(&path).unwrap();
+    assert_eq!(fs.size(), 446);
+    assert_eq!(
+        fs::read(path.with_extension("fs.tr0")).unwrap(),
+        &bytes[166..300]
+    );
+}
+
+#[test]
+fn damage_is_reported_with_position_and_not_repaired() {
+    let (_d, path) = tmp();
+    let mut bytes = tiny();
+    bytes[158 + 7] ^= 1; // the redundant length of transaction 1
+    fs::write(&path, &bytes).unwrap();
+    for ro in [true, false] {
+        let err = OpenOptions::new().read_only(ro).open(&path).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("Data.fs is damaged at byte 4"), "{msg}");
+        assert!(msg.contains("redundant transaction length"), "{msg}");
+    }
+    assert_eq!(fs::read(&path).unwrap(), bytes);
+    let mut bytes = tiny();
+    bytes[52 + 24 + 7] = 5; // tloc of the first data record
+    fs::write(&path, &bytes).unwrap();
+    let msg = FileStorage::open_read_only(&path).unwrap_err().to_string();
+    assert!(
+        msg.contains("damaged at byte 52") && msg.contains("tloc 5 != tpos 4"),
+        "{msg}"
+    );
+    fs::write(&path, b"FS99xxxx").unwrap();
+    assert!(matches!(
+        FileStorage::open(&path),
+        Err(StorageError::Format { .. })
+    ));
+    let mut fs21 = tiny();
+    fs21[..4].copy_from_slice(b"FS21");
+    fs::write(&path, &fs21).unwrap();
+    assert!(FileStorage::open(&path).is_err());
+    let ro = FileStorage::open_read_only(&path).unwrap();
+    assert!(ro.is_fs21());
+    assert_eq!(ro.len(), 2);
+}
+
+#[test]
+fn stale_index_is_not_trusted() {
+    let (_d, path) = tmp();
+    fs::write(&path, tiny()).unwrap();
+    // An index claiming oid 1 is elsewhere.
+    let mut ix = index::OidIndex::new();
+    ix.insert(Oid(0), 199).unwrap();
+    ix.insert(Oid(1), 52).unwrap();
+    indexfile::write_index_file(&indexfile::index_path(&path), 446, &ix).unwrap();
+    let fs = FileStorage::open(&path).unwrap();
+    assert!(!fs.used_index_file());
+    assert_eq!(fs.load(Oid(1)).unwrap().1, T2);
+}
+
+#[test]
+fn blobs_are_stored_loaded_and_undone() {
+    let (d, path) = tmp();
+    let blob_dir = d.path().join("blobs");
+    let fs = OpenOptions::new().blob_dir(&blob_dir).open(&path).unwrap();
+    let blob_pickle: &[u8] = b"\x80\x03cZODB.blob\nBlob\nq\x00.N.";
+    let up = fs.blob_tmp_dir().unwrap().join("up1");
+    fs::write(&up, "one").unwrap();
+    let mut t = fs.begin(meta("b1")).unwrap();
+    t.store(Oid(0), Tid::ZERO, b"root").unwrap();
+    t.store_blob(Oid(1), Tid::ZERO, blob_pickle, &up).unwrap();
+    let c1 = t.finish().unwrap();
+    let p1 = fs.load_blob(Oid(1), c1.tid).unwrap();
+    assert_eq!(fs::read_to_string(&p1).unwrap(), "one");
+    assert!(p1.starts_with(blob_dir.join("0x00/0x00/0x00/0x00/0x00/0x00/0x00/0x01")));
+    let up = fs.blob_tmp_dir().unwrap().join("up2");
+    fs::write(&up, "two").unwrap();
+    let mut t = fs.begin(meta("b2")).unwrap();
+    t.store_blob(Oid(1), c1.tid, blob_pickle, &up).unwrap();
+    let c2 = t.finish().unwrap();
+    assert_eq!(
+        fs::read_to_string(fs.load_blob(Oid(1), c2.tid).unwrap()).unwrap(),
+        "two"
+    );
+    let mut t = fs.begin(meta("undo b2")).unwrap();
+    t.undo(c2.tid).unwrap();
+    let u = t.finish().unwrap();
+    assert_eq!(
+        fs::read_to_string(fs.load_blob(Oid(1), u.tid).unwrap()).unwrap(),
+        "one"
+    );
+    // An aborted blob store leaves no file behind.
+    let up = fs.blob_tmp_dir().unwrap().join("up3");
+    fs::write(&up, "three").unwrap();
+    let mut t = fs.begin(meta("b3")).unwrap();
+    t.store_blob(Oid(1), u.tid, blob_pickle, &up).unwrap();
+    let tid = t.tid();
+    t.vote().unwrap();
+    t.abort().unwrap();
+    assert!(fs.load_blob(Oid(1), tid).unwrap_err().is_pos_key());
+}
+
+#[test]
+fn storage_is_send_and_sync() {
+    fn check<T: Send + Sync>() {}
+    check::<FileStorage>();
+    fn send<T: Send>() {}
+    send::<Transaction>();
+    send::<CommitLock>();
+    send::<TransactionIter>();
+}
+
+#[test]
+fn large_transactions_spill_to_the_tmp_file() {
+    let (_d, path) = tmp();
+    let fs = FileStorage::open(&path).unwrap();
+    let c1 = commit(&fs, &[(Oid(1), Tid::ZERO, b"x1")]);
+    let c2 = commit(&fs, &[(Oid(1), c1.tid, b"x2")]);
+    let big: Vec<Vec<u8>> = (0..5u8).map(|i| vec![i; 7 << 20]).collect();
+    let mut t = fs.begin(meta("big")).unwrap();
+    // Stored first, so it is read back from the spill file by the undo below.
+    t.store(Oid(1), c2.tid, b"x2").unwrap();
+    for (i, b) in big.iter().enumerate() {
+        t.store(Oid(10 + i as u64), Tid::ZERO, b).unwrap();
+    }
+    assert!(path.with_extension("fs.tmp").exists());
+    assert_eq!(t.undo(c2.tid).unwrap(), vec![Oid(1)]);
+    let c3 = t.finish().unwrap();
+    assert!(!path.with_extension("fs.tmp").exists());
+    assert_eq!(fs.load(Oid(1)).unwrap(), (b"x1".to_vec(), c3.tid));
+    for (i, b) in big.iter().enumerate() {
+        assert_eq!(&fs.load(Oid(10 + i as u64)).unwrap().0, b);
+    }
+    drop(fs);
+    let fs = OpenOptions::new()
+        .read_only(true)
+        .ignore_index(true)
+        .open(&path)
+        .unwrap();
+    assert_eq!(fs.load(Oid(14)).unwrap().1, c3.tid);
+}
+
+#[test]
+fn concurrent_readers_see_consistent_snapshots_during_commits() {
+    let (_d, path) = tmp();
+    let fs = FileStorage::open(&path).unwrap();
+    let n_oids = 8u64;
+    let first: Vec<(Oid, Tid, &[u8])> = (0..n_oids)
+        .map(|o| (Oid(o), Tid::ZERO, &b"0"[..]))
+        .collect();
+    let c = commit(&fs, &first);
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let readers: Vec<_> = (0..3)
+        .map(|r| {
+            let fs = fs.clone();
+            let done = done.clone();
+            std::thread::spawn(move || {
+                let mut last = vec![0u64; n_oids as usize];
+                let mut rounds = 0;
+                while !done.load(std::sync::atomic::Ordering::SeqCst) || rounds < 10 {
+                    rounds += 1;
+                    let oid = Oid((rounds + r) % n_oids);
+                    let (data, tid) = fs.load(oid).unwrap();
+                    let i: u64 = std::str::from_utf8(&data).unwrap().parse().unwrap();
+                    assert!(i >= last[oid.0 as usize], "went back in time");
+                    last[oid.0 as usize] = i;
+                    assert_eq!(fs.load_serial(oid, tid).unwrap(), data);
+                    let before = fs.load_before(oid, Tid(tid.0 + 1)).unwrap().unwrap();
+                    assert_eq!(before.start, tid);
+                    assert!(fs.iter_transactions(None, None).unwrap().all(|t| t.is_ok()));
+                    if rounds > 100_000 {
+                        break;
+                    }
+                }
+            })
+        })
+        .collect();
+    let mut serial = c.tid;
+    for i in 1..=60u64 {
+        let mut t = fs.begin(meta("w")).unwrap();
+        let d = i.to_string();
+        for o in 0..n_oids {
+            t.store(Oid(o), serial, d.as_bytes()).unwrap();
+        }
+        t.vote().unwrap();
+        if i % 7 == 0 {
+            t.abort().unwrap();
+            continue;
+        }
+        serial = t.finish().unwrap().tid;
+    }
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    for r in readers {
+        r.join().unwrap();
+    }
+    assert_eq!(fs.load(Oid(0)).unwrap().0, b"60");
+}
+
+#[test]
+fn restore_blob_moves_the_file() {
+    let (d, path) = tmp();
+    let fs = OpenOptions::new()
+        .blob_dir(d.path().join("b"))
+        .open(&path)
+        .unwrap();
+    let up = fs.blob_tmp_dir().unwrap().join("up");
+    fs::write(&up, "restored").unwrap();
+    let tid = Tid(0x03f5_8e00_0000_0009);
+    let mut t = fs
+        .lock_commit()
+        .unwrap()
+        .begin_at(meta("r"), tid, Status::Committed)
+        .unwrap();
+    t.restore_blob(
+        Oid(3),
+        tid,
+        b"\x80\x03cZODB.blob\nBlob\nq\x00.N.",
+        &up,
+        None,
+    )
+    .unwrap();
+    t.finish().unwrap();
+    assert_eq!(
+        fs::read_to_string(fs.load_blob(Oid(3), tid).unwrap()).unwrap(),
+        "restored"
+    );
+    assert!(!up.exists());
+}

@@ -1,0 +1,385 @@
+//! The message tuple `(msgid, flag, name, args)` (zeo-protocol.md §2.1), over either encoding.
+
+use super::{Encoding, Incoming, Request, Value, WireError, msgpack, zpickle};
+
+/// The flag of an outgoing message: the reference writes int `0`/`2` for replies and `True`
+/// for calls, and clients only test truthiness, but the bytes are kept identical.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Flag {
+    Int(i64),
+    Bool(bool),
+}
+
+/// The fourth element of an outgoing message.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Body<'a> {
+    /// A reply's return value.
+    Value(&'a Value),
+    /// A call's positional arguments, written as a tuple (an array in msgpack).
+    Args(&'a [Value]),
+    /// An error reply's `(class_path, state)`.
+    Error(&'a str, &'a Value),
+}
+
+pub(super) struct Outgoing<'a> {
+    pub msgid: &'a Value,
+    pub flag: Flag,
+    pub name: &'a str,
+    pub body: Body<'a>,
+}
+
+const REPLY: &str = ".reply";
+
+fn encode(enc: Encoding, m: &Outgoing) -> Result<Vec<u8>, WireError> {
+    let mut buf = Vec::with_capacity(64);
+    match enc {
+        Encoding::Pickle => zpickle::write_message(&mut buf, m)?,
+        Encoding::Msgpack => msgpack::write_message(&mut buf, m)?,
+    }
+    Ok(buf)
+}
+
+/// A reply: `(msgid, 0, ".reply", value)`. Fails only for values the encoding cannot carry
+/// (a [`Value::Global`], or in msgpack a map key that is not a string or bytes).
+pub fn encode_reply(enc: Encoding, msgid: &Value, value: &Value) -> Result<Vec<u8>, WireError> {
+    encode(
+        enc,
+        &Outgoing {
+            msgid,
+            flag: Flag::Int(0),
+            name: REPLY,
+            body: Body::Value(value),
+        },
+    )
+}
+
+/// An error reply: `(msgid, 2, ".reply", (class_path, state))` (§2.4).
+pub fn encode_error(
+    enc: Encoding,
+    msgid: &Value,
+    class_path: &str,
+    state: &Value,
+) -> Result<Vec<u8>, WireError> {
+    encode(
+        enc,
+        &Outgoing {
+            msgid,
+            flag: Flag::Int(2),
+            name: REPLY,
+            body: Body::Error(class_path, state),
+        },
+    )
+}
+
+/// A server→client call: `(0, True, method, args)` (§4).
+pub fn encode_call(enc: Encoding, method: &str, args: &[Value]) -> Result<Vec<u8>, WireError> {
+    encode(
+        enc,
+        &Outgoing {
+            msgid: &Value::Int(0),
+            flag: Flag::Bool(true),
+            name: method,
+            body: Body::Args(args),
+        },
+    )
+}
+
+/// Client side: a call `(msgid, oneway, method, args)` as ZEO's client writes it (msgid `0`
+/// for one-way calls by convention).
+pub fn encode_request(
+    enc: Encoding,
+    msgid: &Value,
+    oneway: bool,
+    method: &str,
+    args: &[Value],
+) -> Result<Vec<u8>, WireError> {
+    encode(
+        enc,
+        &Outgoing {
+            msgid,
+            flag: Flag::Bool(oneway),
+            name: method,
+            body: Body::Args(args),
+        },
+    )
+}
+
+/// Client side: the keep-alive `(-1, 0, ".reply", None)`.
+pub fn encode_heartbeat(enc: Encoding) -> Vec<u8> {
+    // Plain scalars always encode.
+    encode(
+        enc,
+        &Outgoing {
+            msgid: &Value::Int(-1),
+            flag: Flag::Int(0),
+            name: REPLY,
+            body: Body::Value(&Value::Nil),
+        },
+    )
+    .unwrap_or_default()
+}
+
+/// The four elements of a decoded message.
+fn decode_parts(enc: Encoding, payload: &[u8]) -> Result<[Value; 4], WireError> {
+    let v = match enc {
+        Encoding::Pickle => zpickle::decode(payload)?,
+        Encoding::Msgpack => msgpack::decode(payload)?,
+    };
+    let items = match v {
+        Value::Tuple(items) | Value::List(items) => items,
+        _ => return Err(WireError::Malformed("a message is not a sequence".into())),
+    };
+    <[Value; 4]>::try_from(items).map_err(|items| {
+        WireError::Malformed(format!("a message has {} parts, not 4", items.len()))
+    })
+}
+
+/// Decode a client's message. A msgid of `-1` is a heartbeat whatever the rest says.
+pub fn decode(enc: Encoding, payload: &[u8]) -> Result<Incoming, WireError> {
+    let [msgid, flag, name, args] = decode_parts(enc, payload)?;
+    if msgid == Value::Int(-1) {
+        return Ok(Incoming::Heartbeat);
+    }
+    let Value::Str(method) = name else {
+        return Err(WireError::Malformed(
+            "the method name is not a string".into(),
+        ));
+    };
+    let args = match args {
+        Value::Tuple(a) | Value::List(a) => a,
+        _ => {
+            return Err(WireError::Malformed(format!(
+                "the arguments of {method} are not a sequence"
+            )));
+        }
+    };
+    Ok(Incoming::Call(Request {
+        msgid,
+        oneway: truthy(&flag),
+        method,
+        args,
+    }))
+}
+
+/// Python truthiness, as the reference tests the flag.
+pub(super) fn truthy(v: &Value) -> bool {
+    match v {
+        Value::Nil => false,
+        Value::Bool(b) => *b,
+        Value::Int(i) => *i != 0,
+        Value::Float(f) => *f != 0.0,
+        Value::Bytes(b) => !b.is_empty(),
+        Value::Str(s) => !s.is_empty(),
+        Value::List(x) | Value::Tuple(x) => !x.is_empty(),
+        Value::Map(m) => !m.is_empty(),
+        Value::Global { .. } => true,
+    }
+}
+
+/// A message from the server, as a client sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ServerMessage {
+    /// A normal reply to the call with this msgid.
+    Reply { msgid: Value, value: Value },
+    /// An error reply: the exception's class path and state.
+    Error {
+        msgid: Value,
+        class_path: String,
+        state: Value,
+    },
+    /// A one-way call from the server (`invalidateTransaction`, `info`, `receiveBlob*`).
+    Call { method: String, args: Vec<Value> },
+}
+
+/// Client side: decode a server message.
+pub fn decode_server_message(enc: Encoding, payload: &[u8]) -> Result<ServerMessage, WireError> {
+    let [msgid, flag, name, body] = decode_parts(enc, payload)?;
+    let Value::Str(name) = name else {
+        return Err(WireError::Malformed(
+            "the message name is not a string".into(),
+        ));
+    };
+    if name != REPLY {
+        let args = match body {
+            Value::Tuple(a) | Value::List(a) => a,
+            _ => return Err(WireError::Malformed(format!("the arguments of {name}"))),
+        };
+        return Ok(ServerMessage::Call { method: name, args });
+    }
+    if !truthy(&flag) {
+        return Ok(ServerMessage::Reply { msgid, value: body });
+    }
+    match body {
+        Value::Tuple(pair) | Value::List(pair) if pair.len() == 2 => {
+            let [class, state] = <[Value; 2]>::try_from(pair)
+                .map_err(|_| WireError::Malformed("error reply".into()))?;
+            let Value::Str(class_path) = class else {
+                return Err(WireError::Malformed("error class is not a string".into()));
+            };
+            Ok(ServerMessage::Error {
+                msgid,
+                class_path,
+                state,
+            })
+        }
+        _ => Err(WireError::Malformed(
+            "error reply is not (class, state)".into(),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unhex(s: &str) -> Vec<u8> {
+        let s: String = s.split_whitespace().collect();
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    fn b(x: &[u8]) -> Value {
+        Value::Bytes(x.to_vec())
+    }
+
+    const Z64: &[u8] = &[0; 8];
+    const ONE: &[u8] = &[0, 0, 0, 0, 0, 0, 0, 1];
+
+    /// The captured frames of zeo-protocol.md §11.1–§11.2.
+    #[test]
+    fn captured_msgpack_frames() {
+        let register = unhex("94 01 c2 a8 72 65 67 69 73 74 65 72 92 a1 31 00");
+        assert_eq!(
+            decode(Encoding::Msgpack, &register).unwrap(),
+            Incoming::Call(Request {
+                msgid: Value::Int(1),
+                oneway: false,
+                method: "register".into(),
+                args: vec![Value::Str("1".into()), Value::Int(0)],
+            })
+        );
+        assert_eq!(
+            encode_reply(Encoding::Msgpack, &Value::Int(1), &b(Z64)).unwrap(),
+            unhex("94 01 00 a6 2e 72 65 70 6c 79 c4 08 00 00 00 00 00 00 00 00")
+        );
+        let load = unhex(
+            "94 92 c4 08 00 00 00 00 00 00 00 00 c4 08 00 00 00 00 00 00 00 01
+             c2 aa 6c 6f 61 64 42 65 66 6f 72 65
+             92 c4 08 00 00 00 00 00 00 00 00 c4 08 00 00 00 00 00 00 00 01",
+        );
+        let Incoming::Call(req) = decode(Encoding::Msgpack, &load).unwrap() else {
+            panic!()
+        };
+        assert_eq!(req.msgid, Value::Tuple(vec![b(Z64), b(ONE)]));
+        let mut want = unhex(
+            "94 92 c4 08 00 00 00 00 00 00 00 00 c4 08 00 00 00 00 00 00 00 01 02 a6 2e 72 65 70 6c 79 92 bd",
+        );
+        want.extend_from_slice(b"ZODB.POSException.POSKeyError");
+        want.extend(unhex("91 c4 08 00 00 00 00 00 00 00 00"));
+        let got = encode_error(
+            Encoding::Msgpack,
+            &req.msgid,
+            "ZODB.POSException.POSKeyError",
+            &Value::Tuple(vec![b(Z64)]),
+        )
+        .unwrap();
+        assert_eq!(got, want);
+        let info = Value::Map(vec![
+            (Value::Str("length".into()), Value::Int(1)),
+            (Value::Str("size".into()), Value::Int(166)),
+        ]);
+        assert_eq!(
+            encode_call(Encoding::Msgpack, "info", &[info]).unwrap(),
+            unhex("94 00 c3 a4 69 6e 66 6f 91 82 a6 6c 65 6e 67 74 68 01 a4 73 69 7a 65 cc a6")
+        );
+        assert_eq!(
+            encode_reply(Encoding::Msgpack, &Value::Int(3), &Value::Tuple(vec![])).unwrap(),
+            unhex("94 03 00 a6 2e 72 65 70 6c 79 90")
+        );
+    }
+
+    #[test]
+    fn captured_pickle_frames_and_heartbeats() {
+        let register = unhex(
+            "80 03 28 4b 01 89 58 08 00 00 00 72 65 67 69 73 74 65 72 58 01 00 00 00 31 4b 00 86 74 2e",
+        );
+        let req = Request {
+            msgid: Value::Int(1),
+            oneway: false,
+            method: "register".into(),
+            args: vec![Value::Str("1".into()), Value::Int(0)],
+        };
+        assert_eq!(
+            decode(Encoding::Pickle, &register).unwrap(),
+            Incoming::Call(req.clone())
+        );
+        assert_eq!(
+            encode_request(Encoding::Pickle, &req.msgid, false, "register", &req.args).unwrap(),
+            register
+        );
+        let hb_pickle =
+            unhex("80 03 28 4a ff ff ff ff 4b 00 58 06 00 00 00 2e 72 65 70 6c 79 4e 74 2e");
+        let hb_msgpack = unhex("94 ff 00 a6 2e 72 65 70 6c 79 c0");
+        assert_eq!(encode_heartbeat(Encoding::Pickle), hb_pickle);
+        assert_eq!(encode_heartbeat(Encoding::Msgpack), hb_msgpack);
+        assert_eq!(
+            decode(Encoding::Pickle, &hb_pickle).unwrap(),
+            Incoming::Heartbeat
+        );
+        assert_eq!(
+            decode(Encoding::Msgpack, &hb_msgpack).unwrap(),
+            Incoming::Heartbeat
+        );
+    }
+
+    #[test]
+    fn server_messages_decode_for_clients() {
+        for enc in [Encoding::Pickle, Encoding::Msgpack] {
+            let e = encode_error(
+                enc,
+                &Value::Int(5),
+                "builtins.ValueError",
+                &Value::Tuple(vec![]),
+            )
+            .unwrap();
+            assert_eq!(
+                decode_server_message(enc, &e).unwrap(),
+                ServerMessage::Error {
+                    msgid: Value::Int(5),
+                    class_path: "builtins.ValueError".into(),
+                    state: Value::Tuple(vec![]),
+                }
+            );
+            let c = encode_call(
+                enc,
+                "invalidateTransaction",
+                &[b(ONE), Value::Tuple(vec![])],
+            )
+            .unwrap();
+            assert!(matches!(decode_server_message(enc, &c).unwrap(),
+                ServerMessage::Call { method, args } if method == "invalidateTransaction" && args.len() == 2));
+        }
+    }
+
+    #[test]
+    fn refusals() {
+        let g = Value::Global {
+            module: "ZopeUndo.Prefix".into(),
+            name: "Prefix".into(),
+            args: vec![],
+        };
+        for enc in [Encoding::Pickle, Encoding::Msgpack] {
+            assert!(encode_reply(enc, &Value::Int(1), &g).is_err());
+        }
+        let int_key = Value::Map(vec![(Value::Int(1), Value::Nil)]);
+        assert!(encode_reply(Encoding::Msgpack, &Value::Int(1), &int_key).is_err());
+        assert!(encode_reply(Encoding::Pickle, &Value::Int(1), &int_key).is_ok());
+        // Not a 4-tuple; trailing msgpack bytes; a forbidden global.
+        assert!(decode(Encoding::Msgpack, &unhex("93 01 c2 a0")).is_err());
+        assert!(decode(Encoding::Msgpack, &unhex("94 01 c2 a1 78 90 00")).is_err());
+        assert!(decode(Encoding::Pickle, b"\x80\x03cos\nsystem\n)R.").is_err());
+        assert!(decode(Encoding::Pickle, b"").is_err());
+    }
+}

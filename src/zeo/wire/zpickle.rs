@@ -1,0 +1,254 @@
+//! `Z5`: messages as fast protocol-3 pickles (zeo-protocol.md §2.5), through crate::pickle.
+
+use super::message::{Body, Flag, Outgoing};
+use super::{Value, WireError};
+use crate::pickle::{self, ops};
+
+const MAX_DEPTH: usize = 200;
+
+pub(super) fn write_message(buf: &mut Vec<u8>, m: &Outgoing) -> Result<(), WireError> {
+    buf.extend_from_slice(&ops::PROTO_3);
+    // A 4-tuple: MARK, the elements, TUPLE.
+    buf.push(ops::MARK);
+    write_value(buf, m.msgid, 0)?;
+    match m.flag {
+        Flag::Int(i) => ops::write_int(buf, i),
+        Flag::Bool(b) => buf.push(if b { ops::NEWTRUE } else { ops::NEWFALSE }),
+    }
+    ops::write_str(buf, m.name);
+    match m.body {
+        Body::Value(v) => write_value(buf, v, 0)?,
+        Body::Args(args) => write_tuple(buf, args, 0)?,
+        Body::Error(class, state) => {
+            ops::write_str(buf, class);
+            write_value(buf, state, 1)?;
+            buf.push(ops::TUPLE2);
+        }
+    }
+    buf.push(ops::TUPLE);
+    buf.push(ops::STOP);
+    Ok(())
+}
+
+fn write_tuple(buf: &mut Vec<u8>, items: &[Value], depth: usize) -> Result<(), WireError> {
+    match items.len() {
+        0 => buf.push(ops::EMPTY_TUPLE),
+        n @ 1..=3 => {
+            for x in items {
+                write_value(buf, x, depth + 1)?;
+            }
+            buf.push(ops::TUPLE1 + (n as u8 - 1));
+        }
+        _ => {
+            buf.push(ops::MARK);
+            for x in items {
+                write_value(buf, x, depth + 1)?;
+            }
+            buf.push(ops::TUPLE);
+        }
+    }
+    Ok(())
+}
+
+/// Batched container bodies, as `_pickle.c` writes them (see crate::pickle::encode).
+fn write_batched<T>(
+    buf: &mut Vec<u8>,
+    items: &[T],
+    one: u8,
+    many: u8,
+    mut item: impl FnMut(&mut Vec<u8>, &T) -> Result<(), WireError>,
+) -> Result<(), WireError> {
+    match items.len() {
+        0 => {}
+        1 => {
+            item(buf, &items[0])?;
+            buf.push(one);
+        }
+        _ => {
+            for batch in items.chunks(ops::BATCHSIZE) {
+                buf.push(ops::MARK);
+                for x in batch {
+                    item(buf, x)?;
+                }
+                buf.push(many);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn write_value(buf: &mut Vec<u8>, v: &Value, depth: usize) -> Result<(), WireError> {
+    if depth > MAX_DEPTH {
+        return Err(WireError::Unencodable("a value nested too deeply".into()));
+    }
+    let d = depth + 1;
+    match v {
+        Value::Nil => buf.push(ops::NONE),
+        Value::Bool(b) => buf.push(if *b { ops::NEWTRUE } else { ops::NEWFALSE }),
+        Value::Int(i) => ops::write_int(buf, *i),
+        Value::Float(f) => ops::write_float(buf, *f),
+        Value::Bytes(b) => ops::write_bytes(buf, b),
+        Value::Str(s) => ops::write_str(buf, s),
+        Value::Tuple(items) => write_tuple(buf, items, depth)?,
+        Value::List(items) => {
+            buf.push(ops::EMPTY_LIST);
+            write_batched(buf, items, ops::APPEND, ops::APPENDS, |buf, x| {
+                write_value(buf, x, d)
+            })?;
+        }
+        Value::Map(pairs) => {
+            buf.push(ops::EMPTY_DICT);
+            write_batched(buf, pairs, ops::SETITEM, ops::SETITEMS, |buf, (k, v)| {
+                write_value(buf, k, d)?;
+                write_value(buf, v, d)
+            })?;
+        }
+        Value::Global { module, name, .. } => {
+            // The reference server never emits globals, and neither do we (§2.5).
+            return Err(WireError::Unencodable(format!(
+                "the global {module}.{name}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+pub(super) fn decode(payload: &[u8]) -> Result<Value, WireError> {
+    let v = pickle::Unpickler::new(payload)
+        .restrict_to_messages()
+        .load()?;
+    convert(v)
+}
+
+fn unsupported(what: &str) -> WireError {
+    WireError::Malformed(format!("{what} in a message"))
+}
+
+/// crate::pickle's tree → the protocol value. The restricted decoder has already refused
+/// every opcode and global a message may not contain; what remains is plain data and the
+/// `ZopeUndo.Prefix` instance. Also used for pickles from the storage (transaction
+/// extensions), which may hold Python 2 strings: ASCII ones become text, as Python 3 reads
+/// them, others bytes.
+pub(super) fn convert(v: pickle::Value) -> Result<Value, WireError> {
+    use pickle::Value as P;
+    Ok(match v {
+        P::None => Value::Nil,
+        P::Bool(b) => Value::Bool(b),
+        P::Int(i) => Value::Int(i),
+        P::BigInt(_) => return Err(unsupported("an integer beyond 64 bits")),
+        P::Float(f) => Value::Float(f),
+        P::Bytes(b) => Value::Bytes(b),
+        P::Str(s) => Value::Str(s),
+        P::String8(b) => match String::from_utf8(b) {
+            Ok(s) if s.is_ascii() => Value::Str(s),
+            Ok(s) => Value::Bytes(s.into_bytes()),
+            Err(e) => Value::Bytes(e.into_bytes()),
+        },
+        P::Tuple(items) => Value::Tuple(convert_all(items)?),
+        P::List(items) => Value::List(convert_all(items)?),
+        P::Dict(pairs) => Value::Map(
+            pairs
+                .into_iter()
+                .map(|(k, v)| Ok((convert(k)?, convert(v)?)))
+                .collect::<Result<_, WireError>>()?,
+        ),
+        // Prefix(path) pickled through __reduce__: GLOBAL, args tuple, REDUCE.
+        P::Reduce { callable, args } => match (*callable, *args) {
+            (P::Global { module, name }, P::Tuple(args)) => Value::Global {
+                module,
+                name,
+                args: convert_all(args)?,
+            },
+            _ => return Err(unsupported("a call")),
+        },
+        // Prefix(path) pickled the default protocol-2+ way: GLOBAL, (), NEWOBJ, then BUILD with
+        // the instance dict {'value': (len(path), path)}; reduced to its constructor argument.
+        P::Build { obj, state } => match (*obj, *state) {
+            (
+                P::NewObj {
+                    cls,
+                    args,
+                    kwargs: None,
+                },
+                P::Dict(state),
+            ) if *args == P::Tuple(vec![]) => {
+                let P::Global { module, name } = *cls else {
+                    return Err(unsupported("an object"));
+                };
+                let path = state.into_iter().find_map(|(k, v)| match (k, v) {
+                    (P::Str(k), P::Tuple(mut t)) if k == "value" && t.len() == 2 => t.pop(),
+                    _ => None,
+                });
+                let Some(path) = path else {
+                    return Err(unsupported("a Prefix without a value"));
+                };
+                Value::Global {
+                    module,
+                    name,
+                    args: vec![convert(path)?],
+                }
+            }
+            _ => return Err(unsupported("an object")),
+        },
+        P::Global { module, name } => Value::Global {
+            module,
+            name,
+            args: vec![],
+        },
+        _ => return Err(unsupported("an object")),
+    })
+}
+
+fn convert_all(items: Vec<pickle::Value>) -> Result<Vec<Value>, WireError> {
+    items.into_iter().map(convert).collect()
+}
+
+/// The protocol value → crate::pickle's tree (plain data only).
+pub(super) fn to_pickle(v: &Value) -> Result<pickle::Value, WireError> {
+    use pickle::Value as P;
+    Ok(match v {
+        Value::Nil => P::None,
+        Value::Bool(b) => P::Bool(*b),
+        Value::Int(i) => P::Int(*i),
+        Value::Float(f) => P::Float(*f),
+        Value::Bytes(b) => P::Bytes(b.clone()),
+        Value::Str(s) => P::Str(s.clone()),
+        Value::Tuple(x) => P::Tuple(x.iter().map(to_pickle).collect::<Result<_, _>>()?),
+        Value::List(x) => P::List(x.iter().map(to_pickle).collect::<Result<_, _>>()?),
+        Value::Map(m) => P::Dict(
+            m.iter()
+                .map(|(k, v)| Ok((to_pickle(k)?, to_pickle(v)?)))
+                .collect::<Result<_, WireError>>()?,
+        ),
+        Value::Global { module, name, .. } => {
+            return Err(WireError::Unencodable(format!(
+                "the global {module}.{name}"
+            )));
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn extension_dicts_convert_both_ways() {
+        // What ZODB stores for extension={'foo': 'bar', 'n': [1]} (memo and all).
+        let stored = b"\x80\x03}q\x00(X\x03\x00\x00\x00fooq\x01X\x03\x00\x00\x00barq\x02X\x01\x00\x00\x00nq\x03]q\x04K\x01au.";
+        let v = convert(pickle::loads(stored).unwrap()).unwrap();
+        let want = Value::Map(vec![
+            (Value::Str("foo".into()), Value::Str("bar".into())),
+            (Value::Str("n".into()), Value::List(vec![Value::Int(1)])),
+        ]);
+        assert_eq!(v, want);
+        let back = pickle::dumps(&to_pickle(&want).unwrap()).unwrap();
+        assert_eq!(convert(pickle::loads(&back).unwrap()).unwrap(), want);
+        // Python 2 strings: ASCII is text, the rest bytes.
+        let py2 = b"(dp0\nS'user'\np1\nS'\\xff'\np2\ns.";
+        assert_eq!(
+            convert(pickle::loads(py2).unwrap()).unwrap(),
+            Value::Map(vec![(Value::Str("user".into()), Value::Bytes(vec![0xff]))])
+        );
+    }
+}

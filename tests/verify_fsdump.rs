@@ -1,0 +1,165 @@
+//! `zodbctl dump` against Python's fsdump (ZODB 6.4): the same lines on healthy files and on
+//! single-field damaged ones, the same warnings on standard error, and where fsdump dies
+//! with a traceback, the same lines before it and exit status 1.
+
+mod support;
+mod verify_damage;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::PathBuf;
+
+use verify_damage::{damaged_variants, make_base};
+
+/// fsdump's output and warnings for each file, in one process: JSON lines
+/// `{"path", "out", "log", "crash"}`. The warnings reach stderr through Python's last-resort
+/// handler, whose format is the bare message, as this handler's.
+const FSDUMP_MANY: &str = r#"
+import io, json, logging, sys
+from ZODB.FileStorage.fsdump import fsdump
+log = io.StringIO()
+logging.basicConfig(level=logging.WARNING, format='%(message)s', stream=log)
+for path in sys.argv[1:]:
+    out = io.StringIO()
+    log.seek(0); log.truncate()
+    crash = None
+    try:
+        fsdump(path, file=out)
+    except Exception as e:
+        crash = repr(e)
+    print(json.dumps({"path": path, "out": out.getvalue(), "log": log.getvalue(), "crash": crash}))
+"#;
+
+fn python_dumps(paths: &[PathBuf]) -> BTreeMap<String, serde_json::Value> {
+    let mut res = BTreeMap::new();
+    for chunk in paths.chunks(400) {
+        let args: Vec<&str> = chunk.iter().map(|p| p.to_str().unwrap()).collect();
+        let out = support::run_python(FSDUMP_MANY, &args);
+        for line in String::from_utf8(out.stdout).unwrap().lines() {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            res.insert(v["path"].as_str().unwrap().to_owned(), v);
+        }
+    }
+    res
+}
+
+#[test]
+fn dump_prints_what_fsdump_prints_on_healthy_and_damaged_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = make_base(dir.path());
+    let mut paths = vec![dir.path().join("base.fs")];
+    for (name, bytes) in damaged_variants(&base) {
+        if bytes.len() < 4 || &bytes[..4] != b"FS30" {
+            continue; // fsdump refuses these at open; checked below
+        }
+        let p = dir.path().join(format!("{name}.fs"));
+        fs::write(&p, bytes).unwrap();
+        paths.push(p);
+    }
+    let want = python_dumps(&paths);
+    let results: Vec<(PathBuf, std::process::Output)> = std::thread::scope(|s| {
+        let workers: Vec<_> = paths
+            .chunks(paths.len().div_ceil(3))
+            .map(|chunk| {
+                s.spawn(move || {
+                    chunk
+                        .iter()
+                        .map(|p| {
+                            (
+                                p.clone(),
+                                support::zodbctl().arg("dump").arg(p).output().unwrap(),
+                            )
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap())
+            .collect()
+    });
+    let mut failures = Vec::new();
+    let mut crashes = 0;
+    for (p, out) in &results {
+        let key = p.to_str().unwrap();
+        let py = &want[key];
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let py_out = py["out"].as_str().unwrap();
+        if py["crash"].is_null() {
+            if out.status.code() != Some(0)
+                || stdout != py_out
+                || stderr != py["log"].as_str().unwrap()
+            {
+                failures.push(format!(
+                    "{key}: exit {:?}\n--- ours\n{stdout}{stderr}--- fsdump\n{py_out}{}",
+                    out.status.code(),
+                    py["log"].as_str().unwrap()
+                ));
+            }
+        } else {
+            crashes += 1;
+            if out.status.code() != Some(1)
+                || stdout != py_out
+                || !stderr.contains("zodbctl: error:")
+            {
+                failures.push(format!(
+                    "{key}: fsdump crashed ({}); ours exit {:?}\n--- ours\n{stdout}{stderr}--- fsdump\n{py_out}",
+                    py["crash"],
+                    out.status.code()
+                ));
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} disagreements:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    assert!(
+        crashes > 0 && crashes < paths.len() / 2,
+        "{crashes} crashes"
+    );
+}
+
+#[test]
+fn dump_matches_the_fsdump_command_on_a_realistic_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("Data.fs");
+    let out = std::process::Command::new(support::python())
+        .arg(support::make_datafs_script())
+        .arg(&path)
+        .args(["--size-mb", "0.3", "--blobs"])
+        .arg(dir.path().join("blobs"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let py = std::process::Command::new(support::python())
+        .args(["-m", "ZODB.FileStorage.fsdump"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(py.status.success());
+    let ours = support::zodbctl().arg("dump").arg(&path).output().unwrap();
+    assert_eq!(ours.status.code(), Some(0));
+    assert!(ours.stdout == py.stdout, "dump differs from fsdump");
+    assert!(ours.stderr.is_empty());
+}
+
+#[test]
+fn dump_refuses_what_is_not_a_filestorage() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, bytes) in [("empty.fs", &b""[..]), ("magic.fs", &b"FS21...."[..])] {
+        let p = dir.path().join(name);
+        fs::write(&p, bytes).unwrap();
+        let out = support::zodbctl().arg("dump").arg(&p).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{name}");
+        assert!(out.stdout.is_empty());
+    }
+}

@@ -1,0 +1,162 @@
+//! `zodbctl bench` against the reference server (runzeo from the pinned venv), in both
+//! encodings; what it wrote is then loaded by a Python ClientStorage + ZODB.DB.
+
+mod support;
+
+use std::net::TcpStream;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn runzeo(dir: &std::path::Path, port: u16, msgpack: bool) -> Server {
+    let fs = dir.join("Data.fs");
+    let mut cmd = std::process::Command::new(support::python());
+    cmd.args(["-m", "ZEO.runzeo", "-a", &format!("127.0.0.1:{port}"), "-f"])
+        .arg(&fs)
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    if msgpack {
+        cmd.env("ZEO_MSGPACK", "1");
+    } else {
+        cmd.env_remove("ZEO_MSGPACK");
+    }
+    let server = Server(cmd.spawn().expect("start runzeo"));
+    let t0 = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "runzeo did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    server
+}
+
+const CHECK: &str = r#"
+import sys
+from ZEO.ClientStorage import ClientStorage
+from ZODB import DB
+from ZODB.utils import p64
+from persistent.mapping import PersistentMapping
+port, n = int(sys.argv[1]), int(sys.argv[2])
+db = DB(ClientStorage(('127.0.0.1', port), wait_timeout=20))
+conn = db.open()
+for i in range(1, n + 1):
+    o = conn.get(p64(i))
+    assert isinstance(o, PersistentMapping), type(o)
+    assert o['n'] == i - 1, (i, dict(o))
+    assert o['rev'] >= 2 and o['payload'] == 'x' * 100, dict(o)
+db.close()
+print('ok', n)
+"#;
+
+fn bench_then_load(msgpack: bool) {
+    let dir = tempfile::tempdir().unwrap();
+    let port = support::free_port();
+    let _server = runzeo(dir.path(), port, msgpack);
+    let addr = format!("127.0.0.1:{port}");
+    let out = support::zodbctl()
+        .args([
+            "bench",
+            &addr,
+            "-n",
+            "30",
+            "-c",
+            "3",
+            "--objects-per-txn",
+            "4",
+        ])
+        .args(["--pipeline", "4", "--max-seconds", "20", "--json"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let want_encoding = if msgpack {
+        "msgpack (M5)"
+    } else {
+        "pickle (Z5)"
+    };
+    assert_eq!(report["encoding"], want_encoding);
+    let phases = report["phases"].as_array().unwrap();
+    let names: Vec<&str> = phases
+        .iter()
+        .map(|p| p["phase"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["add", "update", "cold-read", "warm-read", "mixed"]);
+    for p in phases {
+        assert_eq!(p["errors"], 0, "{p}");
+        assert_eq!(p["ops"], 30, "{p}");
+        assert!(p["p99_ms"].as_f64().unwrap() >= p["p50_ms"].as_f64().unwrap());
+    }
+    // 30 objects in 3 connections of 10, 4 per transaction: 3 transactions each.
+    assert_eq!(phases[0]["transactions"], 9);
+
+    let out = support::run_python(CHECK, &[&port.to_string(), "30"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ok 30");
+}
+
+#[test]
+fn bench_against_runzeo_pickle() {
+    bench_then_load(false);
+}
+
+#[test]
+fn bench_against_runzeo_msgpack() {
+    bench_then_load(true);
+}
+
+#[test]
+fn bench_refuses_bad_options_and_unreachable_servers() {
+    support::zodbctl_cmd()
+        .args(["bench", "127.0.0.1:1", "-c", "0"])
+        .assert()
+        .code(2);
+    let port = support::free_port();
+    support::zodbctl_cmd()
+        .args(["bench", &format!("127.0.0.1:{port}"), "-n", "1"])
+        .assert()
+        .code(2)
+        .stderr(predicates::str::contains("cannot connect"));
+}
+
+#[test]
+fn bench_unknown_storage_is_a_usage_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = support::free_port();
+    let _server = runzeo(dir.path(), port, false);
+    support::zodbctl_cmd()
+        .args([
+            "bench",
+            &format!("127.0.0.1:{port}"),
+            "--storage",
+            "nope",
+            "-n",
+            "1",
+        ])
+        .assert()
+        .code(2)
+        .stderr(predicates::str::contains("unknown storage"));
+    // Read phases alone create their objects first.
+    let out = support::zodbctl()
+        .args(["bench", &format!("127.0.0.1:{port}"), "-n", "5", "-c", "1"])
+        .args(["--phases", "warm-read", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["phases"][0]["ops"], 5);
+}
