@@ -33,3 +33,8 @@ fn run_suite(encoding: &str, suites: &str) {
 fn memory_storage_msgpack() {
     run_suite("msgpack", "memory");
 }
+
+#[test]
+fn memory_storage_pickle() {
+    run_suite("pickle", "memory");
+}

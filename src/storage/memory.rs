@@ -122,11 +122,7 @@ impl MemoryStorage {
     }
 
     /// Revision with the greatest tid < before: (data, tid, next tid).
-    pub fn load_before(
-        &self,
-        oid: &Oid,
-        before: &Tid,
-    ) -> Result<Option<Loaded>, MemError> {
+    pub fn load_before(&self, oid: &Oid, before: &Tid) -> Result<Option<Loaded>, MemError> {
         let inner = self.read();
         let obj = inner.objects.get(oid).ok_or(MemError::NotFound)?;
         let idx = obj.revs.partition_point(|r| r.tid < *before);

@@ -82,7 +82,6 @@
 //! [`lock`] (the lock file); `scan` (open-time scan and recovery); `commit`; `iter`.
 
 pub mod blob;
-pub mod memory;
 mod commit;
 mod datafile;
 pub mod error;
@@ -92,6 +91,7 @@ pub mod index;
 pub mod indexfile;
 mod iter;
 pub mod lock;
+pub mod memory;
 mod scan;
 pub mod timestamp;
 mod txnbuf;
