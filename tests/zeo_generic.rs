@@ -29,12 +29,39 @@ fn run_suite(encoding: &str, suites: &str) {
     );
 }
 
+// FileStorage: ZEO's FileStorageTests (Basic, Revision, History, Iterator, Synchronized, MT,
+// ReadOnly, ConflictResolving, TransactionalUndo, Persistent, CommitLock, Thread, Iteration,
+// Misc) and the Recovery tests, in both encodings.
+
 #[test]
-fn memory_storage_msgpack() {
-    run_suite("msgpack", "memory");
+fn file_storage_pickle() {
+    run_suite("pickle", "file,recovery");
 }
 
 #[test]
+fn file_storage_msgpack() {
+    run_suite("msgpack", "file,recovery");
+}
+
+// Blobs: streamed (private client cache) and the reusable blob suite in pickle; a shared
+// blob directory in msgpack.
+#[test]
+fn blobs_pickle() {
+    run_suite("pickle", "blob,blobreuse");
+}
+
+#[test]
+fn shared_blob_dir_msgpack() {
+    run_suite("msgpack", "sharedblob");
+}
+
+// The memory storage under ZEO's MappingStorage suite, and client-side conflict resolution.
+#[test]
 fn memory_storage_pickle() {
-    run_suite("pickle", "memory");
+    run_suite("pickle", "memory,conflict");
+}
+
+#[test]
+fn memory_storage_msgpack() {
+    run_suite("msgpack", "memory,conflict");
 }

@@ -4,7 +4,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, anyhow};
 use tracing::info;
 
 use crate::cli::{BenchArgs, GlobalArgs, ServeArgs};
@@ -12,6 +12,7 @@ use crate::error::usage;
 
 use super::backend::Backend;
 use super::config::{ServerConfig, StorageConfig, StorageKind, parse_address};
+use super::file_backend::FileBackend;
 use super::log::LogTarget;
 use super::memory_backend::MemoryBackend;
 use super::server::{self, Exit};
@@ -145,12 +146,21 @@ fn open_storages(config: &ServerConfig) -> Result<Vec<(String, Arc<StorageState>
                     config.read_only,
                 ))
             }
-            StorageKind::File { path, .. } => {
+            StorageKind::File {
+                path,
+                blob_dir,
+                read_only,
+            } => {
                 info!(target: "ZEO.runzeo", "({pid}) opening storage '{}' using FileStorage", s.name);
-                bail!(
-                    "{}: the FileStorage engine is not part of this build yet",
-                    path.display()
-                );
+                let mut opts = crate::storage::OpenOptions::new();
+                opts = opts.read_only(*read_only);
+                if let Some(b) = blob_dir {
+                    opts = opts.blob_dir(b);
+                }
+                let fs = opts
+                    .open(path)
+                    .with_context(|| format!("opening storage '{}'", s.name))?;
+                Arc::new(FileBackend::new(fs))
             }
         };
         out.push((

@@ -72,7 +72,16 @@ enum Op {
 }
 
 impl Op {
-    /// The oid this op writes, for "last store per oid wins" (§3.3.5 step 4).
+    /// The oid a store writes, for "last store per oid wins" (§3.3.5 step 4). Restores are
+    /// copies and stay verbatim: a copied transaction may hold several records of one oid.
+    fn superseding(&self) -> Option<Oid> {
+        match self {
+            Op::Store { oid, .. } | Op::StoreBlob { oid, .. } => Some(*oid),
+            _ => None,
+        }
+    }
+
+    /// The oid this op writes (for invalidations).
     fn written(&self) -> Option<Oid> {
         match self {
             Op::Store { oid, .. }
@@ -620,12 +629,12 @@ impl Conn {
                         }
                     }
                 }
-                Ok(None)
+                Ok(Some(Value::Nil))
             }
             "set_client_label" => {
                 let label = str_of(need(a, 0, "label")?, "label")?;
                 self.label = format!("{label} {}", self.peer);
-                Ok(None)
+                Ok(Some(Value::Nil))
             }
             "tpc_begin" => self.tpc_begin(a),
             "storea" => {
@@ -681,7 +690,7 @@ impl Conn {
                 up.file
                     .write_all(chunk)
                     .map_err(|e| Fail::from(StoreError::from(e)))?;
-                Ok(None)
+                Ok(Some(Value::Nil))
             }
             "storeBlobEnd" => self.blob_end(a),
             "storeBlobShared" => self.blob_shared(a),
@@ -1009,7 +1018,7 @@ impl Conn {
         if let Some(t) = &self.txn {
             if t.id == id {
                 info!(target: LOG_STORAGE, "({}) duplicate tpc_begin", self.label);
-                return Ok(None);
+                return Ok(Some(Value::Nil));
             }
             return Err(Fail::args(
                 "ZODB.POSException.StorageTransactionError",
@@ -1041,7 +1050,7 @@ impl Conn {
         if let Some(st) = &self.storage {
             st.stats.active_txns.fetch_add(1, Ordering::Relaxed);
         }
-        Ok(None)
+        Ok(Some(Value::Nil))
     }
 
     /// Check that `given` is the connection's transaction.
@@ -1070,7 +1079,7 @@ impl Conn {
                 st.stats.stores.fetch_add(1, Ordering::Relaxed);
             }
         }
-        Ok(None)
+        Ok(Some(Value::Nil))
     }
 
     fn blob_tmp_dir(&self) -> Result<PathBuf, Fail> {
@@ -1113,7 +1122,7 @@ impl Conn {
             {
                 Ok(file) => {
                     self.upload = Some(Upload { file, path });
-                    return Ok(None);
+                    return Ok(Some(Value::Nil));
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
                 Err(e) => return Err(StoreError::from(e).into()),
@@ -1473,17 +1482,33 @@ fn replay(st: &StorageState, txn: &mut Txn) -> Result<VoteResult, StoreError> {
     let mut commit = st.backend.begin(&txn.meta)?;
     let mut last: HashMap<Oid, usize> = HashMap::new();
     for (i, op) in txn.ops.iter().enumerate() {
-        if let Some(oid) = op.written() {
+        if let Some(oid) = op.superseding() {
             last.insert(oid, i);
         }
     }
     let mut conflicts = Vec::new();
     let mut undo_oids = Vec::new();
-    for (i, op) in txn.ops.iter().enumerate() {
-        if let Some(oid) = op.written() {
+    // The log in order, then the blob stores (as the reference): a blob file is moved into
+    // place only once nothing else conflicts, so a conflict round keeps the uploads.
+    let order = txn
+        .ops
+        .iter()
+        .enumerate()
+        .filter(|(_, op)| !matches!(op, Op::StoreBlob { .. }))
+        .chain(
+            txn.ops
+                .iter()
+                .enumerate()
+                .filter(|(_, op)| matches!(op, Op::StoreBlob { .. })),
+        );
+    for (i, op) in order {
+        if let Some(oid) = op.superseding() {
             if last.get(&oid) != Some(&i) {
                 continue;
             }
+        }
+        if matches!(op, Op::StoreBlob { .. }) && !conflicts.is_empty() {
+            continue;
         }
         let r = match op {
             Op::Store { oid, serial, data } => commit.store(oid, serial, data),

@@ -106,11 +106,37 @@ impl From<StoreError> for Fail {
                 ),
             ),
             StoreError::ReadOnly => Fail::read_only(),
-            StoreError::Undo { reason, oid } => Fail::new(
+            // A per-object failure: Python FileStorage collects those into
+            // MultipleUndoErrors (an UndoError the client rebuilds as such); a failure of the
+            // whole transaction is a plain UndoError.
+            StoreError::Undo {
+                reason,
+                oid: Some(oid),
+            } => {
+                let inner = Value::Tuple(vec![
+                    s("ZODB.POSException.UndoError"),
+                    Value::Map(vec![
+                        (s("_reason"), Value::Str(reason.clone())),
+                        (s("_oid"), b(&oid)),
+                    ]),
+                ]);
+                Fail::new(
+                    "ZODB.POSException.MultipleUndoErrors",
+                    Value::Map(vec![
+                        (s("_reason"), b(&oid)),
+                        (s("_oid"), inner.clone()),
+                        (
+                            s("_errs"),
+                            Value::List(vec![Value::Tuple(vec![b(&oid), inner])]),
+                        ),
+                    ]),
+                )
+            }
+            StoreError::Undo { reason, oid: None } => Fail::new(
                 "ZODB.POSException.UndoError",
                 Value::Map(vec![
                     (s("_reason"), Value::Str(reason)),
-                    (s("_oid"), oid.map_or(Value::Nil, |o| b(&o))),
+                    (s("_oid"), Value::Nil),
                 ]),
             ),
             StoreError::Transaction(m) => {

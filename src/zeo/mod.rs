@@ -15,6 +15,7 @@ pub mod commands;
 pub mod config;
 pub mod connection;
 pub mod errors;
+pub mod file_backend;
 pub mod log;
 pub mod memory_backend;
 pub mod outbox;

@@ -61,6 +61,13 @@ def _zeo_options(zeo_conf):
 
 
 _counter = [0]
+_servers = []
+
+
+def _kill_leftovers():
+    for proc in _servers:
+        if proc.poll() is None:
+            proc.kill()
 
 
 def start_zodbctl(storage_conf=None, zeo_conf=None, port=None, keep=False,
@@ -98,7 +105,13 @@ def _start_runzeo(storage_conf, opts, blob_dir, log):
     if blob_dir and "blob-dir" not in storage_conf:
         storage_conf = "<blobstorage>\nblob-dir %s\n%s\n</blobstorage>" % (
             blob_dir, storage_conf)
-    lines = ["<zeo>", "address 127.0.0.1:0"]
+    # runzeo logs the configured port, not the bound one: pick a free port here.
+    import socket
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    lines = ["<zeo>", "address 127.0.0.1:%d" % port]
     for k, v in opts.items():
         if k in ("read_only", "transaction_timeout", "invalidation_queue_size",
                  "client_conflict_resolution") and v not in (None, False):
@@ -116,10 +129,10 @@ def _start_runzeo(storage_conf, opts, blob_dir, log):
     with open(log, "wb") as out:
         proc = subprocess.Popen([runzeo, "-C", conf], stdout=out,
                                 stderr=subprocess.STDOUT)
-    return _wait_listening(proc, log)
+    return _wait_listening(proc, log, port)
 
 
-def _wait_listening(proc, log):
+def _wait_listening(proc, log, port=None):
     deadline = time.time() + 30
     while time.time() < deadline:
         with open(log, "rb") as f:
@@ -133,7 +146,8 @@ def _wait_listening(proc, log):
     else:
         proc.kill()
         raise RuntimeError("server did not start:\n" + text)
-    addr = (m.group(1), int(m.group(2)))
+    addr = (m.group(1), port or int(m.group(2)))
+    _servers.append(proc)
 
     def stop(stop_timeout=10):
         if proc.poll() is None:
@@ -169,17 +183,49 @@ if os.environ.get("ZEO_GENERIC_KEEP_PACK") is None:
     ZEO.ClientStorage.ClientStorage.pack = _pack_unavailable
 
 
-class FileStorageTests(testZEO.FileStorageTests,
+SERVER_SIDE_RESOLUTION = (
+    "undo that needs conflict resolution: only a server running the application's "
+    "Python classes can resolve it (zodbctl resolves conflicts client-side, like runzeo "
+    "with client-conflict-resolution, which fails these tests too)")
+
+
+def _skip(reason):
+    def test(self):
+        raise unittest.SkipTest(reason)
+    return test
+
+
+PICKLE_GLOBAL = (
+    "the extension is pickled with a reference to builtins.dict; zodbctl's pickle decoder "
+    "executes no globals (spec decision), so the connection is closed in pickle mode")
+
+
+class UndoSkips:
+    def testTransactionExtensionFromIterator(self):
+        if ARGS.encoding == "pickle":
+            raise unittest.SkipTest(PICKLE_GLOBAL)
+        super().testTransactionExtensionFromIterator()
+
+    testUndoConflictResolution = _skip(SERVER_SIDE_RESOLUTION)
+    testUndoMultipleConflictResolution = _skip(SERVER_SIDE_RESOLUTION)
+    testUndoMultipleConflictResolutionReversed = _skip(SERVER_SIDE_RESOLUTION)
+    checkUndoConflictResolution = testUndoConflictResolution
+    checkUndoMultipleConflictResolution = testUndoMultipleConflictResolution
+    checkUndoMultipleConflictResolutionReversed = \
+        testUndoMultipleConflictResolutionReversed
+
+
+class FileStorageTests(UndoSkips, testZEO.FileStorageTests,
                        HistoryStorage.HistoryStorage,
                        PersistentStorage.PersistentStorage):
     """ZEO's FileStorageTests, plus the History and Persistent mixins."""
 
 
-class BlobAdaptedFileStorageTests(testZEO.BlobAdaptedFileStorageTests):
+class BlobAdaptedFileStorageTests(UndoSkips, testZEO.BlobAdaptedFileStorageTests):
     pass
 
 
-class BlobWritableCacheTests(testZEO.BlobWritableCacheTests):
+class BlobWritableCacheTests(UndoSkips, testZEO.BlobWritableCacheTests):
     pass
 
 
@@ -208,17 +254,49 @@ SUITES = {
 }
 
 
+def _flatten(suite):
+    for t in suite:
+        if isinstance(t, unittest.TestSuite):
+            yield from _flatten(t)
+        else:
+            yield t
+
+
+def _excluded(test):
+    """Doctests of the reusable blob suite that cannot pass here, with the reason."""
+    name = test.id()
+    if "packing" in name or "pack" in name.split(".")[-1]:
+        return PACK_SKIP
+    if "blob_transaction" in name and os.geteuid() == 0:
+        # It checks that opening a committed blob for writing raises PermissionError;
+        # root may write read-only files (the same test fails against runzeo as root).
+        return "running as root: read-only blob files are writable by root"
+    return None
+
+
+def _skipped(test, reason):
+    def skip():
+        raise unittest.SkipTest(reason)
+    skip.__name__ = test.id()
+    return unittest.FunctionTestCase(skip, description=test.id())
+
+
 def build(names, pattern):
     suite = unittest.TestSuite()
     if "all" in names:
         names = list(SUITES) + ["blobreuse"]
     for name in names:
         if name == "blobreuse":
-            suite.addTest(ZODB.tests.testblob.storage_reusable_suite(
-                'ClientStorageNonSharedBlobs',
-                testZEO.ServerManagingClientStorage))
-            suite.addTest(ZODB.tests.testblob.storage_reusable_suite(
-                'ClientStorageSharedBlobs', testZEO.create_storage_shared))
+            reusable = unittest.TestSuite([
+                ZODB.tests.testblob.storage_reusable_suite(
+                    'ClientStorageNonSharedBlobs',
+                    testZEO.ServerManagingClientStorage),
+                ZODB.tests.testblob.storage_reusable_suite(
+                    'ClientStorageSharedBlobs', testZEO.create_storage_shared),
+            ])
+            for test in _flatten(reusable):
+                reason = _excluded(test)
+                suite.addTest(_skipped(test, reason) if reason else test)
             continue
         for klass in SUITES[name]:
             for prefix in ("check", "test"):
@@ -230,8 +308,14 @@ def build(names, pattern):
     return suite
 
 
+def _on_term(signum, frame):
+    _kill_leftovers()
+    os._exit(1)
+
+
 def main():
     global ARGS
+    signal.signal(signal.SIGTERM, _on_term)
     p = argparse.ArgumentParser()
     p.add_argument("zodbctl")
     p.add_argument("encoding", choices=["pickle", "msgpack"])
@@ -246,6 +330,7 @@ def main():
     print("RESULT ran=%d failures=%d errors=%d skipped=%d" % (
         result.testsRun, len(result.failures), len(result.errors),
         len(result.skipped)))
+    _kill_leftovers()
     sys.stdout.flush()
     sys.stderr.flush()
     # Client I/O threads of failed tests may linger; do not wait for them.

@@ -1,0 +1,336 @@
+//! `zodbctl serve` with real Python ZODB/ZEO clients and real Python FileStorage files:
+//! invalidations and conflicts between two DBs, persistent client caches across a restart,
+//! Data.fs compatibility both ways (fstest, identical reads), kill -9 during commits,
+//! read-only serving, several storages, status, signals.
+
+mod support;
+
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const SCENARIOS: &str = include_str!("python/zeo_scenarios.py");
+
+/// A running `zodbctl serve`, stopped (SIGKILL) when dropped.
+struct Server {
+    child: Child,
+    log: PathBuf,
+    port: u16,
+}
+
+impl Server {
+    fn start(dir: &Path, args: &[&str]) -> Server {
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let stderr_log = dir.join(format!("server-{n}.log"));
+        let out = fs::File::create(&stderr_log).expect("create log");
+        // With --log-file the event log (and its "listening on" line) goes there.
+        let log = args
+            .iter()
+            .position(|a| *a == "--log-file")
+            .and_then(|i| args.get(i + 1))
+            .map_or(stderr_log, PathBuf::from);
+        let child = support::zodbctl()
+            .args(["serve", "-a", "127.0.0.1:0"])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().expect("dup"))
+            .stderr(out)
+            .spawn()
+            .expect("spawn zodbctl serve");
+        let mut s = Server {
+            child,
+            log,
+            port: 0,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let text = s.log_text();
+            if let Some(i) = text.find("listening on ('127.0.0.1', ") {
+                let rest = &text[i + "listening on ('127.0.0.1', ".len()..];
+                if let Some(end) = rest.find(')') {
+                    s.port = rest[..end].parse().expect("port");
+                    return s;
+                }
+            }
+            if let Ok(Some(st)) = s.child.try_wait() {
+                panic!("server exited with {st}:\n{text}");
+            }
+            assert!(Instant::now() < deadline, "server did not start:\n{text}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe {
+            libc::kill(self.child.id() as i32, sig);
+        }
+    }
+
+    /// SIGTERM and wait: returns the exit code.
+    fn terminate(mut self) -> i32 {
+        self.signal(libc::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                let text = self.log_text();
+                assert!(!text.contains("panicked"), "server panicked:\n{text}");
+                return st.code().unwrap_or(-1);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "server ignored SIGTERM:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn scenario(args: &[&str]) -> String {
+    let out = support::run_python(SCENARIOS, args);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn scenario_cmd(args: &[&str]) -> Command {
+    support::python_command(SCENARIOS, args)
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+#[test]
+fn two_dbs_see_each_others_commits_and_conflict() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs_path = dir.path().join("Data.fs");
+    let server = Server::start(dir.path(), &["-f", s(&fs_path)]);
+    let out = scenario(&["two_dbs", &server.addr()]);
+    assert!(out.contains("OK two_dbs"), "{out}");
+    assert_eq!(server.terminate(), 0);
+}
+
+#[test]
+fn persistent_client_caches_survive_a_server_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs_path = dir.path().join("Data.fs");
+    let cache = dir.path().join("cache");
+    fs::create_dir_all(&cache).unwrap();
+    let server = Server::start(dir.path(), &["-f", s(&fs_path)]);
+    let out = scenario(&["cache_fill", &server.addr(), s(&cache)]);
+    assert!(out.contains("OK cache_fill"), "{out}");
+    assert_eq!(server.terminate(), 0);
+    assert!(
+        dir.path().join("Data.fs.index").exists(),
+        "no index written on SIGTERM"
+    );
+    assert!(
+        !dir.path().join("Data.fs.lock").exists()
+            || fs::read_to_string(dir.path().join("Data.fs.lock")).is_ok()
+    );
+
+    // Restarted server; another client commits before the cached client comes back.
+    let server = Server::start(dir.path(), &["-f", s(&fs_path)]);
+    scenario(&["other_commit", &server.addr()]);
+    let out = scenario(&["cache_reuse", &server.addr(), s(&cache)]);
+    assert!(out.contains("OK cache_reuse"), "{out}");
+    let log = server.log_text();
+    assert!(log.contains("Return 1 invalidations up to tid"), "{log}");
+    assert_eq!(server.terminate(), 0);
+}
+
+fn fstest(path: &Path) {
+    let out = Command::new(support::python())
+        .args(["-m", "ZODB.scripts.fstest", "-v"])
+        .arg(path)
+        .output()
+        .expect("run fstest");
+    assert!(
+        out.status.success(),
+        "fstest failed on {}:\n{}{}",
+        path.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn datafs_written_through_serve_passes_fstest_and_reads_identically_in_python() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs_path = dir.path().join("Data.fs");
+    let server = Server::start(dir.path(), &["-f", s(&fs_path)]);
+    scenario(&["write_some", &server.addr()]);
+    let via_zeo = dir.path().join("via_zeo.txt");
+    scenario(&["records", &server.addr(), s(&via_zeo)]);
+    assert_eq!(server.terminate(), 0);
+    fstest(&fs_path);
+    let via_python = dir.path().join("via_python.txt");
+    scenario(&["records", s(&fs_path), s(&via_python)]);
+    let a = fs::read_to_string(&via_zeo).unwrap();
+    let b = fs::read_to_string(&via_python).unwrap();
+    assert!(a.lines().count() > 40, "{a}");
+    assert!(a == b, "ZEO and Python FileStorage disagree");
+}
+
+#[test]
+fn python_written_datafs_is_served_identically() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs_path = dir.path().join("Data.fs");
+    let out = Command::new(support::python())
+        .arg(support::make_datafs_script())
+        .arg(&fs_path)
+        .args(["--size-mb", "1"])
+        .output()
+        .expect("make_datafs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let via_python = dir.path().join("via_python.txt");
+    scenario(&["records", s(&fs_path), s(&via_python)]);
+    let server = Server::start(dir.path(), &["-f", s(&fs_path)]);
+    let via_zeo = dir.path().join("via_zeo.txt");
+    scenario(&["records", &server.addr(), s(&via_zeo)]);
+    assert_eq!(server.terminate(), 0);
+    let a = fs::read_to_string(&via_zeo).unwrap();
+    let b = fs::read_to_string(&via_python).unwrap();
+    assert!(a == b, "ZEO and Python FileStorage disagree");
+    fstest(&fs_path);
+}
+
+#[test]
+fn kill_9_during_commits_loses_no_acknowledged_transaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs_path = dir.path().join("Data.fs");
+    let server = Server::start(dir.path(), &["-f", s(&fs_path)]);
+    let addr = server.addr();
+    let mut writers = Vec::new();
+    let mut acks = Vec::new();
+    for i in 0..3 {
+        let ack = dir.path().join(format!("ack{i}.txt"));
+        let name = format!("w{i}");
+        let child = scenario_cmd(&["writer", &addr, &name, "20", s(&ack)])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn writer");
+        writers.push(child);
+        acks.push(ack);
+    }
+    // Let them commit for a while, then kill the server mid-stream.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let n: usize = acks
+            .iter()
+            .map(|a| fs::read_to_string(a).unwrap_or_default().lines().count())
+            .sum();
+        if n >= 60 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "writers made no progress");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    server.signal(libc::SIGKILL);
+    drop(server);
+    let mut writer_errors = String::new();
+    for mut w in writers {
+        let _ = w.wait();
+        if let Some(mut e) = w.stderr.take() {
+            let _ = e.read_to_string(&mut writer_errors);
+        }
+    }
+    // The restarted server recovers the file; every acknowledged commit is there.
+    let server = Server::start(dir.path(), &["-f", s(&fs_path)]);
+    assert_eq!(server.terminate(), 0);
+    fstest(&fs_path);
+    let mut args = vec!["check_acks", s(&fs_path)];
+    args.extend(acks.iter().map(|a| s(a)));
+    let out = scenario_cmd(&args).output().expect("check_acks");
+    assert!(
+        out.status.success(),
+        "{}\n{}\nwriters:\n{writer_errors}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn read_only_server_serves_read_only_and_fallback_clients() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs_path = dir.path().join("Data.fs");
+    let server = Server::start(dir.path(), &["-f", s(&fs_path)]);
+    scenario(&["write_some", &server.addr()]);
+    assert_eq!(server.terminate(), 0);
+    let server = Server::start(dir.path(), &["-f", s(&fs_path), "--read-only"]);
+    let out = scenario(&["read_only", &server.addr()]);
+    assert!(out.contains("OK read_only"), "{out}");
+    assert_eq!(server.terminate(), 0);
+}
+
+#[test]
+fn a_file_and_a_memory_storage_on_one_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs_path = dir.path().join("Data.fs");
+    let server = Server::start(
+        dir.path(),
+        &["-f", s(&fs_path), "--memory", "sessions", "--msgpack"],
+    );
+    let out = scenario(&["sessions", &server.addr()]);
+    assert!(out.contains("OK sessions"), "{out}");
+    let out = scenario(&["status", &server.addr()]);
+    assert!(out.contains("OK status"), "{out}");
+    assert_eq!(server.terminate(), 0);
+}
+
+#[test]
+fn sigterm_writes_the_index_removes_the_pid_file_and_sigusr2_reopens_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs_path = dir.path().join("Data.fs");
+    let pid = dir.path().join("zeo.pid");
+    let log = dir.path().join("zeo.log");
+    let server = Server::start(
+        dir.path(),
+        &[
+            "-f",
+            s(&fs_path),
+            "--pid-file",
+            s(&pid),
+            "--log-file",
+            s(&log),
+        ],
+    );
+    let pid_text = fs::read_to_string(&pid).expect("pid file");
+    assert_eq!(pid_text.trim(), server.child.id().to_string());
+    fs::rename(&log, dir.path().join("zeo.log.1")).unwrap();
+    server.signal(libc::SIGUSR2);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !log.exists() {
+        assert!(Instant::now() < deadline, "log not reopened");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(server.terminate(), 0);
+    assert!(!pid.exists(), "pid file left behind");
+    let text = fs::read_to_string(&log).unwrap();
+    assert!(text.contains("Log files reopened successfully"), "{text}");
+    assert!(text.contains("terminated by SIGTERM"), "{text}");
+    assert!(dir.path().join("Data.fs.index").exists());
+}
