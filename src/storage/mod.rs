@@ -91,6 +91,7 @@ pub mod index;
 pub mod indexfile;
 mod iter;
 pub mod lock;
+pub mod memory;
 mod scan;
 pub mod timestamp;
 mod txnbuf;
