@@ -222,6 +222,10 @@ pub struct ServeArgs {
     /// Write the event log here (reopened on SIGUSR2).
     #[arg(long, value_name = "PATH")]
     pub log_file: Option<PathBuf>,
+    /// Also serve a non-historical memory storage named NAME (session data; its contents do
+    /// not survive a restart); repeatable.
+    #[arg(long = "memory", value_name = "NAME")]
+    pub memory: Vec<String>,
 }
 
 #[derive(Debug, Args)]

@@ -353,6 +353,31 @@ impl Transaction {
         self.append(oid, serial, prev, payload)
     }
 
+    /// `restoreBlob`: [`Transaction::restore`] plus moving `blob_file` into place for
+    /// this revision (copying storages with blobs).
+    pub fn restore_blob(
+        &mut self,
+        oid: Oid,
+        serial: Tid,
+        data: &[u8],
+        blob_file: &Path,
+        prev_txn: Option<Tid>,
+    ) -> Result<()> {
+        let blobs = self.storage().blobs()?.clone();
+        let mark = (
+            self.buf.len(),
+            self.tindex.get(&oid).copied(),
+            self.oids.len(),
+        );
+        self.restore(oid, serial, Some(data), prev_txn)?;
+        if let Err(e) = blobs.commit_file(oid, self.tid, blob_file) {
+            self.rollback_to(oid, mark);
+            return Err(e);
+        }
+        self.blob_files.push(oid);
+        Ok(())
+    }
+
     /// `undo(transaction_id)`: undo the committed transaction `undo_tid` inside this one
     /// (spec §2.6.1): per record a backpointer to the revision before it (or a deletion
     /// record for an undone creation), provided nothing changed the object since, or the
@@ -625,7 +650,7 @@ impl Drop for Transaction {
 }
 
 /// Fault injection for the crash-safety tests: a child writer process stops at a stage of
-/// the commit and waits to be killed. Inert unless a test calls [`set_crash_stage`].
+/// the commit and waits to be killed. Inert unless a test calls `set_crash_stage`.
 #[doc(hidden)]
 pub mod crash_hook {
     use std::io;

@@ -367,8 +367,9 @@ impl FileStorage {
     /// `load(oid)`: the current data and its tid. `PosKey` for an unknown oid or a deleted
     /// object.
     pub fn load(&self, oid: Oid) -> Result<(Vec<u8>, Tid)> {
-        let r = self.current_record(oid)?;
-        match self.inner.df.record_state(&r)? {
+        let pos = self.current_pos(oid)?;
+        let (r, state) = self.inner.df.record_with_state(pos, oid)?;
+        match state {
             Some(data) => Ok((data, r.h.tid)),
             None => Err(StorageError::PosKey { oid, tid: None }),
         }
@@ -567,7 +568,7 @@ impl FileStorage {
     }
 
     /// Take the commit lock if it is free: `Ok(None)` when another transaction holds it
-    /// (the caller queues and retries; [`FileStorage::wait_commit_free`] helps).
+    /// (the caller owns the queue of waiting transactions and retries when the holder ends).
     pub fn try_lock_commit(&self) -> Result<Option<CommitLock>> {
         self.check_writable()?;
         let mut gate = lock(&self.inner.gate);

@@ -565,3 +565,34 @@ fn concurrent_readers_see_consistent_snapshots_during_commits() {
     }
     assert_eq!(fs.load(Oid(0)).unwrap().0, b"60");
 }
+
+#[test]
+fn restore_blob_moves_the_file() {
+    let (d, path) = tmp();
+    let fs = OpenOptions::new()
+        .blob_dir(d.path().join("b"))
+        .open(&path)
+        .unwrap();
+    let up = fs.blob_tmp_dir().unwrap().join("up");
+    fs::write(&up, "restored").unwrap();
+    let tid = Tid(0x03f5_8e00_0000_0009);
+    let mut t = fs
+        .lock_commit()
+        .unwrap()
+        .begin_at(meta("r"), tid, Status::Committed)
+        .unwrap();
+    t.restore_blob(
+        Oid(3),
+        tid,
+        b"\x80\x03cZODB.blob\nBlob\nq\x00.N.",
+        &up,
+        None,
+    )
+    .unwrap();
+    t.finish().unwrap();
+    assert_eq!(
+        fs::read_to_string(fs.load_blob(Oid(3), tid).unwrap()).unwrap(),
+        "restored"
+    );
+    assert!(!up.exists());
+}
