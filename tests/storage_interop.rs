@@ -544,3 +544,35 @@ fn zodbctl_writes_python_reads_checks_and_appends() {
     assert_eq!(last["description"], json!(hex(b"appended by Python")));
     assert_eq!(h64(st.last_transaction().0), last["tid"].as_str().unwrap());
 }
+
+#[test]
+fn zodbctl_reads_a_realistic_python_file_identically() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("Data.fs");
+    let blobs = dir.path().join("blobs");
+    let out = std::process::Command::new(support::python())
+        .arg(support::make_datafs_script())
+        .arg(&path)
+        .args(["--size-mb", "0.5", "--blobs"])
+        .arg(&blobs)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (theirs, _) = python_describe(&path, &blobs, false);
+    assert!(!theirs["blobs"].as_array().unwrap().is_empty());
+    let st = OpenOptions::new()
+        .read_only(true)
+        .blob_dir(&blobs)
+        .open(&path)
+        .unwrap();
+    assert!(st.used_index_file());
+    assert_same(
+        &describe(&st),
+        &theirs,
+        "zodbctl reading make_datafs.py's file",
+    );
+}
