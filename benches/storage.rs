@@ -7,7 +7,9 @@
 //! Measures, on DIR/Big.fs: open with Python's `Data.fs.index`, open by a full scan
 //! (DIR/Big-noindex.fs, a hard link without an index), random loads of current objects
 //! (the same oid sequence as the Python side), index memory per object; on copies of
-//! DIR/Small.fs: commits of 1-object and 100-object transactions (each finish fsyncs).
+//! DIR/Small.fs: commits of 1-object and 100-object transactions (fsync-bound), and the
+//! same on tmpfs (/dev/shm), where fsync is free and the commit path's own cost shows.
+//! Then `zodbctl verify` and `zodbctl dump` on DIR/Big.fs (fstest's and fsdump's jobs).
 //! Prints one JSON object. Built but never run by `cargo test` (no `--bench` argument).
 
 use std::path::{Path, PathBuf};
@@ -41,6 +43,18 @@ impl Lcg {
             .wrapping_add(1442695040888963407);
         self.0 >> 33
     }
+}
+
+/// The resident set size, as the Python side measures fsIndex.
+fn rss_bytes() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    let kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("VmRSS in /proc/self/status");
+    kb * 1024.0
 }
 
 fn best(runs: usize, mut f: impl FnMut()) -> f64 {
@@ -109,6 +123,11 @@ fn main() {
     let small = dir.join("Small.fs");
 
     let file_bytes = std::fs::metadata(&big).expect("Big.fs").len();
+    // First, before any other open has grown the heap: the resident set an open adds.
+    let rss_before = rss_bytes();
+    let st = open_ro(&big);
+    let index_rss_bytes_per_object = (rss_bytes() - rss_before) / st.len() as f64;
+    drop(st);
     drop(open_ro(&big)); // warm the page cache
     let st = open_ro(&big);
     assert!(st.used_index_file(), "Big.fs.index was not used");
@@ -141,6 +160,27 @@ fn main() {
 
     let commit1_per_s = commits(&dir, &small, COMMITS_1, 1);
     let commit100_per_s = commits(&dir, &small, COMMITS_100, 100);
+    // The same on tmpfs, where fsync costs nothing: the commit path's own cost.
+    let shm = Path::new("/dev/shm").join(format!("zodbctl-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&shm).expect("create a directory in /dev/shm");
+    let commit1_tmpfs_per_s = commits(&shm, &small, COMMITS_1 * 5, 1);
+    let commit100_tmpfs_per_s = commits(&shm, &small, COMMITS_100 * 5, 100);
+    let _ = std::fs::remove_dir_all(&shm);
+
+    // The maintenance tools on the same file: `verify` (fstest) and `dump` (fsdump).
+    let tool = |args: &[&str]| {
+        best(1, || {
+            let out = std::process::Command::new(env!("CARGO_BIN_EXE_zodbctl"))
+                .args(args)
+                .arg(&big)
+                .stdout(std::process::Stdio::null())
+                .status()
+                .expect("run zodbctl");
+            assert!(out.success(), "zodbctl {args:?} failed");
+        })
+    };
+    let verify_s = tool(&["verify"]);
+    let dump_s = tool(&["dump"]);
 
     println!(
         "{}",
@@ -152,7 +192,12 @@ fn main() {
             "loads_per_s": loads_per_s,
             "commit1_per_s": commit1_per_s,
             "commit100_per_s": commit100_per_s,
+            "commit1_tmpfs_per_s": commit1_tmpfs_per_s,
+            "commit100_tmpfs_per_s": commit100_tmpfs_per_s,
             "index_bytes_per_object": index_bytes_per_object,
+            "index_rss_bytes_per_object": index_rss_bytes_per_object,
+            "verify_s": verify_s,
+            "dump_s": dump_s,
         })
     );
 }

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Storage engine benchmark: zodbctl's FileStorage against Python ZODB 6.4 on the same files.
 #
-#   scripts/bench-storage.sh [SIZE_MB]        (default 500)
+#   scripts/bench-storage.sh [SIZE_MB]        (default 500; ROUNDS=3)
 #
 # Generates target/bench-storage/Big.fs (SIZE_MB, with Python's Data.fs.index) and Small.fs
 # (5 MB) once with tools/make_datafs.py, then runs benches/storage.rs (release build) and
@@ -39,8 +39,13 @@ if [ ! -f "$dir/Small.fs" ]; then
     "$py" tools/make_datafs.py "$dir/Small.fs" --size-mb 5 >&2
 fi
 
-cargo bench -q --bench storage -- "$PWD/$dir" > "$dir/rust.json"
-"$py" scripts/bench_storage.py measure "$dir" > "$dir/python.json"
-echo "zodbctl: $(cat "$dir/rust.json")" >&2
-echo "python:  $(cat "$dir/python.json")" >&2
-"$py" scripts/bench_storage.py report "$dir/rust.json" "$dir/python.json"
+# Alternate the two sides a few times (ROUNDS, default 3) and report medians: the commit
+# figures are fsync-bound and the machine is shared.
+cargo bench -q --bench storage --no-run
+: > "$dir/rust.jsonl"
+: > "$dir/python.jsonl"
+for round in $(seq "${ROUNDS:-3}"); do
+    cargo bench -q --bench storage -- "$PWD/$dir" | tee -a "$dir/rust.jsonl" | sed "s/^/zodbctl round $round: /" >&2
+    "$py" scripts/bench_storage.py measure "$dir" | tee -a "$dir/python.jsonl" | sed "s/^/python  round $round: /" >&2
+done
+"$py" scripts/bench_storage.py report "$dir/rust.jsonl" "$dir/python.jsonl"

@@ -222,6 +222,10 @@ pub struct ServeArgs {
     /// Write the event log here (reopened on SIGUSR2).
     #[arg(long, value_name = "PATH")]
     pub log_file: Option<PathBuf>,
+    /// Also serve a non-historical memory storage named NAME (session data; its contents do
+    /// not survive a restart); repeatable.
+    #[arg(long = "memory", value_name = "NAME")]
+    pub memory: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -280,6 +284,11 @@ pub struct VerifyArgs {
     /// Be more verbose (-v: per transaction, -vv: per data record), as fstest.
     #[arg(short, long, action = clap::ArgAction::Count)]
     pub verbose: u8,
+    /// Also check what fstest does not: record tids, previous-record and back pointers,
+    /// and that current objects refer only to existing objects (as fsrefs). Reports every
+    /// problem, not only the first.
+    #[arg(long)]
+    pub deep: bool,
 }
 
 #[derive(Debug, Args)]

@@ -247,6 +247,12 @@ fn python_writes_zodbctl_reads_every_revision() {
         st.used_index_file(),
         "Python's Data.fs.index was not used (rescan)"
     );
+    let deep = support::zodbctl()
+        .args(["verify", "--deep"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(deep.status.success() && deep.stderr.is_empty(), "{deep:?}");
     assert_same(&describe(&st), &theirs, "zodbctl reading Python's file");
     drop(st);
 
@@ -495,7 +501,7 @@ fn zodbctl_writes_python_reads_checks_and_appends() {
 
     // zodbctl's own tools agree with Python's on the file zodbctl wrote.
     let verify = support::zodbctl()
-        .arg("verify")
+        .args(["verify", "--deep"])
         .arg(&path)
         .output()
         .unwrap();

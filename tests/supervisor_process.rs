@@ -370,12 +370,11 @@ fn stale_socket_after_kill_9_of_the_manager_is_recovered() {
     assert_eq!(inst.z(&["start"]).status.code(), Some(0));
     let v = inst.json();
     let (manager, program) = (pid_of(&v, "manager_pid"), pid_of(&v, "pid"));
-    // SAFETY: kill(2) on processes this test started.
-    unsafe {
-        libc::kill(manager as i32, libc::SIGKILL);
-        libc::kill(program as i32, libc::SIGKILL);
-    }
+    // SAFETY: kill(2) on the manager this test started.
+    unsafe { libc::kill(manager as i32, libc::SIGKILL) };
     assert!(wait_until(Duration::from_secs(3), || !alive(manager)));
+    // Nothing runs on unsupervised: the program follows its manager (parent-death signal).
+    assert!(wait_until(Duration::from_secs(3), || !alive(program)));
     assert!(inst.socket().exists(), "the stale socket stays behind");
     assert_eq!(inst.z(&["status"]).status.code(), Some(3));
     let out = inst.z(&["start"]);
@@ -621,4 +620,69 @@ fn which(name: &str) -> Result<PathBuf, ()> {
         .map(|d| d.join(name))
         .find(|p| p.is_file())
         .ok_or(())
+}
+
+#[test]
+fn restart_replaces_the_program() {
+    let inst = Instance::new("program = \"sleep 100\"");
+    assert_eq!(inst.z(&["start"]).status.code(), Some(0));
+    let first = pid_of(&inst.json(), "pid");
+    let out = inst.z(&["restart"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let second = pid_of(&inst.json(), "pid");
+    assert_ne!(first, second);
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .ends_with(&format!("daemon process restarted, pid={second}\n"))
+    );
+    assert!(!alive(first));
+    assert_eq!(inst.json()["restarts"], 1);
+    assert_eq!(inst.z(&["stop"]).status.code(), Some(0));
+}
+
+#[test]
+fn a_missing_program_is_a_usage_error() {
+    let inst = Instance::new("program = \"no-such-program-zz --flag\"");
+    let out = inst.z(&["start"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("can't find program 'no-such-program-zz' on PATH"),
+        "{}",
+        text(&out)
+    );
+    assert!(!inst.socket().exists());
+}
+
+#[test]
+fn logtail_follows_a_rotated_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("app.log");
+    std::fs::write(&log, "one\n").unwrap();
+    let mut child = support::zodbctl()
+        .args(["logtail", "-f", "-n", "1", "--file"])
+        .arg(&log)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(400));
+    let mut f = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+    f.write_all(b"two\n").unwrap();
+    drop(f);
+    std::fs::rename(&log, dir.path().join("app.log.1")).unwrap();
+    std::fs::write(&log, "three\n").unwrap();
+    std::thread::sleep(Duration::from_millis(800));
+    // SAFETY: kill(2) on the child this test started.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    let _ = child.wait();
+    let one = out.find("one\n").expect(&out);
+    let two = out.find("two\n").expect(&out);
+    let three = out.find("three\n").expect(&out);
+    assert!(one < two && two < three, "{out}");
 }

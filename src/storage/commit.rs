@@ -22,7 +22,9 @@ use super::format::{
     encode_txn_trailer,
 };
 use super::index::MAX_POS;
+use super::indexfile::suffixed;
 use super::timestamp::TimeStamp;
+use super::txnbuf::TxnBuffer;
 use super::types::{Oid, Tid, TxnMeta};
 
 /// The commit slot of a storage. Held from `begin` to `finish`/`abort`; released on drop.
@@ -86,6 +88,7 @@ impl CommitLock {
         };
         let hlen =
             TXN_HDR_LEN + (meta.user.len() + meta.description.len() + meta.extension.len()) as u64;
+        let buf = TxnBuffer::new(suffixed(self.storage.path(), ".tmp"));
         Ok(Transaction {
             lock: Some(self),
             tid,
@@ -93,7 +96,7 @@ impl CommitLock {
             meta,
             base,
             hlen,
-            buf: Vec::new(),
+            buf,
             tindex: HashMap::new(),
             oids: Vec::new(),
             blob_files: Vec::new(),
@@ -130,7 +133,7 @@ pub struct Transaction {
     base: u64,
     hlen: u64,
     /// The data records, formatted with their final positions.
-    buf: Vec<u8>,
+    buf: TxnBuffer,
     /// oid → position of its latest record in this transaction.
     tindex: HashMap<Oid, u64>,
     oids: Vec<Oid>,
@@ -178,7 +181,7 @@ impl Transaction {
 
     /// Position the next record will have in the file.
     fn here(&self) -> u64 {
-        self.base + self.hlen + self.buf.len() as u64
+        self.base + self.hlen + self.buf.len()
     }
 
     fn append(&mut self, oid: Oid, tid: Tid, prev: u64, payload: Payload<'_>) -> Result<()> {
@@ -207,7 +210,11 @@ impl Transaction {
                 *max = oid.0;
             }
         }
-        encode_data_record(&mut self.buf, oid, tid, prev, self.base, &payload);
+        let path = storage.path().to_path_buf();
+        self.buf
+            .make_room()
+            .map_err(|e| StorageError::io(suffixed(&path, ".tmp"), None, e))?;
+        encode_data_record(&mut self.buf.mem, oid, tid, prev, self.base, &payload);
         if self.tindex.insert(oid, here).is_none() {
             self.oids.push(oid);
         }
@@ -262,7 +269,7 @@ impl Transaction {
         Ok(())
     }
 
-    fn rollback_to(&mut self, oid: Oid, (len, tpos, noids): (usize, Option<u64>, usize)) {
+    fn rollback_to(&mut self, oid: Oid, (len, tpos, noids): (u64, Option<u64>, usize)) {
         self.buf.truncate(len);
         match tpos {
             Some(p) => {
@@ -346,6 +353,31 @@ impl Transaction {
         self.append(oid, serial, prev, payload)
     }
 
+    /// `restoreBlob`: [`Transaction::restore`] plus moving `blob_file` into place for
+    /// this revision (copying storages with blobs).
+    pub fn restore_blob(
+        &mut self,
+        oid: Oid,
+        serial: Tid,
+        data: &[u8],
+        blob_file: &Path,
+        prev_txn: Option<Tid>,
+    ) -> Result<()> {
+        let blobs = self.storage().blobs()?.clone();
+        let mark = (
+            self.buf.len(),
+            self.tindex.get(&oid).copied(),
+            self.oids.len(),
+        );
+        self.restore(oid, serial, Some(data), prev_txn)?;
+        if let Err(e) = blobs.commit_file(oid, self.tid, blob_file) {
+            self.rollback_to(oid, mark);
+            return Err(e);
+        }
+        self.blob_files.push(oid);
+        Ok(())
+    }
+
     /// `undo(transaction_id)`: undo the committed transaction `undo_tid` inside this one
     /// (spec §2.6.1): per record a backpointer to the revision before it (or a deletion
     /// record for an undone creation), provided nothing changed the object since, or the
@@ -423,17 +455,27 @@ impl Transaction {
         // The object's current state: from this transaction if it already wrote it (an
         // earlier undo or store), else the committed record; `(data pointer, data)`.
         let current: Option<(u64, Option<Vec<u8>>)> = if let Some(&tp) = self.tindex.get(&oid) {
-            let off = (tp - self.base - self.hlen) as usize;
+            let off = tp - self.base - self.hlen;
+            let hb = self
+                .buf
+                .read(off, DATA_HDR_LEN as usize)
+                .map_err(|e| e.to_string())?;
             let h = DataHeader::decode(
-                self.buf[off..off + DATA_HDR_LEN as usize]
+                hb.as_slice()
                     .try_into()
                     .map_err(|_| "bad buffered record".to_string())?,
             );
             if h.plen > 0 {
-                let start = off + DATA_HDR_LEN as usize;
-                Some((tp, Some(self.buf[start..start + h.plen as usize].to_vec())))
+                let data = self
+                    .buf
+                    .read(off + DATA_HDR_LEN, h.plen as usize)
+                    .map_err(|e| e.to_string())?;
+                Some((tp, Some(data)))
             } else {
-                let b = &self.buf[off + 42..off + 50];
+                let b = self
+                    .buf
+                    .read(off + DATA_HDR_LEN, 8)
+                    .map_err(|e| e.to_string())?;
                 Some((u64::from_be_bytes(b.try_into().unwrap_or([0; 8])), None))
             }
         } else if ipos != r.pos {
@@ -494,19 +536,24 @@ impl Transaction {
         self.check_not_voted()?;
         let storage = self.storage().clone();
         let df = &storage.inner.df;
-        let mut rec = encode_txn_head(
+        let head = encode_txn_head(
             self.tid,
             Status::Checkpoint,
             &self.meta.user,
             &self.meta.description,
             &self.meta.extension,
-            self.buf.len() as u64,
+            self.buf.len(),
         );
-        let tlen = self.hlen + self.buf.len() as u64;
-        rec.reserve(self.buf.len() + 8);
-        rec.extend_from_slice(&self.buf);
-        rec.extend_from_slice(&encode_txn_trailer(tlen));
-        let written = crash_hook::vote_write(df, &rec, self.base).and_then(|()| {
+        let tlen = self.hlen + self.buf.len();
+        let mut tail = Vec::with_capacity(self.buf.mem.len() + 8);
+        tail.extend_from_slice(&self.buf.mem);
+        tail.extend_from_slice(&encode_txn_trailer(tlen));
+        let written = (|| {
+            df.file.write_all_at(&head, self.base)?;
+            let spilled = self.buf.copy_spilled(&df.file, self.base + self.hlen)?;
+            crash_hook::vote_write(df, &tail, self.base + self.hlen + spilled)
+        })()
+        .and_then(|()| {
             if storage.inner.sync_on_vote {
                 df.file.sync_data()
             } else {
@@ -552,7 +599,7 @@ impl Transaction {
                 // Positions were checked against MAX_POS when the records were added.
                 let _ = st.index.insert(oid, pos);
             }
-            st.pos = self.base + self.hlen + self.buf.len() as u64 + 8;
+            st.pos = self.base + self.hlen + self.buf.len() + 8;
             st.last_tid = self.tid;
         }
         self.voted = false;
@@ -603,7 +650,7 @@ impl Drop for Transaction {
 }
 
 /// Fault injection for the crash-safety tests: a child writer process stops at a stage of
-/// the commit and waits to be killed. Inert unless a test calls [`set_crash_stage`].
+/// the commit and waits to be killed. Inert unless a test calls `set_crash_stage`.
 #[doc(hidden)]
 pub mod crash_hook {
     use std::io;
@@ -643,6 +690,8 @@ pub mod crash_hook {
         }
     }
 
+    /// The last write of the vote (the in-memory records and the redundant length); with
+    /// the `DuringVote` stage, half of it is written and the process stops there.
     pub(crate) fn vote_write(df: &DataFile, rec: &[u8], pos: u64) -> io::Result<()> {
         if STAGE.load(Ordering::SeqCst) == Stage::DuringVote as u8 {
             let half = rec.len() / 2;

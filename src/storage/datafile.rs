@@ -100,9 +100,21 @@ impl DataFile {
     }
 
     pub fn read_vec(&self, pos: u64, len: u64) -> Result<Vec<u8>> {
-        let len = usize::try_from(len).map_err(|_| {
-            StorageError::corrupted(&self.path, pos, format!("implausible length {len}"))
-        })?;
+        let implausible =
+            || StorageError::corrupted(&self.path, pos, format!("implausible length {len}"));
+        // A damaged length must not turn into a huge allocation: check big reads against
+        // the file's size first.
+        if len > 1 << 26 {
+            let size = self
+                .file
+                .metadata()
+                .map_err(|e| StorageError::io(&self.path, Some(pos), e))?
+                .len();
+            if pos.saturating_add(len) > size {
+                return Err(implausible());
+            }
+        }
+        let len = usize::try_from(len).map_err(|_| implausible())?;
         let mut v = vec![0u8; len];
         self.read_exact_at(&mut v, pos)?;
         Ok(v)
@@ -168,6 +180,36 @@ impl DataFile {
             0
         };
         Ok(RecordHeader { pos, h, back })
+    }
+
+    /// The record of `oid` at `pos` and its state (backpointers resolved), reading header
+    /// and data with one `pread` when the record is small (the common load).
+    pub fn record_with_state(&self, pos: u64, oid: Oid) -> Result<(RecordHeader, Option<Vec<u8>>)> {
+        const GUESS: usize = 2048;
+        let mut buf = vec![0u8; GUESS];
+        let n = self.read_at_most(&mut buf, pos)?;
+        if n < DATA_HDR_LEN as usize {
+            return Err(StorageError::corrupted(
+                &self.path,
+                pos,
+                "data record header runs past the end of the file",
+            ));
+        }
+        let h = DataHeader::decode(
+            buf[..DATA_HDR_LEN as usize]
+                .try_into()
+                .map_err(|_| StorageError::corrupted(&self.path, pos, "short header"))?,
+        );
+        let end = (DATA_HDR_LEN + h.plen) as usize;
+        if h.plen == 0 || h.vlen != 0 || h.oid != oid || end > n {
+            // The general path: backpointers, big records, and every error report.
+            let r = self.record_of(pos, oid)?;
+            let state = self.record_state(&r)?;
+            return Ok((r, state));
+        }
+        buf.truncate(end);
+        buf.drain(..DATA_HDR_LEN as usize);
+        Ok((RecordHeader { pos, h, back: 0 }, Some(buf)))
     }
 
     /// The record at `pos`, which must be a record of `oid` (index entries and pointers are

@@ -100,7 +100,7 @@ impl OpenOptions {
 
 /// What is visible to readers: changed only by `finish`, under the write lock.
 #[derive(Debug)]
-pub(crate) struct Committed {
+pub(crate) struct Visible {
     pub index: OidIndex,
     /// End of the last committed transaction.
     pub pos: u64,
@@ -120,7 +120,7 @@ pub(crate) struct Inner {
     pub df: DataFile,
     pub read_only: bool,
     pub fs21: bool,
-    pub state: RwLock<Committed>,
+    pub state: RwLock<Visible>,
     /// Highest oid in use or handed out.
     pub max_oid: Mutex<u64>,
     pub gate: Mutex<Gate>,
@@ -286,7 +286,7 @@ impl FileStorage {
                 df,
                 read_only,
                 fs21,
-                state: RwLock::new(Committed {
+                state: RwLock::new(Visible {
                     index,
                     pos: outcome.pos,
                     last_tid: outcome.last_tid,
@@ -367,8 +367,9 @@ impl FileStorage {
     /// `load(oid)`: the current data and its tid. `PosKey` for an unknown oid or a deleted
     /// object.
     pub fn load(&self, oid: Oid) -> Result<(Vec<u8>, Tid)> {
-        let r = self.current_record(oid)?;
-        match self.inner.df.record_state(&r)? {
+        let pos = self.current_pos(oid)?;
+        let (r, state) = self.inner.df.record_with_state(pos, oid)?;
+        match state {
             Some(data) => Ok((data, r.h.tid)),
             None => Err(StorageError::PosKey { oid, tid: None }),
         }
@@ -567,7 +568,7 @@ impl FileStorage {
     }
 
     /// Take the commit lock if it is free: `Ok(None)` when another transaction holds it
-    /// (the caller queues and retries; [`FileStorage::wait_commit_free`] helps).
+    /// (the caller owns the queue of waiting transactions and retries when the holder ends).
     pub fn try_lock_commit(&self) -> Result<Option<CommitLock>> {
         self.check_writable()?;
         let mut gate = lock(&self.inner.gate);

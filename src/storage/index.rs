@@ -157,6 +157,53 @@ impl OidIndex {
     }
 }
 
+/// Builds an index from entries in strictly increasing oid order (an index file, a sorted
+/// dump) without a B-tree search per entry.
+#[derive(Default)]
+pub struct SortedBuilder {
+    index: OidIndex,
+    key: Option<u64>,
+    bucket: Vec<u64>,
+    last: Option<u64>,
+}
+
+impl SortedBuilder {
+    pub fn new() -> SortedBuilder {
+        SortedBuilder::default()
+    }
+
+    /// Add the next entry; `Err` when it is not after the previous oid or the position is
+    /// too large.
+    pub fn push(&mut self, oid: Oid, pos: u64) -> Result<(), PositionTooLarge> {
+        if pos >= MAX_POS || self.last.is_some_and(|l| l >= oid.0) {
+            return Err(PositionTooLarge(pos));
+        }
+        self.last = Some(oid.0);
+        let key = oid.0 >> SUFFIX_BITS;
+        if self.key != Some(key) {
+            self.flush();
+            self.key = Some(key);
+        }
+        self.bucket.push(((oid.0 & SUFFIX_MASK) << POS_BITS) | pos);
+        Ok(())
+    }
+
+    fn flush(&mut self) {
+        if let Some(key) = self.key.take()
+            && !self.bucket.is_empty()
+        {
+            let bucket = std::mem::take(&mut self.bucket);
+            self.index.len += bucket.len();
+            self.index.buckets.insert(key, bucket);
+        }
+    }
+
+    pub fn finish(mut self) -> OidIndex {
+        self.flush();
+        self.index
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -192,6 +239,26 @@ mod tests {
         ix.shrink_to_fit();
         let per = ix.memory_bytes() as f64 / n as f64;
         assert!(per <= 9.0, "{per} bytes per object");
+    }
+
+    #[test]
+    fn sorted_builder_matches_inserts() {
+        let mut b = SortedBuilder::new();
+        let mut ix = OidIndex::new();
+        for (i, oid) in [0u64, 1, 4095, 4096, 70_000, 1 << 40]
+            .into_iter()
+            .enumerate()
+        {
+            b.push(Oid(oid), i as u64 * 10).unwrap();
+            ix.insert(Oid(oid), i as u64 * 10).unwrap();
+        }
+        assert!(b.push(Oid(5), 1).is_err());
+        let built = b.finish();
+        assert_eq!(built.len(), ix.len());
+        assert_eq!(
+            built.iter().collect::<Vec<_>>(),
+            ix.iter().collect::<Vec<_>>()
+        );
     }
 
     proptest! {

@@ -23,7 +23,7 @@ use std::fs::{self, File};
 use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
-use super::index::OidIndex;
+use super::index::{OidIndex, SortedBuilder};
 use super::types::Oid;
 
 /// `Data.fs` → `Data.fs.index`.
@@ -165,7 +165,7 @@ pub fn read_index(r: &mut impl Read) -> Result<(u64, OidIndex), ReadIndexError> 
             )));
         }
     };
-    let mut index = OidIndex::new();
+    let mut index = SortedBuilder::new();
     let mut last_prefix: Option<u64> = None;
     loop {
         match p.pickle()? {
@@ -196,14 +196,14 @@ pub fn read_index(r: &mut impl Read) -> Result<(u64, OidIndex), ReadIndexError> 
                         .fold(0u64, |a, &b| (a << 8) | u64::from(b));
                     let oid = Oid((pre << 16) | u64::from(suffix));
                     index
-                        .insert(oid, pos)
+                        .push(oid, pos)
                         .map_err(|_| invalid("position too large".into()))?;
                 }
             }
             other => return Err(invalid(format!("unexpected pickle {other:?}"))),
         }
     }
-    Ok((pos, index))
+    Ok((pos, index.finish()))
 }
 
 fn invalid(msg: String) -> ReadIndexError {

@@ -413,6 +413,13 @@ impl FileStorage {
 
 /// The start of the transaction that ends just before `pos` (via the redundant length).
 fn prev_txn_pos(df: &DataFile, pos: u64) -> Result<u64> {
+    if pos < FILE_HDR_LEN + 8 {
+        return Err(StorageError::corrupted(
+            &df.path,
+            pos,
+            "no transaction can end here",
+        ));
+    }
     let l = df.read_u64(pos - 8)?;
     pos.checked_sub(8)
         .and_then(|p| p.checked_sub(l))

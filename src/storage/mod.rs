@@ -63,11 +63,20 @@
 //! (`ReadConflict`), `delete`, `restore` (with [`CommitLock::begin_at`] and an explicit,
 //! increasing tid), `undo` (FileStorage's transactional undo, returning the oids), `vote`,
 //! `finish` (returns the tid and every oid written, for invalidations) and `abort`
-//! (also on drop). Tids come from [`TimeStamp`]: strictly increasing, `laterThan` the last.
+//! (also on drop; truncates a voted transaction away and removes its blob files), and
+//! `restore_blob`. Tids come from [`TimeStamp`]: strictly increasing, `laterThan` the last
+//! (and after any unfinished transaction removed at open, whose blob files may linger).
+//! Buffered records stay in memory up to 16 MiB, then spill to `Data.fs.tmp`. Like Python,
+//! a commit syncs once, at finish; [`OpenOptions::sync_on_vote`] adds a sync at vote.
+//! Conflict resolution is not attempted (it needs the application's classes): a stale
+//! store is a `Conflict` carrying the committed serial, for client-side resolution.
+//!
+//! [`FileStorage::close`] waits for the commit lock, so abort or finish transactions
+//! first (never call it on a thread that holds a [`Transaction`]).
 //!
 //! # Modules
 //!
-//! [`format`] documents the byte layout; [`types`] ([`Oid`], [`Tid`], [`TxnMeta`]);
+//! [`format`](mod@format) documents the byte layout; [`types`] ([`Oid`], [`Tid`], [`TxnMeta`]);
 //! [`timestamp`]; [`error`]; [`index`] (the compact in-memory index, ~8 bytes per
 //! object); [`indexfile`] (Python's `Data.fs.index`); [`blob`] (the blob directory);
 //! [`lock`] (the lock file); `scan` (open-time scan and recovery); `commit`; `iter`.
@@ -82,8 +91,10 @@ pub mod index;
 pub mod indexfile;
 mod iter;
 pub mod lock;
+pub mod memory;
 mod scan;
 pub mod timestamp;
+mod txnbuf;
 pub mod types;
 
 #[cfg(test)]

@@ -392,6 +392,9 @@ pub fn index_is_sane(
     let mut checked = 0;
     let mut end = pos;
     while checked < 5 {
+        if end < FILE_HDR_LEN + 8 {
+            return Ok(None);
+        }
         let l = df.read_u64(end - 8)?;
         let Some(tpos) = end.checked_sub(8).and_then(|x| x.checked_sub(l)) else {
             return Ok(None);

@@ -479,3 +479,120 @@ fn storage_is_send_and_sync() {
     send::<CommitLock>();
     send::<TransactionIter>();
 }
+
+#[test]
+fn large_transactions_spill_to_the_tmp_file() {
+    let (_d, path) = tmp();
+    let fs = FileStorage::open(&path).unwrap();
+    let c1 = commit(&fs, &[(Oid(1), Tid::ZERO, b"x1")]);
+    let c2 = commit(&fs, &[(Oid(1), c1.tid, b"x2")]);
+    let big: Vec<Vec<u8>> = (0..5u8).map(|i| vec![i; 7 << 20]).collect();
+    let mut t = fs.begin(meta("big")).unwrap();
+    // Stored first, so it is read back from the spill file by the undo below.
+    t.store(Oid(1), c2.tid, b"x2").unwrap();
+    for (i, b) in big.iter().enumerate() {
+        t.store(Oid(10 + i as u64), Tid::ZERO, b).unwrap();
+    }
+    assert!(path.with_extension("fs.tmp").exists());
+    assert_eq!(t.undo(c2.tid).unwrap(), vec![Oid(1)]);
+    let c3 = t.finish().unwrap();
+    assert!(!path.with_extension("fs.tmp").exists());
+    assert_eq!(fs.load(Oid(1)).unwrap(), (b"x1".to_vec(), c3.tid));
+    for (i, b) in big.iter().enumerate() {
+        assert_eq!(&fs.load(Oid(10 + i as u64)).unwrap().0, b);
+    }
+    drop(fs);
+    let fs = OpenOptions::new()
+        .read_only(true)
+        .ignore_index(true)
+        .open(&path)
+        .unwrap();
+    assert_eq!(fs.load(Oid(14)).unwrap().1, c3.tid);
+}
+
+#[test]
+fn concurrent_readers_see_consistent_snapshots_during_commits() {
+    let (_d, path) = tmp();
+    let fs = FileStorage::open(&path).unwrap();
+    let n_oids = 8u64;
+    let first: Vec<(Oid, Tid, &[u8])> = (0..n_oids)
+        .map(|o| (Oid(o), Tid::ZERO, &b"0"[..]))
+        .collect();
+    let c = commit(&fs, &first);
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let readers: Vec<_> = (0..3)
+        .map(|r| {
+            let fs = fs.clone();
+            let done = done.clone();
+            std::thread::spawn(move || {
+                let mut last = vec![0u64; n_oids as usize];
+                let mut rounds = 0;
+                while !done.load(std::sync::atomic::Ordering::SeqCst) || rounds < 10 {
+                    rounds += 1;
+                    let oid = Oid((rounds + r) % n_oids);
+                    let (data, tid) = fs.load(oid).unwrap();
+                    let i: u64 = std::str::from_utf8(&data).unwrap().parse().unwrap();
+                    assert!(i >= last[oid.0 as usize], "went back in time");
+                    last[oid.0 as usize] = i;
+                    assert_eq!(fs.load_serial(oid, tid).unwrap(), data);
+                    let before = fs.load_before(oid, Tid(tid.0 + 1)).unwrap().unwrap();
+                    assert_eq!(before.start, tid);
+                    assert!(fs.iter_transactions(None, None).unwrap().all(|t| t.is_ok()));
+                    if rounds > 100_000 {
+                        break;
+                    }
+                }
+            })
+        })
+        .collect();
+    let mut serial = c.tid;
+    for i in 1..=60u64 {
+        let mut t = fs.begin(meta("w")).unwrap();
+        let d = i.to_string();
+        for o in 0..n_oids {
+            t.store(Oid(o), serial, d.as_bytes()).unwrap();
+        }
+        t.vote().unwrap();
+        if i % 7 == 0 {
+            t.abort().unwrap();
+            continue;
+        }
+        serial = t.finish().unwrap().tid;
+    }
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    for r in readers {
+        r.join().unwrap();
+    }
+    assert_eq!(fs.load(Oid(0)).unwrap().0, b"60");
+}
+
+#[test]
+fn restore_blob_moves_the_file() {
+    let (d, path) = tmp();
+    let fs = OpenOptions::new()
+        .blob_dir(d.path().join("b"))
+        .open(&path)
+        .unwrap();
+    let up = fs.blob_tmp_dir().unwrap().join("up");
+    fs::write(&up, "restored").unwrap();
+    let tid = Tid(0x03f5_8e00_0000_0009);
+    let mut t = fs
+        .lock_commit()
+        .unwrap()
+        .begin_at(meta("r"), tid, Status::Committed)
+        .unwrap();
+    t.restore_blob(
+        Oid(3),
+        tid,
+        b"\x80\x03cZODB.blob\nBlob\nq\x00.N.",
+        &up,
+        None,
+    )
+    .unwrap();
+    t.finish().unwrap();
+    assert_eq!(
+        fs::read_to_string(fs.load_blob(Oid(3), tid).unwrap()).unwrap(),
+        "restored"
+    );
+    assert!(!up.exists());
+}

@@ -42,6 +42,8 @@ const TAIL_ON_FAILURE: usize = 10;
 /// Writes each message line, prefixed with the instance name inside a cluster.
 struct Out {
     prefix: String,
+    /// Whether the current wait loop printed dots (a cluster's lines skip the empty line).
+    dots: std::cell::Cell<bool>,
 }
 
 impl Out {
@@ -52,6 +54,7 @@ impl Out {
             } else {
                 String::new()
             },
+            dots: std::cell::Cell::new(false),
         }
     }
 
@@ -61,7 +64,9 @@ impl Out {
 
     /// The end of a wait loop: a newline after the dots, then the message (zdaemon's form).
     fn finish(&self, msg: &str) {
-        println!();
+        if self.prefix.is_empty() || self.dots.replace(false) {
+            println!();
+        }
         self.line(msg);
     }
 }
@@ -85,9 +90,6 @@ fn await_manager(
     let mut dots = 0u64;
     // A manager we did not just fork has answered already; its absence means it is gone.
     let mut seen = child.is_none();
-    if !out.prefix.is_empty() {
-        print!("{}", out.prefix);
-    }
     loop {
         let st = client::status(&s.socket).map(|(p, _)| p);
         match st {
@@ -121,6 +123,7 @@ fn await_manager(
         if secs > dots {
             dots = secs;
             print!(". ");
+            out.dots.set(true);
             let _ = io::stdout().flush();
         }
     }
@@ -157,6 +160,18 @@ fn tail_lines(path: &Path, n: usize) -> io::Result<Vec<String>> {
     }
     let skip = lines.len().saturating_sub(n);
     Ok(lines.split_off(skip))
+}
+
+/// Threads of this process (Linux), 1 if unknown.
+fn thread_count() -> usize {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Threads:"))
+                .and_then(|n| n.trim().parse().ok())
+        })
+        .unwrap_or(1)
 }
 
 /// Exit statuses beyond 255 or negative are folded the way the shell shows them.
@@ -197,10 +212,15 @@ fn start_one(s: &Settings, out: &Out) -> Result<u8> {
                     Mode::Foreground,
                 )));
             }
+            if thread_count() > 1 {
+                return Err(anyhow!(
+                    "internal error: the manager must be forked from a single-threaded process"
+                ));
+            }
             let _ = io::stdout().flush();
             let _ = io::stderr().flush();
-            // SAFETY: the controller is single-threaded (no runtime or thread is started
-            // before supervisor commands), so the child may run arbitrary code after fork.
+            // SAFETY: the controller is single-threaded (checked above: no runtime or thread
+            // exists before supervisor commands), so the child may run any code after fork.
             match unsafe { nix::unistd::fork() }.context("fork")? {
                 ForkResult::Child => {
                     let code = manager::run(s.clone(), filename, Mode::Daemon);
@@ -487,7 +507,11 @@ fn follow(path: &Path) -> Result<()> {
         if let Ok(m) = std::fs::metadata(path)
             && m.ino() != ino
         {
-            // Rotated: drain nothing more from the old file's name; follow the new one.
+            // Rotated: finish the old file (lines written before the rename), then follow
+            // the new one from its start.
+            let mut rest = Vec::new();
+            f.read_to_end(&mut rest)?;
+            stdout.write_all(&rest)?;
             if let Ok((nf, ni)) = open(path) {
                 writeln!(stdout, "==> {} was replaced <==", path.display())?;
                 f = nf;

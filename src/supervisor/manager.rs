@@ -401,25 +401,28 @@ impl Manager {
         }
         let socket = ControlSocket::bind(&s.socket)?;
         let signals = SignalFlags::install()?;
+        // zdaemon applies `directory` and `umask` in daemon mode only; here they are the
+        // program's working directory and mask in both modes, so a foreground manager under
+        // systemd runs `runwsgi -v etc/zope.ini` from the instance directory too.
+        let chdir = s
+            .directory
+            .as_ref()
+            .map(|d| (d, std::env::set_current_dir(d)));
         let mut transcript = None;
         if mode == Mode::Daemon {
-            if let Some(d) = &s.directory {
-                match std::env::set_current_dir(d) {
-                    Ok(()) => {}
-                    Err(e) => mlog(
-                        "WARNING",
-                        &format!("can't chdir into '{}': {e}", d.display()),
-                    ),
-                }
-            }
             daemon::stdin_from_devnull()?;
             // The transcript is created before the umask applies, as in zdaemon (§2.4).
             transcript = Some(Transcript::open(s.transcript.as_deref())?);
-            daemon::set_umask(s.umask);
             mlog("INFO", "daemonizing the process");
-            if let Some(d) = &s.directory {
-                mlog("INFO", &format!("set current directory: '{}'", d.display()));
-            }
+        }
+        daemon::set_umask(s.umask);
+        match chdir {
+            Some((d, Ok(()))) => mlog("INFO", &format!("set current directory: '{}'", d.display())),
+            Some((d, Err(e))) => mlog(
+                "WARNING",
+                &format!("can't chdir into '{}': {e}", d.display()),
+            ),
+            None => {}
         }
         let notifier = if mode == Mode::Foreground {
             Notifier::from_env()
@@ -597,6 +600,20 @@ impl Manager {
             .stdin(Stdio::null())
             // Its own process group, so stop and kill reach its children too (§9 item 14).
             .process_group(0);
+        let manager = std::process::id() as libc::pid_t;
+        // SAFETY: prctl and getppid are async-signal-safe; nothing else runs between fork
+        // and exec. If the manager is killed outright (SIGKILL, OOM), the program gets
+        // SIGTERM instead of running on unsupervised (zdaemon orphans it, §2.11).
+        unsafe {
+            cmd.pre_exec(move || {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                if libc::getppid() != manager {
+                    // The manager died before prctl took effect.
+                    return Err(io::Error::other("the manager is gone"));
+                }
+                Ok(())
+            });
+        }
         if let Some(t) = &self.transcript {
             match t.program_stdio() {
                 Ok((out, err)) => {

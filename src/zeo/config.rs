@@ -1,0 +1,158 @@
+//! The server's effective configuration, built from the command line (runzeo-style flags) or
+//! from an instance configuration file.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::wire::Encoding;
+
+/// Where the server listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListenAddr {
+    /// Host (empty = all interfaces) and port.
+    Tcp {
+        host: String,
+        port: u16,
+    },
+    Unix(PathBuf),
+}
+
+impl std::fmt::Display for ListenAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ListenAddr::Tcp { host, port } if host.contains(':') => write!(f, "[{host}]:{port}"),
+            ListenAddr::Tcp { host, port } => write!(f, "{host}:{port}"),
+            ListenAddr::Unix(p) => write!(f, "{}", p.display()),
+        }
+    }
+}
+
+/// Parse a runzeo address: `HOST:PORT`, `[V6]:PORT`, `PORT` or `:PORT` (all interfaces), or a
+/// Unix socket path (anything containing `/`).
+pub fn parse_address(s: &str) -> Result<ListenAddr, String> {
+    let s = s.trim();
+    if s.contains('/') {
+        return Ok(ListenAddr::Unix(PathBuf::from(s)));
+    }
+    let port = |p: &str| -> Result<u16, String> {
+        p.parse::<u16>()
+            .map_err(|_| format!("bad port {p:?} in address {s:?}"))
+    };
+    if let Some(rest) = s.strip_prefix('[') {
+        let (host, tail) = rest
+            .split_once(']')
+            .ok_or_else(|| format!("unclosed '[' in address {s:?}"))?;
+        let p = tail
+            .strip_prefix(':')
+            .ok_or_else(|| format!("address {s:?} needs :PORT after the IPv6 host"))?;
+        return Ok(ListenAddr::Tcp {
+            host: host.to_string(),
+            port: port(p)?,
+        });
+    }
+    match s.rsplit_once(':') {
+        Some((host, p)) => Ok(ListenAddr::Tcp {
+            host: host.to_string(),
+            port: port(p)?,
+        }),
+        None => Ok(ListenAddr::Tcp {
+            host: String::new(),
+            port: port(s)?,
+        }),
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum StorageKind {
+    File {
+        path: PathBuf,
+        blob_dir: Option<PathBuf>,
+        read_only: bool,
+    },
+    /// The non-historical session storage: superseded revisions live `history` long.
+    Memory { history: Duration },
+}
+
+#[derive(Debug, Clone)]
+pub struct StorageConfig {
+    pub name: String,
+    pub kind: StorageKind,
+}
+
+/// ZEO's `<ssl>` section: server certificate and key, and the CA that client certificates
+/// must be signed by (ZEO TLS is mutual).
+#[derive(Debug, Clone)]
+pub struct TlsConfig {
+    pub certificate: PathBuf,
+    pub key: Option<PathBuf>,
+    pub authenticate: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub address: ListenAddr,
+    pub storages: Vec<StorageConfig>,
+    pub read_only: bool,
+    pub encoding: Encoding,
+    pub transaction_timeout: Option<Duration>,
+    pub invalidation_queue_size: usize,
+    pub invalidation_age: Option<f64>,
+    pub pid_file: Option<PathBuf>,
+    pub log_file: Option<PathBuf>,
+    /// Largest accepted request frame.
+    pub max_frame: usize,
+    /// Largest amount of unsent output per connection before it is closed.
+    pub max_outbuf: usize,
+    pub tls: Option<TlsConfig>,
+}
+
+/// Default bound on a request frame: object records travel whole in one frame, and megabytes
+/// are normal; larger values travel as blobs.
+pub const DEFAULT_MAX_FRAME: usize = 256 << 20;
+/// Default bound on unsent output per connection.
+pub const DEFAULT_MAX_OUTBUF: usize = 64 << 20;
+
+impl ServerConfig {
+    pub fn new(address: ListenAddr) -> Self {
+        ServerConfig {
+            address,
+            storages: Vec::new(),
+            read_only: false,
+            encoding: Encoding::Pickle,
+            transaction_timeout: None,
+            invalidation_queue_size: 100,
+            invalidation_age: None,
+            pid_file: None,
+            log_file: None,
+            max_frame: DEFAULT_MAX_FRAME,
+            max_outbuf: DEFAULT_MAX_OUTBUF,
+            tls: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses() {
+        let tcp = |h: &str, p| ListenAddr::Tcp {
+            host: h.into(),
+            port: p,
+        };
+        assert_eq!(parse_address("8100").unwrap(), tcp("", 8100));
+        assert_eq!(parse_address(":8100").unwrap(), tcp("", 8100));
+        assert_eq!(
+            parse_address("127.0.0.1:8100").unwrap(),
+            tcp("127.0.0.1", 8100)
+        );
+        assert_eq!(parse_address("[::1]:8100").unwrap(), tcp("::1", 8100));
+        assert_eq!(
+            parse_address("var/zeo.sock").unwrap(),
+            ListenAddr::Unix("var/zeo.sock".into())
+        );
+        assert!(parse_address("host:port").is_err());
+        assert!(parse_address("[::1]8100").is_err());
+    }
+}

@@ -1,0 +1,345 @@
+//! The listener: accept TCP, Unix or TLS connections, hand each to `connection::serve`,
+//! and shut down cleanly on signals (runzeo's §7.3 behaviour).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow};
+use tokio::net::{TcpListener, UnixListener};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tracing::{error, info, warn};
+
+use super::config::{ListenAddr, ServerConfig, TlsConfig};
+use super::connection;
+use super::log::LogTarget;
+use super::shared::StorageState;
+use super::wire::Value;
+
+const LOG_RUNZEO: &str = "ZEO.runzeo";
+
+/// Everything connections share.
+pub struct ServerCtx {
+    pub config: ServerConfig,
+    pub storages: BTreeMap<String, Arc<StorageState>>,
+    /// Start time in ctime format, for `server_status`.
+    pub start: String,
+    pub next_conn: AtomicU64,
+    pub shutdown: watch::Receiver<bool>,
+}
+
+impl ServerCtx {
+    /// The `ruok` answer: `{storage: status}` as Python's `json.dumps` writes it (§1.4).
+    pub fn ruok_json(&self) -> String {
+        let timeout = self.config.transaction_timeout.is_some();
+        let mut out = String::from("{");
+        for (i, (name, st)) in self.storages.iter().enumerate() {
+            if i > 0 {
+                out.push_str(", ");
+            }
+            out.push_str(&json_str(name));
+            out.push_str(": {");
+            for (j, (k, v)) in st.status(&self.start, timeout).iter().enumerate() {
+                if j > 0 {
+                    out.push_str(", ");
+                }
+                out.push_str(&json_str(k));
+                out.push_str(": ");
+                out.push_str(&json_value(v));
+            }
+            out.push('}');
+        }
+        out.push('}');
+        out
+    }
+}
+
+fn json_str(s: &str) -> String {
+    let mut o = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => o.push_str("\\\""),
+            '\\' => o.push_str("\\\\"),
+            '\n' => o.push_str("\\n"),
+            c if (c as u32) < 0x20 || (c as u32) > 0x7e => {
+                let mut buf = [0u16; 2];
+                for u in c.encode_utf16(&mut buf) {
+                    o.push_str(&format!("\\u{u:04x}"));
+                }
+            }
+            c => o.push(c),
+        }
+    }
+    o.push('"');
+    o
+}
+
+fn json_value(v: &Value) -> String {
+    match v {
+        Value::Nil => "null".into(),
+        Value::Bool(true) => "true".into(),
+        Value::Bool(false) => "false".into(),
+        Value::Int(i) => i.to_string(),
+        Value::Float(f) => format!("{f:?}"),
+        Value::Str(s) => json_str(s),
+        Value::Bytes(b) => json_str(&String::from_utf8_lossy(b)),
+        _ => "null".into(),
+    }
+}
+
+enum Listener {
+    Tcp(TcpListener),
+    Unix(UnixListener, PathBuf),
+}
+
+async fn bind(addr: &ListenAddr) -> Result<Listener> {
+    match addr {
+        ListenAddr::Tcp { host, port } => {
+            let host = if host.is_empty() { "0.0.0.0" } else { host };
+            let l = TcpListener::bind((host, *port))
+                .await
+                .with_context(|| format!("address {addr} already in use or not available"))?;
+            Ok(Listener::Tcp(l))
+        }
+        ListenAddr::Unix(path) => {
+            if path.exists() {
+                // A socket file nobody accepts on is stale (runzeo's clear_socket).
+                if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                    return Err(anyhow!("address {} already in use", path.display()));
+                }
+                let _ = std::fs::remove_file(path);
+            }
+            let l = UnixListener::bind(path)
+                .with_context(|| format!("cannot listen on {}", path.display()))?;
+            Ok(Listener::Unix(l, path.clone()))
+        }
+    }
+}
+
+fn load_tls(cfg: &TlsConfig) -> Result<tokio_rustls::TlsAcceptor> {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let read = |p: &Path| -> Result<Vec<u8>> {
+        std::fs::read(p).with_context(|| format!("reading {}", p.display()))
+    };
+    let cert_pem = read(&cfg.certificate)?;
+    let certs: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut cert_pem.as_slice())
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("parsing certificates in {}", cfg.certificate.display()))?;
+    if certs.is_empty() {
+        return Err(anyhow!("no certificate in {}", cfg.certificate.display()));
+    }
+    let key_path = cfg.key.as_ref().unwrap_or(&cfg.certificate);
+    let key_pem = read(key_path)?;
+    let key: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut key_pem.as_slice())
+        .with_context(|| format!("parsing the key in {}", key_path.display()))?
+        .ok_or_else(|| anyhow!("no unencrypted private key in {}", key_path.display()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
+        .with_safe_default_protocol_versions()
+        .context("TLS protocol versions")?;
+    let config = match &cfg.authenticate {
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            let files: Vec<PathBuf> = if ca.is_dir() {
+                std::fs::read_dir(ca)
+                    .with_context(|| format!("reading {}", ca.display()))?
+                    .filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|p| p.is_file())
+                    .collect()
+            } else {
+                vec![ca.clone()]
+            };
+            for f in files {
+                let pem = read(&f)?;
+                for c in rustls_pemfile::certs(&mut pem.as_slice()).flatten() {
+                    roots
+                        .add(c)
+                        .with_context(|| format!("adding a CA certificate from {}", f.display()))?;
+                }
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .build()
+            .context("building the client-certificate verifier")?;
+            builder
+                .with_client_cert_verifier(verifier)
+                .with_single_cert(certs, key)
+        }
+        None => builder.with_no_client_auth().with_single_cert(certs, key),
+    }
+    .context("the TLS certificate and key do not match")?;
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+/// Why the server stopped.
+pub enum Exit {
+    /// SIGTERM / SIGINT: status 0.
+    Terminated,
+    /// SIGHUP: status 1, so a supervisor restarts it.
+    Restart,
+}
+
+/// Run until a terminating signal. `storages` are already open.
+pub async fn run(
+    config: ServerConfig,
+    storages: Vec<(String, Arc<StorageState>)>,
+    log: LogTarget,
+) -> Result<Exit> {
+    let listener = bind(&config.address).await?;
+    let tls = config.tls.as_ref().map(load_tls).transpose()?;
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let names: Vec<String> = storages
+        .iter()
+        .map(|(n, st)| {
+            format!(
+                "{n}:{}:{}",
+                if config.read_only || st.backend.is_read_only() {
+                    "RO"
+                } else {
+                    "RW"
+                },
+                st.backend.info().name
+            )
+        })
+        .collect();
+    let ctx = Arc::new(ServerCtx {
+        storages: storages.into_iter().collect(),
+        start: super::log::ctime_now(),
+        next_conn: AtomicU64::new(1),
+        shutdown: shutdown_rx,
+        config,
+    });
+    info!(
+        target: "ZEO.StorageServer",
+        "StorageServer created {} with storages: {}",
+        if ctx.config.read_only { "RO" } else { "RW" },
+        names.join(", ")
+    );
+    match &listener {
+        Listener::Tcp(l) => {
+            let a = l.local_addr()?;
+            info!(target: "ZEO.asyncio.server", "listening on ('{}', {})", a.ip(), a.port());
+        }
+        Listener::Unix(_, p) => {
+            info!(target: "ZEO.asyncio.server", "listening on {}", p.display());
+        }
+    }
+
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut usr2 = signal(SignalKind::user_defined2())?;
+    let mut conns = JoinSet::new();
+    let pid = std::process::id();
+
+    let exit = loop {
+        tokio::select! {
+            _ = term.recv() => {
+                info!(target: LOG_RUNZEO, "({pid}) terminated by SIGTERM");
+                break Exit::Terminated;
+            }
+            _ = int.recv() => {
+                info!(target: LOG_RUNZEO, "({pid}) terminated by SIGINT");
+                break Exit::Terminated;
+            }
+            _ = hup.recv() => {
+                info!(target: LOG_RUNZEO, "({pid}) restarted by SIGHUP");
+                break Exit::Restart;
+            }
+            _ = usr2.recv() => match log.reopen() {
+                Ok(true) => info!(target: LOG_RUNZEO, "Log files reopened successfully"),
+                Ok(false) => warn!(target: LOG_RUNZEO, "received SIGUSR2, but it was not handled!"),
+                Err(e) => error!(target: LOG_RUNZEO, "reopening the log file failed: {e}"),
+            },
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+            accepted = accept(&listener) => match accepted {
+                Ok((Stream::Tcp(s), peer)) => {
+                    let _ = s.set_nodelay(true);
+                    let ctx = Arc::clone(&ctx);
+                    match &tls {
+                        Some(acceptor) => {
+                            let acceptor = acceptor.clone();
+                            conns.spawn(async move {
+                                match tokio::time::timeout(Duration::from_secs(30), acceptor.accept(s)).await {
+                                    Ok(Ok(s)) => connection::serve(ctx, s, peer).await,
+                                    Ok(Err(e)) => warn!(target: "ZEO.asyncio.server", "TLS handshake with {peer} failed: {e}"),
+                                    Err(_) => warn!(target: "ZEO.asyncio.server", "TLS handshake with {peer} timed out"),
+                                }
+                            });
+                        }
+                        None => {
+                            conns.spawn(connection::serve(ctx, s, peer));
+                        }
+                    }
+                }
+                Ok((Stream::Unix(s), peer)) => {
+                    let ctx = Arc::clone(&ctx);
+                    conns.spawn(connection::serve(ctx, s, peer));
+                }
+                Err(e) => {
+                    // EMFILE and friends: keep serving the connections we have.
+                    error!(target: "ZEO.asyncio.server", "accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+        }
+    };
+
+    // Connections abort any transaction in progress and close; a commit already in its
+    // finish step completes first (it runs to the end before the connection looks again).
+    let _ = shutdown_tx.send(true);
+    let drained = tokio::time::timeout(Duration::from_secs(10), async {
+        while conns.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        warn!(target: LOG_RUNZEO, "connections did not close within 10 s; closing anyway");
+        conns.abort_all();
+    }
+    for (name, st) in &ctx.storages {
+        info!(target: LOG_RUNZEO, "closing storage '{name}'");
+        if let Err(e) = tokio::task::block_in_place(|| st.backend.close()) {
+            error!(target: LOG_RUNZEO, "closing storage '{name}' failed: {e}");
+        }
+    }
+    if let Listener::Unix(_, p) = &listener {
+        let _ = std::fs::remove_file(p);
+    }
+    Ok(exit)
+}
+
+enum Stream {
+    Tcp(tokio::net::TcpStream),
+    Unix(tokio::net::UnixStream),
+}
+
+async fn accept(l: &Listener) -> std::io::Result<(Stream, String)> {
+    match l {
+        Listener::Tcp(l) => {
+            let (s, a) = l.accept().await?;
+            Ok((Stream::Tcp(s), format!("('{}', {})", a.ip(), a.port())))
+        }
+        Listener::Unix(l, p) => {
+            let (s, _) = l.accept().await?;
+            Ok((Stream::Unix(s), p.display().to_string()))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_like_python() {
+        assert_eq!(json_str("a\"é"), "\"a\\\"\\u00e9\"");
+        assert_eq!(json_value(&Value::Nil), "null");
+        assert_eq!(json_value(&Value::Float(1.5)), "1.5");
+    }
+}

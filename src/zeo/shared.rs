@@ -1,0 +1,168 @@
+//! Per-storage state shared by all connections: the backend, the commit lock with its FIFO
+//! queue, the commit sequencer (registered connections and the invalidation queue) and the
+//! statistics of `server_status`.
+//!
+//! Ordering (zeo-protocol.md §4.5) rests on one rule: the sequencer mutex is held while a
+//! commit publishes its invalidations and becomes visible, and while a `register`,
+//! `lastTransaction` or `getInvalidations` reply is computed and queued. Since each
+//! connection has one FIFO outbox, every connection sees a last tid and then exactly the
+//! invalidations after it, in tid order.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use super::backend::{Backend, Oid, Tid, hex};
+use super::outbox::Outbox;
+use super::wire::{Encoding, Value};
+
+#[derive(Default)]
+pub struct Stats {
+    pub loads: AtomicU64,
+    pub stores: AtomicU64,
+    pub commits: AtomicU64,
+    pub aborts: AtomicU64,
+    pub active_txns: AtomicI64,
+    pub conflicts: AtomicU64,
+    pub waiting: AtomicI64,
+}
+
+pub struct Registered {
+    pub outbox: Outbox,
+    pub encoding: Encoding,
+}
+
+pub struct Seq {
+    pub conns: HashMap<u64, Registered>,
+    /// (tid, oids) of the latest commits, newest first; `None` oids is the sentinel of a
+    /// storage that cannot list its transactions (§6.3).
+    pub invalq: VecDeque<(Tid, Option<Vec<Oid>>)>,
+}
+
+pub struct StorageState {
+    pub id: String,
+    pub backend: Arc<dyn Backend>,
+    /// Fair (FIFO) by tokio's guarantee; taken at vote, released at finish/abort.
+    pub commit_lock: Arc<tokio::sync::Mutex<()>>,
+    pub lock_time: Mutex<Option<f64>>,
+    pub seq: Mutex<Seq>,
+    /// Held shared by a load from its read until its reply is queued, and exclusively by a
+    /// commit while it publishes its invalidations and becomes visible. Without it a load
+    /// could read the old current revision, the commit's invalidation could be queued, and
+    /// only then the load's reply — and the client would cache stale data as current.
+    pub visibility: std::sync::RwLock<()>,
+    pub stats: Stats,
+    pub queue_size: usize,
+}
+
+impl StorageState {
+    pub fn new(id: &str, backend: Arc<dyn Backend>, queue_size: usize) -> Self {
+        let mut invalq = VecDeque::new();
+        match backend.recent_transactions(queue_size) {
+            Some(recent) => invalq.extend(recent.into_iter().map(|(t, o)| (t, Some(o)))),
+            None => {
+                let last = backend.last_transaction();
+                if last != [0; 8] {
+                    invalq.push_back((last, None));
+                }
+            }
+        }
+        StorageState {
+            id: id.to_string(),
+            backend,
+            commit_lock: Arc::new(tokio::sync::Mutex::new(())),
+            lock_time: Mutex::new(None),
+            seq: Mutex::new(Seq {
+                conns: HashMap::new(),
+                invalq,
+            }),
+            visibility: std::sync::RwLock::new(()),
+            stats: Stats::default(),
+            queue_size,
+        }
+    }
+
+    pub fn seq(&self) -> MutexGuard<'_, Seq> {
+        // Every critical section leaves `Seq` consistent, so a poisoned lock is still usable.
+        self.seq.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn set_lock_time(&self, t: Option<f64>) {
+        *self.lock_time.lock().unwrap_or_else(|e| e.into_inner()) = t;
+    }
+
+    /// `getInvalidations(tid)` from the queue (§6.3); None means "too old, drop your cache".
+    pub fn invalidations_since(seq: &Seq, tid: &Tid) -> Option<(Tid, Vec<Oid>)> {
+        let oldest = seq.invalq.back()?;
+        if oldest.0 > *tid {
+            return None;
+        }
+        let newest = seq.invalq.front()?.0;
+        let mut seen = std::collections::HashSet::new();
+        let mut oids = Vec::new();
+        for (t, o) in &seq.invalq {
+            if *t <= *tid {
+                break;
+            }
+            // The sentinel entry cannot say what changed after it.
+            let o = o.as_ref()?;
+            for oid in o {
+                if seen.insert(*oid) {
+                    oids.push(*oid);
+                }
+            }
+        }
+        Some((newest, oids))
+    }
+
+    pub fn push_invalidation(&self, seq: &mut Seq, tid: Tid, oids: Vec<Oid>) {
+        seq.invalq.push_front((tid, Some(oids)));
+        while seq.invalq.len() > self.queue_size.max(1) {
+            seq.invalq.pop_back();
+        }
+    }
+
+    /// The `server_status` map (§7.5).
+    pub fn status(&self, start: &str, timeout_configured: bool) -> Vec<(String, Value)> {
+        let s = &self.stats;
+        let connections = self.seq().conns.len() as i64;
+        let lock_time = self
+            .lock_time
+            .lock()
+            .map(|t| *t)
+            .unwrap_or(None)
+            .map_or(Value::Nil, Value::Float);
+        let int = |a: &AtomicU64| Value::Int(a.load(Ordering::Relaxed) as i64);
+        vec![
+            ("connections".into(), Value::Int(connections)),
+            ("loads".into(), int(&s.loads)),
+            ("stores".into(), int(&s.stores)),
+            ("commits".into(), int(&s.commits)),
+            ("aborts".into(), int(&s.aborts)),
+            (
+                "active_txns".into(),
+                Value::Int(s.active_txns.load(Ordering::Relaxed).max(0)),
+            ),
+            ("lock_time".into(), lock_time),
+            ("conflicts".into(), int(&s.conflicts)),
+            ("conflicts_resolved".into(), Value::Int(0)),
+            ("start".into(), Value::Str(start.to_string())),
+            (
+                "waiting".into(),
+                Value::Int(s.waiting.load(Ordering::Relaxed).max(0)),
+            ),
+            (
+                "timeout-thread-is-alive".into(),
+                if timeout_configured {
+                    Value::Bool(true)
+                } else {
+                    Value::Str("stub".into())
+                },
+            ),
+            (
+                "last-transaction".into(),
+                Value::Str(hex(&self.backend.last_transaction())),
+            ),
+        ]
+    }
+}
