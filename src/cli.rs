@@ -284,6 +284,11 @@ pub struct VerifyArgs {
     /// Be more verbose (-v: per transaction, -vv: per data record), as fstest.
     #[arg(short, long, action = clap::ArgAction::Count)]
     pub verbose: u8,
+    /// Also check what fstest does not: record tids, previous-record and back pointers,
+    /// and that current objects refer only to existing objects (as fsrefs). Reports every
+    /// problem, not only the first.
+    #[arg(long)]
+    pub deep: bool,
 }
 
 #[derive(Debug, Args)]

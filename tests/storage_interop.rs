@@ -247,6 +247,12 @@ fn python_writes_zodbctl_reads_every_revision() {
         st.used_index_file(),
         "Python's Data.fs.index was not used (rescan)"
     );
+    let deep = support::zodbctl()
+        .args(["verify", "--deep"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(deep.status.success() && deep.stderr.is_empty(), "{deep:?}");
     assert_same(&describe(&st), &theirs, "zodbctl reading Python's file");
     drop(st);
 
@@ -495,7 +501,7 @@ fn zodbctl_writes_python_reads_checks_and_appends() {
 
     // zodbctl's own tools agree with Python's on the file zodbctl wrote.
     let verify = support::zodbctl()
-        .arg("verify")
+        .args(["verify", "--deep"])
         .arg(&path)
         .output()
         .unwrap();
@@ -537,4 +543,36 @@ fn zodbctl_writes_python_reads_checks_and_appends() {
         .clone();
     assert_eq!(last["description"], json!(hex(b"appended by Python")));
     assert_eq!(h64(st.last_transaction().0), last["tid"].as_str().unwrap());
+}
+
+#[test]
+fn zodbctl_reads_a_realistic_python_file_identically() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("Data.fs");
+    let blobs = dir.path().join("blobs");
+    let out = std::process::Command::new(support::python())
+        .arg(support::make_datafs_script())
+        .arg(&path)
+        .args(["--size-mb", "0.5", "--blobs"])
+        .arg(&blobs)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (theirs, _) = python_describe(&path, &blobs, false);
+    assert!(!theirs["blobs"].as_array().unwrap().is_empty());
+    let st = OpenOptions::new()
+        .read_only(true)
+        .blob_dir(&blobs)
+        .open(&path)
+        .unwrap();
+    assert!(st.used_index_file());
+    assert_same(
+        &describe(&st),
+        &theirs,
+        "zodbctl reading make_datafs.py's file",
+    );
 }
