@@ -117,7 +117,7 @@ pub(crate) struct Gate {
 
 #[derive(Debug)]
 pub(crate) struct Inner {
-    pub df: DataFile,
+    pub df: Arc<DataFile>,
     pub read_only: bool,
     pub fs21: bool,
     pub state: RwLock<Visible>,
@@ -283,7 +283,7 @@ impl FileStorage {
         );
         Ok(FileStorage {
             inner: Arc::new(Inner {
-                df,
+                df: Arc::new(df),
                 read_only,
                 fs21,
                 state: RwLock::new(Visible {
