@@ -131,6 +131,7 @@ complete -c zodbctl -n "__fish_zodbctl_using_subcommand verify" -s h -l help -d 
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand verify" -s V -l version -d 'Print version'
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand dump" -s i -l instance -d 'The instance (or cluster) directory to act on' -r -F
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand dump" -s C -l config -d 'Use this configuration file instead of the instance\'s own' -r -F
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand dump" -s v -l verbose -d 'Print every header field of every record instead (fsdump\'s `Dumper`)'
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand dump" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand dump" -s V -l version -d 'Print version'
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand start" -s i -l instance -d 'The instance (or cluster) directory to act on' -r -F

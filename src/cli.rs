@@ -295,6 +295,9 @@ pub struct VerifyArgs {
 pub struct DumpArgs {
     /// The Data.fs to print.
     pub path: PathBuf,
+    /// Print every header field of every record instead (fsdump's `Dumper`).
+    #[arg(short, long)]
+    pub verbose: bool,
 }
 
 #[derive(Debug, Args)]
