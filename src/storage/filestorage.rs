@@ -631,16 +631,18 @@ impl FileStorage {
         }
     }
 
-    /// Close: write `Data.fs.index` (read-write only) and refuse further commits. Reads
-    /// keep working until the last clone is dropped, which releases the lock file. Waits
-    /// for a commit in progress to end.
+    /// Close: refuse further transactions and write `Data.fs.index` (read-write only).
+    /// Reads keep working until the last clone is dropped, which releases the lock file.
+    /// Does not wait for a transaction in progress: the index covers the committed part,
+    /// and a transaction finished later only appends after it (both Python and zodbctl
+    /// scan what follows the index's position).
     pub fn close(&self) -> Result<()> {
-        if self.inner.read_only || self.inner.closed.load(Ordering::SeqCst) {
+        if self.inner.read_only || self.inner.closed.swap(true, Ordering::SeqCst) {
             return Ok(());
         }
-        // Hold the commit gate so no transaction is between vote and finish.
-        let _gate = self.lock_commit()?;
-        self.inner.closed.store(true, Ordering::SeqCst);
+        if lock(&self.inner.broken).is_some() {
+            return Ok(());
+        }
         self.inner.save_index_if_changed()
     }
 }
