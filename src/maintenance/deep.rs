@@ -85,7 +85,11 @@ pub fn check(file: &File, progress: &mut dyn FnMut(u64)) -> io::Result<Findings>
     {
         let th = TxnHeader::decode(h);
         let tpos = pos;
-        let tend = tpos + th.tlen;
+        // fstest checked the structure; saturate anyway in case the file changed since.
+        let tend = tpos.saturating_add(th.tlen);
+        if tend.saturating_add(8) > size {
+            break;
+        }
         match th.status {
             Status::Packed if seen_unpacked => f.add(
                 Severity::Warning,
@@ -107,25 +111,29 @@ pub fn check(file: &File, progress: &mut dyn FnMut(u64)) -> io::Result<Findings>
                 };
                 let dh = DataHeader::decode(dh);
                 let oid = dh.oid;
-                let what = format!("data record at {p} (oid 0x{:016x})", oid.0);
+                let what = || format!("data record at {p} (oid 0x{:016x})", oid.0);
                 if dh.vlen != 0 {
                     f.add(
                         Severity::Error,
-                        format!("{what} has a version (ZODB 3 layout), which ZODB 6.4 cannot read"),
+                        format!(
+                            "{} has a version (ZODB 3 layout), which ZODB 6.4 cannot read",
+                            what()
+                        ),
                     );
                     // Its length follows the legacy layout, as fstest walked it.
-                    p += DATA_HDR_LEN
-                        + 16
-                        + u64::from(dh.vlen)
-                        + if dh.plen == 0 { 8 } else { dh.plen };
+                    p = p
+                        .saturating_add(DATA_HDR_LEN + 16 + u64::from(dh.vlen))
+                        .saturating_add(if dh.plen == 0 { 8 } else { dh.plen });
                     continue;
                 }
                 if dh.tid != th.tid {
                     f.add(
                         Severity::Error,
                         format!(
-                            "{what} has tid 0x{:016x}, its transaction 0x{:016x}",
-                            dh.tid.0, th.tid.0
+                            "{} has tid 0x{:016x}, its transaction 0x{:016x}",
+                            what(),
+                            dh.tid.0,
+                            th.tid.0
                         ),
                     );
                 }
@@ -139,7 +147,8 @@ pub fn check(file: &File, progress: &mut dyn FnMut(u64)) -> io::Result<Findings>
                     f.add(
                         severity,
                         format!(
-                            "{what} has previous-record pointer {}, expected {expected}",
+                            "{} has previous-record pointer {}, expected {expected}",
+                            what(),
                             dh.prev
                         ),
                     );
@@ -151,12 +160,12 @@ pub fn check(file: &File, progress: &mut dyn FnMut(u64)) -> io::Result<Findings>
                     };
                     if back != 0 {
                         if let Some(msg) = check_backpointer(&mut r, oid, p, back)? {
-                            f.add(Severity::Error, format!("{what} {msg}"));
+                            f.add(Severity::Error, format!("{} {msg}", what()));
                         }
                     }
                 }
                 tindex.push((oid, p));
-                p += dh.record_len();
+                p = p.saturating_add(dh.record_len());
             }
             for (oid, at) in tindex {
                 // Positions beyond 2^48 cannot be indexed by ZODB either.
