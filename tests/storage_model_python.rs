@@ -340,13 +340,29 @@ fn same_operations_give_byte_identical_files() {
                 .unwrap();
             let mut writes = Vec::new();
             let mut undo_failed = false;
-            if rng.next(4) == 0 && !committed.is_empty() {
-                let target = committed
-                    [committed.len() - 1 - rng.next(committed.len().min(4) as u64) as usize];
-                writes.push(serde_json::json!(["undo", target.0]));
-                undo_failed = t.undo(target).is_err();
-                undos += 1;
-                undo_failures += usize::from(undo_failed);
+            let kind = rng.next(10);
+            if kind < 3 && !committed.is_empty() {
+                // One or two undos, sometimes followed by a store in the same transaction.
+                for _ in 0..1 + usize::from(kind == 0) {
+                    let back = rng.next(committed.len().min(4) as u64) as usize;
+                    let target = committed[committed.len() - 1 - back];
+                    writes.push(serde_json::json!(["undo", target.0]));
+                    undos += 1;
+                    if t.undo(target).is_err() {
+                        undo_failed = true;
+                        undo_failures += 1;
+                        break;
+                    }
+                }
+                if !undo_failed && kind == 1 {
+                    let oid = rng.next(6);
+                    let serial = fs.committed_tid(Oid(oid)).unwrap().unwrap_or(Tid::ZERO);
+                    let data = format!("\u{80}\u{3}after undo {oid} {n}").into_bytes();
+                    t.store(Oid(oid), serial, &data).unwrap();
+                    writes.push(serde_json::json!(["store", oid, serial.0, hx(&data)]));
+                }
+            } else if kind == 3 {
+                // An empty transaction.
             } else {
                 for _ in 0..1 + rng.next(3) {
                     let oid = rng.next(6);
@@ -355,10 +371,13 @@ fn same_operations_give_byte_identical_files() {
                         t.delete(Oid(oid), serial).unwrap();
                         writes.push(serde_json::json!(["delete", oid, serial.0]));
                     } else {
-                        let data =
-                            format!("\u{80}\u{3}data {oid} {n} {}", rng.next(3)).into_bytes();
-                        t.store(Oid(oid), serial, &data).unwrap();
-                        writes.push(serde_json::json!(["store", oid, serial.0, hx(&data)]));
+                        // Sometimes the same object twice in one transaction.
+                        for _ in 0..1 + usize::from(rng.next(6) == 0) {
+                            let data =
+                                format!("\u{80}\u{3}data {oid} {n} {}", rng.next(3)).into_bytes();
+                            t.store(Oid(oid), serial, &data).unwrap();
+                            writes.push(serde_json::json!(["store", oid, serial.0, hx(&data)]));
+                        }
                     }
                 }
             }
@@ -397,5 +416,52 @@ fn same_operations_give_byte_identical_files() {
     assert!(
         undo_failures > 0 && undos > undo_failures,
         "{undos} undos, {undo_failures} failed"
+    );
+}
+
+/// `copyTransactionsFrom`: restore with `prev_txn` hints, which become backpointers.
+const PY_COPY: &str = r#"
+import sys
+from ZODB.FileStorage import FileStorage
+src = FileStorage(sys.argv[1], read_only=True)
+dst = FileStorage(sys.argv[2])
+dst.copyTransactionsFrom(src)
+dst.close(); src.close()
+"#;
+
+#[test]
+fn copying_transactions_gives_byte_identical_files() {
+    let dir = tempfile::tempdir().unwrap();
+    support::run_python(PY_WRITE, &[dir.path().to_str().unwrap()]);
+    let src_path = dir.path().join("Data.fs");
+    let src = FileStorage::open_read_only(&src_path).unwrap();
+    let ours = dir.path().join("ours.fs");
+    let dst = FileStorage::open(&ours).unwrap();
+    for t in src.iter_transactions(None, None).unwrap() {
+        let t = t.unwrap();
+        let meta = TxnMeta::new(t.user.clone(), t.description.clone(), t.extension.clone());
+        let mut txn = dst
+            .lock_commit()
+            .unwrap()
+            .begin_at(meta, t.tid, t.status)
+            .unwrap();
+        for r in src.transaction_records(&t).unwrap() {
+            let r = r.unwrap();
+            txn.restore(r.oid, r.tid, r.data.as_deref(), r.data_txn)
+                .unwrap();
+        }
+        txn.finish().unwrap();
+    }
+    dst.close().unwrap();
+    drop(dst);
+    let theirs = dir.path().join("theirs.fs");
+    support::run_python(
+        PY_COPY,
+        &[src_path.to_str().unwrap(), theirs.to_str().unwrap()],
+    );
+    assert_eq!(fs::read(&ours).unwrap(), fs::read(&theirs).unwrap());
+    assert_eq!(
+        fs::read(ours.with_extension("fs.index")).unwrap(),
+        fs::read(theirs.with_extension("fs.index")).unwrap()
     );
 }
