@@ -141,9 +141,23 @@ pub(crate) struct Inner {
 
 /// A FileStorage (`Data.fs`): cheap to clone (all clones share one open storage), `Send`
 /// and `Sync`. See the [module documentation](super) for the API tour.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct FileStorage {
     pub(crate) inner: Arc<Inner>,
+}
+
+/// A summary: the index itself would be millions of lines.
+impl std::fmt::Debug for FileStorage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let st = read(&self.inner.state);
+        f.debug_struct("FileStorage")
+            .field("path", &self.inner.df.path)
+            .field("read_only", &self.inner.read_only)
+            .field("objects", &st.index.len())
+            .field("size", &st.pos)
+            .field("last_tid", &st.last_tid)
+            .finish()
+    }
 }
 
 /// One revision returned by [`FileStorage::load_before`].
