@@ -67,7 +67,8 @@ pub fn run(_g: &GlobalArgs, args: &VerifyArgs) -> Result<u8> {
                 deep_bar.set_message("deep");
                 deep_bar
             };
-            let findings = deep::check(&file, &mut |pos| bar.set_position(pos));
+            let index = crate::storage::indexfile::index_path(&args.path);
+            let findings = deep::check(&file, Some(&index), &mut |pos| bar.set_position(pos));
             bar.finish_and_clear();
             match findings {
                 Ok(findings) => {
