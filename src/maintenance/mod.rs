@@ -16,8 +16,8 @@ mod robustness {
 
     use proptest::prelude::*;
 
-    use super::fstest::{self, Options};
     use super::fstest::tests::tiny;
+    use super::fstest::{self, Options};
     use super::{deep, dump};
 
     fn damaged() -> impl Strategy<Value = Vec<u8>> {
@@ -51,7 +51,7 @@ mod robustness {
                 Options { label: "Data.fs", verbosity: 2, progress: &mut |_| {} },
             );
             if checked.is_ok() {
-                deep::check(file, &mut |_| {}).unwrap();
+                deep::check(file, None, &mut |_| {}).unwrap();
             }
             let _ = dump::dump(file, "Data.fs", &mut sink, &mut |_| {});
             let _ = dump::dump_fields(file, "Data.fs", &mut sink);
