@@ -703,3 +703,25 @@ fn options_stop_create_and_quota() {
     assert!(!blobs.join("0x00").exists());
     assert_eq!(fs::read_to_string(blobs.join(".layout")).unwrap(), "bushy");
 }
+
+#[test]
+fn close_does_not_wait_for_a_transaction_in_progress() {
+    let (_d, path) = tmp();
+    let fs = FileStorage::open(&path).unwrap();
+    let c1 = commit(
+        &fs,
+        &[(Oid(0), Tid::ZERO, b"one"), (Oid(1), Tid::ZERO, b"x")],
+    );
+    let c2 = commit(&fs, &[(Oid(1), c1.tid, b"y".repeat(100).as_slice())]);
+    let mut t = fs.begin(meta("late")).unwrap();
+    t.store(Oid(0), c1.tid, b"two").unwrap();
+    t.vote().unwrap();
+    fs.close().unwrap();
+    assert!(fs.begin(meta("refused")).is_err());
+    let c3 = t.finish().unwrap();
+    drop(fs);
+    let fs = FileStorage::open(&path).unwrap();
+    assert!(fs.used_index_file());
+    assert_eq!(fs.load(Oid(0)).unwrap(), (b"two".to_vec(), c3.tid));
+    assert_eq!(fs.load(Oid(1)).unwrap().1, c2.tid);
+}
