@@ -154,6 +154,16 @@ mod tests {
     }
 
     #[test]
+    fn python2_records_with_8bit_string_oids() {
+        // Protocol 1, as Python 2 ZODB wrote: the oid as SHORT_BINSTRING with a byte >= 0x80
+        // (Python 3's referencesf fails on it; we take the raw bytes).
+        let rec =
+            b"cfoo\nBar\nq\x01.}q\x02U\x01xq\x03(U\x08\x00\x00\x00\x00\x00\x00\x00\x80h\x01tQs.";
+        assert_eq!(reference_oids(rec).unwrap(), vec![0x80]);
+        assert_eq!(record_class(rec).unwrap(), ("foo".into(), "Bar".into()));
+    }
+
+    #[test]
     fn a_single_pickle_is_not_a_record() {
         assert!(references(b"\x80\x03N.").is_err());
         assert!(decode_record(b"\x80\x03N.").is_err());
