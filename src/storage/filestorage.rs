@@ -230,6 +230,11 @@ impl FileStorage {
             .open(path)
             .map_err(|e| StorageError::io(path, None, e))?;
         let df = DataFile::new(file, path);
+        if !read_only {
+            // A transaction buffer left behind by a crash (we hold the lock, so no writer
+            // is using it; Python truncates it at every open for the same reason).
+            scan::remove_if_exists(&suffixed(path, ".tmp"))?;
+        }
         if opts.create {
             df.file
                 .set_len(0)
