@@ -285,8 +285,8 @@ pub struct VerifyArgs {
     #[arg(short, long, action = clap::ArgAction::Count)]
     pub verbose: u8,
     /// Also check what fstest does not: record tids, previous-record and back pointers,
-    /// and that current objects refer only to existing objects (as fsrefs). Reports every
-    /// problem, not only the first.
+    /// that current objects refer only to existing objects (as fsrefs), and that
+    /// Data.fs.index agrees with the file. Reports every problem, not only the first.
     #[arg(long)]
     pub deep: bool,
 }
@@ -295,6 +295,9 @@ pub struct VerifyArgs {
 pub struct DumpArgs {
     /// The Data.fs to print.
     pub path: PathBuf,
+    /// Print every header field of every record instead (fsdump's `Dumper`).
+    #[arg(short, long)]
+    pub verbose: bool,
 }
 
 #[derive(Debug, Args)]

@@ -8,7 +8,8 @@
 //! * no record has the legacy version layout (ZODB 6.4 cannot read it);
 //! * packed (`p`) transactions form a prefix of the file (the undo log relies on it);
 //! * the current revision of every object parses, and what it refers to exists and was
-//!   not deleted (what fsrefs reports).
+//!   not deleted (what fsrefs reports);
+//! * a `Data.fs.index` next to the file agrees with the file up to the position it covers.
 //!
 //! Unlike fstest it does not stop at the first problem: it reports every one (the first
 //! [`MAX_REPORTED`] in full) and exits 1 if any is an error. Problems Python only warns
@@ -18,12 +19,14 @@
 use std::collections::HashSet;
 use std::fs::File;
 use std::io;
+use std::path::{Path, PathBuf};
 
 use super::reader::PosReader;
 use crate::storage::format::{
     DATA_HDR_LEN, DataHeader, FILE_HDR_LEN, Status, TXN_HDR_LEN, TxnHeader,
 };
 use crate::storage::index::OidIndex;
+use crate::storage::indexfile::{ReadIndexError, read_index_file};
 use crate::storage::types::Oid;
 
 /// Problems printed in full; the rest are only counted.
@@ -71,13 +74,24 @@ fn hdr<const N: usize>(b: &[u8]) -> Option<&[u8; N]> {
 /// Run the deep checks on a file fstest accepted (so its transaction and record
 /// boundaries are sound). `progress` gets the position reached in the first pass, then
 /// the file size once the reference pass is done.
-pub fn check(file: &File, progress: &mut dyn FnMut(u64)) -> io::Result<Findings> {
+pub fn check(
+    file: &File,
+    index_file: Option<&Path>,
+    progress: &mut dyn FnMut(u64),
+) -> io::Result<Findings> {
     let size = file.metadata()?.len();
     let mut r = PosReader::new(file, size);
     let mut f = Findings::default();
+    let mut saved = index_file.and_then(|p| saved_index(p, size, &mut f));
+    let mut compare_at = |pos: u64, index: &OidIndex, f: &mut Findings| {
+        if let Some((path, ipos, iidx)) = saved.take_if(|s| s.1 == pos) {
+            compare_index(&path, ipos, &iidx, index, f);
+        }
+    };
     let mut index = OidIndex::new();
     let mut seen_unpacked = false;
     let mut pos = FILE_HDR_LEN;
+    compare_at(pos, &index, &mut f);
     while let Some(h) = r
         .read(pos, TXN_HDR_LEN as usize)?
         .get(..)
@@ -85,7 +99,11 @@ pub fn check(file: &File, progress: &mut dyn FnMut(u64)) -> io::Result<Findings>
     {
         let th = TxnHeader::decode(h);
         let tpos = pos;
-        let tend = tpos + th.tlen;
+        // fstest checked the structure; saturate anyway in case the file changed since.
+        let tend = tpos.saturating_add(th.tlen);
+        if tend.saturating_add(8) > size {
+            break;
+        }
         match th.status {
             Status::Packed if seen_unpacked => f.add(
                 Severity::Warning,
@@ -107,25 +125,29 @@ pub fn check(file: &File, progress: &mut dyn FnMut(u64)) -> io::Result<Findings>
                 };
                 let dh = DataHeader::decode(dh);
                 let oid = dh.oid;
-                let what = format!("data record at {p} (oid 0x{:016x})", oid.0);
+                let what = || format!("data record at {p} (oid 0x{:016x})", oid.0);
                 if dh.vlen != 0 {
                     f.add(
                         Severity::Error,
-                        format!("{what} has a version (ZODB 3 layout), which ZODB 6.4 cannot read"),
+                        format!(
+                            "{} has a version (ZODB 3 layout), which ZODB 6.4 cannot read",
+                            what()
+                        ),
                     );
                     // Its length follows the legacy layout, as fstest walked it.
-                    p += DATA_HDR_LEN
-                        + 16
-                        + u64::from(dh.vlen)
-                        + if dh.plen == 0 { 8 } else { dh.plen };
+                    p = p
+                        .saturating_add(DATA_HDR_LEN + 16 + u64::from(dh.vlen))
+                        .saturating_add(if dh.plen == 0 { 8 } else { dh.plen });
                     continue;
                 }
                 if dh.tid != th.tid {
                     f.add(
                         Severity::Error,
                         format!(
-                            "{what} has tid 0x{:016x}, its transaction 0x{:016x}",
-                            dh.tid.0, th.tid.0
+                            "{} has tid 0x{:016x}, its transaction 0x{:016x}",
+                            what(),
+                            dh.tid.0,
+                            th.tid.0
                         ),
                     );
                 }
@@ -139,7 +161,8 @@ pub fn check(file: &File, progress: &mut dyn FnMut(u64)) -> io::Result<Findings>
                     f.add(
                         severity,
                         format!(
-                            "{what} has previous-record pointer {}, expected {expected}",
+                            "{} has previous-record pointer {}, expected {expected}",
+                            what(),
                             dh.prev
                         ),
                     );
@@ -151,12 +174,12 @@ pub fn check(file: &File, progress: &mut dyn FnMut(u64)) -> io::Result<Findings>
                     };
                     if back != 0 {
                         if let Some(msg) = check_backpointer(&mut r, oid, p, back)? {
-                            f.add(Severity::Error, format!("{what} {msg}"));
+                            f.add(Severity::Error, format!("{} {msg}", what()));
                         }
                     }
                 }
                 tindex.push((oid, p));
-                p += dh.record_len();
+                p = p.saturating_add(dh.record_len());
             }
             for (oid, at) in tindex {
                 // Positions beyond 2^48 cannot be indexed by ZODB either.
@@ -169,11 +192,111 @@ pub fn check(file: &File, progress: &mut dyn FnMut(u64)) -> io::Result<Findings>
             }
         }
         pos = tend + 8;
+        compare_at(pos, &index, &mut f);
         progress(pos);
+    }
+    if let Some((path, ipos, _)) = saved {
+        f.add(
+            Severity::Warning,
+            format!(
+                "{}: position {ipos} is not the end of a transaction; ZODB will not use this index",
+                path.display()
+            ),
+        );
     }
     check_references(&mut PosReader::scattered(file, size), &index, &mut f)?;
     progress(size);
     Ok(f)
+}
+
+/// The saved index next to the file, when there is a usable one to compare with.
+fn saved_index(path: &Path, size: u64, f: &mut Findings) -> Option<(PathBuf, u64, OidIndex)> {
+    match read_index_file(path) {
+        Ok((ipos, _)) if ipos > size => {
+            f.add(
+                Severity::Warning,
+                format!(
+                    "{}: covers the file up to {ipos}, beyond its end ({size}); ZODB will not use it",
+                    path.display()
+                ),
+            );
+            None
+        }
+        // ZODB ignores an index saved this early (§4.1.3).
+        Ok((ipos, _)) if ipos < 100 => None,
+        Ok((ipos, iidx)) => Some((path.to_path_buf(), ipos, iidx)),
+        Err(ReadIndexError::Missing) => None,
+        Err(e) => {
+            f.add(
+                Severity::Warning,
+                format!(
+                    "{}: {e}; ZODB will rebuild the index by scanning",
+                    path.display()
+                ),
+            );
+            None
+        }
+    }
+}
+
+/// A saved index must give, for the file up to its position, what scanning gives: a
+/// different entry that passes ZODB's sanity check (which looks only at the last
+/// transactions) would make it read the wrong records.
+fn compare_index(path: &Path, ipos: u64, saved: &OidIndex, scanned: &OidIndex, f: &mut Findings) {
+    let mut a = saved.iter().peekable();
+    let mut b = scanned.iter().peekable();
+    let report = |f: &mut Findings, msg: String| {
+        f.add(
+            Severity::Error,
+            format!("{} (up to {ipos}): {msg}", path.display()),
+        );
+    };
+    loop {
+        match (a.peek().copied(), b.peek().copied()) {
+            (None, None) => break,
+            (Some((oid, p)), None) => {
+                report(
+                    f,
+                    format!("has oid 0x{:016x} (at {p}), which the file does not", oid.0),
+                );
+                a.next();
+            }
+            (None, Some((oid, p))) => {
+                report(
+                    f,
+                    format!("lacks oid 0x{:016x} (current record at {p})", oid.0),
+                );
+                b.next();
+            }
+            (Some((oa, pa)), Some((ob, pb))) => {
+                if oa < ob {
+                    report(
+                        f,
+                        format!("has oid 0x{:016x} (at {pa}), which the file does not", oa.0),
+                    );
+                    a.next();
+                } else if ob < oa {
+                    report(
+                        f,
+                        format!("lacks oid 0x{:016x} (current record at {pb})", ob.0),
+                    );
+                    b.next();
+                } else {
+                    if pa != pb {
+                        report(
+                            f,
+                            format!(
+                                "gives oid 0x{:016x} at {pa}, the file's current record is at {pb}",
+                                oa.0
+                            ),
+                        );
+                    }
+                    a.next();
+                    b.next();
+                }
+            }
+        }
+    }
 }
 
 /// `None` when the backpointer of the record at `p` is sound: before the record, at a data
@@ -308,7 +431,7 @@ mod tests {
     fn run(bytes: &[u8]) -> Findings {
         let mut tmp = tempfile::NamedTempFile::new().unwrap();
         tmp.write_all(bytes).unwrap();
-        check(tmp.as_file(), &mut |_| {}).unwrap()
+        check(tmp.as_file(), None, &mut |_| {}).unwrap()
     }
 
     fn messages(f: &Findings) -> Vec<String> {
@@ -358,5 +481,45 @@ mod tests {
             ]
         );
         assert_eq!(found.errors, 1);
+    }
+
+    #[test]
+    fn a_saved_index_must_agree_with_the_file() {
+        use crate::storage::indexfile::write_index_file;
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("Data.fs");
+        std::fs::write(&data, tiny()).unwrap();
+        let idx_path = dir.path().join("Data.fs.index");
+        let index = |entries: &[(u64, u64)]| {
+            let mut ix = OidIndex::new();
+            for &(o, p) in entries {
+                ix.insert(Oid(o), p).unwrap();
+            }
+            ix
+        };
+        let run = |pos: u64, entries: &[(u64, u64)]| {
+            write_index_file(&idx_path, pos, &index(entries)).unwrap();
+            let file = File::open(&data).unwrap();
+            let found = check(&file, Some(&idx_path), &mut |_| {}).unwrap();
+            (found.errors, found.warnings, messages(&found))
+        };
+        assert_eq!(run(446, &[(0, 199), (1, 332)]), (0, 0, vec![]));
+        assert_eq!(run(166, &[(0, 52)]), (0, 0, vec![]));
+        let (errors, _, msgs) = run(446, &[(0, 199), (1, 52), (5, 60)]);
+        assert_eq!(errors, 2, "{msgs:?}");
+        assert!(
+            msgs[0].ends_with(
+                "gives oid 0x0000000000000001 at 52, the file's current record is at 332"
+            )
+        );
+        assert!(msgs[1].ends_with("has oid 0x0000000000000005 (at 60), which the file does not"));
+        assert_eq!(run(170, &[(0, 52)]).1, 1);
+        assert_eq!(run(9999, &[(0, 52)]).1, 1);
+        std::fs::write(&idx_path, b"garbage").unwrap();
+        let file = File::open(&data).unwrap();
+        assert_eq!(
+            check(&file, Some(&idx_path), &mut |_| {}).unwrap().warnings,
+            1
+        );
     }
 }

@@ -4,6 +4,8 @@
 //! detected` without a newline) and exits 0; the first damage found is printed on standard
 //! error, exactly as fstest words it, and exits 1. A progress bar is drawn on standard error
 //! for large files when it is a terminal, and cleared before anything else is printed there.
+//! `--deep` adds the checks of [`super::deep`] once fstest's have passed; their findings
+//! go to standard error, each prefixed with the file name, and any error exits 1.
 
 use std::fs::File;
 use std::io::{self, BufWriter, IsTerminal, Write};
@@ -64,10 +66,10 @@ pub fn run(_g: &GlobalArgs, args: &VerifyArgs) -> Result<u8> {
                 let deep_bar =
                     ProgressBar::with_draw_target(Some(size), ProgressDrawTarget::stderr());
                 deep_bar.set_style(bar.style());
-                deep_bar.set_message("deep");
                 deep_bar
             };
-            let findings = deep::check(&file, &mut |pos| bar.set_position(pos));
+            let index = crate::storage::indexfile::index_path(&args.path);
+            let findings = deep::check(&file, Some(&index), &mut |pos| bar.set_position(pos));
             bar.finish_and_clear();
             match findings {
                 Ok(findings) => {

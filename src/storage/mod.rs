@@ -71,8 +71,8 @@
 //! Conflict resolution is not attempted (it needs the application's classes): a stale
 //! store is a `Conflict` carrying the committed serial, for client-side resolution.
 //!
-//! [`FileStorage::close`] waits for the commit lock, so abort or finish transactions
-//! first (never call it on a thread that holds a [`Transaction`]).
+//! [`FileStorage::close`] refuses new transactions and saves the index without waiting
+//! for one in progress (which may still finish or abort).
 //!
 //! # Modules
 //!

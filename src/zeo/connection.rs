@@ -520,6 +520,24 @@ impl Conn {
                 return;
             }
         };
+        // These methods queue their replies themselves (ordered against invalidations, or
+        // deferred): called one-way they would answer msgid 0, which a one-way call must never
+        // get (§2.1). No real client does it; treat it as a malformed message.
+        if req.oneway
+            && matches!(
+                req.method.as_str(),
+                "register"
+                    | "lastTransaction"
+                    | "getInvalidations"
+                    | "loadBefore"
+                    | "vote"
+                    | "tpc_finish"
+            )
+        {
+            error!(target: LOG_SERVER, "({}) '{}' called one-way; closing", self.label, req.method);
+            self.closing = true;
+            return;
+        }
         let result = self.dispatch(&req).await;
         match result {
             Ok(Some(v)) if !req.oneway => self.send_reply(&req.msgid, v),
