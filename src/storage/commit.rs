@@ -588,7 +588,7 @@ impl Transaction {
             // The status may or may not be on disk: stop committing, like Python's
             // "Failure in _finish. Closing."
             let msg = format!("sync failed after writing the status byte at {status_pos}: {e}");
-            tracing::error!("{}: {msg}", df.path.display());
+            tracing::error!(target: "ZODB.FileStorage", "{}: {msg}", df.path.display());
             *lock(&storage.inner.broken) = Some(msg);
             self.voted = false;
             return Err(StorageError::io(&df.path, Some(status_pos), e));
@@ -644,7 +644,7 @@ impl Transaction {
 impl Drop for Transaction {
     fn drop(&mut self) {
         if let Err(e) = self.abort_inner() {
-            tracing::error!("aborting transaction: {e}");
+            tracing::error!(target: "ZODB.FileStorage", "aborting transaction: {e}");
         }
     }
 }

@@ -476,13 +476,15 @@ impl Manager {
                 break EXIT_OK;
             }
             self.wait_for_events();
+            // The program's output first, so its last words precede the manager's lines
+            // about its exit.
+            if let Some(t) = &mut self.transcript {
+                t.copy();
+            }
             self.handle_signals();
             self.reap();
             self.expire_timers();
             self.probe_readiness();
-            if let Some(t) = &mut self.transcript {
-                t.copy();
-            }
             self.serve_connections();
         };
         if let Some(n) = &self.notifier {
