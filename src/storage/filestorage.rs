@@ -284,8 +284,9 @@ impl FileStorage {
             IndexSource::File { pos } => Some(pos),
             _ => None,
         };
-        if source == IndexSource::Scanned && !read_only {
-            // Python saves right after a full rescan, so the next open is quick.
+        if !used_index && !read_only {
+            // Python saves right after a full rescan, so the next open is quick (and a
+            // stale index left beside an emptied file is replaced at once).
             save_index(&df, outcome.pos, &index)?;
             saved_index_pos = Some(outcome.pos);
         }
