@@ -777,6 +777,28 @@ mod damage {
     proptest! {
         #![proptest_config(ProptestConfig { cases: 150, ..ProptestConfig::default() })]
         #[test]
+        fn damaged_index_files_never_panic(flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..3)) {
+            static SAMPLE: std::sync::OnceLock<(Vec<u8>, Vec<u8>)> = std::sync::OnceLock::new();
+            let (_d, path) = tmp();
+            let (data, mut index) = SAMPLE
+                .get_or_init(|| {
+                    let data = sample_file(&path);
+                    drop(FileStorage::open(&path).unwrap());
+                    (data, fs::read(indexfile::index_path(&path)).unwrap())
+                })
+                .clone();
+            for (i, b) in flips {
+                let i = i.index(index.len());
+                index[i] ^= b | 1;
+            }
+            fs::write(&path, &data).unwrap();
+            fs::write(indexfile::index_path(&path), &index).unwrap();
+            if let Ok(fs) = FileStorage::open(&path) {
+                exercise(&fs);
+            }
+        }
+
+        #[test]
         fn damaged_files_never_panic(flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..4),
                                      cut in proptest::option::of(any::<prop::sample::Index>())) {
             static SAMPLE: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
