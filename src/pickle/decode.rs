@@ -189,11 +189,12 @@ const OP_NAMES: &[(u8, &str)] = &[
 ];
 
 fn op_name(op: u8) -> &'static str {
-    OP_NAMES
-        .iter()
-        .find(|(b, _)| *b == op)
-        .map(|(_, n)| *n)
-        .unwrap_or("?")
+    opcode_name(op).unwrap_or("?")
+}
+
+/// The name of a pickle opcode (`None` for a byte that is no opcode).
+pub fn opcode_name(op: u8) -> Option<&'static str> {
+    OP_NAMES.iter().find(|(b, _)| *b == op).map(|(_, n)| *n)
 }
 
 /// Opcodes of zeo-protocol.md §2.5 (what a fast protocol-3 pickler writes for plain data).

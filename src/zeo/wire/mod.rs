@@ -20,6 +20,7 @@ mod frame;
 pub mod handshake;
 mod message;
 mod msgpack;
+mod zdecode;
 mod zpickle;
 
 pub use frame::{DEFAULT_MAX_FRAME, frame, push_frame, read_frame, write_frame};
