@@ -949,7 +949,8 @@ impl Materializer<'_> {
                 v.clone()
             });
         }
-        if !self.in_progress.insert(id) {
+        // Without memo or DUP (`moving`) nothing is shared, so there can be no cycle.
+        if !self.moving && !self.in_progress.insert(id) {
             return Ok(Value::Recursive);
         }
         let d = depth + 1;
@@ -997,7 +998,9 @@ impl Materializer<'_> {
             },
             Node::PersId(p) => Value::PersistentId(self.boxed(p, d)?),
         };
-        self.in_progress.remove(&id);
+        if !self.moving {
+            self.in_progress.remove(&id);
+        }
         Ok(v)
     }
 
