@@ -479,3 +479,56 @@ fn copying_transactions_gives_byte_identical_files() {
         fs::read(theirs.with_extension("fs.index")).unwrap()
     );
 }
+
+#[test]
+fn python_and_zodbctl_exclude_each_other() {
+    let _serial = one_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("Data.fs");
+    let fs = FileStorage::open(&path).unwrap();
+    let mut t = fs.begin(TxnMeta::default()).unwrap();
+    t.store(Oid(0), Tid::ZERO, b"\x80\x03K\x01.").unwrap();
+    t.finish().unwrap();
+    let out = support::run_python(
+        r#"
+import sys
+from zc.lockfile import LockError
+from ZODB.FileStorage import FileStorage
+try:
+    FileStorage(sys.argv[1])
+    print('opened')
+except LockError:
+    print('locked')
+ro = FileStorage(sys.argv[1], read_only=True)
+print(len(ro)); ro.close()
+print(open(sys.argv[1] + '.lock').read() == ' %d\n' % int(sys.argv[2]))
+"#,
+        &[path.to_str().unwrap(), &std::process::id().to_string()],
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "locked\n1\nTrue\n");
+    drop(fs);
+    // Python holds the lock: zodbctl is refused; read-only works.
+    let mut py = support::python_command(
+        "import sys, time\nfrom ZODB.FileStorage import FileStorage\nfs = FileStorage(sys.argv[1])\nprint('ready', flush=True)\ntime.sleep(30)",
+        &[path.to_str().unwrap()],
+    )
+    .stdout(std::process::Stdio::piped())
+    .spawn()
+    .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(py.stdout.as_mut().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line, "ready\n");
+    let locked = FileStorage::open(&path);
+    let ro = FileStorage::open_read_only(&path).map(|f| f.len());
+    py.kill().unwrap();
+    py.wait().unwrap();
+    assert!(matches!(
+        locked,
+        Err(zodbctl::storage::StorageError::Locked { .. })
+    ));
+    assert_eq!(ro.unwrap(), 1);
+}
