@@ -189,11 +189,12 @@ const OP_NAMES: &[(u8, &str)] = &[
 ];
 
 fn op_name(op: u8) -> &'static str {
-    OP_NAMES
-        .iter()
-        .find(|(b, _)| *b == op)
-        .map(|(_, n)| *n)
-        .unwrap_or("?")
+    opcode_name(op).unwrap_or("?")
+}
+
+/// The name of a pickle opcode (`None` for a byte that is no opcode).
+pub fn opcode_name(op: u8) -> Option<&'static str> {
+    OP_NAMES.iter().find(|(b, _)| *b == op).map(|(_, n)| *n)
 }
 
 /// Opcodes of zeo-protocol.md §2.5 (what a fast protocol-3 pickler writes for plain data).
@@ -948,7 +949,8 @@ impl Materializer<'_> {
                 v.clone()
             });
         }
-        if !self.in_progress.insert(id) {
+        // Without memo or DUP (`moving`) nothing is shared, so there can be no cycle.
+        if !self.moving && !self.in_progress.insert(id) {
             return Ok(Value::Recursive);
         }
         let d = depth + 1;
@@ -996,7 +998,9 @@ impl Materializer<'_> {
             },
             Node::PersId(p) => Value::PersistentId(self.boxed(p, d)?),
         };
-        self.in_progress.remove(&id);
+        if !self.moving {
+            self.in_progress.remove(&id);
+        }
         Ok(v)
     }
 

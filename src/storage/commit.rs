@@ -673,7 +673,8 @@ pub mod crash_hook {
 
     static STAGE: AtomicU8 = AtomicU8::new(0);
 
-    /// Make the process announce the stage on stdout and sleep there forever.
+    /// Make the process announce the stage on stdout (`@crash-test@ stage NAME`) and
+    /// sleep there forever.
     pub fn set_crash_stage(stage: Stage) {
         STAGE.store(stage as u8, Ordering::SeqCst);
     }
@@ -682,7 +683,7 @@ pub mod crash_hook {
         if stage != Stage::None && STAGE.load(Ordering::SeqCst) == stage as u8 {
             use std::io::Write;
             let mut out = std::io::stdout();
-            let _ = writeln!(out, "stage {stage:?}");
+            let _ = writeln!(out, "@crash-test@ stage {stage:?}");
             let _ = out.flush();
             loop {
                 std::thread::sleep(std::time::Duration::from_secs(3600));
