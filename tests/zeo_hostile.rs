@@ -1104,6 +1104,19 @@ fn abusive_clients() {
         "vote of the lock holder"
     );
     let held = Instant::now();
+    // Meanwhile reads from other clients are served (the lock only orders commits).
+    let mut reader = Raw::registered(port, b'M');
+    reader.call(5, "loadBefore", &[b(&oid), b(&MAXTID)]);
+    assert!(
+        matches!(reader.reply(5), Some(ServerMessage::Reply { .. })),
+        "a load while another client holds the commit lock"
+    );
+    // ... while the lock holder is still connected (had the load waited for the lock, the
+    // timeout would have closed the holder first).
+    assert!(
+        matches!(r.read_some(&mut [0u8; 64]), Got::Nothing),
+        "the load waited for the commit lock"
+    );
     r.expect_closed("a client holding the commit lock");
     assert!(
         held.elapsed() >= Duration::from_secs(2),
