@@ -61,6 +61,16 @@ print(json.dumps(dict(txns=txns, current=current, undo=undo, last=u64(fs.lastTra
 fs.close()
 "#;
 
+/// These tests close a storage and reopen it (or let Python open it) while the other
+/// tests of this binary spawn Python: a child between fork and exec briefly holds a copy
+/// of every descriptor, including a just-closed lock file's, and flock locks belong to
+/// the open file description. Running them one at a time keeps that from causing a
+/// spurious `Locked`/`LockError`.
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn python_view(path: &Path, blob_dir: Option<&Path>) -> Value {
     let out = support::run_python(
         DUMP,
@@ -152,6 +162,7 @@ c.close(); db.close()
 
 #[test]
 fn zodbctl_reads_python_files_as_python_does() {
+    let _serial = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     support::run_python(PY_WRITE, &[dir.path().to_str().unwrap()]);
     let path = dir.path().join("Data.fs");
@@ -184,6 +195,7 @@ fn zodbctl_reads_python_files_as_python_does() {
 
 #[test]
 fn python_reads_zodbctl_files_as_zodbctl_does() {
+    let _serial = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("Data.fs");
     let blobs = dir.path().join("blobs");
@@ -316,6 +328,7 @@ impl Rng {
 
 #[test]
 fn same_operations_give_byte_identical_files() {
+    let _serial = one_at_a_time();
     let (mut undos, mut undo_failures) = (0, 0);
     for seed in [1u64, 7, 42] {
         let dir = tempfile::tempdir().unwrap();
@@ -431,6 +444,7 @@ dst.close(); src.close()
 
 #[test]
 fn copying_transactions_gives_byte_identical_files() {
+    let _serial = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     support::run_python(PY_WRITE, &[dir.path().to_str().unwrap()]);
     let src_path = dir.path().join("Data.fs");
@@ -464,4 +478,57 @@ fn copying_transactions_gives_byte_identical_files() {
         fs::read(ours.with_extension("fs.index")).unwrap(),
         fs::read(theirs.with_extension("fs.index")).unwrap()
     );
+}
+
+#[test]
+fn python_and_zodbctl_exclude_each_other() {
+    let _serial = one_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("Data.fs");
+    let fs = FileStorage::open(&path).unwrap();
+    let mut t = fs.begin(TxnMeta::default()).unwrap();
+    t.store(Oid(0), Tid::ZERO, b"\x80\x03K\x01.").unwrap();
+    t.finish().unwrap();
+    let out = support::run_python(
+        r#"
+import sys
+from zc.lockfile import LockError
+from ZODB.FileStorage import FileStorage
+try:
+    FileStorage(sys.argv[1])
+    print('opened')
+except LockError:
+    print('locked')
+ro = FileStorage(sys.argv[1], read_only=True)
+print(len(ro)); ro.close()
+print(open(sys.argv[1] + '.lock').read() == ' %d\n' % int(sys.argv[2]))
+"#,
+        &[path.to_str().unwrap(), &std::process::id().to_string()],
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "locked\n1\nTrue\n");
+    drop(fs);
+    // Python holds the lock: zodbctl is refused; read-only works.
+    let mut py = support::python_command(
+        "import sys, time\nfrom ZODB.FileStorage import FileStorage\nfs = FileStorage(sys.argv[1])\nprint('ready', flush=True)\ntime.sleep(30)",
+        &[path.to_str().unwrap()],
+    )
+    .stdout(std::process::Stdio::piped())
+    .spawn()
+    .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(py.stdout.as_mut().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line, "ready\n");
+    let locked = FileStorage::open(&path);
+    let ro = FileStorage::open_read_only(&path).map(|f| f.len());
+    py.kill().unwrap();
+    py.wait().unwrap();
+    assert!(matches!(
+        locked,
+        Err(zodbctl::storage::StorageError::Locked { .. })
+    ));
+    assert_eq!(ro.unwrap(), 1);
 }

@@ -230,6 +230,11 @@ impl FileStorage {
             .open(path)
             .map_err(|e| StorageError::io(path, None, e))?;
         let df = DataFile::new(file, path);
+        if !read_only {
+            // A transaction buffer left behind by a crash (we hold the lock, so no writer
+            // is using it; Python truncates it at every open for the same reason).
+            scan::remove_if_exists(&suffixed(path, ".tmp"))?;
+        }
         if opts.create {
             df.file
                 .set_len(0)
@@ -279,8 +284,9 @@ impl FileStorage {
             IndexSource::File { pos } => Some(pos),
             _ => None,
         };
-        if source == IndexSource::Scanned && !read_only {
-            // Python saves right after a full rescan, so the next open is quick.
+        if !used_index && !read_only {
+            // Python saves right after a full rescan, so the next open is quick (and a
+            // stale index left beside an emptied file is replaced at once).
             save_index(&df, outcome.pos, &index)?;
             saved_index_pos = Some(outcome.pos);
         }
@@ -291,7 +297,7 @@ impl FileStorage {
             None => None,
         };
         warn_if_future(path, outcome.last_tid);
-        tracing::debug!(
+        tracing::debug!(target: "ZODB.FileStorage",
             "opened {}{}: {} objects, end {}, last transaction {}, {}",
             path.display(),
             if read_only { " read-only" } else { "" },
@@ -678,7 +684,7 @@ impl Drop for Inner {
     fn drop(&mut self) {
         if !self.read_only && !self.closed.load(Ordering::SeqCst) && lock(&self.broken).is_none() {
             if let Err(e) = self.save_index_if_changed() {
-                tracing::warn!("{e}");
+                tracing::warn!(target: "ZODB.FileStorage", "{e}");
             }
         }
     }
@@ -739,13 +745,15 @@ fn load_index(
                     };
                     return Ok((index, outcome, IndexSource::File { pos }));
                 }
-                None => tracing::warn!(
+                None => tracing::warn!(target: "ZODB.FileStorage",
                     "ignoring index {}: it does not match the data file",
                     ipath.display()
                 ),
             },
             Err(ReadIndexError::Missing) => {}
-            Err(e) => tracing::warn!("ignoring index {}: {e}", ipath.display()),
+            Err(e) => {
+                tracing::warn!(target: "ZODB.FileStorage", "ignoring index {}: {e}", ipath.display())
+            }
         }
     }
     let mut index = OidIndex::new();
@@ -760,12 +768,12 @@ fn warn_if_future(path: &Path, last: Tid) {
     let now = super::timestamp::TimeStamp::now().time_time();
     let ahead = last.timestamp().time_time() - now;
     if ahead > 1800.0 {
-        tracing::error!(
+        tracing::error!(target: "ZODB.FileStorage",
             "{}: database records {ahead:.0} seconds in the future",
             path.display()
         );
-    } else if ahead > 60.0 {
-        tracing::warn!(
+    } else if ahead > 0.0 {
+        tracing::warn!(target: "ZODB.FileStorage",
             "{}: database records {ahead:.0} seconds in the future",
             path.display()
         );

@@ -91,7 +91,7 @@ impl Iterator for TransactionIter {
         match self.df.read_u64(tpos + h.tlen) {
             Ok(red) if red == h.tlen => {}
             Ok(_) => {
-                tracing::warn!(
+                tracing::warn!(target: "ZODB.FileStorage",
                     "{}: redundant transaction length does not match at {tpos}; iteration ends",
                     self.df.path.display()
                 );

@@ -725,3 +725,104 @@ fn close_does_not_wait_for_a_transaction_in_progress() {
     assert_eq!(fs.load(Oid(0)).unwrap(), (b"two".to_vec(), c3.tid));
     assert_eq!(fs.load(Oid(1)).unwrap().1, c2.tid);
 }
+
+/// A small file with undo, deletion and several revisions, for damage tests.
+fn sample_file(path: &Path) -> Vec<u8> {
+    let fs = FileStorage::open(path).unwrap();
+    let c1 = commit(
+        &fs,
+        &[(Oid(0), Tid::ZERO, b"root"), (Oid(1), Tid::ZERO, b"one")],
+    );
+    let c2 = commit(
+        &fs,
+        &[(Oid(1), c1.tid, b"two"), (Oid(2), Tid::ZERO, b"new")],
+    );
+    let mut t = fs.begin(meta("undo")).unwrap();
+    t.undo(c2.tid).unwrap();
+    t.finish().unwrap();
+    let mut t = fs.begin(meta("delete")).unwrap();
+    let serial = fs.get_tid(Oid(0)).unwrap();
+    t.delete(Oid(0), serial).unwrap();
+    t.finish().unwrap();
+    drop(fs);
+    let _ = fs::remove_file(indexfile::index_path(path));
+    fs::read(path).unwrap()
+}
+
+/// Every read API, for damage tests: errors are fine, panics are not.
+fn exercise(fs: &FileStorage) {
+    for oid in 0..4 {
+        let _ = fs.load(Oid(oid));
+        let _ = fs.get_tid(Oid(oid));
+        let _ = fs.history(Oid(oid), 10);
+        let _ = fs.load_before(Oid(oid), Tid::MAX);
+        let _ = fs.load_serial(Oid(oid), fs.last_transaction());
+        let _ = fs.record_iternext(Some(Oid(oid)));
+    }
+    if let Ok(it) = fs.iter_transactions(None, None) {
+        for t in it.take(50).flatten() {
+            if let Ok(recs) = fs.transaction_records(&t) {
+                for _ in recs.take(50) {}
+            }
+        }
+    }
+    let _ = fs.undo_log(0, -20, |_| true);
+    let _ = fs.recent_transactions(10);
+}
+
+mod damage {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 150, ..ProptestConfig::default() })]
+        #[test]
+        fn damaged_index_files_never_panic(flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..3)) {
+            static SAMPLE: std::sync::OnceLock<(Vec<u8>, Vec<u8>)> = std::sync::OnceLock::new();
+            let (_d, path) = tmp();
+            let (data, mut index) = SAMPLE
+                .get_or_init(|| {
+                    let data = sample_file(&path);
+                    drop(FileStorage::open(&path).unwrap());
+                    (data, fs::read(indexfile::index_path(&path)).unwrap())
+                })
+                .clone();
+            for (i, b) in flips {
+                let i = i.index(index.len());
+                index[i] ^= b | 1;
+            }
+            fs::write(&path, &data).unwrap();
+            fs::write(indexfile::index_path(&path), &index).unwrap();
+            if let Ok(fs) = FileStorage::open(&path) {
+                exercise(&fs);
+            }
+        }
+
+        #[test]
+        fn damaged_files_never_panic(flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..4),
+                                     cut in proptest::option::of(any::<prop::sample::Index>())) {
+            static SAMPLE: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+            let (_d, path) = tmp();
+            let mut bytes = SAMPLE.get_or_init(|| sample_file(&path)).clone();
+            for (i, b) in flips {
+                let i = i.index(bytes.len());
+                bytes[i] ^= b | 1;
+            }
+            if let Some(c) = cut {
+                bytes.truncate(c.index(bytes.len()));
+            }
+            fs::write(&path, &bytes).unwrap();
+            if let Ok(fs) = FileStorage::open_read_only(&path) {
+                exercise(&fs);
+            }
+            if let Ok(fs) = FileStorage::open(&path) {
+                exercise(&fs);
+                // A usable storage accepts a new transaction after recovery.
+                if let Ok(mut t) = fs.begin(meta("after")) {
+                    let _ = t.store(Oid(9), Tid::ZERO, b"x");
+                    let _ = t.finish();
+                }
+            }
+        }
+    }
+}
