@@ -289,3 +289,58 @@ fn deep_verify_accepts_python_files_and_catches_pointer_damage_fstest_misses() {
     }
     assert!(caught > 30, "only {caught} variants checked");
 }
+
+/// Python deletes an object that is still referenced (`deleteObject`, no unlinking): fsrefs
+/// reports the dangling reference, and so does `verify --deep`; fstest and plain `verify`
+/// see nothing wrong.
+#[test]
+fn deep_verify_reports_what_fsrefs_reports() {
+    const DANGLING: &str = r#"
+import sys, transaction, ZODB, ZODB.FileStorage
+from persistent.mapping import PersistentMapping
+from ZODB.Connection import TransactionMetaData
+st = ZODB.FileStorage.FileStorage(sys.argv[1])
+db = ZODB.DB(st)
+root = db.open().root()
+root['a'] = a = PersistentMapping()
+transaction.commit()
+t = TransactionMetaData()
+st.tpc_begin(t)
+st.deleteObject(a._p_oid, a._p_serial, t)
+st.tpc_vote(t)
+st.tpc_finish(t)
+db.close()
+"#;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("Data.fs");
+    support::run_python(DANGLING, &[path.to_str().unwrap()]);
+    let fsrefs = std::process::Command::new(support::python())
+        .args(["-m", "ZODB.scripts.fsrefs"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let fsrefs_out = String::from_utf8_lossy(&fsrefs.stdout);
+    assert!(
+        fsrefs_out.contains("object creation was undone"),
+        "{fsrefs_out}"
+    );
+    let plain = support::zodbctl()
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(plain.status.code(), Some(0));
+    let deep = support::zodbctl()
+        .args(["verify", "--deep"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&deep.stderr);
+    assert_eq!(deep.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(
+            "object 0x0000000000000000 (persistent.mapping.PersistentMapping) refers to an object whose creation was undone or that was deleted: 0x0000000000000001"
+        ),
+        "{stderr}"
+    );
+}

@@ -610,8 +610,8 @@ impl Manager {
             cmd.pre_exec(move || {
                 libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
                 if libc::getppid() != manager {
-                    // The manager died before prctl took effect.
-                    return Err(io::Error::other("the manager is gone"));
+                    // The manager died before prctl took effect (no allocation here).
+                    return Err(io::Error::from_raw_os_error(libc::ESRCH));
                 }
                 Ok(())
             });
