@@ -504,7 +504,7 @@ _zodbctl() {
             return 0
             ;;
         zodbctl__subcmd__dump)
-            opts="-i -C -h -V --instance --config --help --version"
+            opts="-v -i -C -h -V --verbose --instance --config --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1318,7 +1318,7 @@ _zodbctl() {
             return 0
             ;;
         zodbctl__subcmd__verify)
-            opts="-v -i -C -h -V --verbose --instance --config --help --version"
+            opts="-v -i -C -h -V --verbose --deep --instance --config --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

@@ -7,7 +7,7 @@
 # (5 MB) once with tools/make_datafs.py, then runs benches/storage.rs (release build) and
 # scripts/bench_storage.py with the test virtualenv's Python on them, and prints a Markdown
 # table of both sides and the ratios. PYTHON overrides the interpreter (it needs ZODB 6.4;
-# default: target/pyenv/bin/python, created by the integration tests, else /tmp/pyv).
+# default: target/pyenv/bin/python, the integration tests' virtualenv, created if missing).
 # BIG=path uses an existing generated file instead of generating one (it is hard-linked).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,7 +17,14 @@ dir=target/bench-storage
 mkdir -p "$dir"
 py=${PYTHON:-}
 if [ -z "$py" ]; then
-    if [ -x target/pyenv/bin/python ]; then py=target/pyenv/bin/python; else py=/tmp/pyv/bin/python; fi
+    py=target/pyenv/bin/python
+    if [ ! -x "$py" ]; then
+        # The same pinned virtualenv the integration tests build (tests/support/mod.rs).
+        echo "creating the test virtualenv in target/pyenv (once)" >&2
+        python3 -m venv target/pyenv
+        "$py" -m pip install -q --disable-pip-version-check -r tests/requirements.txt
+        cp tests/requirements.txt target/pyenv/requirements.txt
+    fi
 fi
 
 if [ ! -f "$dir/Big.fs" ]; then

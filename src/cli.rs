@@ -284,12 +284,20 @@ pub struct VerifyArgs {
     /// Be more verbose (-v: per transaction, -vv: per data record), as fstest.
     #[arg(short, long, action = clap::ArgAction::Count)]
     pub verbose: u8,
+    /// Also check what fstest does not: record tids, previous-record and back pointers,
+    /// that current objects refer only to existing objects (as fsrefs), and that
+    /// Data.fs.index agrees with the file. Reports every problem, not only the first.
+    #[arg(long)]
+    pub deep: bool,
 }
 
 #[derive(Debug, Args)]
 pub struct DumpArgs {
     /// The Data.fs to print.
     pub path: PathBuf,
+    /// Print every header field of every record instead (fsdump's `Dumper`).
+    #[arg(short, long)]
+    pub verbose: bool,
 }
 
 #[derive(Debug, Args)]

@@ -281,3 +281,87 @@ fn hex(s: &str) -> Vec<u8> {
         .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
         .collect()
 }
+
+/// Not a test: the figure for docs/benchmarks.md. `references()` against ZODB's
+/// `referencesf` on every record of a 20 MB Data.fs from tools/make_datafs.py, in CPU time:
+///
+/// `cargo test --release --test pickle_python -- --ignored --nocapture references_throughput`
+#[test]
+#[ignore]
+fn references_throughput() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = dir.path().join("Data.fs");
+    let fs = fs.to_str().unwrap();
+    let gen_script = std::fs::read_to_string(support::make_datafs_script()).unwrap();
+    support::run_python(
+        &format!(
+            "import sys; sys.argv = ['make_datafs.py', '{fs}', '--size-mb', '20']\n{gen_script}"
+        ),
+        &[],
+    );
+    let records = dir.path().join("records.bin");
+    let script = r#"
+import struct, sys, time
+from ZODB.FileStorage import FileStorage
+from ZODB.serialize import referencesf
+st = FileStorage(sys.argv[1], read_only=True)
+recs = [r.data for t in st.iterator() for r in t if r.data]
+st.close()
+with open(sys.argv[2], 'wb') as out:
+    for d in recs:
+        out.write(struct.pack('>I', len(d)) + d)
+best = None
+for _ in range(3):
+    t = time.process_time()
+    n = sum(len(referencesf(d)) for d in recs)
+    e = time.process_time() - t
+    best = e if best is None else min(best, e)
+print(len(recs), n, best)
+"#;
+    let out = support::run_python(script, &[fs, records.to_str().unwrap()]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    let mut f = text.split_whitespace();
+    let (n, py_refs, py_cpu): (usize, usize, f64) = (
+        f.next().unwrap().parse().unwrap(),
+        f.next().unwrap().parse().unwrap(),
+        f.next().unwrap().parse().unwrap(),
+    );
+    let data = std::fs::read(&records).unwrap();
+    let mut recs = Vec::new();
+    let mut i = 0;
+    while i < data.len() {
+        let len = u32::from_be_bytes(data[i..i + 4].try_into().unwrap()) as usize;
+        recs.push(&data[i + 4..i + 4 + len]);
+        i += 4 + len;
+    }
+    assert_eq!(recs.len(), n);
+    let mut best = f64::MAX;
+    for _ in 0..3 {
+        let t = thread_cpu();
+        let refs: usize = recs
+            .iter()
+            .map(|r| pickle::references(r).unwrap().len())
+            .sum();
+        best = best.min(thread_cpu() - t);
+        assert_eq!(refs, py_refs);
+    }
+    let mb = data.len() as f64 / 1e6;
+    println!(
+        "{n} records ({mb:.1} MB), {py_refs} references: zodbctl {:.0} records/s ({:.0} MB/s), \
+         ZODB referencesf {:.0} records/s; ratio {:.1}x",
+        n as f64 / best,
+        mb / best,
+        n as f64 / py_cpu,
+        py_cpu / best
+    );
+}
+
+fn thread_cpu() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9
+}

@@ -11,7 +11,8 @@
 //!
 //! 1. Python writes, zodbctl reads: equal views; Python's `Data.fs.index` is used without a
 //!    rescan.
-//! 2. zodbctl writes (replaying the same operations through the engine API), Python reads:
+//! 2. zodbctl writes (replaying the same operations through the engine API): the file is
+//!    Python's byte for byte apart from the tids; Python reads it:
 //!    equal views (tids mapped to transaction numbers), the same application objects through
 //!    `ZODB.DB`, fstest and fsrefs clean, with zodbctl's `Data.fs.index` (which Python uses
 //!    without a rescan) and without it; then Python appends and zodbctl reads that too.
@@ -247,6 +248,12 @@ fn python_writes_zodbctl_reads_every_revision() {
         st.used_index_file(),
         "Python's Data.fs.index was not used (rescan)"
     );
+    let deep = support::zodbctl()
+        .args(["verify", "--deep"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(deep.status.success() && deep.stderr.is_empty(), "{deep:?}");
     assert_same(&describe(&st), &theirs, "zodbctl reading Python's file");
     drop(st);
 
@@ -414,6 +421,31 @@ fn replay(st: &FileStorage, ops: &[Value], reference: &Value) {
     }
 }
 
+/// `ours` with every tid (transaction headers and data records) replaced by the tid of the
+/// transaction at the same place in `theirs`.
+fn with_tids_of(ours: &[u8], theirs: &[u8]) -> Vec<u8> {
+    let u64_at = |b: &[u8], p: usize| u64::from_be_bytes(b[p..p + 8].try_into().unwrap()) as usize;
+    let mut out = ours.to_vec();
+    let mut pos = 4;
+    while pos + 23 <= out.len() && pos + 8 <= theirs.len() {
+        let tid: [u8; 8] = theirs[pos..pos + 8].try_into().unwrap();
+        let tlen = u64_at(&out, pos + 8);
+        let hlen = 23
+            + usize::from(u16::from_be_bytes([out[pos + 17], out[pos + 18]]))
+            + usize::from(u16::from_be_bytes([out[pos + 19], out[pos + 20]]))
+            + usize::from(u16::from_be_bytes([out[pos + 21], out[pos + 22]]));
+        out[pos..pos + 8].copy_from_slice(&tid);
+        let mut p = pos + hlen;
+        while p < pos + tlen {
+            out[p + 8..p + 16].copy_from_slice(&tid);
+            let plen = u64_at(&out, p + 34);
+            p += 42 + if plen == 0 { 8 } else { plen };
+        }
+        pos += tlen + 8;
+    }
+    out
+}
+
 fn python_tool(module: &str, path: &Path) -> std::process::Output {
     std::process::Command::new(support::python())
         .args(["-m", module])
@@ -451,6 +483,12 @@ fn zodbctl_writes_python_reads_checks_and_appends() {
         &normalize(&ours, &tid_names(&ours)),
         &want_storage,
         "zodbctl's own view of the file it wrote",
+    );
+
+    assert_eq!(
+        with_tids_of(&fs::read(&path).unwrap(), &fs::read(&ref_path).unwrap()),
+        fs::read(&ref_path).unwrap(),
+        "zodbctl's file is not Python's, byte for byte, apart from the tids"
     );
 
     for with_index in [true, false] {
@@ -495,7 +533,7 @@ fn zodbctl_writes_python_reads_checks_and_appends() {
 
     // zodbctl's own tools agree with Python's on the file zodbctl wrote.
     let verify = support::zodbctl()
-        .arg("verify")
+        .args(["verify", "--deep"])
         .arg(&path)
         .output()
         .unwrap();
@@ -537,4 +575,36 @@ fn zodbctl_writes_python_reads_checks_and_appends() {
         .clone();
     assert_eq!(last["description"], json!(hex(b"appended by Python")));
     assert_eq!(h64(st.last_transaction().0), last["tid"].as_str().unwrap());
+}
+
+#[test]
+fn zodbctl_reads_a_realistic_python_file_identically() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("Data.fs");
+    let blobs = dir.path().join("blobs");
+    let out = std::process::Command::new(support::python())
+        .arg(support::make_datafs_script())
+        .arg(&path)
+        .args(["--size-mb", "0.5", "--blobs"])
+        .arg(&blobs)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (theirs, _) = python_describe(&path, &blobs, false);
+    assert!(!theirs["blobs"].as_array().unwrap().is_empty());
+    let st = OpenOptions::new()
+        .read_only(true)
+        .blob_dir(&blobs)
+        .open(&path)
+        .unwrap();
+    assert!(st.used_index_file());
+    assert_same(
+        &describe(&st),
+        &theirs,
+        "zodbctl reading make_datafs.py's file",
+    );
 }

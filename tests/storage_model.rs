@@ -321,7 +321,8 @@ fn run(ops: Vec<Op>) {
             Op::Reopen => {
                 drop(fs);
                 fs = OpenOptions::new().open(&path).unwrap();
-                assert!(fs.size() <= 100 || fs.used_index_file());
+                // Python's sanity check rejects small files and files without any record.
+                assert!(fs.size() < 100 || fs.is_empty() || fs.used_index_file());
             }
         }
         check(&fs, &m);

@@ -1,6 +1,7 @@
 //! `zodbctl dump` against Python's fsdump (ZODB 6.4): the same lines on healthy files and on
 //! single-field damaged ones, the same warnings on standard error, and where fsdump dies
-//! with a traceback, the same lines before it and exit status 1.
+//! with a traceback, the same lines before it and exit status 1. `dump --verbose` likewise
+//! against fsdump's `Dumper`.
 
 mod support;
 mod verify_damage;
@@ -16,24 +17,31 @@ use verify_damage::{damaged_variants, make_base};
 /// handler, whose format is the bare message, as this handler's.
 const FSDUMP_MANY: &str = r#"
 import io, json, logging, sys
-from ZODB.FileStorage.fsdump import fsdump
+from ZODB.FileStorage.fsdump import fsdump, Dumper
 log = io.StringIO()
 logging.basicConfig(level=logging.WARNING, format='%(message)s', stream=log)
-for path in sys.argv[1:]:
+verbose = sys.argv[1] == 'verbose'
+for path in sys.argv[2:]:
     out = io.StringIO()
     log.seek(0); log.truncate()
     crash = None
     try:
-        fsdump(path, file=out)
+        if verbose:
+            d = Dumper(path, dest=out)
+            d.dump()
+            d.file.close()
+        else:
+            fsdump(path, file=out)
     except Exception as e:
         crash = repr(e)
     print(json.dumps({"path": path, "out": out.getvalue(), "log": log.getvalue(), "crash": crash}))
 "#;
 
-fn python_dumps(paths: &[PathBuf]) -> BTreeMap<String, serde_json::Value> {
+fn python_dumps(paths: &[PathBuf], verbose: bool) -> BTreeMap<String, serde_json::Value> {
     let mut res = BTreeMap::new();
     for chunk in paths.chunks(400) {
-        let args: Vec<&str> = chunk.iter().map(|p| p.to_str().unwrap()).collect();
+        let mut args = vec![if verbose { "verbose" } else { "plain" }];
+        args.extend(chunk.iter().map(|p| p.to_str().unwrap()));
         let out = support::run_python(FSDUMP_MANY, &args);
         for line in String::from_utf8(out.stdout).unwrap().lines() {
             let v: serde_json::Value = serde_json::from_str(line).unwrap();
@@ -45,6 +53,15 @@ fn python_dumps(paths: &[PathBuf]) -> BTreeMap<String, serde_json::Value> {
 
 #[test]
 fn dump_prints_what_fsdump_prints_on_healthy_and_damaged_files() {
+    compare_on_damaged_files(false);
+}
+
+#[test]
+fn dump_verbose_prints_what_fsdumps_dumper_prints() {
+    compare_on_damaged_files(true);
+}
+
+fn compare_on_damaged_files(verbose: bool) {
     let dir = tempfile::tempdir().unwrap();
     let base = make_base(dir.path());
     let mut paths = vec![dir.path().join("base.fs")];
@@ -56,7 +73,7 @@ fn dump_prints_what_fsdump_prints_on_healthy_and_damaged_files() {
         fs::write(&p, bytes).unwrap();
         paths.push(p);
     }
-    let want = python_dumps(&paths);
+    let want = python_dumps(&paths, verbose);
     let results: Vec<(PathBuf, std::process::Output)> = std::thread::scope(|s| {
         let workers: Vec<_> = paths
             .chunks(paths.len().div_ceil(3))
@@ -65,10 +82,12 @@ fn dump_prints_what_fsdump_prints_on_healthy_and_damaged_files() {
                     chunk
                         .iter()
                         .map(|p| {
-                            (
-                                p.clone(),
-                                support::zodbctl().arg("dump").arg(p).output().unwrap(),
-                            )
+                            let mut cmd = support::zodbctl();
+                            cmd.arg("dump");
+                            if verbose {
+                                cmd.arg("-v");
+                            }
+                            (p.clone(), cmd.arg(p).output().unwrap())
                         })
                         .collect::<Vec<_>>()
                 })
@@ -150,6 +169,21 @@ fn dump_matches_the_fsdump_command_on_a_realistic_file() {
     assert_eq!(ours.status.code(), Some(0));
     assert!(ours.stdout == py.stdout, "dump differs from fsdump");
     assert!(ours.stderr.is_empty());
+
+    let py = support::run_python(
+        "import sys\nfrom ZODB.FileStorage.fsdump import Dumper\nDumper(sys.argv[1]).dump()",
+        &[path.to_str().unwrap()],
+    );
+    let ours = support::zodbctl()
+        .args(["dump", "--verbose"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(ours.status.code(), Some(0));
+    assert!(
+        ours.stdout == py.stdout,
+        "dump --verbose differs from Dumper"
+    );
 }
 
 #[test]

@@ -219,3 +219,128 @@ fn verify_of_a_missing_file_is_a_usage_error() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("nope.fs"));
 }
+
+#[test]
+fn deep_verify_accepts_python_files_and_catches_pointer_damage_fstest_misses() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = make_base(dir.path());
+    let healthy = dir.path().join("healthy.fs");
+    fs::write(&healthy, &base).unwrap();
+    let realistic = dir.path().join("realistic.fs");
+    let out = std::process::Command::new(support::python())
+        .arg(support::make_datafs_script())
+        .arg(&realistic)
+        .args(["--size-mb", "0.3"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    for p in [&healthy, &realistic] {
+        let out = support::zodbctl()
+            .args(["verify", "--deep"])
+            .arg(p)
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.stderr.is_empty(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    // Damage fstest does not look at: prev and back pointers, record tids.
+    let variants: Vec<(String, Vec<u8>)> = damaged_variants(&base)
+        .into_iter()
+        .filter(|(name, _)| {
+            ["-prev-", "-back-", "-tid-"]
+                .iter()
+                .any(|k| name.contains(k))
+        })
+        .filter(|(name, _)| name.contains("-r"))
+        .collect();
+    let mut paths = Vec::new();
+    for (name, bytes) in &variants {
+        let p = dir.path().join(format!("{name}.fs"));
+        fs::write(&p, bytes).unwrap();
+        paths.push(p);
+    }
+    let verdicts = python_verdicts(&paths);
+    let mut caught = 0;
+    for p in &paths {
+        if !verdicts[p.to_str().unwrap()]["ok"].as_bool().unwrap() {
+            continue; // fstest itself objects (e.g. a huge backpointer read as a length)
+        }
+        let plain = support::zodbctl().arg("verify").arg(p).output().unwrap();
+        assert_eq!(plain.status.code(), Some(0), "{}", p.display());
+        let deep = support::zodbctl()
+            .args(["verify", "--deep"])
+            .arg(p)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&deep.stderr);
+        assert_eq!(deep.status.code(), Some(1), "{}: {stderr}", p.display());
+        assert!(stderr.contains("found by the deep checks"), "{stderr}");
+        caught += 1;
+    }
+    assert!(caught > 30, "only {caught} variants checked");
+}
+
+/// Python deletes an object that is still referenced (`deleteObject`, no unlinking): fsrefs
+/// reports the dangling reference, and so does `verify --deep`; fstest and plain `verify`
+/// see nothing wrong.
+#[test]
+fn deep_verify_reports_what_fsrefs_reports() {
+    const DANGLING: &str = r#"
+import sys, transaction, ZODB, ZODB.FileStorage
+from persistent.mapping import PersistentMapping
+from ZODB.Connection import TransactionMetaData
+st = ZODB.FileStorage.FileStorage(sys.argv[1])
+db = ZODB.DB(st)
+root = db.open().root()
+root['a'] = a = PersistentMapping()
+transaction.commit()
+t = TransactionMetaData()
+st.tpc_begin(t)
+st.deleteObject(a._p_oid, a._p_serial, t)
+st.tpc_vote(t)
+st.tpc_finish(t)
+db.close()
+"#;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("Data.fs");
+    support::run_python(DANGLING, &[path.to_str().unwrap()]);
+    let fsrefs = std::process::Command::new(support::python())
+        .args(["-m", "ZODB.scripts.fsrefs"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let fsrefs_out = String::from_utf8_lossy(&fsrefs.stdout);
+    assert!(
+        fsrefs_out.contains("object creation was undone"),
+        "{fsrefs_out}"
+    );
+    let plain = support::zodbctl()
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(plain.status.code(), Some(0));
+    let deep = support::zodbctl()
+        .args(["verify", "--deep"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&deep.stderr);
+    assert_eq!(deep.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(
+            "object 0x0000000000000000 (persistent.mapping.PersistentMapping) refers to an object whose creation was undone or that was deleted: 0x0000000000000001"
+        ),
+        "{stderr}"
+    );
+}

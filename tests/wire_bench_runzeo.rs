@@ -160,3 +160,43 @@ fn bench_unknown_storage_is_a_usage_error() {
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["phases"][0]["ops"], 5);
 }
+
+#[test]
+fn bench_over_a_unix_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("zeo.sock");
+    let fs = dir.path().join("Data.fs");
+    let _server = Server(
+        std::process::Command::new(support::python())
+            .args(["-m", "ZEO.runzeo", "-a"])
+            .arg(&sock)
+            .arg("-f")
+            .arg(&fs)
+            .current_dir(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start runzeo"),
+    );
+    let t0 = Instant::now();
+    while std::os::unix::net::UnixStream::connect(&sock).is_err() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "runzeo did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = support::zodbctl()
+        .arg("bench")
+        .arg(&sock)
+        .args(["-n", "8", "-c", "2", "--phases", "add,cold-read", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["phases"][1]["ops"], 8);
+}

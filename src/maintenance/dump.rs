@@ -1,4 +1,5 @@
-//! `zodbctl dump PATH`: what `fsdump` (`ZODB.FileStorage.fsdump.fsdump`) prints.
+//! `zodbctl dump PATH`: what `fsdump` (`ZODB.FileStorage.fsdump.fsdump`) prints;
+//! `--verbose`: what the same module's field-by-field `Dumper` prints.
 //!
 //! fsdump walks the file with `FileIterator`, which is lenient in its own way: it warns and
 //! stops at a `c` transaction, at a transaction running past the end of the file, at a bad
@@ -31,7 +32,11 @@ pub fn run(_g: &GlobalArgs, args: &DumpArgs) -> Result<u8> {
         .map_err(usage)?;
     let stdout = io::stdout();
     let mut out = BufWriter::with_capacity(1 << 16, stdout.lock());
-    let result = dump(&file, &label, &mut out, &mut |w| eprintln!("{w}"));
+    let result = if args.verbose {
+        dump_fields(&file, &label, &mut out)
+    } else {
+        dump(&file, &label, &mut out, &mut |w| eprintln!("{w}"))
+    };
     let flushed = out.flush();
     match result.and_then(|()| flushed.map_err(anyhow::Error::from)) {
         Ok(()) => Ok(0),
@@ -191,6 +196,94 @@ pub fn dump(
         i += 1;
     }
     Ok(())
+}
+
+/// `fsdump.Dumper(path).dump()`: every header field, walking the file by its lengths
+/// alone (no iterator checks). Where `Dumper` fails an assertion or reads past the end,
+/// this stops with an error naming the position.
+pub fn dump_fields(file: &File, label: &str, out: &mut dyn Write) -> Result<()> {
+    let size = file.metadata()?.len();
+    let mut r = PosReader::new(file, size);
+    let rule = |c: char| c.to_string().repeat(60);
+    writeln!(out, "{}", rule('*'))?;
+    writeln!(out, "file identifier: {}", bytes_repr(r.read(0, 4)?))?;
+    let mut pos = r.read(0, 4)?.len() as u64;
+    loop {
+        let h = r.read(pos, TXN_HDR_LEN as usize)?;
+        if h.is_empty() {
+            return Ok(());
+        }
+        let Ok(h) = <&[u8; TXN_HDR_LEN as usize]>::try_from(h) else {
+            bail!("{label}: transaction header at {pos} is cut off by the end of the file");
+        };
+        let h = TxnHeader::decode(h);
+        let end = u128::from(pos) + u128::from(h.tlen);
+        writeln!(out, "{}", rule('='))?;
+        writeln!(out, "offset: {pos}")?;
+        writeln!(out, "end pos: {end}")?;
+        writeln!(out, "transaction id: {:016x}", h.tid.0)?;
+        writeln!(out, "trec len: {}", h.tlen)?;
+        writeln!(out, "status: {}", bytes_repr(&[h.status.byte()]))?;
+        let mut at = pos + TXN_HDR_LEN;
+        // Dumper starts user and description as '' (a str) and reads bytes only when the
+        // length is non-zero, hence `''` or `b'...'`.
+        for (what, len) in [("user", h.ulen), ("description", h.dlen)] {
+            let text = if len > 0 {
+                bytes_repr(r.read(at, usize::from(len))?)
+            } else {
+                "''".to_owned()
+            };
+            writeln!(out, "{what}: {text}")?;
+            at += u64::from(len);
+        }
+        at += u64::from(h.elen);
+        writeln!(out, "len(extra): {}", h.elen)?;
+        while u128::from(at) < end {
+            let dpos = at;
+            let Some(b) = r
+                .read(dpos, DATA_HDR_LEN as usize)?
+                .get(..)
+                .and_then(|b| <&[u8; 42]>::try_from(b).ok())
+            else {
+                bail!("{label}: data record at {dpos} is cut off by the end of the file");
+            };
+            let d = format::DataHeader::decode(b);
+            writeln!(out, "{}", rule('-'))?;
+            writeln!(out, "offset: {dpos}")?;
+            writeln!(out, "oid: {:016x}", d.oid.0)?;
+            writeln!(out, "revid: {:016x}", d.tid.0)?;
+            writeln!(out, "previous record offset: {}", d.prev)?;
+            writeln!(out, "transaction offset: {}", d.tloc)?;
+            if d.vlen != 0 {
+                bail!(
+                    "{label}: data record at {dpos} has a non-zero version length ({})",
+                    d.vlen
+                );
+            }
+            writeln!(out, "len(data): {}", d.plen)?;
+            at = dpos
+                .saturating_add(DATA_HDR_LEN)
+                .saturating_add(d.plen)
+                .min(size);
+            if d.plen == 0 {
+                let b = r.read(at, 8)?;
+                let Ok(b) = <[u8; 8]>::try_from(b) else {
+                    bail!(
+                        "{label}: backpointer of the data record at {dpos} is cut off by the end of the file"
+                    );
+                };
+                writeln!(out, "backpointer: {}", u64::from_be_bytes(b))?;
+                at += 8;
+            }
+        }
+        let Ok(b) = <[u8; 8]>::try_from(r.read(at, 8)?) else {
+            bail!(
+                "{label}: redundant length of the transaction at {pos} is cut off by the end of the file"
+            );
+        };
+        writeln!(out, "redundant trec len: {}", u64::from_be_bytes(b))?;
+        pos = at + 8;
+    }
 }
 
 /// The data records of one transaction, as `TransactionRecordIterator` yields them.

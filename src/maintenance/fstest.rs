@@ -241,7 +241,7 @@ fn check_drec(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     type Damage = Box<dyn Fn(&mut Vec<u8>)>;

@@ -14,17 +14,31 @@ pub struct PosReader<'f> {
     /// The file's size when the reader was made: reads never go past it, so a damaged
     /// length cannot make us allocate more than the file holds.
     size: u64,
+    /// How much to read ahead on a miss.
+    window: usize,
 }
 
 const WINDOW: usize = 1 << 20;
 
 impl<'f> PosReader<'f> {
+    /// A reader for walking the file forwards (large read-ahead).
     pub fn new(file: &'f File, size: u64) -> Self {
+        Self::with_window(file, size, WINDOW)
+    }
+
+    /// A reader for scattered reads (e.g. current records in oid order): a small
+    /// read-ahead, so each miss costs about one page.
+    pub fn scattered(file: &'f File, size: u64) -> Self {
+        Self::with_window(file, size, 4096)
+    }
+
+    fn with_window(file: &'f File, size: u64, window: usize) -> Self {
         PosReader {
             file,
             buf: Vec::new(),
             start: 0,
             size,
+            window,
         }
     }
 
@@ -36,7 +50,7 @@ impl<'f> PosReader<'f> {
             && (pos - self.start) as usize + len <= self.buf.len();
         if !in_window {
             let room = usize::try_from(self.size.saturating_sub(pos)).unwrap_or(usize::MAX);
-            self.fill(pos, len.max(WINDOW.min(room)))?;
+            self.fill(pos, len.max(self.window.min(room)))?;
         }
         let off = (pos - self.start) as usize;
         let end = (off + len).min(self.buf.len());

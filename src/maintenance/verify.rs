@@ -4,6 +4,8 @@
 //! detected` without a newline) and exits 0; the first damage found is printed on standard
 //! error, exactly as fstest words it, and exits 1. A progress bar is drawn on standard error
 //! for large files when it is a terminal, and cleared before anything else is printed there.
+//! `--deep` adds the checks of [`super::deep`] once fstest's have passed; their findings
+//! go to standard error, each prefixed with the file name, and any error exits 1.
 
 use std::fs::File;
 use std::io::{self, BufWriter, IsTerminal, Write};
@@ -11,6 +13,7 @@ use std::io::{self, BufWriter, IsTerminal, Write};
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+use super::deep::{self, Findings, MAX_REPORTED, Severity};
 use super::fstest::{self, CheckError, Options};
 use crate::cli::{GlobalArgs, VerifyArgs};
 use crate::error::{EXIT_FAILURE, usage};
@@ -55,6 +58,32 @@ pub fn run(_g: &GlobalArgs, args: &VerifyArgs) -> Result<u8> {
         },
     );
     bar.finish_and_clear();
+    let result = match result {
+        Ok(summary) if args.deep => {
+            let bar = if bar.is_hidden() {
+                bar
+            } else {
+                let deep_bar =
+                    ProgressBar::with_draw_target(Some(size), ProgressDrawTarget::stderr());
+                deep_bar.set_style(bar.style());
+                deep_bar
+            };
+            let index = crate::storage::indexfile::index_path(&args.path);
+            let findings = deep::check(&file, Some(&index), &mut |pos| bar.set_position(pos));
+            bar.finish_and_clear();
+            match findings {
+                Ok(findings) => {
+                    out.flush()?;
+                    if report_deep(&label, &findings) {
+                        return Ok(EXIT_FAILURE);
+                    }
+                    Ok(summary)
+                }
+                Err(e) => Err(CheckError::Io(e)),
+            }
+        }
+        other => other,
+    };
     match result {
         Ok(_) => {
             if args.verbose > 0 {
@@ -73,4 +102,25 @@ pub fn run(_g: &GlobalArgs, args: &VerifyArgs) -> Result<u8> {
             Err(e).with_context(|| format!("reading {label}"))
         }
     }
+}
+
+/// Print the deep checks' findings on standard error; true when any is an error.
+fn report_deep(label: &str, f: &Findings) -> bool {
+    for p in &f.problems {
+        match p.severity {
+            Severity::Error => eprintln!("{label}: {}", p.message),
+            Severity::Warning => eprintln!("{label}: warning: {}", p.message),
+        }
+    }
+    let total = f.errors + f.warnings;
+    if total > MAX_REPORTED {
+        eprintln!("{label}: ... and {} more", total - MAX_REPORTED);
+    }
+    if f.errors > 0 {
+        eprintln!(
+            "{label}: {} error(s), {} warning(s) found by the deep checks",
+            f.errors, f.warnings
+        );
+    }
+    f.errors > 0
 }

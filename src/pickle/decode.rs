@@ -90,6 +90,25 @@ pub struct Unpickler<'a> {
     dup_used: bool,
     /// Nodes and string bytes that may still be materialised (set on first use).
     budget: Option<(usize, usize)>,
+    /// The stack, kept between pickles only for its allocation.
+    machine: Machine,
+}
+
+/// Allocations of a finished decoder, for a scan that decodes many small pickles in a row
+/// (allocation is most of the cost of a record's reference scan).
+#[derive(Default)]
+pub(crate) struct Scratch {
+    nodes: Vec<Node>,
+    dense: Vec<Id>,
+    pids: Vec<Id>,
+    machine: Machine,
+}
+
+impl Scratch {
+    /// Buffers grown by an unusually large pickle, better freed than kept around.
+    pub(crate) fn is_large(&self) -> bool {
+        self.nodes.capacity() > 1 << 16 || self.dense.capacity() > 1 << 16
+    }
 }
 
 /// Decode the pickle at the start of `data` (bytes after its `STOP` are ignored, as Python's
@@ -170,11 +189,12 @@ const OP_NAMES: &[(u8, &str)] = &[
 ];
 
 fn op_name(op: u8) -> &'static str {
-    OP_NAMES
-        .iter()
-        .find(|(b, _)| *b == op)
-        .map(|(_, n)| *n)
-        .unwrap_or("?")
+    opcode_name(op).unwrap_or("?")
+}
+
+/// The name of a pickle opcode (`None` for a byte that is no opcode).
+pub fn opcode_name(op: u8) -> Option<&'static str> {
+    OP_NAMES.iter().find(|(b, _)| *b == op).map(|(_, n)| *n)
 }
 
 /// Opcodes of zeo-protocol.md §2.5 (what a fast protocol-3 pickler writes for plain data).
@@ -228,6 +248,38 @@ impl<'a> Unpickler<'a> {
             pids: Vec::new(),
             dup_used: false,
             budget: None,
+            machine: Machine::default(),
+        }
+    }
+
+    /// A decoder reusing the buffers of an earlier one (see [`Scratch`]).
+    pub(crate) fn with_scratch(data: &'a [u8], scratch: Scratch) -> Self {
+        let mut u = Unpickler::new(data);
+        let Scratch {
+            mut nodes,
+            mut dense,
+            mut pids,
+            mut machine,
+        } = scratch;
+        nodes.clear();
+        dense.clear();
+        pids.clear();
+        machine.stack.clear();
+        machine.marks.clear();
+        u.nodes = nodes;
+        u.memo.dense = dense;
+        u.pids = pids;
+        u.machine = machine;
+        u
+    }
+
+    /// Give the buffers back for the next decoder (not worth keeping when [`Scratch::is_large`]).
+    pub(crate) fn into_scratch(self) -> Scratch {
+        Scratch {
+            nodes: self.nodes,
+            dense: self.memo.dense,
+            pids: self.pids,
+            machine: self.machine,
         }
     }
 
@@ -315,10 +367,15 @@ impl<'a> Unpickler<'a> {
             self.nodes.clear();
         }
         self.pids.clear();
-        let mut m = Machine {
-            stack: Vec::new(),
-            marks: Vec::new(),
-        };
+        let mut m = std::mem::take(&mut self.machine);
+        m.stack.clear();
+        m.marks.clear();
+        let result = self.run_with(&mut m);
+        self.machine = m;
+        result
+    }
+
+    fn run_with(&mut self, m: &mut Machine) -> Result<Id, PickleError> {
         if self.at_end() {
             return Err(PickleError {
                 offset: self.pos,
@@ -331,7 +388,7 @@ impl<'a> Unpickler<'a> {
                 offset: start,
                 kind,
             })?;
-            match self.step(op, &mut m) {
+            match self.step(op, m) {
                 Ok(Some(id)) => return Ok(id),
                 Ok(None) => {}
                 Err(kind) => {
@@ -892,7 +949,8 @@ impl Materializer<'_> {
                 v.clone()
             });
         }
-        if !self.in_progress.insert(id) {
+        // Without memo or DUP (`moving`) nothing is shared, so there can be no cycle.
+        if !self.moving && !self.in_progress.insert(id) {
             return Ok(Value::Recursive);
         }
         let d = depth + 1;
@@ -940,7 +998,9 @@ impl Materializer<'_> {
             },
             Node::PersId(p) => Value::PersistentId(self.boxed(p, d)?),
         };
-        self.in_progress.remove(&id);
+        if !self.moving {
+            self.in_progress.remove(&id);
+        }
         Ok(v)
     }
 
@@ -1006,6 +1066,7 @@ impl Memo {
 
 /// The stack with Python 3's mark semantics: after a `MARK`, only values pushed since are
 /// visible to popping opcodes.
+#[derive(Default)]
 struct Machine {
     stack: Vec<Id>,
     marks: Vec<usize>,

@@ -25,7 +25,7 @@ mod decode;
 mod encode;
 mod record;
 
-pub use decode::{Limits, Unpickler, loads};
+pub use decode::{Limits, Unpickler, loads, opcode_name};
 pub use encode::{EncodeError, dumps, write_value};
 pub use record::{Record, decode_record, record_class, reference_oids, references};
 

@@ -1,7 +1,7 @@
 //! ZODB data records: two pickles (class metadata, then state) sharing one memo
 //! (filestorage.md §9.6), and the reference scan of `ZODB.serialize.referencesf` (§9.7).
 
-use super::decode::Unpickler;
+use super::decode::{Scratch, Unpickler};
 use super::{ErrorKind, PickleError, Value};
 
 /// A data record, decoded.
@@ -30,9 +30,20 @@ pub fn decode_record(data: &[u8]) -> Result<Record, PickleError> {
 /// list), except that Python 2 strings with bytes ≥ 0x80 are taken as raw bytes instead of
 /// failing on ASCII decoding (§9.8).
 pub fn references(data: &[u8]) -> Result<Vec<Vec<u8>>, PickleError> {
-    let mut u = Unpickler::new(data);
-    let mut pids = u.load_pids()?;
-    pids.extend(u.load_pids()?);
+    thread_local! {
+        static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::default();
+    }
+    let scratch = SCRATCH.with(|s| s.take());
+    let mut u = Unpickler::with_scratch(data, scratch);
+    let scanned = u.load_pids().and_then(|mut pids| {
+        pids.extend(u.load_pids()?);
+        Ok(pids)
+    });
+    let scratch = u.into_scratch();
+    if !scratch.is_large() {
+        SCRATCH.with(|s| s.replace(scratch));
+    }
+    let pids = scanned?;
     let bad = |what: &str| PickleError {
         offset: 0,
         kind: ErrorKind::Malformed(format!("persistent id {what}")),
@@ -151,6 +162,16 @@ mod tests {
         // ['w', (oid,)] as a persistent id, then a bare-oid persistent id.
         let rec = b"\x80\x03cx\nY\n.\x80\x03](X\x01\x00\x00\x00wC\x08\x00\x00\x00\x00\x00\x00\x00\x07\x85eQC\x08\x00\x00\x00\x00\x00\x00\x00\x09Q\x86.";
         assert_eq!(reference_oids(rec).unwrap(), vec![9]);
+    }
+
+    #[test]
+    fn python2_records_with_8bit_string_oids() {
+        // Protocol 1, as Python 2 ZODB wrote: the oid as SHORT_BINSTRING with a byte >= 0x80
+        // (Python 3's referencesf fails on it; we take the raw bytes).
+        let rec =
+            b"cfoo\nBar\nq\x01.}q\x02U\x01xq\x03(U\x08\x00\x00\x00\x00\x00\x00\x00\x80h\x01tQs.";
+        assert_eq!(reference_oids(rec).unwrap(), vec![0x80]);
+        assert_eq!(record_class(rec).unwrap(), ("foo".into(), "Bar".into()));
     }
 
     #[test]

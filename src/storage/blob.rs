@@ -182,7 +182,7 @@ impl BlobDir {
         if let Err(e) = fs::remove_file(&path)
             && e.kind() != io::ErrorKind::NotFound
         {
-            tracing::warn!("could not remove blob file {}: {e}", path.display());
+            tracing::warn!(target: "ZODB.FileStorage", "could not remove blob file {}: {e}", path.display());
         }
     }
 }

@@ -588,7 +588,7 @@ impl Transaction {
             // The status may or may not be on disk: stop committing, like Python's
             // "Failure in _finish. Closing."
             let msg = format!("sync failed after writing the status byte at {status_pos}: {e}");
-            tracing::error!("{}: {msg}", df.path.display());
+            tracing::error!(target: "ZODB.FileStorage", "{}: {msg}", df.path.display());
             *lock(&storage.inner.broken) = Some(msg);
             self.voted = false;
             return Err(StorageError::io(&df.path, Some(status_pos), e));
@@ -644,7 +644,7 @@ impl Transaction {
 impl Drop for Transaction {
     fn drop(&mut self) {
         if let Err(e) = self.abort_inner() {
-            tracing::error!("aborting transaction: {e}");
+            tracing::error!(target: "ZODB.FileStorage", "aborting transaction: {e}");
         }
     }
 }
@@ -673,7 +673,8 @@ pub mod crash_hook {
 
     static STAGE: AtomicU8 = AtomicU8::new(0);
 
-    /// Make the process announce the stage on stdout and sleep there forever.
+    /// Make the process announce the stage on stdout (`@crash-test@ stage NAME`) and
+    /// sleep there forever.
     pub fn set_crash_stage(stage: Stage) {
         STAGE.store(stage as u8, Ordering::SeqCst);
     }
@@ -682,7 +683,7 @@ pub mod crash_hook {
         if stage != Stage::None && STAGE.load(Ordering::SeqCst) == stage as u8 {
             use std::io::Write;
             let mut out = std::io::stdout();
-            let _ = writeln!(out, "stage {stage:?}");
+            let _ = writeln!(out, "@crash-test@ stage {stage:?}");
             let _ = out.flush();
             loop {
                 std::thread::sleep(std::time::Duration::from_secs(3600));

@@ -51,16 +51,6 @@ impl DataFile {
         }
     }
 
-    pub fn try_clone(&self) -> Result<DataFile> {
-        Ok(DataFile {
-            file: self
-                .file
-                .try_clone()
-                .map_err(|e| StorageError::io(&self.path, None, e))?,
-            path: self.path.clone(),
-        })
-    }
-
     /// Read exactly `buf.len()` bytes at `pos`; running into the end of the file means the
     /// record that pointed here is damaged.
     pub fn read_exact_at(&self, buf: &mut [u8], pos: u64) -> Result<()> {

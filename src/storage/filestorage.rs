@@ -117,7 +117,7 @@ pub(crate) struct Gate {
 
 #[derive(Debug)]
 pub(crate) struct Inner {
-    pub df: DataFile,
+    pub df: Arc<DataFile>,
     pub read_only: bool,
     pub fs21: bool,
     pub state: RwLock<Visible>,
@@ -134,13 +134,30 @@ pub(crate) struct Inner {
     /// Held for the storage's lifetime; released when the last clone is dropped.
     pub _lock: Option<LockFile>,
     pub used_index: bool,
+    /// The position covered by the `Data.fs.index` on disk, when it is known to be ours
+    /// or verified: closing skips rewriting an index that is already current.
+    pub saved_index_pos: Mutex<Option<u64>>,
 }
 
 /// A FileStorage (`Data.fs`): cheap to clone (all clones share one open storage), `Send`
 /// and `Sync`. See the [module documentation](super) for the API tour.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct FileStorage {
     pub(crate) inner: Arc<Inner>,
+}
+
+/// A summary: the index itself would be millions of lines.
+impl std::fmt::Debug for FileStorage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let st = read(&self.inner.state);
+        f.debug_struct("FileStorage")
+            .field("path", &self.inner.df.path)
+            .field("read_only", &self.inner.read_only)
+            .field("objects", &st.index.len())
+            .field("size", &st.pos)
+            .field("last_tid", &st.last_tid)
+            .finish()
+    }
 }
 
 /// One revision returned by [`FileStorage::load_before`].
@@ -213,6 +230,11 @@ impl FileStorage {
             .open(path)
             .map_err(|e| StorageError::io(path, None, e))?;
         let df = DataFile::new(file, path);
+        if !read_only {
+            // A transaction buffer left behind by a crash (we hold the lock, so no writer
+            // is using it; Python truncates it at every open for the same reason).
+            scan::remove_if_exists(&suffixed(path, ".tmp"))?;
+        }
         if opts.create {
             df.file
                 .set_len(0)
@@ -256,10 +278,17 @@ impl FileStorage {
                 fs21 = true;
             }
         }
-        let (mut index, outcome, used_index) = load_index(&df, opts, size)?;
+        let (mut index, outcome, source) = load_index(&df, opts, size)?;
+        let used_index = matches!(source, IndexSource::File { .. });
+        let mut saved_index_pos = match source {
+            IndexSource::File { pos } => Some(pos),
+            _ => None,
+        };
         if !used_index && !read_only {
-            // Python saves right after a full rescan, so the next open is quick.
+            // Python saves right after a full rescan, so the next open is quick (and a
+            // stale index left beside an emptied file is replaced at once).
             save_index(&df, outcome.pos, &index)?;
+            saved_index_pos = Some(outcome.pos);
         }
         index.shrink_to_fit();
         let max_oid = index.max_oid().map_or(0, |o| o.0);
@@ -268,7 +297,7 @@ impl FileStorage {
             None => None,
         };
         warn_if_future(path, outcome.last_tid);
-        tracing::debug!(
+        tracing::debug!(target: "ZODB.FileStorage",
             "opened {}{}: {} objects, end {}, last transaction {}, {}",
             path.display(),
             if read_only { " read-only" } else { "" },
@@ -283,7 +312,7 @@ impl FileStorage {
         );
         Ok(FileStorage {
             inner: Arc::new(Inner {
-                df,
+                df: Arc::new(df),
                 read_only,
                 fs21,
                 state: RwLock::new(Visible {
@@ -304,6 +333,7 @@ impl FileStorage {
                 broken: Mutex::new(None),
                 _lock: lock,
                 used_index,
+                saved_index_pos: Mutex::new(saved_index_pos),
             }),
         })
     }
@@ -621,30 +651,54 @@ impl FileStorage {
         }
     }
 
-    /// Close: write `Data.fs.index` (read-write only) and refuse further commits. Reads
-    /// keep working until the last clone is dropped, which releases the lock file. Waits
-    /// for a commit in progress to end.
+    /// Close: refuse further transactions and write `Data.fs.index` (read-write only).
+    /// Reads keep working until the last clone is dropped, which releases the lock file.
+    /// Does not wait for a transaction in progress: the index covers the committed part,
+    /// and a transaction finished later only appends after it (both Python and zodbctl
+    /// scan what follows the index's position).
     pub fn close(&self) -> Result<()> {
-        if self.inner.read_only || self.inner.closed.load(Ordering::SeqCst) {
+        if self.inner.read_only || self.inner.closed.swap(true, Ordering::SeqCst) {
             return Ok(());
         }
-        // Hold the commit gate so no transaction is between vote and finish.
-        let _gate = self.lock_commit()?;
-        self.inner.closed.store(true, Ordering::SeqCst);
-        let st = read(&self.inner.state);
-        save_index(&self.inner.df, st.pos, &st.index)
+        if lock(&self.inner.broken).is_some() {
+            return Ok(());
+        }
+        self.inner.save_index_if_changed()
+    }
+}
+
+impl Inner {
+    fn save_index_if_changed(&self) -> Result<()> {
+        let st = read(&self.state);
+        let mut saved = lock(&self.saved_index_pos);
+        if *saved == Some(st.pos) {
+            return Ok(());
+        }
+        save_index(&self.df, st.pos, &st.index)?;
+        *saved = Some(st.pos);
+        Ok(())
     }
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
         if !self.read_only && !self.closed.load(Ordering::SeqCst) && lock(&self.broken).is_none() {
-            let st = read(&self.state);
-            if let Err(e) = save_index(&self.df, st.pos, &st.index) {
-                tracing::warn!("{e}");
+            if let Err(e) = self.save_index_if_changed() {
+                tracing::warn!(target: "ZODB.FileStorage", "{e}");
             }
         }
     }
+}
+
+/// Where the index of an open came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum IndexSource {
+    /// An empty file: nothing to index.
+    Empty,
+    /// `Data.fs.index`, covering the file up to `pos`.
+    File { pos: u64 },
+    /// A full scan.
+    Scanned,
 }
 
 fn save_index(df: &DataFile, pos: u64, index: &OidIndex) -> Result<()> {
@@ -656,7 +710,7 @@ fn load_index(
     df: &DataFile,
     opts: &OpenOptions,
     size: u64,
-) -> Result<(OidIndex, ScanOutcome, bool)> {
+) -> Result<(OidIndex, ScanOutcome, IndexSource)> {
     let mut params = ScanParams {
         start: FILE_HDR_LEN,
         start_tid: Tid::ZERO,
@@ -673,7 +727,7 @@ fn load_index(
                 tid_floor: Tid::ZERO,
                 truncated: None,
             },
-            true,
+            IndexSource::Empty,
         ));
     }
     if !opts.ignore_index && opts.stop.is_none() {
@@ -689,20 +743,22 @@ fn load_index(
                         last_tid: outcome.last_tid.max(ltid),
                         ..outcome
                     };
-                    return Ok((index, outcome, true));
+                    return Ok((index, outcome, IndexSource::File { pos }));
                 }
-                None => tracing::warn!(
+                None => tracing::warn!(target: "ZODB.FileStorage",
                     "ignoring index {}: it does not match the data file",
                     ipath.display()
                 ),
             },
             Err(ReadIndexError::Missing) => {}
-            Err(e) => tracing::warn!("ignoring index {}: {e}", ipath.display()),
+            Err(e) => {
+                tracing::warn!(target: "ZODB.FileStorage", "ignoring index {}: {e}", ipath.display())
+            }
         }
     }
     let mut index = OidIndex::new();
     let outcome = scan::scan(df, &mut index, &params)?;
-    Ok((index, outcome, false))
+    Ok((index, outcome, IndexSource::Scanned))
 }
 
 fn warn_if_future(path: &Path, last: Tid) {
@@ -712,12 +768,12 @@ fn warn_if_future(path: &Path, last: Tid) {
     let now = super::timestamp::TimeStamp::now().time_time();
     let ahead = last.timestamp().time_time() - now;
     if ahead > 1800.0 {
-        tracing::error!(
+        tracing::error!(target: "ZODB.FileStorage",
             "{}: database records {ahead:.0} seconds in the future",
             path.display()
         );
-    } else if ahead > 60.0 {
-        tracing::warn!(
+    } else if ahead > 0.0 {
+        tracing::warn!(target: "ZODB.FileStorage",
             "{}: database records {ahead:.0} seconds in the future",
             path.display()
         );

@@ -1,6 +1,8 @@
 //! Walking transactions: the forward iterator (`FileIterator`), its data records, the undo
 //! log, and the backward walks used by undo, restore and the server's invalidation queue.
 
+use std::sync::Arc;
+
 use super::datafile::DataFile;
 use super::error::{Result, StorageError};
 use super::filestorage::FileStorage;
@@ -46,11 +48,11 @@ pub struct DataRecord {
 /// Forward iterator over committed transactions (`storage.iterator(start, stop)`): from
 /// the first tid ≥ `start` through the last tid ≤ `stop`. Like Python it stops silently at
 /// damage; unlike Python it also ends at the committed end, so it never shows a
-/// transaction that is being committed. It owns its file handle: keep it as long as you
-/// like (a server keeps one per client iterator).
+/// transaction that is being committed. It holds a shared read handle and no lock: keep
+/// it as long as you like (a server keeps one per client iterator).
 #[derive(Debug)]
 pub struct TransactionIter {
-    df: DataFile,
+    df: Arc<DataFile>,
     pos: u64,
     end: u64,
     stop: Option<Tid>,
@@ -61,7 +63,7 @@ impl TransactionIter {
     /// The data records of a transaction this iterator (or another one) returned.
     pub fn records(&self, txn: &TransactionInfo) -> RecordIter {
         RecordIter {
-            df: self.df.try_clone().ok(),
+            df: Some(self.df.clone()),
             pos: txn.pos + txn.hlen,
             tend: txn.pos + txn.tlen,
         }
@@ -89,7 +91,7 @@ impl Iterator for TransactionIter {
         match self.df.read_u64(tpos + h.tlen) {
             Ok(red) if red == h.tlen => {}
             Ok(_) => {
-                tracing::warn!(
+                tracing::warn!(target: "ZODB.FileStorage",
                     "{}: redundant transaction length does not match at {tpos}; iteration ends",
                     self.df.path.display()
                 );
@@ -129,7 +131,7 @@ impl Iterator for TransactionIter {
 /// The data records of one transaction.
 #[derive(Debug)]
 pub struct RecordIter {
-    df: Option<DataFile>,
+    df: Option<Arc<DataFile>>,
     pos: u64,
     tend: u64,
 }
@@ -208,7 +210,7 @@ impl FileStorage {
         start: Option<Tid>,
         stop: Option<Tid>,
     ) -> Result<TransactionIter> {
-        let df = self.inner.df.try_clone()?;
+        let df = self.inner.df.clone();
         let end = self.size();
         let pos = match start {
             Some(s) => self.first_at_or_after(s, end)?,
@@ -226,7 +228,7 @@ impl FileStorage {
     /// The data records of a transaction returned by an iterator.
     pub fn transaction_records(&self, txn: &TransactionInfo) -> Result<RecordIter> {
         Ok(RecordIter {
-            df: Some(self.inner.df.try_clone()?),
+            df: Some(self.inner.df.clone()),
             pos: txn.pos + txn.hlen,
             tend: txn.pos + txn.tlen,
         })

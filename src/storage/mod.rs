@@ -71,15 +71,35 @@
 //! Conflict resolution is not attempted (it needs the application's classes): a stale
 //! store is a `Conflict` carrying the committed serial, for client-side resolution.
 //!
-//! [`FileStorage::close`] waits for the commit lock, so abort or finish transactions
-//! first (never call it on a thread that holds a [`Transaction`]).
+//! [`FileStorage::close`] refuses new transactions and saves the index without waiting
+//! for one in progress (which may still finish or abort).
+//!
+//! # Where this differs from Python's FileStorage (deliberately)
+//!
+//! * An explicit tid that is not after the last committed one is refused
+//!   ([`StorageError::TidNotIncreasing`]); Python writes it and the file then fails fstest
+//!   and pack (§3.3).
+//! * No conflict resolution, for stores or undo (§7); ZEO resolves store conflicts on the
+//!   client.
+//! * `restore` treats an unknown `prev_txn` as the hint it is documented to be and writes
+//!   the data; Python 6.4 raises `UndoError("Invalid transaction id")`.
+//! * After removing an unfinished `c` transaction at open, `last_transaction` is the last
+//!   committed tid (Python reports the removed one), and new tids still come after the
+//!   removed one (§2.8).
+//! * The iterator yields `u` (legacy undone) transactions with their records where
+//!   Python's `FileIterator` crashes; it never shows a transaction being committed.
+//! * `FS21` files are readable (read-only); Python 3 refuses them.
+//! * A backpointer is checked to point backwards at a record of the same oid, so a
+//!   damaged pointer is reported instead of followed.
 //!
 //! # Modules
 //!
 //! [`format`](mod@format) documents the byte layout; [`types`] ([`Oid`], [`Tid`], [`TxnMeta`]);
 //! [`timestamp`]; [`error`]; [`index`] (the compact in-memory index, ~8 bytes per
 //! object); [`indexfile`] (Python's `Data.fs.index`); [`blob`] (the blob directory);
-//! [`lock`] (the lock file); `scan` (open-time scan and recovery); `commit`; `iter`.
+//! [`lock`] (the lock file); `scan` (open-time scan and recovery); `commit`; `iter`;
+//! `txnbuf` (the records of the transaction being committed). [`memory`] is the ZEO
+//! server's non-historical memory storage (owned by the server work).
 
 pub mod blob;
 mod commit;

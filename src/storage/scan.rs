@@ -112,13 +112,13 @@ pub fn scan(df: &DataFile, index: &mut OidIndex, params: &ScanParams) -> Result<
         }
         if hb.len() < TXN_HDR_LEN as usize {
             if params.read_only {
-                tracing::warn!(
+                tracing::warn!(target: "ZODB.FileStorage",
                     "{} has {} trailing bytes at {pos}; ignoring them",
                     path.display(),
                     hb.len()
                 );
             } else {
-                tracing::warn!("{} truncated at {pos}", path.display());
+                tracing::warn!(target: "ZODB.FileStorage", "{} truncated at {pos}", path.display());
                 truncate(df, pos, None)?;
                 truncated = Some((pos, None));
             }
@@ -129,7 +129,7 @@ pub fn scan(df: &DataFile, index: &mut OidIndex, params: &ScanParams) -> Result<
                 .map_err(|_| StorageError::corrupted(path, pos, "short transaction header"))?,
         );
         if th.tid <= ltid {
-            tracing::warn!(
+            tracing::warn!(target: "ZODB.FileStorage",
                 "{} time-stamp reduction at {pos}: {} <= {}",
                 path.display(),
                 th.tid,
@@ -143,12 +143,12 @@ pub fn scan(df: &DataFile, index: &mut OidIndex, params: &ScanParams) -> Result<
                 tid_floor = tid_floor.max(th.tid);
             }
             if params.read_only {
-                tracing::warn!(
+                tracing::warn!(target: "ZODB.FileStorage",
                     "{} has an incomplete or unfinished transaction at {pos}; ignoring it",
                     path.display()
                 );
             } else {
-                tracing::warn!(
+                tracing::warn!(target: "ZODB.FileStorage",
                     "{} truncated, possibly due to damaged records at {pos}",
                     path.display()
                 );
@@ -162,7 +162,7 @@ pub fn scan(df: &DataFile, index: &mut OidIndex, params: &ScanParams) -> Result<
             th.status,
             Status::Committed | Status::Undone | Status::Packed
         ) {
-            tracing::warn!(
+            tracing::warn!(target: "ZODB.FileStorage",
                 "{} has invalid status, {:?}, at {pos}",
                 path.display(),
                 th.status.byte() as char
@@ -171,7 +171,7 @@ pub fn scan(df: &DataFile, index: &mut OidIndex, params: &ScanParams) -> Result<
         if th.tlen < th.hlen() {
             let rtl = df.read_u64(file_size - 8)?;
             if file_size.saturating_sub(rtl) < pos || rtl < TXN_HDR_LEN {
-                tracing::error!(
+                tracing::error!(target: "ZODB.FileStorage",
                     "{} has an invalid transaction header at {pos}: the file looks truncated",
                     path.display()
                 );
@@ -252,12 +252,12 @@ pub fn scan(df: &DataFile, index: &mut OidIndex, params: &ScanParams) -> Result<
             let committed = index.get(dh.oid).unwrap_or(0);
             if committed != dh.prev {
                 if dh.prev != 0 {
-                    tracing::error!(
+                    tracing::error!(target: "ZODB.FileStorage",
                         "{} has an incorrect previous pointer at {p}",
                         path.display()
                     );
                 } else {
-                    tracing::warn!(
+                    tracing::warn!(target: "ZODB.FileStorage",
                         "{} has an incorrect previous pointer at {p}",
                         path.display()
                     );
@@ -364,12 +364,14 @@ fn save_tail(df: &DataFile, pos: u64, size: u64) -> Result<Option<PathBuf>> {
 
 fn truncate(df: &DataFile, pos: u64, saved: Option<&Path>) -> Result<()> {
     match saved {
-        Some(tr) => tracing::warn!(
+        Some(tr) => tracing::warn!(target: "ZODB.FileStorage",
             "{}: removed the incomplete transaction at {pos}; its bytes are in {}",
             df.path.display(),
             tr.display()
         ),
-        None => tracing::warn!("{}: removed trailing bytes at {pos}", df.path.display()),
+        None => {
+            tracing::warn!(target: "ZODB.FileStorage", "{}: removed trailing bytes at {pos}", df.path.display())
+        }
     }
     df.file
         .set_len(pos)

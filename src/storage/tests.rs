@@ -596,3 +596,233 @@ fn restore_blob_moves_the_file() {
     );
     assert!(!up.exists());
 }
+
+/// Spec §6: the engine's behaviour on each single-field damage of the tiny file.
+#[test]
+fn corruption_matrix_of_section_6() {
+    let (_d, path) = tmp();
+    let open_both = |bytes: &[u8]| -> (Result<FileStorage>, Result<u64>) {
+        fs::write(&path, bytes).unwrap();
+        // Each case is a different file: the previous case's index must not apply.
+        let _ = fs::remove_file(indexfile::index_path(&path));
+        let ro = OpenOptions::new().read_only(true).open(&path);
+        let ro_len = fs::metadata(&path).unwrap().len();
+        assert_eq!(
+            ro_len,
+            bytes.len() as u64,
+            "read-only open changed the file"
+        );
+        drop(ro.as_ref().ok().cloned());
+        // The read-write storage is closed at once (its size is what the tests need).
+        let rw = OpenOptions::new().open(&path).map(|fs| fs.size());
+        (ro, rw)
+    };
+    // Status 'u' mid-file: the transaction is skipped.
+    let mut b = tiny();
+    b[166 + 16] = b'u';
+    let (ro, rw) = open_both(&b);
+    let ro = ro.unwrap();
+    assert_eq!(ro.len(), 1);
+    assert_eq!(ro.load(Oid(0)).unwrap().1, T1);
+    assert_eq!(rw.unwrap(), 446);
+    // Another status byte: a warning, read as committed.
+    let mut b = tiny();
+    b[166 + 16] = b'x';
+    let (ro, _) = open_both(&b);
+    assert_eq!(ro.unwrap().load(Oid(1)).unwrap().1, T2);
+    // Tid reduction: a warning, read as is.
+    let mut b = tiny();
+    b[166..174].copy_from_slice(&Tid(5).to_bytes());
+    let (ro, _) = open_both(&b);
+    assert_eq!(ro.unwrap().len(), 2);
+    // Data record overrunning its transaction: fatal both ways.
+    let mut b = tiny();
+    b[332 + 34..332 + 42].copy_from_slice(&1000u64.to_be_bytes());
+    let (ro, rw) = open_both(&b);
+    assert!(matches!(ro, Err(StorageError::Corrupted { pos: 332, .. })));
+    assert!(matches!(rw, Err(StorageError::Corrupted { .. })));
+    // tlen < hlen in mid-file: fatal.
+    let mut b = tiny();
+    b[4 + 8..4 + 16].copy_from_slice(&20u64.to_be_bytes());
+    let (ro, rw) = open_both(&b);
+    assert!(
+        matches!(ro, Err(StorageError::Corrupted { pos: 4, .. })),
+        "{ro:?}"
+    );
+    assert!(rw.is_err());
+    // Wrong prev: logged, opens.
+    let mut b = tiny();
+    b[199 + 16..199 + 24].copy_from_slice(&7u64.to_be_bytes());
+    let (ro, rw) = open_both(&b);
+    assert!(ro.is_ok() && rw.is_ok());
+    // vlen != 0: refused.
+    let mut b = tiny();
+    b[52 + 33] = 1;
+    let (ro, _) = open_both(&b);
+    assert!(ro.is_err());
+    // Empty file: read-only sees an empty storage at 4; read-write writes the magic.
+    let (ro, rw) = open_both(b"");
+    assert_eq!(ro.unwrap().size(), 4);
+    assert_eq!(rw.unwrap(), 4);
+    assert_eq!(fs::read(&path).unwrap(), b"FS30");
+}
+
+#[test]
+fn options_stop_create_and_quota() {
+    let (d, path) = tmp();
+    fs::write(&path, tiny()).unwrap();
+    let ro = OpenOptions::new()
+        .read_only(true)
+        .stop(T2)
+        .open(&path)
+        .unwrap();
+    assert_eq!((ro.len(), ro.last_transaction()), (1, T1));
+    let fs = OpenOptions::new().quota(500).open(&path).unwrap();
+    let mut t = fs.begin(meta("big")).unwrap();
+    t.store(Oid(5), Tid::ZERO, &[1; 100]).unwrap();
+    assert!(matches!(
+        t.store(Oid(6), Tid::ZERO, &[1; 100]),
+        Err(StorageError::Quota { quota: 500, .. })
+    ));
+    drop(t);
+    fs.close().unwrap();
+    assert!(matches!(
+        fs.begin(meta("x")),
+        Err(StorageError::Closed { .. })
+    ));
+    assert_eq!(fs.load(Oid(0)).unwrap().1, T2, "reads work after close");
+    drop(fs);
+    let blobs = d.path().join("blobs");
+    fs::create_dir_all(blobs.join("0x00")).unwrap();
+    let fs = OpenOptions::new()
+        .create(true)
+        .blob_dir(&blobs)
+        .open(&path)
+        .unwrap();
+    assert_eq!((fs.len(), fs.size()), (0, 4));
+    assert!(!blobs.join("0x00").exists());
+    assert_eq!(fs::read_to_string(blobs.join(".layout")).unwrap(), "bushy");
+}
+
+#[test]
+fn close_does_not_wait_for_a_transaction_in_progress() {
+    let (_d, path) = tmp();
+    let fs = FileStorage::open(&path).unwrap();
+    let c1 = commit(
+        &fs,
+        &[(Oid(0), Tid::ZERO, b"one"), (Oid(1), Tid::ZERO, b"x")],
+    );
+    let c2 = commit(&fs, &[(Oid(1), c1.tid, b"y".repeat(100).as_slice())]);
+    let mut t = fs.begin(meta("late")).unwrap();
+    t.store(Oid(0), c1.tid, b"two").unwrap();
+    t.vote().unwrap();
+    fs.close().unwrap();
+    assert!(fs.begin(meta("refused")).is_err());
+    let c3 = t.finish().unwrap();
+    drop(fs);
+    let fs = FileStorage::open(&path).unwrap();
+    assert!(fs.used_index_file());
+    assert_eq!(fs.load(Oid(0)).unwrap(), (b"two".to_vec(), c3.tid));
+    assert_eq!(fs.load(Oid(1)).unwrap().1, c2.tid);
+}
+
+/// A small file with undo, deletion and several revisions, for damage tests.
+fn sample_file(path: &Path) -> Vec<u8> {
+    let fs = FileStorage::open(path).unwrap();
+    let c1 = commit(
+        &fs,
+        &[(Oid(0), Tid::ZERO, b"root"), (Oid(1), Tid::ZERO, b"one")],
+    );
+    let c2 = commit(
+        &fs,
+        &[(Oid(1), c1.tid, b"two"), (Oid(2), Tid::ZERO, b"new")],
+    );
+    let mut t = fs.begin(meta("undo")).unwrap();
+    t.undo(c2.tid).unwrap();
+    t.finish().unwrap();
+    let mut t = fs.begin(meta("delete")).unwrap();
+    let serial = fs.get_tid(Oid(0)).unwrap();
+    t.delete(Oid(0), serial).unwrap();
+    t.finish().unwrap();
+    drop(fs);
+    let _ = fs::remove_file(indexfile::index_path(path));
+    fs::read(path).unwrap()
+}
+
+/// Every read API, for damage tests: errors are fine, panics are not.
+fn exercise(fs: &FileStorage) {
+    for oid in 0..4 {
+        let _ = fs.load(Oid(oid));
+        let _ = fs.get_tid(Oid(oid));
+        let _ = fs.history(Oid(oid), 10);
+        let _ = fs.load_before(Oid(oid), Tid::MAX);
+        let _ = fs.load_serial(Oid(oid), fs.last_transaction());
+        let _ = fs.record_iternext(Some(Oid(oid)));
+    }
+    if let Ok(it) = fs.iter_transactions(None, None) {
+        for t in it.take(50).flatten() {
+            if let Ok(recs) = fs.transaction_records(&t) {
+                for _ in recs.take(50) {}
+            }
+        }
+    }
+    let _ = fs.undo_log(0, -20, |_| true);
+    let _ = fs.recent_transactions(10);
+}
+
+mod damage {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 150, ..ProptestConfig::default() })]
+        #[test]
+        fn damaged_index_files_never_panic(flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..3)) {
+            static SAMPLE: std::sync::OnceLock<(Vec<u8>, Vec<u8>)> = std::sync::OnceLock::new();
+            let (_d, path) = tmp();
+            let (data, mut index) = SAMPLE
+                .get_or_init(|| {
+                    let data = sample_file(&path);
+                    drop(FileStorage::open(&path).unwrap());
+                    (data, fs::read(indexfile::index_path(&path)).unwrap())
+                })
+                .clone();
+            for (i, b) in flips {
+                let i = i.index(index.len());
+                index[i] ^= b | 1;
+            }
+            fs::write(&path, &data).unwrap();
+            fs::write(indexfile::index_path(&path), &index).unwrap();
+            if let Ok(fs) = FileStorage::open(&path) {
+                exercise(&fs);
+            }
+        }
+
+        #[test]
+        fn damaged_files_never_panic(flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..4),
+                                     cut in proptest::option::of(any::<prop::sample::Index>())) {
+            static SAMPLE: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+            let (_d, path) = tmp();
+            let mut bytes = SAMPLE.get_or_init(|| sample_file(&path)).clone();
+            for (i, b) in flips {
+                let i = i.index(bytes.len());
+                bytes[i] ^= b | 1;
+            }
+            if let Some(c) = cut {
+                bytes.truncate(c.index(bytes.len()));
+            }
+            fs::write(&path, &bytes).unwrap();
+            if let Ok(fs) = FileStorage::open_read_only(&path) {
+                exercise(&fs);
+            }
+            if let Ok(fs) = FileStorage::open(&path) {
+                exercise(&fs);
+                // A usable storage accepts a new transaction after recovery.
+                if let Ok(mut t) = fs.begin(meta("after")) {
+                    let _ = t.store(Oid(9), Tid::ZERO, b"x");
+                    let _ = t.finish();
+                }
+            }
+        }
+    }
+}

@@ -13,13 +13,21 @@ use std::path::PathBuf;
 /// Bytes kept in memory before spilling to the temporary file.
 pub const SPILL_AT: usize = 16 << 20;
 
-#[derive(Debug)]
 pub struct TxnBuffer {
     /// The records not spilled (all of them for small transactions).
     pub mem: Vec<u8>,
     spill: Option<(File, PathBuf)>,
     spilled: u64,
     tmp_path: PathBuf,
+}
+
+impl std::fmt::Debug for TxnBuffer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TxnBuffer")
+            .field("len", &self.len())
+            .field("spilled", &self.spilled)
+            .finish()
+    }
 }
 
 impl TxnBuffer {

@@ -476,13 +476,15 @@ impl Manager {
                 break EXIT_OK;
             }
             self.wait_for_events();
+            // The program's output first, so its last words precede the manager's lines
+            // about its exit.
+            if let Some(t) = &mut self.transcript {
+                t.copy();
+            }
             self.handle_signals();
             self.reap();
             self.expire_timers();
             self.probe_readiness();
-            if let Some(t) = &mut self.transcript {
-                t.copy();
-            }
             self.serve_connections();
         };
         if let Some(n) = &self.notifier {
@@ -608,8 +610,8 @@ impl Manager {
             cmd.pre_exec(move || {
                 libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
                 if libc::getppid() != manager {
-                    // The manager died before prctl took effect.
-                    return Err(io::Error::other("the manager is gone"));
+                    // The manager died before prctl took effect (no allocation here).
+                    return Err(io::Error::from_raw_os_error(libc::ESRCH));
                 }
                 Ok(())
             });

@@ -502,25 +502,30 @@ async fn read_pass(
         if in_flight.is_empty() {
             return true;
         }
-        let (id, result) = match client.next_reply().await {
-            Ok(r) => r,
-            Err(e) => {
-                stats.error(&e);
-                return false;
-            }
-        };
-        let Some(t0) = in_flight.remove(&id) else {
-            continue;
-        };
-        match result.and_then(check_load) {
-            Ok(()) => {
-                stats.latencies.push(t0.elapsed());
-                stats.ops += 1;
-                if let Some(bar) = bar {
-                    bar.inc(1);
+        // One reply (waiting for it), then every reply already received, then refill.
+        loop {
+            let (id, result) = match client.next_reply().await {
+                Ok(r) => r,
+                Err(e) => {
+                    stats.error(&e);
+                    return false;
+                }
+            };
+            if let Some(t0) = in_flight.remove(&id) {
+                match result.and_then(check_load) {
+                    Ok(()) => {
+                        stats.latencies.push(t0.elapsed());
+                        stats.ops += 1;
+                        if let Some(bar) = bar {
+                            bar.inc(1);
+                        }
+                    }
+                    Err(e) => stats.error(&e),
                 }
             }
-            Err(e) => stats.error(&e),
+            if in_flight.is_empty() || !client.reply_ready() {
+                break;
+            }
         }
     }
 }

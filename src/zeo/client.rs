@@ -154,6 +154,17 @@ impl Client {
         Ok(())
     }
 
+    /// Whether a whole frame is already buffered, so that [`Client::next_reply`] will not
+    /// wait on the socket (lets a pipelining caller take all ready replies before it
+    /// writes again, instead of one write per reply).
+    pub fn reply_ready(&self) -> bool {
+        let buf = self.reader.buffer();
+        buf.len() >= 4 && {
+            let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+            buf.len() - 4 >= len
+        }
+    }
+
     /// The next reply, skipping server→client calls. An error reply is `Err(Remote)` in the
     /// second element; a broken connection is the outer error.
     pub async fn next_reply(&mut self) -> Result<Reply, ClientError> {

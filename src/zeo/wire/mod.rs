@@ -15,11 +15,21 @@
 //!   to the same bytes (also for loadBefore's `(oid, tid)` msgid).
 //! - The client side ([`encode_request`], [`decode_server_message`]) is used by `zodbctl
 //!   bench` and the tests.
+//! - [`from_pickle`] / [`to_pickle`] convert between [`Value`] and crate::pickle's tree for
+//!   values the storage keeps as pickles (transaction extensions).
+//!
+//! Type mapping: `Bytes`/`Str` never mix; `List` and `Tuple` stay distinct in pickle and are
+//! both arrays in msgpack (decoded as `Tuple`, like `use_list=False`); ints are `i64` (wider
+//! ones are refused, as no ZEO value needs them); msgpack map keys must be text or bytes.
+//! Incoming pickles may carry only the opcodes of §2.5 plus `ZopeUndo.Prefix` (as
+//! `Value::Global { args: [path] }`); trailing bytes after a pickle's `STOP` are ignored as
+//! Python does, after a msgpack message they are an error as in `msgpack.unpackb`.
 
 mod frame;
 pub mod handshake;
 mod message;
 mod msgpack;
+mod zdecode;
 mod zpickle;
 
 pub use frame::{DEFAULT_MAX_FRAME, frame, push_frame, read_frame, write_frame};
