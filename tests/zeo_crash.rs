@@ -155,7 +155,6 @@ fn python(args: &[&str]) {
 }
 
 #[test]
-#[ignore = "needs the FileStorage backend of `zodbctl serve -f` (in progress in src/zeo); passes against runzeo with ZEO_CRASH_SERVER=runzeo"]
 fn kill_9_during_commits_loses_no_acknowledged_transaction() {
     let dir = tempfile::tempdir().expect("tempdir");
     let datafs = dir.path().join("Data.fs");
