@@ -445,3 +445,31 @@ fn serves_a_zconfig_zeo_conf() {
     assert!(out.contains("OK sessions"), "{out}");
     assert_eq!(server.terminate(), 0);
 }
+
+#[test]
+fn serves_on_a_unix_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs_path = dir.path().join("Data.fs");
+    let sock = dir.path().join("zeo.sock");
+    let log = fs::File::create(dir.path().join("server.log")).unwrap();
+    let mut child = support::zodbctl()
+        .args(["serve", "-a", s(&sock), "-f", s(&fs_path)])
+        .stdin(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("spawn");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !sock.exists() {
+        assert!(Instant::now() < deadline, "no socket");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = scenario(&["two_dbs", s(&sock)]);
+    assert!(out.contains("OK two_dbs"), "{out}");
+    // SAFETY: kill(2) on our own child.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+    assert!(!sock.exists(), "socket file left behind");
+}
