@@ -1,6 +1,7 @@
 //! The supervisor against the real Python tools: zdaemon's controller reads our control
 //! socket; a real `runzeo` is supervised (readiness by the ZEO handshake, log reopen through
-//! SIGUSR2); a cluster starts its client only once the server answers.
+//! SIGUSR2); a cluster starts its client (a Python program) only once its server (zodbctl's
+//! own) answers.
 
 mod support;
 
@@ -169,7 +170,7 @@ fn runzeo_is_ready_when_it_answers_and_reopens_its_log() {
             .contains("transcript reopened")
     );
 
-    let out = z(dir.path(), &["logtail", "-n", "1"]);
+    let out = z(dir.path(), &["logtail", "-n", "5"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("Log files reopened"));
 
     let out = z(dir.path(), &["stop"]);
@@ -185,7 +186,14 @@ fn runzeo_is_ready_when_it_answers_and_reopens_its_log() {
 fn a_cluster_starts_its_client_once_the_server_is_ready() {
     let dir = tempfile::tempdir().unwrap();
     let port = support::free_port();
-    runzeo_instance(&dir.path().join("server"), port);
+    // The server is zodbctl's own (`serve`, the default program of a server instance).
+    let out = support::zodbctl()
+        .args(["create", "server"])
+        .arg(dir.path().join("server"))
+        .args(["--address", &format!("127.0.0.1:{port}")])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
     let client = dir.path().join("client");
     std::fs::create_dir_all(client.join("etc")).unwrap();
     // The client's program records whether the server answered when it started.
@@ -249,4 +257,51 @@ fn a_cluster_starts_its_client_once_the_server_is_ready() {
     let server_at = stdout.find("server: ").expect("server line");
     assert!(client_at < server_at, "{stdout}");
     assert_eq!(z(dir.path(), &["status"]).status.code(), Some(3));
+}
+
+#[test]
+fn zeoctl_controls_a_mkzeoinstance_home_started_by_zodbctl() {
+    let top = tempfile::tempdir().unwrap();
+    let home = top.path().join("zeo");
+    let port = support::free_port();
+    let out = std::process::Command::new(venv_bin("mkzeoinstance"))
+        .arg(&home)
+        .arg(format!("127.0.0.1:{port}"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let _stop = Stopper(home.clone());
+    // zodbctl reads the generated etc/zeo.conf and serves it itself.
+    let out = z(&home, &["start"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let pid = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .rsplit('=')
+        .next()
+        .unwrap()
+        .to_owned();
+    // The generated bin/zeoctl (zdaemon's controller with ZEO's schema) finds the manager on
+    // the socket named in zeo.conf and reads its status.
+    let out = std::process::Command::new(home.join("bin/zeoctl"))
+        .arg("status")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&format!("program running; pid={pid}")),
+        "{}",
+        text(&out)
+    );
+    let out = std::process::Command::new(home.join("bin/zeoctl"))
+        .arg("stop")
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("daemon process stopped"),
+        "{}",
+        text(&out)
+    );
+    assert!(wait_until(Duration::from_secs(5), || {
+        z(&home, &["status"]).status.code() == Some(3)
+    }));
 }

@@ -1,12 +1,12 @@
 //! `zodbctl serve` with real Python ZODB/ZEO clients and real Python FileStorage files:
 //! invalidations and conflicts between two DBs, persistent client caches across a restart,
-//! Data.fs compatibility both ways (fstest, identical reads), kill -9 during commits,
-//! read-only serving, several storages, status, signals.
+//! Data.fs compatibility both ways (fstest, identical reads), read-only serving, several
+//! storages, status, signals, transaction timeout, TLS, configuration files. (kill -9 during
+//! commits is `zeo_crash.rs`, hostile clients `zeo_hostile.rs`.)
 
 mod support;
 
 use std::fs;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -108,10 +108,6 @@ impl Drop for Server {
 fn scenario(args: &[&str]) -> String {
     let out = support::run_python(SCENARIOS, args);
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn scenario_cmd(args: &[&str]) -> Command {
-    support::python_command(SCENARIOS, args)
 }
 
 fn s(p: &Path) -> &str {
@@ -218,62 +214,6 @@ fn python_written_datafs_is_served_identically() {
 }
 
 #[test]
-fn kill_9_during_commits_loses_no_acknowledged_transaction() {
-    let dir = tempfile::tempdir().unwrap();
-    let fs_path = dir.path().join("Data.fs");
-    let server = Server::start(dir.path(), &["-f", s(&fs_path)]);
-    let addr = server.addr();
-    let mut writers = Vec::new();
-    let mut acks = Vec::new();
-    for i in 0..3 {
-        let ack = dir.path().join(format!("ack{i}.txt"));
-        let name = format!("w{i}");
-        let child = scenario_cmd(&["writer", &addr, &name, "20", s(&ack)])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn writer");
-        writers.push(child);
-        acks.push(ack);
-    }
-    // Let them commit for a while, then kill the server mid-stream.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let n: usize = acks
-            .iter()
-            .map(|a| fs::read_to_string(a).unwrap_or_default().lines().count())
-            .sum();
-        if n >= 60 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "writers made no progress");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    server.signal(libc::SIGKILL);
-    drop(server);
-    let mut writer_errors = String::new();
-    for mut w in writers {
-        let _ = w.wait();
-        if let Some(mut e) = w.stderr.take() {
-            let _ = e.read_to_string(&mut writer_errors);
-        }
-    }
-    // The restarted server recovers the file; every acknowledged commit is there.
-    let server = Server::start(dir.path(), &["-f", s(&fs_path)]);
-    assert_eq!(server.terminate(), 0);
-    fstest(&fs_path);
-    let mut args = vec!["check_acks", s(&fs_path)];
-    args.extend(acks.iter().map(|a| s(a)));
-    let out = scenario_cmd(&args).output().expect("check_acks");
-    assert!(
-        out.status.success(),
-        "{}\n{}\nwriters:\n{writer_errors}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-#[test]
 fn read_only_server_serves_read_only_and_fallback_clients() {
     let dir = tempfile::tempdir().unwrap();
     let fs_path = dir.path().join("Data.fs");
@@ -333,4 +273,203 @@ fn sigterm_writes_the_index_removes_the_pid_file_and_sigusr2_reopens_the_log() {
     assert!(text.contains("Log files reopened successfully"), "{text}");
     assert!(text.contains("terminated by SIGTERM"), "{text}");
     assert!(dir.path().join("Data.fs.index").exists());
+}
+
+#[test]
+fn transaction_timeout_aborts_releases_the_lock_and_closes() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs_path = dir.path().join("Data.fs");
+    let server = Server::start(dir.path(), &["-f", s(&fs_path), "-t", "1"]);
+    let out = scenario(&["txn_timeout", &server.addr()]);
+    assert!(out.contains("OK txn_timeout"), "{out}");
+    let log = server.log_text();
+    assert!(log.contains("Transaction timeout after 1 seconds"), "{log}");
+    assert_eq!(server.terminate(), 0);
+}
+
+fn openssl(dir: &Path, args: &[&str]) -> bool {
+    Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|st| st.success())
+}
+
+#[test]
+fn mutual_tls_from_a_toml_configuration() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // A CA, a server certificate and a client certificate signed by it (v3 certificates,
+    // the client's with clientAuth: webpki refuses v1 certificates).
+    fs::write(
+        d.join("cext.cnf"),
+        "basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n",
+    )
+    .unwrap();
+    let ok = openssl(
+        d,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=test-ca",
+        ],
+    ) && openssl(
+        d,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=localhost",
+        ],
+    ) && {
+        fs::write(
+            d.join("ext.cnf"),
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\n",
+        )
+        .unwrap();
+        openssl(
+            d,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                "server.csr",
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                "server.pem",
+                "-days",
+                "2",
+                "-extfile",
+                "ext.cnf",
+            ],
+        )
+    } && openssl(
+        d,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "client.key",
+            "-out",
+            "client.csr",
+            "-subj",
+            "/CN=client",
+        ],
+    ) && openssl(
+        d,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "client.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "client.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "cext.cnf",
+        ],
+    );
+    if !ok {
+        eprintln!("openssl is not available; skipping the TLS test");
+        return;
+    }
+    fs::create_dir_all(d.join("etc")).unwrap();
+    fs::write(
+        d.join("etc/zeo.toml"),
+        "[zeo]\naddress = \"127.0.0.1:0\"\n[zeo.tls]\ncertificate = \"server.pem\"\n\
+         key = \"server.key\"\nauthenticate = \"ca.pem\"\n\
+         [storages.1]\ntype = \"file\"\npath = \"var/Data.fs\"\n\
+         [eventlog]\npath = \"STDERR\"\n",
+    )
+    .unwrap();
+    fs::create_dir_all(d.join("var")).unwrap();
+    let server = Server::start(d, &["-C", s(&d.join("etc/zeo.toml"))]);
+    let out = scenario(&[
+        "tls",
+        &server.addr(),
+        s(&d.join("ca.pem")),
+        s(&d.join("client.pem")),
+        s(&d.join("client.key")),
+    ]);
+    assert!(out.contains("OK tls"), "{out}");
+    assert_eq!(server.terminate(), 0);
+    assert!(!d.join("var/zeo.pid").exists(), "pid file left behind");
+}
+
+#[test]
+fn serves_a_zconfig_zeo_conf() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    fs::create_dir_all(d.join("etc")).unwrap();
+    fs::create_dir_all(d.join("var")).unwrap();
+    fs::write(
+        d.join("etc/zeo.conf"),
+        "<zeo>\n  address 127.0.0.1:0\n  msgpack true\n</zeo>\n\
+         <filestorage 1>\n  path var/Data.fs\n</filestorage>\n\
+         <mappingstorage sessions>\n</mappingstorage>\n\
+         <eventlog>\n  <logfile>\n    path STDERR\n  </logfile>\n</eventlog>\n",
+    )
+    .unwrap();
+    let server = Server::start(d, &["-C", s(&d.join("etc/zeo.conf"))]);
+    let out = scenario(&["sessions", &server.addr()]);
+    assert!(out.contains("OK sessions"), "{out}");
+    assert_eq!(server.terminate(), 0);
+}
+
+#[test]
+fn serves_on_a_unix_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs_path = dir.path().join("Data.fs");
+    let sock = dir.path().join("zeo.sock");
+    let log = fs::File::create(dir.path().join("server.log")).unwrap();
+    let mut child = support::zodbctl()
+        .args(["serve", "-a", s(&sock), "-f", s(&fs_path)])
+        .stdin(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("spawn");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !sock.exists() {
+        assert!(Instant::now() < deadline, "no socket");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = scenario(&["two_dbs", s(&sock)]);
+    assert!(out.contains("OK two_dbs"), "{out}");
+    // SAFETY: kill(2) on our own child.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+    assert!(!sock.exists(), "socket file left behind");
 }

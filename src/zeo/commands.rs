@@ -24,13 +24,16 @@ pub const DEFAULT_HISTORY: Duration = Duration::from_secs(300);
 
 pub fn serve(g: &GlobalArgs, args: &ServeArgs) -> Result<u8> {
     let config = build_config(g, args)?;
+    if let Some(dir) = config.log_file.as_ref().and_then(|p| p.parent()) {
+        let _ = std::fs::create_dir_all(dir);
+    }
     let log = match &config.log_file {
         Some(p) => LogTarget::file(p)
             .with_context(|| format!("opening the log file {}", p.display()))
             .map_err(usage)?,
         None => LogTarget::stderr(),
     };
-    let dispatch = log.dispatch();
+    let dispatch = log.dispatch(config.log_level.as_deref());
     let _log_guard = tracing::dispatcher::set_default(&dispatch);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -127,11 +130,66 @@ fn build_config(g: &GlobalArgs, args: &ServeArgs) -> Result<ServerConfig> {
     Ok(config)
 }
 
+/// A server configuration from the instance's TOML or a ZConfig zeo.conf; relative paths are
+/// relative to the instance directory.
 fn config_from_file(path: &Path) -> Result<ServerConfig> {
-    Err(usage(anyhow!(
-        "{}: reading server configuration files needs the instance configuration module",
-        path.display()
-    )))
+    use crate::instance::{self, Address, StorageConfig as Stor};
+    let inst = instance::load(path).map_err(usage)?;
+    for n in &inst.notices {
+        eprintln!("zodbctl: {n}");
+    }
+    let Some(sc) = inst.server() else {
+        return Err(usage(anyhow!(
+            "{} is a {} configuration, not a server's",
+            path.display(),
+            inst.config.kind_name()
+        )));
+    };
+    let z = &sc.zeo;
+    let address = match &z.address {
+        Address::Tcp { host, port } => super::config::ListenAddr::Tcp {
+            host: host.clone(),
+            port: *port,
+        },
+        Address::Unix(p) => super::config::ListenAddr::Unix(inst.resolve(p)),
+    };
+    let mut c = ServerConfig::new(address);
+    c.read_only = z.read_only;
+    c.invalidation_queue_size = z.invalidation_queue_size as usize;
+    c.invalidation_age = z.invalidation_age.map(|s| s.as_secs_f64());
+    c.transaction_timeout = z.transaction_timeout.map(|s| s.duration());
+    if z.msgpack {
+        c.encoding = Encoding::Msgpack;
+    }
+    c.pid_file = Some(inst.resolve(&z.pid_file));
+    c.max_frame = usize::try_from(z.max_frame_size.bytes()).unwrap_or(usize::MAX);
+    c.tls = z.tls.as_ref().map(|t| super::config::TlsConfig {
+        certificate: inst.resolve(&t.certificate),
+        key: t.key.as_ref().map(|k| inst.resolve(k)),
+        authenticate: Some(inst.resolve(&t.authenticate)),
+    });
+    c.log_file = match sc.eventlog.stream() {
+        Some(_) => None,
+        None => Some(inst.resolve(&sc.eventlog.path)),
+    };
+    c.log_level = Some(sc.eventlog.level.tracing_directive().to_string());
+    for (name, st) in &sc.storages {
+        let kind = match st {
+            Stor::File(f) => StorageKind::File {
+                path: inst.resolve(&f.path),
+                blob_dir: f.blob_dir.as_ref().map(|b| inst.resolve(b)),
+                read_only: f.read_only,
+            },
+            Stor::Memory(m) => StorageKind::Memory {
+                history: m.history_seconds.duration(),
+            },
+        };
+        c.storages.push(StorageConfig {
+            name: name.clone(),
+            kind,
+        });
+    }
+    Ok(c)
 }
 
 fn open_storages(config: &ServerConfig) -> Result<Vec<(String, Arc<StorageState>)>> {

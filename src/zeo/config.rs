@@ -99,6 +99,8 @@ pub struct ServerConfig {
     pub invalidation_age: Option<f64>,
     pub pid_file: Option<PathBuf>,
     pub log_file: Option<PathBuf>,
+    /// Log level from the configuration (`ZODBCTL_LOG` overrides it).
+    pub log_level: Option<String>,
     /// Largest accepted request frame.
     pub max_frame: usize,
     /// Largest amount of unsent output per connection before it is closed.
@@ -124,6 +126,7 @@ impl ServerConfig {
             invalidation_age: None,
             pid_file: None,
             log_file: None,
+            log_level: None,
             max_frame: DEFAULT_MAX_FRAME,
             max_outbuf: DEFAULT_MAX_OUTBUF,
             tls: None,

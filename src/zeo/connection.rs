@@ -37,6 +37,9 @@ const BLOB_CHUNK: usize = 59_000;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Iterators one connection may keep open.
 const MAX_ITERATORS: usize = 10_000;
+/// Object data one transaction may buffer before its vote (large values travel as blobs,
+/// which go to files); past it the transaction fails and the connection is closed.
+const MAX_TXN_BYTES: usize = 1 << 30;
 
 type LockWait = Pin<Box<dyn Future<Output = OwnedMutexGuard<()>> + Send>>;
 
@@ -97,6 +100,8 @@ struct Txn {
     id: Value,
     meta: TxnMeta,
     ops: Vec<Op>,
+    /// Bytes of object data in `ops`.
+    bytes: usize,
     /// Present between a successful vote and finish/abort.
     commit: Option<Box<dyn Commit>>,
     undo_oids: Vec<Oid>,
@@ -154,7 +159,7 @@ where
     let (ftx, mut frames) = mpsc::channel(READ_AHEAD_FRAMES);
     let reader = tokio::spawn(read_frames(rd, ctx.config.max_frame, ftx));
     let id = ctx.next_conn.fetch_add(1, Ordering::Relaxed);
-    debug!(target: LOG_SERVER, "Connected server protocol {peer}");
+    info!(target: LOG_SERVER, "Connected server protocol {peer}");
 
     let first = tokio::time::timeout(HANDSHAKE_TIMEOUT, frames.recv()).await;
     let enc = match first {
@@ -219,11 +224,21 @@ where
                 }
                 None => break,
             },
-            guard = async { conn.vote_wait.as_mut().map(|(_, f)| f).expect("guarded").await },
+            guard = async {
+                match conn.vote_wait.as_mut() {
+                    Some((_, f)) => f.await,
+                    None => std::future::pending().await,
+                }
+            },
                 if conn.vote_wait.is_some() => {
                 conn.on_lock(guard);
             }
-            () = async { tokio::time::sleep_until(conn.deadline.expect("guarded")).await },
+            () = async {
+                match conn.deadline {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
+            },
                 if conn.deadline.is_some() => {
                 let secs = conn.ctx.config.transaction_timeout.map_or(0.0, |d| d.as_secs_f64());
                 error!(target: LOG_STORAGE, "({}) Transaction timeout after {secs} seconds", conn.label);
@@ -1096,6 +1111,7 @@ impl Conn {
             id,
             meta,
             ops: Vec::new(),
+            bytes: 0,
             commit: None,
             undo_oids: Vec::new(),
         });
@@ -1123,6 +1139,19 @@ impl Conn {
             return Err(Fail::args(
                 "ZODB.POSException.StorageTransactionError",
                 "the transaction has already voted",
+            ));
+        }
+        txn.bytes += match &op {
+            Op::Store { data, .. } | Op::StoreBlob { data, .. } => data.len(),
+            Op::Restore { data, .. } => data.as_ref().map_or(0, Vec::len),
+            _ => 0,
+        };
+        if txn.bytes > MAX_TXN_BYTES {
+            return Err(Fail::args(
+                "ZODB.POSException.StorageTransactionError",
+                format!(
+                    "transaction data exceeds {MAX_TXN_BYTES} bytes; store large values as blobs"
+                ),
             ));
         }
         txn.ops.push(op);

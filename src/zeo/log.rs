@@ -44,9 +44,9 @@ impl LogTarget {
     /// The server's subscriber (level from `ZODBCTL_LOG`, default info). `main` already
     /// installed a global stderr subscriber, so the server sets this one as the default of
     /// each of its threads instead (see `commands::serve`).
-    pub fn dispatch(&self) -> tracing::Dispatch {
+    pub fn dispatch(&self, level: Option<&str>) -> tracing::Dispatch {
         let filter = EnvFilter::try_from_env(crate::logging::LOG_ENV)
-            .unwrap_or_else(|_| EnvFilter::new("info"));
+            .unwrap_or_else(|_| EnvFilter::new(level.unwrap_or("info")));
         let subscriber = tracing_subscriber::fmt()
             .with_env_filter(filter)
             .event_format(RunzeoFormat)

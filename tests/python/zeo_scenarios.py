@@ -296,5 +296,65 @@ def status(address):
     print("OK status")
 
 
+
+
+def txn_timeout(address):
+    """A client that votes and then sits on the commit lock past transaction-timeout: the
+    server aborts its transaction, releases the lock and closes its connection, so another
+    client commits."""
+    from ZODB.Connection import TransactionMetaData
+    from ZODB.tests.MinPO import MinPO
+    from ZODB.tests.StorageTestBase import zodb_pickle
+    from ZODB.utils import z64
+    hog = ZEO.ClientStorage.ClientStorage(addr(address), wait_timeout=20)
+    t = TransactionMetaData()
+    hog.tpc_begin(t)
+    oid = hog.new_oid()
+    hog.store(oid, z64, zodb_pickle(MinPO(1)), "", t)
+    hog.tpc_vote(t)
+    start = time.time()
+    other = ZEO.DB(addr(address), wait_timeout=20)
+    tm = transaction.TransactionManager()
+    c = other.open(tm)
+    c.root()["after"] = 1
+    tm.commit()
+    waited = time.time() - start
+    assert waited < 15, waited
+    try:
+        hog.tpc_finish(t)
+    except Exception:
+        pass
+    else:
+        raise AssertionError("the timed-out transaction was committed")
+    hog.close()
+    other.close()
+    print("OK txn_timeout waited=%.1f" % waited)
+
+
+def tls(address, ca, cert, key):
+    """A client with a certificate signed by the server's client CA."""
+    import ssl
+    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca)
+    ctx.load_cert_chain(cert, key)
+    ctx.check_hostname = False
+    db = ZEO.DB(addr(address), ssl=ctx, wait_timeout=20)
+    tm = transaction.TransactionManager()
+    c = db.open(tm)
+    c.root()["tls"] = PersistentMapping(ok=True)
+    tm.commit()
+    db.close()
+    # Without a client certificate the server refuses the connection.
+    ctx2 = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca)
+    ctx2.check_hostname = False
+    try:
+        cs = ZEO.ClientStorage.ClientStorage(addr(address), ssl=ctx2, wait_timeout=3)
+    except Exception:
+        pass
+    else:
+        cs.close()
+        raise AssertionError("connected without a client certificate")
+    print("OK tls")
+
+
 if __name__ == "__main__":
     globals()[sys.argv[1]](*sys.argv[2:])
