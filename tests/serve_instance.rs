@@ -26,7 +26,10 @@ fn serve_uses_the_instance_named_by_dash_i() {
         .expect("start zodbctl serve");
     let deadline = Instant::now() + Duration::from_secs(20);
     while std::net::TcpStream::connect(&address).is_err() {
-        assert!(Instant::now() < deadline, "server did not listen on {address}");
+        assert!(
+            Instant::now() < deadline,
+            "server did not listen on {address}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     support::run_python(
