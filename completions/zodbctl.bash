@@ -1220,7 +1220,7 @@ _zodbctl() {
             return 0
             ;;
         zodbctl__subcmd__status)
-            opts="-i -C -h -V --json --instance --config --help --version"
+            opts="-l -i -C -h -V --json --long --instance --config --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

@@ -150,6 +150,7 @@ complete -c zodbctl -n "__fish_zodbctl_using_subcommand restart" -s V -l version
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand status" -s i -l instance -d 'The instance (or cluster) directory to act on' -r -F
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand status" -s C -l config -d 'Use this configuration file instead of the instance\'s own' -r -F
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand status" -l json -d 'Print one JSON record per instance'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand status" -s l -l long -d 'Also print the manager\'s raw status block (zdaemon\'s `status -l`)'
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand status" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand status" -s V -l version -d 'Print version'
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand kill" -s i -l instance -d 'The instance (or cluster) directory to act on' -r -F

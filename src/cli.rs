@@ -312,6 +312,9 @@ pub struct StatusArgs {
     /// Print one JSON record per instance.
     #[arg(long)]
     pub json: bool,
+    /// Also print the manager's raw status block (zdaemon's `status -l`).
+    #[arg(short = 'l', long, conflicts_with = "json")]
+    pub long: bool,
 }
 
 #[derive(Debug, Args)]

@@ -114,9 +114,18 @@ fn zdaemons_controller_reads_our_socket() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert_eq!(String::from_utf8_lossy(&out.stdout), ours);
 
-    // The raw block parses for zdaemon too: no "managing a different program" warning.
+    // The raw block parses for zdaemon too: no "managing a different program" warning; its
+    // `status -l` and ours print the same lines (but for the `now=` clock).
     let out = zdaemon(&["status", "-l"]);
     let raw = String::from_utf8_lossy(&out.stdout);
+    let ours = z(dir.path(), &["status", "-l"]);
+    let strip = |t: &str| -> String {
+        t.lines()
+            .filter(|l| !l.starts_with("now="))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert_eq!(strip(&raw), strip(&String::from_utf8_lossy(&ours.stdout)));
     assert!(!raw.contains("WARNING"), "{raw}");
     assert!(raw.contains("args=['sleep', '100']"), "{raw}");
     assert!(raw.contains("filename='"), "{raw}");
