@@ -258,3 +258,50 @@ fn a_cluster_starts_its_client_once_the_server_is_ready() {
     assert!(client_at < server_at, "{stdout}");
     assert_eq!(z(dir.path(), &["status"]).status.code(), Some(3));
 }
+
+#[test]
+fn zeoctl_controls_a_mkzeoinstance_home_started_by_zodbctl() {
+    let top = tempfile::tempdir().unwrap();
+    let home = top.path().join("zeo");
+    let port = support::free_port();
+    let out = std::process::Command::new(venv_bin("mkzeoinstance"))
+        .arg(&home)
+        .arg(format!("127.0.0.1:{port}"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let _stop = Stopper(home.clone());
+    // zodbctl reads the generated etc/zeo.conf and serves it itself.
+    let out = z(&home, &["start"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let pid = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .rsplit('=')
+        .next()
+        .unwrap()
+        .to_owned();
+    // The generated bin/zeoctl (zdaemon's controller with ZEO's schema) finds the manager on
+    // the socket named in zeo.conf and reads its status.
+    let out = std::process::Command::new(home.join("bin/zeoctl"))
+        .arg("status")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&format!("program running; pid={pid}")),
+        "{}",
+        text(&out)
+    );
+    let out = std::process::Command::new(home.join("bin/zeoctl"))
+        .arg("stop")
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("daemon process stopped"),
+        "{}",
+        text(&out)
+    );
+    assert!(wait_until(Duration::from_secs(5), || {
+        z(&home, &["status"]).status.code() == Some(3)
+    }));
+}

@@ -305,7 +305,7 @@ fn restart_one(s: &Settings, out: &Out) -> Result<u8> {
 }
 
 pub fn start(g: &GlobalArgs, args: &StartArgs) -> Result<u8> {
-    let target = config::load(g)?;
+    let target = config::load_noting(g)?;
     if args.foreground {
         return run_foreground(&target.single("start --foreground")?);
     }

@@ -66,8 +66,15 @@ pub fn instance_dir(g: &GlobalArgs) -> Result<PathBuf> {
 }
 
 /// Locate and load the target of a command (`-C`, `-i`, `$ZODBCTL_INSTANCE`, the current
-/// directory).
+/// directory). Notices about a legacy zeo.conf are left to `start` and `show`, so that
+/// `status` in a monitoring script prints nothing on stderr.
 pub fn load(g: &GlobalArgs) -> Result<Target> {
+    let inst = instance::locate(g).map_err(usage)?;
+    target_of(&inst)
+}
+
+/// [`load`], telling the user about configuration keys read but not acted on.
+pub fn load_noting(g: &GlobalArgs) -> Result<Target> {
     let inst = instance::locate(g).map_err(usage)?;
     instance::commands::report_notices(&inst.notices);
     target_of(&inst)

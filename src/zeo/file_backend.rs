@@ -124,6 +124,17 @@ impl Backend for FileBackend {
     }
 
     fn load_before(&self, o: &Oid, before: &Tid) -> Result<Option<Loaded>, StoreError> {
+        // Nearly every load asks for the current revision (before = the client's view, after
+        // the last commit): the engine's `load` reads it with one pread where the walk below
+        // reads the header and then the data. When the current record precedes `before` it is
+        // the answer and nothing ends it; anything else (older views, deletions, errors) takes
+        // the general path.
+        if let Ok((data, start)) = self.fs.load(oid(o)) {
+            let start = start.to_bytes();
+            if start < *before {
+                return Ok(Some((data, start, None)));
+            }
+        }
         Ok(self
             .fs
             .load_before(oid(o), tid(before))
