@@ -269,6 +269,10 @@ fn exit_codes_0_and_2_end_the_manager() {
     let inst = Instance::new("program = \"sh -c 'exit 2'\"");
     let out = inst.z(&["start", "--foreground"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    // `daemon = false`: `start` itself runs the manager and returns the program's status.
+    let inst = Instance::new("program = \"sh -c 'exit 2'\"\ndaemon = false");
+    let out = inst.z(&["start"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     // Any other status is restarted.
     let inst = Instance::new("program = \"sh -c 'sleep 0.2; exit 3'\"");
     assert_eq!(inst.z(&["start"]).status.code(), Some(0));
@@ -547,10 +551,13 @@ fn user_switching_when_root() {
         .transcript()
         .contains("65534")));
     use std::os::unix::fs::MetadataExt;
-    assert_eq!(
-        std::fs::metadata(inst.path().join("var")).unwrap().uid(),
-        65534
-    );
+    for owned in ["var", "log", "log/transcript.log"] {
+        assert_eq!(
+            std::fs::metadata(inst.path().join(owned)).unwrap().uid(),
+            65534,
+            "{owned}"
+        );
+    }
     assert_eq!(std::fs::metadata(inst.socket()).unwrap().uid(), 65534);
     // Root's controller may still talk to the manager.
     assert_eq!(inst.z(&["status"]).status.code(), Some(0));

@@ -1,6 +1,5 @@
 //! `serve` and `bench`.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -61,12 +60,22 @@ pub fn serve(g: &GlobalArgs, args: &ServeArgs) -> Result<u8> {
 }
 
 fn build_config(g: &GlobalArgs, args: &ServeArgs) -> Result<ServerConfig> {
+    // runzeo's way (-a/-f) when given; otherwise the configuration: -C, else the instance
+    // that -i, $ZODBCTL_INSTANCE or the current directory names, like every other command.
+    let runzeo_style = g.config.is_none() && (args.address.is_some() || args.filename.is_some());
     let mut config = match &g.config {
-        Some(path) => config_from_file(path)?,
+        Some(path) => config_from_instance(crate::instance::load(path).map_err(usage)?)?,
+        None if !runzeo_style => {
+            config_from_instance(crate::instance::locate(g).map_err(|e| {
+                usage(anyhow!(
+                    "{e}; or serve a file as runzeo does: -a ADDR -f PATH"
+                ))
+            })?)?
+        }
         None => {
             let address = args.address.as_deref().ok_or_else(|| {
                 usage(anyhow!(
-                    "serve needs -a/--address and -f/--filename, or -C/--config FILE"
+                    "-f/--filename needs -a/--address (or use -C/--config FILE)"
                 ))
             })?;
             let mut c = ServerConfig::new(parse_address(address).map_err(|e| usage(anyhow!(e)))?);
@@ -90,7 +99,7 @@ fn build_config(g: &GlobalArgs, args: &ServeArgs) -> Result<ServerConfig> {
         }
     };
     // Command-line flags override the file.
-    if let (Some(_), Some(a)) = (&g.config, &args.address) {
+    if let (false, Some(a)) = (runzeo_style, &args.address) {
         config.address = parse_address(a).map_err(|e| usage(anyhow!(e)))?;
     }
     for name in &args.memory {
@@ -132,9 +141,9 @@ fn build_config(g: &GlobalArgs, args: &ServeArgs) -> Result<ServerConfig> {
 
 /// A server configuration from the instance's TOML or a ZConfig zeo.conf; relative paths are
 /// relative to the instance directory.
-fn config_from_file(path: &Path) -> Result<ServerConfig> {
-    use crate::instance::{self, Address, StorageConfig as Stor};
-    let inst = instance::load(path).map_err(usage)?;
+fn config_from_instance(inst: crate::instance::Instance) -> Result<ServerConfig> {
+    use crate::instance::{Address, StorageConfig as Stor};
+    let path = inst.file.as_path();
     for n in &inst.notices {
         eprintln!("zodbctl: {n}");
     }

@@ -166,3 +166,64 @@ impl StorageState {
         ]
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(n: u64) -> Tid {
+        n.to_be_bytes()
+    }
+
+    fn queue(entries: &[(u64, &[u64])]) -> Seq {
+        Seq {
+            conns: HashMap::new(),
+            // newest first
+            invalq: entries
+                .iter()
+                .rev()
+                .map(|(tid, oids)| (t(*tid), Some(oids.iter().map(|o| t(*o)).collect())))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn get_invalidations_follows_the_reference_queue() {
+        let q = queue(&[(10, &[1]), (20, &[2, 3]), (30, &[3])]);
+        // Current tid: nothing newer.
+        assert_eq!(
+            StorageState::invalidations_since(&q, &t(30)),
+            Some((t(30), vec![]))
+        );
+        // One behind: the newer entries' oids, once each, the entry itself excluded.
+        assert_eq!(
+            StorageState::invalidations_since(&q, &t(10)),
+            Some((t(30), vec![t(3), t(2)]))
+        );
+        // A tid between entries counts as "after" the older one.
+        assert_eq!(
+            StorageState::invalidations_since(&q, &t(25)),
+            Some((t(30), vec![t(3)]))
+        );
+        // Older than the oldest entry: too old, the client drops its cache.
+        assert_eq!(StorageState::invalidations_since(&q, &t(5)), None);
+        // A tid in the future: nothing newer (the client checks that case itself).
+        assert_eq!(
+            StorageState::invalidations_since(&q, &t(99)),
+            Some((t(30), vec![]))
+        );
+        // Empty queue (empty storage).
+        assert_eq!(StorageState::invalidations_since(&queue(&[]), &t(1)), None);
+    }
+
+    #[test]
+    fn a_sentinel_entry_cannot_answer_for_newer_tids() {
+        let mut q = queue(&[]);
+        q.invalq.push_back((t(40), None));
+        assert_eq!(
+            StorageState::invalidations_since(&q, &t(40)),
+            Some((t(40), vec![]))
+        );
+        assert_eq!(StorageState::invalidations_since(&q, &t(39)), None);
+    }
+}
