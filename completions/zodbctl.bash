@@ -504,12 +504,16 @@ _zodbctl() {
             return 0
             ;;
         zodbctl__subcmd__dump)
-            opts="-v -i -C -h -V --verbose --instance --config --help --version"
+            opts="-v -i -C -h -V --storage --verbose --instance --config --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --storage)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --instance)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -1220,7 +1224,7 @@ _zodbctl() {
             return 0
             ;;
         zodbctl__subcmd__status)
-            opts="-i -C -h -V --json --instance --config --help --version"
+            opts="-l -i -C -h -V --json --long --instance --config --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1318,12 +1322,16 @@ _zodbctl() {
             return 0
             ;;
         zodbctl__subcmd__verify)
-            opts="-v -i -C -h -V --verbose --deep --instance --config --help --version"
+            opts="-v -i -C -h -V --storage --verbose --deep --instance --config --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --storage)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --instance)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0

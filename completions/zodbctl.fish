@@ -123,12 +123,14 @@ complete -c zodbctl -n "__fish_zodbctl_using_subcommand bench" -s C -l config -d
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand bench" -l json -d 'Print results as JSON'
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand bench" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand bench" -s V -l version -d 'Print version'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand verify" -l storage -d 'Without PATH: only the instance\'s storage of this name' -r
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand verify" -s i -l instance -d 'The instance (or cluster) directory to act on' -r -F
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand verify" -s C -l config -d 'Use this configuration file instead of the instance\'s own' -r -F
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand verify" -s v -l verbose -d 'Be more verbose (-v: per transaction, -vv: per data record), as fstest'
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand verify" -l deep -d 'Also check what fstest does not: record tids, previous-record and back pointers, that current objects refer only to existing objects (as fsrefs), and that Data.fs.index agrees with the file. Reports every problem, not only the first'
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand verify" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand verify" -s V -l version -d 'Print version'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand dump" -l storage -d 'Without PATH: the instance\'s storage of this name (needed when it has several)' -r
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand dump" -s i -l instance -d 'The instance (or cluster) directory to act on' -r -F
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand dump" -s C -l config -d 'Use this configuration file instead of the instance\'s own' -r -F
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand dump" -s v -l verbose -d 'Print every header field of every record instead (fsdump\'s `Dumper`)'
@@ -150,6 +152,7 @@ complete -c zodbctl -n "__fish_zodbctl_using_subcommand restart" -s V -l version
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand status" -s i -l instance -d 'The instance (or cluster) directory to act on' -r -F
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand status" -s C -l config -d 'Use this configuration file instead of the instance\'s own' -r -F
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand status" -l json -d 'Print one JSON record per instance'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand status" -s l -l long -d 'Also print the manager\'s raw status block (zdaemon\'s `status -l`)'
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand status" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand status" -s V -l version -d 'Print version'
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand kill" -s i -l instance -d 'The instance (or cluster) directory to act on' -r -F

@@ -25,7 +25,9 @@ workdir). Each server gets a fresh copy (with its Data.fs.index) and is started 
   objects it has just created, unmeasured, before; the server's CPU is sampled every 5 ms and
   the phase's share is what it used in the phase's last `seconds` before bench exited).
 
-Server CPU per operation: utime+stime of the server process from /proc/PID/stat, read
+With --rounds N the whole comparison is repeated N times, alternating which server goes
+first, and the table gives field-wise medians (the machine this was written on is shared
+and noisy). Server CPU per operation: utime+stime of the server process from /proc/PID/stat, read
 before and after each phase, divided by the phase's operations (a commit counts as one
 operation, whatever its size). Every phase is bounded by its count and by --max-seconds.
 Results: a table on stdout and workdir/results.json.
@@ -335,6 +337,8 @@ def main():
     p.add_argument("--bench-objects", type=int, default=50000)
     p.add_argument("--bench-commits", type=int, default=5000)
     p.add_argument("--max-seconds", type=int, default=60)
+    p.add_argument("--rounds", type=int, default=1,
+                   help="repeat, alternating which server goes first; medians are reported")
     o = p.parse_args()
     if o.driver:
         driver(*o.driver)
@@ -348,13 +352,34 @@ def main():
     src, nloads, shares = make_data(o)
     print("Data.fs: %s (%d bytes); %d cold loads over %d Python clients"
           % (src, os.path.getsize(src), nloads, o.clients), flush=True)
-    results = {"size_bytes": os.path.getsize(src), "args": vars(o), "servers": {}}
-    for kind in servers:
-        print("%s:" % kind, flush=True)
-        results["servers"][kind] = run_server(kind, o, src, shares, o.zodbctl)
+    results = {"size_bytes": os.path.getsize(src), "args": vars(o), "rounds": []}
+    for rnd in range(o.rounds):
+        order = servers if rnd % 2 == 0 else servers[::-1]
+        this = {}
+        for kind in order:
+            print("round %d, %s:" % (rnd + 1, kind), flush=True)
+            this[kind] = run_server(kind, o, src, shares, o.zodbctl)
+        results["rounds"].append(this)
+    results["servers"] = {kind: median_of([r[kind] for r in results["rounds"]])
+                          for kind in servers}
     with open(os.path.join(o.workdir, "results.json"), "w") as f:
         json.dump(results, f, indent=2)
     report(results)
+
+
+def median_of(runs):
+    """Field-wise median of one server's results over the rounds."""
+    out = {}
+    for key, v in runs[0].items():
+        if isinstance(v, dict):
+            out[key] = median_of([r[key] for r in runs])
+        elif isinstance(v, (int, float)):
+            vals = sorted(r[key] for r in runs)
+            out[key] = vals[len(vals) // 2] if len(vals) % 2 else (
+                vals[len(vals) // 2 - 1] + vals[len(vals) // 2]) / 2
+        else:
+            out[key] = v
+    return out
 
 
 def report(results):
@@ -363,6 +388,7 @@ def report(results):
         return
     r, z = s["runzeo"], s["zodbctl"]
     print()
+    print("medians of %d round(s)" % len(results["rounds"]))
     print("| measure | zodbctl serve | runzeo | ratio |")
     print("|---|---|---|---|")
 

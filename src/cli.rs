@@ -279,8 +279,11 @@ impl std::fmt::Display for BenchPhase {
 
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
-    /// The Data.fs to check.
-    pub path: PathBuf,
+    /// The Data.fs to check; default: every FileStorage of the server instance (-i, -C).
+    pub path: Option<PathBuf>,
+    /// Without PATH: only the instance's storage of this name.
+    #[arg(long, value_name = "NAME", conflicts_with = "path")]
+    pub storage: Option<String>,
     /// Be more verbose (-v: per transaction, -vv: per data record), as fstest.
     #[arg(short, long, action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -293,8 +296,11 @@ pub struct VerifyArgs {
 
 #[derive(Debug, Args)]
 pub struct DumpArgs {
-    /// The Data.fs to print.
-    pub path: PathBuf,
+    /// The Data.fs to print; default: the server instance's FileStorage (-i, -C).
+    pub path: Option<PathBuf>,
+    /// Without PATH: the instance's storage of this name (needed when it has several).
+    #[arg(long, value_name = "NAME", conflicts_with = "path")]
+    pub storage: Option<String>,
     /// Print every header field of every record instead (fsdump's `Dumper`).
     #[arg(short, long)]
     pub verbose: bool,
@@ -312,6 +318,9 @@ pub struct StatusArgs {
     /// Print one JSON record per instance.
     #[arg(long)]
     pub json: bool,
+    /// Also print the manager's raw status block (zdaemon's `status -l`).
+    #[arg(short = 'l', long, conflicts_with = "json")]
+    pub long: bool,
 }
 
 #[derive(Debug, Args)]

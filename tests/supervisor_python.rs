@@ -114,9 +114,18 @@ fn zdaemons_controller_reads_our_socket() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert_eq!(String::from_utf8_lossy(&out.stdout), ours);
 
-    // The raw block parses for zdaemon too: no "managing a different program" warning.
+    // The raw block parses for zdaemon too: no "managing a different program" warning; its
+    // `status -l` and ours print the same lines (but for the `now=` clock).
     let out = zdaemon(&["status", "-l"]);
     let raw = String::from_utf8_lossy(&out.stdout);
+    let ours = z(dir.path(), &["status", "-l"]);
+    let strip = |t: &str| -> String {
+        t.lines()
+            .filter(|l| !l.starts_with("now="))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert_eq!(strip(&raw), strip(&String::from_utf8_lossy(&ours.stdout)));
     assert!(!raw.contains("WARNING"), "{raw}");
     assert!(raw.contains("args=['sleep', '100']"), "{raw}");
     assert!(raw.contains("filename='"), "{raw}");
@@ -304,4 +313,61 @@ fn zeoctl_controls_a_mkzeoinstance_home_started_by_zodbctl() {
     assert!(wait_until(Duration::from_secs(5), || {
         z(&home, &["status"]).status.code() == Some(3)
     }));
+}
+
+#[test]
+fn the_args_line_is_pythons_repr() {
+    // zdaemon's controller and third-party tools parse `args=` back as a Python literal; the
+    // manager writes what Python's repr writes, quotes, escapes and all.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("etc")).unwrap();
+    let words = [
+        "sleep",
+        "100",
+        "it's",
+        "say \"hi\"",
+        "both ' and \"",
+        "tab\there",
+        "back\\slash",
+        "été 日本",
+        "nbsp\u{a0}zwsp\u{200b}",
+        "del\u{7f}",
+    ];
+    let toml_str = |w: &str| -> String {
+        let mut out = String::from("\"");
+        for c in w.chars() {
+            match c {
+                '"' => out.push_str("\\\""),
+                '\\' => out.push_str("\\\\"),
+                c if (c as u32) < 0x20 || c as u32 == 0x7f => {
+                    out.push_str(&format!("\\u{:04x}", c as u32))
+                }
+                c => out.push(c),
+            }
+        }
+        out.push('"');
+        out
+    };
+    let program: Vec<String> = words.iter().map(|w| toml_str(w)).collect();
+    std::fs::write(
+        dir.path().join("etc/client.toml"),
+        format!(
+            "[zeoclient]\nservers = [\"127.0.0.1:1\"]\n[runner]\nprogram = [{}]\n",
+            program.join(", ")
+        ),
+    )
+    .unwrap();
+    let _stop = Stopper(dir.path().to_path_buf());
+    assert_eq!(z(dir.path(), &["start"]).status.code(), Some(0));
+    let out = z(dir.path(), &["status", "-l"]);
+    let raw = String::from_utf8_lossy(&out.stdout).into_owned();
+    let args_line = raw
+        .lines()
+        .find(|l| l.starts_with("args="))
+        .expect("args line")
+        .to_owned();
+    let script = "import sys, json\nprint('args=' + repr(json.loads(sys.argv[1])))";
+    let json = serde_json::to_string(&words).unwrap();
+    let py = support::run_python(script, &[&json]);
+    assert_eq!(String::from_utf8_lossy(&py.stdout).trim_end(), args_line);
 }

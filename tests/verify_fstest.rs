@@ -344,3 +344,85 @@ db.close()
         "{stderr}"
     );
 }
+
+/// Without PATH, `verify` and `dump` work on the server instance's FileStorage; a last
+/// transaction caught between vote and finish (status `c`) is checked again instead of
+/// being reported at once, while real damage is still reported.
+#[test]
+fn verify_and_dump_find_the_instance_file_and_wait_out_a_commit_in_progress() {
+    let dir = tempfile::tempdir().unwrap();
+    let inst = dir.path().join("zeo");
+    let created = support::zodbctl()
+        .args(["create", "server"])
+        .arg(&inst)
+        .output()
+        .unwrap();
+    assert!(created.status.success(), "{created:?}");
+    let data = inst.join("var/Data.fs");
+    let base = make_base(dir.path());
+    fs::write(&data, &base).unwrap();
+
+    let verify = || {
+        support::zodbctl()
+            .arg("-i")
+            .arg(&inst)
+            .arg("verify")
+            .output()
+            .unwrap()
+    };
+    let out = verify();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let by_instance = support::zodbctl()
+        .arg("-i")
+        .arg(&inst)
+        .arg("dump")
+        .output()
+        .unwrap();
+    let by_path = support::zodbctl().arg("dump").arg(&data).output().unwrap();
+    assert!(by_instance.status.success());
+    assert_eq!(by_instance.stdout, by_path.stdout);
+
+    // A commit in progress that finishes while verify looks.
+    let last = layout(&base).last().unwrap().pos;
+    let mut voted = base.clone();
+    voted[last + 16] = b'c';
+    fs::write(&data, &voted).unwrap();
+    let child = support::zodbctl()
+        .arg("-i")
+        .arg(&inst)
+        .arg("verify")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    fs::write(&data, &base).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+
+    // One that never finishes is reported, with fstest's message.
+    fs::write(&data, &voted).unwrap();
+    let out = verify();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        format!(
+            "{} checkpoint flag was not cleared at {last}\n",
+            data.display()
+        )
+    );
+    // An explicit PATH is taken as is, at once (fstest's behaviour).
+    let out = support::zodbctl()
+        .arg("verify")
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+
+    let unknown = support::zodbctl()
+        .arg("-i")
+        .arg(&inst)
+        .args(["verify", "--storage", "nope"])
+        .output()
+        .unwrap();
+    assert_eq!(unknown.status.code(), Some(2));
+}

@@ -1,5 +1,6 @@
-//! `zodbctl dump PATH`: what `fsdump` (`ZODB.FileStorage.fsdump.fsdump`) prints;
-//! `--verbose`: what the same module's field-by-field `Dumper` prints.
+//! `zodbctl dump [PATH]`: what `fsdump` (`ZODB.FileStorage.fsdump.fsdump`) prints;
+//! `--verbose`: what the same module's field-by-field `Dumper` prints. Without PATH, the
+//! server instance's FileStorage (`--storage NAME` when it has several).
 //!
 //! fsdump walks the file with `FileIterator`, which is lenient in its own way: it warns and
 //! stops at a `c` transaction, at a transaction running past the end of the file, at a bad
@@ -19,15 +20,24 @@ use anyhow::{Context, Result, bail};
 
 use super::pyrepr::{ascii_str_repr, bytes_repr};
 use super::reader::PosReader;
+use super::target;
 use crate::cli::{DumpArgs, GlobalArgs};
 use crate::error::usage;
 use crate::storage::TimeStamp;
 use crate::storage::format::{self, DATA_HDR_LEN, MAGIC_FS30, TXN_HDR_LEN, TxnHeader};
 use crate::storage::types::Tid;
 
-pub fn run(_g: &GlobalArgs, args: &DumpArgs) -> Result<u8> {
-    let label = args.path.display().to_string();
-    let file = File::open(&args.path)
+pub fn run(g: &GlobalArgs, args: &DumpArgs) -> Result<u8> {
+    let targets = target::targets(g, args.path.as_deref(), args.storage.as_deref())?;
+    let [t] = targets.as_slice() else {
+        let names: Vec<&str> = targets.iter().filter_map(|t| t.name.as_deref()).collect();
+        return Err(usage(anyhow::anyhow!(
+            "the instance has several file storages ({}); choose one with --storage NAME",
+            names.join(", ")
+        )));
+    };
+    let label = t.path.display().to_string();
+    let file = File::open(&t.path)
         .with_context(|| format!("cannot open {label}"))
         .map_err(usage)?;
     let stdout = io::stdout();

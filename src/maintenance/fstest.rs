@@ -25,6 +25,9 @@ use crate::storage::format::{DATA_HDR_LEN, DataHeader, MAGIC_FS30, TXN_HDR_LEN, 
 pub struct FormatError {
     /// The text fstest prints on standard error.
     pub message: String,
+    /// The damage is a last transaction that is incomplete or still has its checkpoint
+    /// status: what a commit in progress looks like to a reader of a live file.
+    pub trailing: bool,
 }
 
 /// Why a check did not complete.
@@ -103,7 +106,17 @@ pub fn check(file: &File, out: &mut dyn Write, opts: Options<'_>) -> Result<Summ
 }
 
 fn fail(message: String) -> CheckError {
-    CheckError::Format(FormatError { message })
+    CheckError::Format(FormatError {
+        message,
+        trailing: false,
+    })
+}
+
+fn fail_trailing(message: String) -> CheckError {
+    CheckError::Format(FormatError {
+        message,
+        trailing: true,
+    })
 }
 
 /// `'0x' + hexlify(s)`.
@@ -133,7 +146,7 @@ fn check_trec(
         return Ok(None);
     }
     let Ok(h) = <&[u8; TXN_HDR_LEN as usize]>::try_from(h) else {
-        return Err(fail(format!("{path} truncated at {pos}")));
+        return Err(fail_trailing(format!("{path} truncated at {pos}")));
     };
     let h = TxnHeader::decode(h);
     let tid = h.tid.to_bytes();
@@ -150,12 +163,12 @@ fn check_trec(
     }
     let tl = stl;
     if u128::from(pos) + u128::from(tl) + 8 > u128::from(file_size) {
-        return Err(fail(format!(
+        return Err(fail_trailing(format!(
             "{path} truncated possibly because of damaged records at {pos}"
         )));
     }
     if status == b'c' {
-        return Err(fail(format!(
+        return Err(fail_trailing(format!(
             "{path} checkpoint flag was not cleared at {pos}"
         )));
     }

@@ -10,6 +10,7 @@ pub mod dump;
 pub mod fstest;
 pub mod pyrepr;
 mod reader;
+pub mod target;
 pub mod verify;
 
 #[cfg(test)]

@@ -356,10 +356,17 @@ pub fn status(g: &GlobalArgs, args: &StatusArgs) -> Result<u8> {
                 out.line("daemon manager not running");
                 code = EXIT_NOT_RUNNING;
             }
-            Some((st, _)) if st.pid == 0 => {
-                out.line("daemon manager running; daemon process not running")
+            Some((st, raw)) => {
+                if st.pid == 0 {
+                    out.line("daemon manager running; daemon process not running");
+                } else {
+                    out.line(&format!("program running; pid={}", st.pid));
+                }
+                if args.long {
+                    // zdaemon prints the reply as is, then an empty line.
+                    println!("{raw}");
+                }
             }
-            Some((st, _)) => out.line(&format!("program running; pid={}", st.pid)),
         }
     }
     Ok(code)
@@ -421,7 +428,14 @@ pub fn wait(g: &GlobalArgs) -> Result<u8> {
             Waited::ManagerGone(_) | Waited::TimedOut => out.finish("daemon manager not running"),
         }
     }
-    status(g, &StatusArgs { json: false }).map(|_| 0)
+    status(
+        g,
+        &StatusArgs {
+            json: false,
+            long: false,
+        },
+    )
+    .map(|_| 0)
 }
 
 pub fn fg(g: &GlobalArgs) -> Result<u8> {
@@ -571,7 +585,13 @@ pub fn up(g: &GlobalArgs, args: &UpArgs) -> Result<u8> {
         instance: Some(dir),
         config: None,
     };
-    status(&g, &StatusArgs { json: false })
+    status(
+        &g,
+        &StatusArgs {
+            json: false,
+            long: false,
+        },
+    )
 }
 
 #[cfg(test)]

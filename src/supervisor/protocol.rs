@@ -260,17 +260,47 @@ pub fn py_str(s: &str) -> String {
                 out.push('\\');
                 out.push(c);
             }
-            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
-                out.push_str(&format!("\\x{:02x}", c as u32));
-            }
-            c if (0x80..0xa0).contains(&(c as u32)) => {
-                out.push_str(&format!("\\x{:02x}", c as u32));
+            c if !py_printable(c) => {
+                let n = c as u32;
+                if n < 0x100 {
+                    out.push_str(&format!("\\x{n:02x}"));
+                } else if n < 0x10000 {
+                    out.push_str(&format!("\\u{n:04x}"));
+                } else {
+                    out.push_str(&format!("\\U{n:08x}"));
+                }
             }
             c => out.push(c),
         }
     }
     out.push(quote);
     out
+}
+
+/// Python's `str.isprintable` for one character, for the characters a program path or
+/// argument may realistically hold: controls, format characters and separators other than
+/// the space are escaped by `repr` (Unicode categories Cc, Cf, Zs, Zl, Zp, Co, Cn).
+fn py_printable(c: char) -> bool {
+    let n = c as u32;
+    !(n < 0x20
+        || (0x7f..=0xa0).contains(&n)
+        || n == 0xad
+        || (0x600..=0x605).contains(&n)
+        || n == 0x61c
+        || n == 0x6dd
+        || n == 0x70f
+        || n == 0x1680
+        || n == 0x180e
+        || (0x2000..=0x200f).contains(&n)
+        || (0x2028..=0x202f).contains(&n)
+        || (0x205f..=0x206f).contains(&n)
+        || n == 0x3000
+        || (0xd800..=0xf8ff).contains(&n)
+        || n == 0xfeff
+        || (0xfff0..=0xfffb).contains(&n)
+        || (0xfffe..=0xffff).contains(&n)
+        || (0xe0000..=0xe007f).contains(&n)
+        || n >= 0xf0000)
 }
 
 #[cfg(test)]
@@ -314,6 +344,39 @@ mod tests {
         assert_eq!(py_str("it's"), "\"it's\"");
         assert_eq!(py_str("a'b\"c"), "'a\\'b\"c'");
         assert_eq!(py_str("a\\b\n\x01é"), "'a\\\\b\\n\\x01é'");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_input_gets_one_terminated_reply(buf in proptest::collection::vec(0u8..=255, 0..12_000), eof: bool) {
+            match frame(&buf, eof) {
+                Framing::Line(req) => {
+                    if let Some(reply) = static_reply(&req) {
+                        let reply = terminate(reply);
+                        proptest::prop_assert!(reply.ends_with('\n'));
+                        proptest::prop_assert!(!reply[..reply.len() - 1].ends_with('\n'));
+                    }
+                }
+                Framing::Error(msg) => proptest::prop_assert!(!msg.is_empty()),
+                Framing::Incomplete => {
+                    proptest::prop_assert!(!eof && buf.len() <= MAX_REQUEST && !buf.contains(&b'\n'))
+                }
+            }
+        }
+
+        #[test]
+        fn status_blocks_parse_back(pid in 0u32..4_000_000, manager in 1u32..4_000_000,
+                                    testing: bool, up: bool, args in proptest::collection::vec(".*", 1..4)) {
+            let block = StatusBlock {
+                now: 1.5, should_be_up: up, delay: None, backoff: 0, lasttime: None,
+                application: pid, testing, manager, backofflimit: 10,
+                filename: "/bin/x".into(), args,
+            };
+            let text = block.render();
+            proptest::prop_assert_eq!(text.lines().count(), 12);
+            let p = parse_status(&text).unwrap();
+            proptest::prop_assert_eq!((p.pid, p.manager, p.testing, p.should_be_up), (pid, manager, testing, up));
+        }
     }
 
     #[test]
