@@ -153,17 +153,20 @@ fn start(dir: &Path) -> Server {
         .stderr(out)
         .spawn()
         .unwrap();
+    // Owned by `Server` from here on, so a failed start still reaps it.
+    let mut server = Server {
+        child,
+        port: 0,
+        log,
+    };
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let text = fs::read_to_string(&log).unwrap_or_default();
+        let text = fs::read_to_string(&server.log).unwrap_or_default();
         if let Some(i) = text.find("listening on ('127.0.0.1', ") {
             let rest = &text[i + 27..];
             if let Some(end) = rest.find(')') {
-                return Server {
-                    child,
-                    port: rest[..end].parse().unwrap(),
-                    log,
-                };
+                server.port = rest[..end].parse().unwrap();
+                return server;
             }
         }
         assert!(Instant::now() < deadline, "server did not start:\n{text}");
