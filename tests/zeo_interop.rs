@@ -473,3 +473,29 @@ fn serves_on_a_unix_socket() {
     assert_eq!(status.code(), Some(0));
     assert!(!sock.exists(), "socket file left behind");
 }
+
+#[test]
+fn tls_with_zeos_own_self_signed_certificates_from_a_zeo_conf() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let certs = scenario(&["zeo_tests_dir"]);
+    let certs = Path::new(certs.trim());
+    fs::create_dir_all(d.join("var")).unwrap();
+    fs::write(
+        d.join("zeo.conf"),
+        format!(
+            "<zeo>\n  address 127.0.0.1:0\n  <ssl>\n    certificate {}\n    key {}\n\
+             \x20   authenticate {}\n  </ssl>\n</zeo>\n\
+             <filestorage 1>\n  path var/Data.fs\n</filestorage>\n\
+             <eventlog>\n  <logfile>\n    path STDERR\n  </logfile>\n</eventlog>\n",
+            certs.join("server.pem").display(),
+            certs.join("server_key.pem").display(),
+            certs.join("client.pem").display(),
+        ),
+    )
+    .unwrap();
+    let server = Server::start(d, &["-C", s(&d.join("zeo.conf"))]);
+    let out = scenario(&["tls_zeo_certs", &server.addr()]);
+    assert!(out.contains("OK tls_zeo_certs"), "{out}");
+    assert_eq!(server.terminate(), 0);
+}
