@@ -209,17 +209,7 @@ def _skip(reason):
     return test
 
 
-PICKLE_GLOBAL = (
-    "the extension is pickled with a reference to builtins.dict; zodbctl's pickle decoder "
-    "executes no globals (spec decision), so the connection is closed in pickle mode")
-
-
 class UndoSkips:
-    def testTransactionExtensionFromIterator(self):
-        if ARGS.encoding == "pickle":
-            raise unittest.SkipTest(PICKLE_GLOBAL)
-        super().testTransactionExtensionFromIterator()
-
     testUndoConflictResolution = _skip(SERVER_SIDE_RESOLUTION)
     testUndoMultipleConflictResolution = _skip(SERVER_SIDE_RESOLUTION)
     testUndoMultipleConflictResolutionReversed = _skip(SERVER_SIDE_RESOLUTION)
