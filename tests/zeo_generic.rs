@@ -44,15 +44,16 @@ fn file_storage_msgpack() {
 }
 
 // Blobs: streamed (private client cache) and the reusable blob suite in pickle; a shared
-// blob directory in msgpack.
+// blob directory in msgpack. TLS: ZEO's FileStorageSSLTests (its own self-signed
+// certificates, from a zeo.conf <ssl> section), in msgpack.
 #[test]
 fn blobs_pickle() {
     run_suite("pickle", "blob,blobreuse");
 }
 
 #[test]
-fn shared_blob_dir_msgpack() {
-    run_suite("msgpack", "sharedblob");
+fn shared_blob_dir_and_tls_msgpack() {
+    run_suite("msgpack", "sharedblob,ssl");
 }
 
 // The memory storage under ZEO's MappingStorage suite, and client-side conflict resolution.

@@ -473,3 +473,59 @@ fn serves_on_a_unix_socket() {
     assert_eq!(status.code(), Some(0));
     assert!(!sock.exists(), "socket file left behind");
 }
+
+#[test]
+fn tls_with_zeos_own_self_signed_certificates_from_a_zeo_conf() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let certs = scenario(&["zeo_tests_dir"]);
+    let certs = Path::new(certs.trim());
+    fs::create_dir_all(d.join("var")).unwrap();
+    fs::write(
+        d.join("zeo.conf"),
+        format!(
+            "<zeo>\n  address 127.0.0.1:0\n  <ssl>\n    certificate {}\n    key {}\n\
+             \x20   authenticate {}\n  </ssl>\n</zeo>\n\
+             <filestorage 1>\n  path var/Data.fs\n</filestorage>\n\
+             <eventlog>\n  <logfile>\n    path STDERR\n  </logfile>\n</eventlog>\n",
+            certs.join("server.pem").display(),
+            certs.join("server_key.pem").display(),
+            certs.join("client.pem").display(),
+        ),
+    )
+    .unwrap();
+    let server = Server::start(d, &["-C", s(&d.join("zeo.conf"))]);
+    let out = scenario(&["tls_zeo_certs", &server.addr()]);
+    assert!(out.contains("OK tls_zeo_certs"), "{out}");
+    assert_eq!(server.terminate(), 0);
+}
+
+#[test]
+fn invalidation_age_verifies_caches_older_than_the_queue() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let cache = d.join("cache");
+    fs::create_dir_all(&cache).unwrap();
+    fs::create_dir_all(d.join("etc")).unwrap();
+    fs::create_dir_all(d.join("var")).unwrap();
+    fs::write(
+        d.join("etc/zeo.toml"),
+        "[zeo]\naddress = \"127.0.0.1:0\"\ninvalidation-queue-size = 1\n\
+         invalidation-age = \"1h\"\n\
+         [storages.1]\ntype = \"file\"\npath = \"var/Data.fs\"\n\
+         [eventlog]\npath = \"STDERR\"\n",
+    )
+    .unwrap();
+    let conf = d.join("etc/zeo.toml");
+    let server = Server::start(d, &["-C", s(&conf)]);
+    let out = scenario(&["cache_fill", &server.addr(), s(&cache)]);
+    assert!(out.contains("OK cache_fill"), "{out}");
+    // Two commits while the cached client is away: more than the queue holds.
+    scenario(&["other_commit", &server.addr()]);
+    scenario(&["other_commit", &server.addr()]);
+    let out = scenario(&["cache_reuse", &server.addr(), s(&cache)]);
+    assert!(out.contains("OK cache_reuse"), "{out}");
+    let log = server.log_text();
+    assert!(log.contains("invalidations up to tid"), "{log}");
+    assert_eq!(server.terminate(), 0);
+}

@@ -233,8 +233,26 @@ fn message_opcode(op: u8) -> bool {
     )
 }
 
-/// The only global a ZEO client may send (Zope's undoInfo specification).
+/// The global a ZEO client may send as an inert marker (Zope's undoInfo specification).
 pub(crate) const MESSAGE_GLOBAL: (&str, &str) = ("ZopeUndo.Prefix", "Prefix");
+
+/// Builtin container types a client may call in a message: a dict subclass whose
+/// `__reduce__` returns `(dict, (items,))` arrives as `REDUCE(builtins.dict, ...)`, which the
+/// reference server accepts. Their only effect is building plain data, so interpreting them
+/// executes nothing.
+pub(crate) const MESSAGE_CONSTRUCTORS: [(&str, &str); 6] = [
+    ("builtins", "dict"),
+    ("builtins", "list"),
+    ("builtins", "tuple"),
+    ("__builtin__", "dict"),
+    ("__builtin__", "list"),
+    ("__builtin__", "tuple"),
+];
+
+/// Whether a message may name this global.
+pub(crate) fn message_global_allowed(module: &str, name: &str) -> bool {
+    (module, name) == MESSAGE_GLOBAL || MESSAGE_CONSTRUCTORS.contains(&(module, name))
+}
 
 impl<'a> Unpickler<'a> {
     pub fn new(data: &'a [u8]) -> Self {
@@ -495,7 +513,7 @@ impl<'a> Unpickler<'a> {
     }
 
     fn check_global(&self, module: &str, name: &str) -> Result<(), ErrorKind> {
-        if self.mode == Mode::Message && (module, name) != MESSAGE_GLOBAL {
+        if self.mode == Mode::Message && !message_global_allowed(module, name) {
             return Err(ErrorKind::ForbiddenGlobal(format!("{module}.{name}")));
         }
         Ok(())
@@ -505,7 +523,7 @@ impl<'a> Unpickler<'a> {
     fn check_instantiable(&self, cls: Id) -> Result<(), ErrorKind> {
         if self.mode == Mode::Message {
             let ok = matches!(&self.nodes[cls], Node::Leaf(Value::Global { module, name })
-                if (module.as_str(), name.as_str()) == MESSAGE_GLOBAL);
+                if message_global_allowed(module, name));
             if !ok {
                 return Err(ErrorKind::Forbidden("REDUCE/NEWOBJ of a non-global"));
             }

@@ -25,6 +25,7 @@ mod decode;
 mod encode;
 mod record;
 
+pub(crate) use decode::MESSAGE_CONSTRUCTORS;
 pub use decode::{Limits, Unpickler, loads, opcode_name};
 pub use encode::{EncodeError, dumps, write_value};
 pub use record::{Record, decode_record, record_class, reference_oids, references};

@@ -46,6 +46,9 @@ pub fn serve(g: &GlobalArgs, args: &ServeArgs) -> Result<u8> {
         .context("starting the async runtime")?;
     let storages = open_storages(&config)?;
     if let Some(pid_file) = &config.pid_file {
+        if let Some(dir) = pid_file.parent().filter(|d| !d.as_os_str().is_empty()) {
+            let _ = std::fs::create_dir_all(dir);
+        }
         std::fs::write(pid_file, format!("{}\n", std::process::id()))
             .with_context(|| format!("writing the pid file {}", pid_file.display()))?;
     }

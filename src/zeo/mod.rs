@@ -21,4 +21,5 @@ pub mod memory_backend;
 pub mod outbox;
 pub mod server;
 pub mod shared;
+pub mod tls;
 pub mod wire;

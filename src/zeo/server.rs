@@ -2,7 +2,7 @@
 //! and shut down cleanly on signals (runzeo's §7.3 behaviour).
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
@@ -14,7 +14,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::{error, info, warn};
 
-use super::config::{ListenAddr, ServerConfig, TlsConfig};
+use super::config::{ListenAddr, ServerConfig};
 use super::connection;
 use super::log::LogTarget;
 use super::shared::StorageState;
@@ -120,63 +120,6 @@ async fn bind(addr: &ListenAddr) -> Result<Listener> {
     }
 }
 
-fn load_tls(cfg: &TlsConfig) -> Result<tokio_rustls::TlsAcceptor> {
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let read = |p: &Path| -> Result<Vec<u8>> {
-        std::fs::read(p).with_context(|| format!("reading {}", p.display()))
-    };
-    let cert_pem = read(&cfg.certificate)?;
-    let certs: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut cert_pem.as_slice())
-        .collect::<Result<_, _>>()
-        .with_context(|| format!("parsing certificates in {}", cfg.certificate.display()))?;
-    if certs.is_empty() {
-        return Err(anyhow!("no certificate in {}", cfg.certificate.display()));
-    }
-    let key_path = cfg.key.as_ref().unwrap_or(&cfg.certificate);
-    let key_pem = read(key_path)?;
-    let key: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut key_pem.as_slice())
-        .with_context(|| format!("parsing the key in {}", key_path.display()))?
-        .ok_or_else(|| anyhow!("no unencrypted private key in {}", key_path.display()))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
-        .with_safe_default_protocol_versions()
-        .context("TLS protocol versions")?;
-    let config = match &cfg.authenticate {
-        Some(ca) => {
-            let mut roots = rustls::RootCertStore::empty();
-            let files: Vec<PathBuf> = if ca.is_dir() {
-                std::fs::read_dir(ca)
-                    .with_context(|| format!("reading {}", ca.display()))?
-                    .filter_map(|e| e.ok().map(|e| e.path()))
-                    .filter(|p| p.is_file())
-                    .collect()
-            } else {
-                vec![ca.clone()]
-            };
-            for f in files {
-                let pem = read(&f)?;
-                for c in rustls_pemfile::certs(&mut pem.as_slice()).flatten() {
-                    roots
-                        .add(c)
-                        .with_context(|| format!("adding a CA certificate from {}", f.display()))?;
-                }
-            }
-            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-                Arc::new(roots),
-                provider,
-            )
-            .build()
-            .context("building the client-certificate verifier")?;
-            builder
-                .with_client_cert_verifier(verifier)
-                .with_single_cert(certs, key)
-        }
-        None => builder.with_no_client_auth().with_single_cert(certs, key),
-    }
-    .context("the TLS certificate and key do not match")?;
-    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
-}
-
 /// Why the server stopped.
 pub enum Exit {
     /// SIGTERM / SIGINT: status 0.
@@ -192,7 +135,7 @@ pub async fn run(
     log: LogTarget,
 ) -> Result<Exit> {
     let listener = bind(&config.address).await?;
-    let tls = config.tls.as_ref().map(load_tls).transpose()?;
+    let tls = config.tls.as_ref().map(super::tls::acceptor).transpose()?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let names: Vec<String> = storages
         .iter()

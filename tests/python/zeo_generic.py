@@ -82,6 +82,20 @@ def start_zodbctl(storage_conf=None, zeo_conf=None, port=None, keep=False,
     log = os.path.join(os.path.abspath(logdir), "server-%d-%d.log" % (os.getpid(), _counter[0]))
     if ARGS.server == "runzeo":
         return _start_runzeo(storage_conf, opts, blob_dir, log)
+    text = zeo_conf if isinstance(zeo_conf, str) else ""
+    if "<ssl>" in text:
+        # TLS is configured in a zeo.conf (<ssl> has no command-line flags), as runzeo -C.
+        conf = os.path.abspath("zodbctl-%d.conf" % _counter[0])
+        with open(conf, "w") as f:
+            f.write(re.sub(r"address\s+\S+", "address 127.0.0.1:0", text))
+            f.write("\n" + storage_conf + "\n")
+            f.write("<eventlog>\n<logfile>\npath STDERR\n</logfile>\n</eventlog>\n")
+        cmd = [ARGS.zodbctl, "serve", "-C", conf]
+        if ARGS.encoding == "msgpack":
+            cmd.append("--msgpack")
+        with open(log, "wb") as out:
+            proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+        return _wait_listening(proc, log)
     cmd = [ARGS.zodbctl, "serve", "-a", "127.0.0.1:0"]
     if kind == "memory":
         cmd += ["--memory", "1"]
@@ -195,17 +209,7 @@ def _skip(reason):
     return test
 
 
-PICKLE_GLOBAL = (
-    "the extension is pickled with a reference to builtins.dict; zodbctl's pickle decoder "
-    "executes no globals (spec decision), so the connection is closed in pickle mode")
-
-
 class UndoSkips:
-    def testTransactionExtensionFromIterator(self):
-        if ARGS.encoding == "pickle":
-            raise unittest.SkipTest(PICKLE_GLOBAL)
-        super().testTransactionExtensionFromIterator()
-
     testUndoConflictResolution = _skip(SERVER_SIDE_RESOLUTION)
     testUndoMultipleConflictResolution = _skip(SERVER_SIDE_RESOLUTION)
     testUndoMultipleConflictResolutionReversed = _skip(SERVER_SIDE_RESOLUTION)
@@ -233,6 +237,10 @@ class FileStorageRecoveryTests(testZEO.FileStorageRecoveryTests):
     pass
 
 
+class FileStorageSSLTests(UndoSkips, testZEO.FileStorageSSLTests):
+    """ZEO's TLS suite: its own self-signed certificates, mutual authentication."""
+
+
 class MemoryStorageTests(testZEO.MappingStorageTests):
     """ZEO's MappingStorage suite against the non-historical memory storage."""
 
@@ -249,6 +257,7 @@ SUITES = {
     "blob": [BlobAdaptedFileStorageTests],
     "sharedblob": [BlobWritableCacheTests],
     "recovery": [FileStorageRecoveryTests],
+    "ssl": [FileStorageSSLTests],
     "memory": [MemoryStorageTests],
     "conflict": [ClientConflictResolutionTests],
 }

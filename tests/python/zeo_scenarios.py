@@ -356,5 +356,23 @@ def tls(address, ca, cert, key):
     print("OK tls")
 
 
+def tls_zeo_certs(address):
+    """ZEO's own test certificates and client context (self-signed; the server's
+    authenticate file is the client's certificate itself)."""
+    from ZEO.tests.testssl import client_ssl
+    db = ZEO.DB(addr(address), ssl=client_ssl(), wait_timeout=20)
+    tm = transaction.TransactionManager()
+    c = db.open(tm)
+    c.root()["tls"] = 1
+    tm.commit()
+    db.close()
+    print("OK tls_zeo_certs")
+
+
+def zeo_tests_dir():
+    import ZEO.tests
+    print(os.path.dirname(ZEO.tests.__file__))
+
+
 if __name__ == "__main__":
     globals()[sys.argv[1]](*sys.argv[2:])

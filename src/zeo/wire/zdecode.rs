@@ -9,6 +9,7 @@
 //! (`EMPTY_TUPLE NEWOBJ`, then `BUILD` with `{'value': (len(path), path)}`); both become
 //! `Value::Global { args: [path] }` (with `REDUCE`: its arguments).
 
+use super::zpickle::Constructor;
 use super::{Value, WireError};
 use crate::pickle::{ErrorKind, PickleError};
 
@@ -21,6 +22,8 @@ enum Item {
     V(Value, u32),
     /// The Prefix class (from `GLOBAL`).
     Class,
+    /// A builtin container type (from `GLOBAL`), only to be called by `REDUCE`.
+    Constructor(Constructor),
     /// A Prefix instance before its `BUILD`.
     Instance,
 }
@@ -93,7 +96,7 @@ impl<'a> Machine<'a> {
     fn pop_value(&mut self) -> Result<(Value, u32), ErrorKind> {
         match self.pop()? {
             Item::V(v, d) => Ok((v, d)),
-            _ => Err(ErrorKind::Forbidden("a Prefix used as data")),
+            _ => Err(ErrorKind::Forbidden("a global used as data")),
         }
     }
 
@@ -251,24 +254,30 @@ impl<'a> Machine<'a> {
             b'c' => {
                 let module = self.line()?;
                 let name = self.line()?;
-                if (module, name) != (PREFIX.0.as_bytes(), PREFIX.1.as_bytes()) {
-                    return Err(ErrorKind::ForbiddenGlobal(format!(
-                        "{}.{}",
+                if (module, name) == (PREFIX.0.as_bytes(), PREFIX.1.as_bytes()) {
+                    self.stack.push(Item::Class);
+                } else {
+                    let (module, name) = (
                         String::from_utf8_lossy(module),
-                        String::from_utf8_lossy(name)
-                    )));
+                        String::from_utf8_lossy(name),
+                    );
+                    let Some(c) = Constructor::named(&module, &name) else {
+                        return Err(ErrorKind::ForbiddenGlobal(format!("{module}.{name}")));
+                    };
+                    self.stack.push(Item::Constructor(c));
                 }
-                self.stack.push(Item::Class);
             }
             b'R' => {
                 let (args, d) = self.pop_value()?;
-                if !matches!(self.pop()?, Item::Class) {
-                    return Err(ErrorKind::Forbidden("REDUCE/NEWOBJ of a non-global"));
-                }
                 let Value::Tuple(args) = args else {
                     return Err(malformed("REDUCE arguments are not a tuple"));
                 };
-                self.push(prefix(args), d)?;
+                let value = match self.pop()? {
+                    Item::Class => prefix(args),
+                    Item::Constructor(c) => c.call(args).map_err(|e| malformed(&e.to_string()))?,
+                    _ => return Err(ErrorKind::Forbidden("REDUCE/NEWOBJ of a non-global")),
+                };
+                self.push(value, d)?;
             }
             0x81 => {
                 let (args, _) = self.pop_value()?;
@@ -399,6 +408,55 @@ mod tests {
             (Ok(a), Ok(b)) => assert_eq!(a, b, "{data:?}"),
             (Err(_), _) => {}
             (a, b) => panic!("decoders disagree on {data:?}: {a:?} vs {b:?}"),
+        }
+    }
+
+    #[test]
+    fn builtin_container_types_build_plain_data() {
+        // ZEO's client encoder on a tpc_begin whose extension is a dict subclass reducing to
+        // `(dict, (items,))`, as ZODB's testTransactionExtensionFromIterator sends it.
+        let tpc_begin = b"\x80\x03(K\x01\x89X\t\x00\x00\x00tpc_begin(K\x07C\x00C\x00cbuiltins\ndict\nX\x03\x00\x00\x00fooK\x01\x86\x85\x85RNX\x01\x00\x00\x00 tt.";
+        let ext = Value::Map(vec![(Value::Str("foo".into()), Value::Int(1))]);
+        let Value::Tuple(message) = decode(tpc_begin).unwrap() else {
+            panic!("not a tuple");
+        };
+        assert_eq!(
+            message[3],
+            Value::Tuple(vec![
+                Value::Int(7),
+                Value::Bytes(vec![]),
+                Value::Bytes(vec![]),
+                ext,
+                Value::Nil,
+                Value::Str(" ".into()),
+            ])
+        );
+        same(tpc_begin);
+        for (data, want) in [
+            (&b"\x80\x03cbuiltins\ndict\n)R."[..], Value::Map(vec![])),
+            (
+                b"\x80\x03c__builtin__\nlist\nK\x01K\x02\x86\x85R.",
+                Value::List(vec![Value::Int(1), Value::Int(2)]),
+            ),
+            (
+                b"\x80\x03cbuiltins\ntuple\n]K\x01a\x85R.",
+                Value::Tuple(vec![Value::Int(1)]),
+            ),
+        ] {
+            assert_eq!(decode(data).unwrap(), want, "{data:?}");
+            same(data);
+        }
+        for bad in [
+            // Anything but a call of the type, and anything that is not a plain container.
+            &b"\x80\x03cbuiltins\ndict\n."[..],
+            b"\x80\x03cbuiltins\ndict\n)\x81.",
+            b"\x80\x03cbuiltins\ndict\nK\x01\x85R.",
+            b"\x80\x03cbuiltins\ndict\nK\x01K\x02\x86R.",
+            b"\x80\x03cbuiltins\nset\n)R.",
+            b"\x80\x03cbuiltins\ngetattr\n)R.",
+        ] {
+            assert!(decode(bad).is_err(), "{bad:?}");
+            same(bad);
         }
     }
 

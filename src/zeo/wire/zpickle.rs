@@ -159,13 +159,16 @@ pub(super) fn convert(v: pickle::Value) -> Result<Value, WireError> {
                 .map(|(k, v)| Ok((convert(k)?, convert(v)?)))
                 .collect::<Result<_, WireError>>()?,
         ),
-        // Prefix(path) pickled through __reduce__: GLOBAL, args tuple, REDUCE.
+        // Prefix(path) pickled through __reduce__: GLOBAL, args tuple, REDUCE; or a builtin
+        // container type called on its items.
         P::Reduce { callable, args } => match (*callable, *args) {
-            (P::Global { module, name }, P::Tuple(args)) => Value::Global {
-                module,
-                name,
-                args: convert_all(args)?,
-            },
+            (P::Global { module, name }, P::Tuple(args)) => {
+                let args = convert_all(args)?;
+                match Constructor::named(&module, &name) {
+                    Some(c) => c.call(args)?,
+                    None => Value::Global { module, name, args },
+                }
+            }
             _ => return Err(unsupported("a call")),
         },
         // Prefix(path) pickled the default protocol-2+ way: GLOBAL, (), NEWOBJ, then BUILD with
@@ -200,6 +203,67 @@ pub(super) fn convert(v: pickle::Value) -> Result<Value, WireError> {
         // A bare class (not an instance) means nothing in a message.
         _ => return Err(unsupported("an object")),
     })
+}
+
+/// A builtin container type a message may call (`crate::pickle`'s `MESSAGE_CONSTRUCTORS`):
+/// calling it only builds plain data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Constructor {
+    Dict,
+    List,
+    Tuple,
+}
+
+impl Constructor {
+    pub(super) fn named(module: &str, name: &str) -> Option<Self> {
+        if !pickle::MESSAGE_CONSTRUCTORS.contains(&(module, name)) {
+            return None;
+        }
+        match name {
+            "dict" => Some(Self::Dict),
+            "list" => Some(Self::List),
+            "tuple" => Some(Self::Tuple),
+            _ => None,
+        }
+    }
+
+    /// `dict()`, `dict(mapping_or_pairs)`, `list(items)`, `tuple(items)`, as Python does them
+    /// for the plain values a message can hold.
+    pub(super) fn call(self, args: Vec<Value>) -> Result<Value, WireError> {
+        let mut args = args.into_iter();
+        let arg = args.next();
+        if args.next().is_some() {
+            return Err(unsupported("a builtin type called with several arguments"));
+        }
+        let items = |v: Value| match v {
+            Value::List(items) | Value::Tuple(items) => Ok(items),
+            Value::Map(pairs) => Ok(pairs.into_iter().map(|(k, _)| k).collect()),
+            _ => Err(unsupported("a builtin type called on a non-iterable")),
+        };
+        Ok(match (self, arg) {
+            (Self::Dict, None) => Value::Map(Vec::new()),
+            (Self::Dict, Some(Value::Map(pairs))) => Value::Map(pairs),
+            (Self::Dict, Some(v)) => Value::Map(
+                items(v)?
+                    .into_iter()
+                    .map(|pair| match pair {
+                        Value::List(kv) | Value::Tuple(kv) if kv.len() == 2 => {
+                            let mut kv = kv.into_iter();
+                            match (kv.next(), kv.next()) {
+                                (Some(k), Some(v)) => Ok((k, v)),
+                                _ => Err(unsupported("a dict item that is not a pair")),
+                            }
+                        }
+                        _ => Err(unsupported("a dict item that is not a pair")),
+                    })
+                    .collect::<Result<_, _>>()?,
+            ),
+            (Self::List, None) => Value::List(Vec::new()),
+            (Self::List, Some(v)) => Value::List(items(v)?),
+            (Self::Tuple, None) => Value::Tuple(Vec::new()),
+            (Self::Tuple, Some(v)) => Value::Tuple(items(v)?),
+        })
+    }
 }
 
 fn convert_all(items: Vec<pickle::Value>) -> Result<Vec<Value>, WireError> {
