@@ -3,7 +3,9 @@
 //! client that sits on the commit lock. Throughout, a well-behaved real Python
 //! `ZEO.ClientStorage` under a `ZODB.DB` (`tests/python/zeo_hostile_client.py`) keeps
 //! committing and loading, and after every step it must have made progress; at the end the
-//! server must still be alive, stop cleanly on SIGTERM and never have panicked.
+//! server must still be alive, stop cleanly on SIGTERM and never have panicked. The tests
+//! with calls that touch transactions serve a Data.fs, which Python's fstest and FileStorage
+//! check afterwards; the others a memory storage.
 //!
 //! Abusive clients are raw TCP sockets. Well-formed messages they send are written with the
 //! crate's wire codec (itself checked against Python in `wire_python.rs`); the garbage is
@@ -24,6 +26,18 @@ use zodbctl::zeo::wire::{self, Encoding, ServerMessage, Value};
 const CLIENT: &str = include_str!("python/zeo_hostile_client.py");
 /// How long any single expected event (a reply, a close, progress) may take.
 const WAIT: Duration = Duration::from_secs(20);
+/// fstest, then the counter the Python client committed, read with Python's FileStorage.
+const FILE_CHECK: &str = "
+import sys
+import ZODB
+from ZODB.FileStorage import FileStorage
+from ZODB.scripts import fstest
+fstest.check(sys.argv[1])
+db = ZODB.DB(FileStorage(sys.argv[1], read_only=True))
+n = db.open().root()['n']
+assert n == int(sys.argv[2]), (n, sys.argv[2])
+db.close()
+";
 const MAXTID: [u8; 8] = [0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff];
 
 // ---------------------------------------------------------------------------------------
@@ -40,7 +54,7 @@ impl Server {
         let log = dir.join("server.log");
         let out = File::create(&log).expect("create server log");
         let child = support::zodbctl()
-            .args(["serve", "-a", "127.0.0.1:0", "--memory", "1"])
+            .args(["serve", "-a", "127.0.0.1:0"])
             .args(extra)
             .stdin(Stdio::null())
             .stdout(out.try_clone().expect("dup log"))
@@ -267,17 +281,36 @@ struct Rig {
     _dir: tempfile::TempDir,
     server: Server,
     client: PyClient,
+    /// The Data.fs when the server serves a file storage.
+    datafs: Option<PathBuf>,
 }
 
 impl Rig {
+    /// A server with a memory storage "1".
     fn start(extra: &[&str]) -> Rig {
+        Rig::start_with(false, extra)
+    }
+
+    /// A server with a file storage "1" (a new Data.fs), checked with fstest at the end.
+    fn start_file(extra: &[&str]) -> Rig {
+        Rig::start_with(true, extra)
+    }
+
+    fn start_with(file: bool, extra: &[&str]) -> Rig {
         let dir = tempfile::tempdir().expect("tempdir");
-        let server = Server::start(dir.path(), extra);
+        let datafs = file.then(|| dir.path().join("Data.fs"));
+        let mut args: Vec<&str> = match &datafs {
+            Some(p) => vec!["-f", p.to_str().expect("utf-8 path")],
+            None => vec!["--memory", "1"],
+        };
+        args.extend_from_slice(extra);
+        let server = Server::start(dir.path(), &args);
         let client = PyClient::start(dir.path(), server.port);
         Rig {
             _dir: dir,
             server,
             client,
+            datafs,
         }
     }
 
@@ -297,10 +330,19 @@ impl Rig {
             _dir,
             server,
             client,
+            datafs,
         } = self;
         let rounds = client.finish();
         assert!(rounds > 0);
         server.stop();
+        // Nothing the abusive clients did damaged the file: Python's fstest accepts it and
+        // Python's FileStorage reads the client's last commit.
+        if let Some(path) = datafs {
+            support::run_python(
+                FILE_CHECK,
+                &[path.to_str().expect("utf-8 path"), &rounds.to_string()],
+            );
+        }
     }
 }
 
@@ -819,7 +861,7 @@ fn garbage_payloads_in_both_encodings() {
 
 #[test]
 fn wrong_calls() {
-    let mut rig = Rig::start(&[]);
+    let mut rig = Rig::start_file(&[]);
     let port = rig.server.port;
     let oid = rig.client.big_oid;
     for letter in [b'M', b'Z'] {
@@ -1012,7 +1054,7 @@ impl Raw {
 #[test]
 fn abusive_clients() {
     // A 3 s transaction timeout, so that a client sitting on the commit lock is dropped.
-    let mut rig = Rig::start(&["-t", "3"]);
+    let mut rig = Rig::start_file(&["-t", "3"]);
     let port = rig.server.port;
     let oid = rig.client.big_oid;
 
