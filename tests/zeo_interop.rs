@@ -529,3 +529,22 @@ fn invalidation_age_verifies_caches_older_than_the_queue() {
     assert!(log.contains("invalidations up to tid"), "{log}");
     assert_eq!(server.terminate(), 0);
 }
+
+#[test]
+fn memory_storage_drops_superseded_revisions_after_history_seconds() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    fs::create_dir_all(d.join("etc")).unwrap();
+    fs::create_dir_all(d.join("var")).unwrap();
+    fs::write(
+        d.join("etc/zeo.toml"),
+        "[zeo]\naddress = \"127.0.0.1:0\"\n\
+         [storages.sessions]\ntype = \"memory\"\nhistory-seconds = 0\n\
+         [eventlog]\npath = \"STDERR\"\n",
+    )
+    .unwrap();
+    let server = Server::start(d, &["-C", s(&d.join("etc/zeo.toml"))]);
+    let out = scenario(&["memory_snapshot", &server.addr()]);
+    assert!(out.contains("OK memory_snapshot"), "{out}");
+    assert_eq!(server.terminate(), 0);
+}

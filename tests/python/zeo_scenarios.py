@@ -369,6 +369,39 @@ def tls_zeo_certs(address):
     print("OK tls_zeo_certs")
 
 
+def memory_snapshot(address):
+    """A memory storage keeps no revision beyond history-seconds: a reader whose snapshot
+    needs a dropped revision gets ReadConflictError (Zope retries the request); after
+    syncing it reads the current state."""
+    a = ZEO.DB(addr(address), storage="sessions", wait_timeout=20)
+    b = ZEO.DB(addr(address), storage="sessions", wait_timeout=20)
+    tma, tmb = transaction.TransactionManager(), transaction.TransactionManager()
+    ca, cb = a.open(tma), b.open(tmb)
+    ca.root()["s"] = PersistentMapping(v=1)
+    tma.commit()
+    # A's next view is fixed here; neither its connection nor its ZEO cache holds "s".
+    ca.cacheMinimize()
+    a.storage._cache.clear()
+    tma.begin()
+    root = ca.root()
+    tmb.begin()
+    cb.root()["s"]["v"] = 2
+    tmb.commit()
+    time.sleep(0.2)
+    try:
+        root["s"]["v"]
+    except ZODB.POSException.ReadConflictError:
+        pass
+    else:
+        raise AssertionError("no ReadConflictError for a dropped revision")
+    tma.abort()
+    tma.begin()
+    assert ca.root()["s"]["v"] == 2
+    a.close()
+    b.close()
+    print("OK memory_snapshot")
+
+
 def zeo_tests_dir():
     import ZEO.tests
     print(os.path.dirname(ZEO.tests.__file__))
