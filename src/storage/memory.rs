@@ -69,6 +69,9 @@ struct Inner {
     expiry: VecDeque<(Instant, Oid)>,
     /// Sum of current record sizes.
     size: u64,
+    /// Objects whose current revision is not a deletion (kept up to date by `finish`, so
+    /// `len` is O(1): the server reports it after every commit).
+    live: u64,
 }
 
 pub struct MemoryStorage {
@@ -106,11 +109,7 @@ impl MemoryStorage {
 
     /// Number of live objects.
     pub fn len(&self) -> u64 {
-        self.read()
-            .objects
-            .values()
-            .filter(|o| o.revs.last().is_some_and(|r| r.data.is_some()))
-            .count() as u64
+        self.read().live
     }
 
     pub fn is_empty(&self) -> bool {
@@ -335,11 +334,10 @@ impl MemCommit {
         for (oid, data) in self.writes {
             let new_len = data.as_ref().map_or(0, |d| d.len() as u64);
             let obj = inner.objects.entry(oid).or_default();
-            let old_len = obj
-                .revs
-                .last()
-                .and_then(|r| r.data.as_ref())
-                .map_or(0, |d| d.len() as u64);
+            let old = obj.revs.last().and_then(|r| r.data.as_ref());
+            let was_live = old.is_some();
+            let old_len = old.map_or(0, |d| d.len() as u64);
+            let now_live = data.is_some();
             let superseded = !obj.revs.is_empty();
             obj.revs.push(Rev {
                 tid: self.tid,
@@ -352,6 +350,11 @@ impl MemCommit {
                 inner.expiry.push_back((now, oid));
             }
             inner.size = (inner.size + new_len).saturating_sub(old_len);
+            match (was_live, now_live) {
+                (false, true) => inner.live += 1,
+                (true, false) => inner.live = inner.live.saturating_sub(1),
+                _ => {}
+            }
             let next = u64::from_be_bytes(oid).saturating_add(1);
             if next > inner.next_oid {
                 inner.next_oid = next;

@@ -1328,7 +1328,19 @@ impl Conn {
             st.set_lock_time(None);
             return;
         };
-        let result = tokio::task::block_in_place(|| replay(&st, txn));
+        // Small transactions are written in place (a pwrite; the sync comes at finish); large
+        // ones, blob moves that may copy across file systems, and undo (which reads history)
+        // leave the worker first.
+        let heavy = txn.bytes > (1 << 20)
+            || txn
+                .ops
+                .iter()
+                .any(|op| matches!(op, Op::StoreBlob { .. } | Op::Undo { .. }));
+        let result = if heavy {
+            tokio::task::block_in_place(|| replay(&st, txn))
+        } else {
+            replay(&st, txn)
+        };
         match result {
             Ok(VoteResult::Voted(commit, undo_oids)) => {
                 debug!(target: LOG_STORAGE, "({}) voted {}", self.label, hex(&commit.tid()));
