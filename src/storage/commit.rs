@@ -101,6 +101,7 @@ impl CommitLock {
             oids: Vec::new(),
             blob_files: Vec::new(),
             voted: false,
+            durable: false,
         })
     }
 }
@@ -140,6 +141,9 @@ pub struct Transaction {
     /// Blob revisions moved into place by this transaction (removed on abort).
     blob_files: Vec<Oid>,
     voted: bool,
+    /// The status byte is flipped and synced: the transaction is committed on disk but not
+    /// yet visible to readers (see [`Transaction::make_durable`]).
+    durable: bool,
 }
 
 impl Transaction {
@@ -569,9 +573,16 @@ impl Transaction {
         Ok(())
     }
 
-    /// `tpc_finish`: flip the status byte, sync once, publish. Returns the tid and the
-    /// oids written.
-    pub fn finish(mut self) -> Result<Committed> {
+    /// The first half of `tpc_finish`: flip the status byte and sync once. Afterwards the
+    /// transaction is committed on disk (a crash keeps it) but readers do not see it yet, so
+    /// a server can sync without holding back its readers, then publish with [`finish`]
+    /// (which does no I/O). Calling it again does nothing.
+    ///
+    /// [`finish`]: Transaction::finish
+    pub fn make_durable(&mut self) -> Result<()> {
+        if self.durable {
+            return Ok(());
+        }
         if !self.voted {
             self.vote()?;
         }
@@ -593,7 +604,22 @@ impl Transaction {
             self.voted = false;
             return Err(StorageError::io(&df.path, Some(status_pos), e));
         }
-        {
+        self.durable = true;
+        Ok(())
+    }
+
+    /// `tpc_finish`: flip the status byte and sync once (unless [`make_durable`] did), then
+    /// publish. Returns the tid and the oids written.
+    ///
+    /// [`make_durable`]: Transaction::make_durable
+    pub fn finish(mut self) -> Result<Committed> {
+        self.make_durable()?;
+        Ok(self.publish())
+    }
+
+    /// Make a durable transaction visible to readers and release the commit lock.
+    fn publish(&mut self) -> Committed {
+        if let Some(storage) = self.lock.as_ref().map(|l| l.storage.clone()) {
             let mut st = write(&storage.inner.state);
             for (&oid, &pos) in &self.tindex {
                 // Positions were checked against MAX_POS when the records were added.
@@ -603,13 +629,14 @@ impl Transaction {
             st.last_tid = self.tid;
         }
         self.voted = false;
+        self.durable = false;
         self.blob_files.clear();
         let committed = Committed {
             tid: self.tid,
             oids: std::mem::take(&mut self.oids),
         };
         self.lock = None;
-        Ok(committed)
+        committed
     }
 
     /// `tpc_abort`: forget the transaction; after a vote, truncate the file back. Blob
@@ -619,6 +646,13 @@ impl Transaction {
     }
 
     fn abort_inner(&mut self) -> Result<()> {
+        if self.durable {
+            // Committed on disk already: truncating would lose a transaction a crash would
+            // have kept, so an abort (or a drop) after make_durable publishes it instead.
+            tracing::warn!(target: "ZODB.FileStorage", "abort after the commit was made durable: kept");
+            self.publish();
+            return Ok(());
+        }
         let Some(lock) = self.lock.take() else {
             return Ok(());
         };

@@ -826,3 +826,32 @@ mod damage {
         }
     }
 }
+
+#[test]
+fn make_durable_syncs_without_publishing_and_a_drop_keeps_it() {
+    let (_d, path) = tmp();
+    let fs = FileStorage::open(&path).unwrap();
+    let c1 = commit(&fs, &[(Oid(0), Tid::ZERO, b"root")]);
+
+    // Synced, but readers still see the previous state until finish publishes it.
+    let mut t = fs.begin(meta("two halves")).unwrap();
+    t.store(Oid(0), c1.tid, b"root 2").unwrap();
+    t.make_durable().unwrap();
+    t.make_durable().unwrap();
+    assert_eq!(fs.load(Oid(0)).unwrap(), (b"root".to_vec(), c1.tid));
+    assert_eq!(fs.last_transaction(), c1.tid);
+    let c2 = t.finish().unwrap();
+    assert_eq!(fs.load(Oid(0)).unwrap(), (b"root 2".to_vec(), c2.tid));
+
+    // Dropping (or aborting) a durable transaction must not truncate what is on disk.
+    let mut t = fs.begin(meta("dropped after the sync")).unwrap();
+    t.store(Oid(0), c2.tid, b"root 3").unwrap();
+    t.make_durable().unwrap();
+    drop(t);
+    let (data, tid) = fs.load(Oid(0)).unwrap();
+    assert_eq!(data, b"root 3");
+    assert!(tid > c2.tid);
+    drop(fs);
+    let fs = FileStorage::open(&path).unwrap();
+    assert_eq!(fs.load(Oid(0)).unwrap(), (b"root 3".to_vec(), tid));
+}

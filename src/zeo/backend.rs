@@ -199,9 +199,15 @@ pub trait Commit: Send {
     ) -> Result<(), StoreError>;
     /// Undo a transaction; returns the oids it writes.
     fn undo(&mut self, undo_id: &[u8]) -> Result<Vec<Oid>, StoreError>;
-    /// Make the transaction durable but invisible.
+    /// Write the transaction (recoverable as `c`, invisible).
     fn vote(&mut self) -> Result<(), StoreError>;
-    /// Make it visible; returns the committed tid.
+    /// Commit it on disk (the status flip and its sync) without making it visible, so that
+    /// the server syncs without holding back readers. Storages with nothing to sync keep
+    /// the default.
+    fn make_durable(&mut self) -> Result<(), StoreError> {
+        Ok(())
+    }
+    /// Make it visible (after `make_durable`, without I/O); returns the committed tid.
     fn finish(self: Box<Self>) -> Result<Tid, StoreError>;
     fn abort(self: Box<Self>);
 }

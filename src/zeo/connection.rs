@@ -1386,7 +1386,7 @@ impl Conn {
         let given = need(a, 0, "txn")?.clone();
         let st = Arc::clone(self.storage()?);
         let txn = self.txn_for(&given)?;
-        let Some(commit) = txn.commit.take() else {
+        let Some(mut commit) = txn.commit.take() else {
             return Err(Fail::args(
                 "ZODB.POSException.StorageTransactionError",
                 "tpc_finish called without a successful vote",
@@ -1406,7 +1406,12 @@ impl Conn {
         }
         let tid = commit.tid();
         let me = self.id;
-        let result = tokio::task::block_in_place(|| {
+        // The fsync happens first, outside the visibility lock, so other clients' loads go on
+        // during it; publishing is then an in-memory index update. Loads hold the lock only
+        // for a synchronous read and the queueing of its reply (never across an await), so
+        // taking it here on the worker thread waits microseconds.
+        let durable = tokio::task::block_in_place(|| commit.make_durable());
+        let result = durable.and_then(|()| {
             let _visible = st.visibility.write().unwrap_or_else(|e| e.into_inner());
             let mut seq = st.seq();
             let mut encoded: [Option<Vec<u8>>; 2] = [None, None];

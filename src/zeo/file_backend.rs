@@ -383,6 +383,10 @@ impl Commit for FileCommit {
         self.0.vote().map_err(err)
     }
 
+    fn make_durable(&mut self) -> Result<(), StoreError> {
+        self.0.make_durable().map_err(err)
+    }
+
     fn finish(self: Box<Self>) -> Result<Tid, StoreError> {
         self.0.finish().map(|c| c.tid.to_bytes()).map_err(err)
     }
