@@ -63,7 +63,10 @@
 //! (`ReadConflict`), `delete`, `restore` (with [`CommitLock::begin_at`] and an explicit,
 //! increasing tid), `undo` (FileStorage's transactional undo, returning the oids), `vote`,
 //! `finish` (returns the tid and every oid written, for invalidations) and `abort`
-//! (also on drop; truncates a voted transaction away and removes its blob files), and
+//! (also on drop; truncates a voted transaction away and removes its blob files). `finish`
+//! is `make_durable` (status flip and sync: committed on disk, not yet visible) followed by
+//! an in-memory publish; a server calls `make_durable` itself to sync without holding back
+//! its readers, and an abort after it keeps the transaction. Also
 //! `restore_blob`. Tids come from [`TimeStamp`]: strictly increasing, `laterThan` the last
 //! (and after any unfinished transaction removed at open, whose blob files may linger).
 //! Buffered records stay in memory up to 16 MiB, then spill to `Data.fs.tmp`. Like Python,
