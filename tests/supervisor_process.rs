@@ -86,25 +86,6 @@ impl Drop for Instance {
     }
 }
 
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    f()
-}
-
 /// Alive and not a zombie.
 fn alive(pid: i64) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
@@ -124,14 +105,14 @@ fn pid_of(v: &Value, key: &str) -> i64 {
 fn start_status_stop_cycle_with_zdaemon_messages() {
     let inst = Instance::new("program = \"sleep 100\"");
     let out = inst.z(&["status"]);
-    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(3), "{}", support::output_text(&out));
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
         "daemon manager not running\n"
     );
 
     let out = inst.z(&["start"]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(0), "{}", support::output_text(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("daemon process started, pid="), "{stdout}");
 
@@ -213,7 +194,7 @@ fn crash_loop_backs_off_and_gives_up_at_the_limit() {
     // The program's pid shows up at once; start may also see it die: both are fine.
     let _ = out;
     assert!(
-        wait_until(Duration::from_secs(8), || !inst.socket().exists()),
+        support::wait_until(Duration::from_secs(8), || !inst.socket().exists()),
         "manager still up: {}",
         inst.transcript()
     );
@@ -236,7 +217,7 @@ fn crash_loop_with_forever_keeps_going() {
     let _ = inst.z(&["start"]);
     // Delays 1, 2, 2, 2...: spawns at 0, 1, 3, 5.
     assert!(
-        wait_until(Duration::from_secs(8), || inst.spawns() >= 4),
+        support::wait_until(Duration::from_secs(8), || inst.spawns() >= 4),
         "{}",
         inst.transcript()
     );
@@ -253,7 +234,7 @@ fn exit_codes_0_and_2_end_the_manager() {
         let inst = Instance::new(&format!("program = \"sh -c 'sleep 0.3; exit {code}'\""));
         assert_eq!(inst.z(&["start"]).status.code(), Some(0));
         assert!(
-            wait_until(Duration::from_secs(5), || !inst.socket().exists()),
+            support::wait_until(Duration::from_secs(5), || !inst.socket().exists()),
             "{}",
             inst.transcript()
         );
@@ -268,15 +249,17 @@ fn exit_codes_0_and_2_end_the_manager() {
     // In the foreground the manager exits with the program's status (for systemd).
     let inst = Instance::new("program = \"sh -c 'exit 2'\"");
     let out = inst.z(&["start", "--foreground"]);
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(2), "{}", support::output_text(&out));
     // `daemon = false`: `start` itself runs the manager and returns the program's status.
     let inst = Instance::new("program = \"sh -c 'exit 2'\"\ndaemon = false");
     let out = inst.z(&["start"]);
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(2), "{}", support::output_text(&out));
     // Any other status is restarted.
     let inst = Instance::new("program = \"sh -c 'sleep 0.2; exit 3'\"");
     assert_eq!(inst.z(&["start"]).status.code(), Some(0));
-    assert!(wait_until(Duration::from_secs(5), || inst.spawns() >= 2));
+    assert!(support::wait_until(Duration::from_secs(5), || inst
+        .spawns()
+        >= 2));
     assert_eq!(inst.z(&["stop"]).status.code(), Some(0));
 }
 
@@ -290,7 +273,7 @@ fn stop_kills_a_program_ignoring_sigterm_and_its_grandchildren() {
         p = pids.display()
     ));
     assert_eq!(inst.z(&["start"]).status.code(), Some(0));
-    assert!(wait_until(Duration::from_secs(5), || {
+    assert!(support::wait_until(Duration::from_secs(5), || {
         std::fs::read_to_string(&pids).is_ok_and(|s| s.lines().count() == 2)
     }));
     let program = pid_of(&inst.json(), "pid");
@@ -325,7 +308,7 @@ fn a_killed_program_is_restarted() {
     // SAFETY: kill(2) on the program this test started.
     unsafe { libc::kill(first as i32, libc::SIGKILL) };
     let mut second = 0;
-    assert!(wait_until(Duration::from_secs(3), || {
+    assert!(support::wait_until(Duration::from_secs(3), || {
         second = inst.json()["pid"].as_i64().unwrap_or(0);
         second != 0 && second != first
     }));
@@ -344,7 +327,9 @@ fn sigterm_to_the_manager_stops_the_program_first() {
     let (manager, program) = (pid_of(&v, "manager_pid"), pid_of(&v, "pid"));
     // SAFETY: kill(2) on the manager this test started.
     unsafe { libc::kill(manager as i32, libc::SIGTERM) };
-    assert!(wait_until(Duration::from_secs(5), || !alive(manager)));
+    assert!(support::wait_until(Duration::from_secs(5), || !alive(
+        manager
+    )));
     assert!(!alive(program));
     // Nothing of the program's process group is left.
     // SAFETY: signal 0 only checks for existence.
@@ -362,7 +347,7 @@ fn sighup_to_the_manager_reopens_instead_of_killing_it() {
     std::fs::rename(&log, inst.path().join("log/transcript.log.1")).unwrap();
     // SAFETY: kill(2) on the manager this test started.
     unsafe { libc::kill(manager as i32, libc::SIGHUP) };
-    assert!(wait_until(Duration::from_secs(3), || log.exists()));
+    assert!(support::wait_until(Duration::from_secs(3), || log.exists()));
     assert_eq!(inst.z(&["status"]).status.code(), Some(0));
     assert_eq!(inst.z(&["stop"]).status.code(), Some(0));
     assert!(inst.transcript().contains("Exiting"));
@@ -376,17 +361,21 @@ fn stale_socket_after_kill_9_of_the_manager_is_recovered() {
     let (manager, program) = (pid_of(&v, "manager_pid"), pid_of(&v, "pid"));
     // SAFETY: kill(2) on the manager this test started.
     unsafe { libc::kill(manager as i32, libc::SIGKILL) };
-    assert!(wait_until(Duration::from_secs(3), || !alive(manager)));
+    assert!(support::wait_until(Duration::from_secs(3), || !alive(
+        manager
+    )));
     // Nothing runs on unsupervised: the program follows its manager (parent-death signal).
-    assert!(wait_until(Duration::from_secs(3), || !alive(program)));
+    assert!(support::wait_until(Duration::from_secs(3), || !alive(
+        program
+    )));
     assert!(inst.socket().exists(), "the stale socket stays behind");
     assert_eq!(inst.z(&["status"]).status.code(), Some(3));
     let out = inst.z(&["start"]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(0), "{}", support::output_text(&out));
     assert!(
-        text(&out).contains("Unlinking stale socket"),
+        support::output_text(&out).contains("Unlinking stale socket"),
         "{}",
-        text(&out)
+        support::output_text(&out)
     );
     assert_eq!(inst.json()["state"], "running");
     assert_eq!(inst.z(&["stop"]).status.code(), Some(0));
@@ -397,8 +386,12 @@ fn a_second_manager_is_refused() {
     let inst = Instance::new("program = \"sleep 100\"");
     assert_eq!(inst.z(&["start"]).status.code(), Some(0));
     let out = inst.z(&["start", "--foreground"]);
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(text(&out).contains("already running"), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(1), "{}", support::output_text(&out));
+    assert!(
+        support::output_text(&out).contains("already running"),
+        "{}",
+        support::output_text(&out)
+    );
     assert_eq!(inst.z(&["stop"]).status.code(), Some(0));
 }
 
@@ -409,7 +402,7 @@ fn start_reports_a_program_that_never_gets_ready() {
          start-timeout = 1",
     );
     let out = inst.z(&["start"]);
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(1), "{}", support::output_text(&out));
     assert!(String::from_utf8_lossy(&out.stdout).contains("Program took too long to start"));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("start-timeout"), "{err}");
@@ -425,7 +418,7 @@ fn readiness_gates_start() {
          ready-check = { command = \"test -e ready\" }",
     );
     let out = inst.z(&["start"]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(0), "{}", support::output_text(&out));
     assert!(inst.path().join("ready").exists());
     assert_eq!(inst.json()["ready"], true);
     assert_eq!(inst.z(&["stop"]).status.code(), Some(0));
@@ -446,7 +439,7 @@ fn logreopen_moves_the_transcript_to_a_new_file() {
         String::from_utf8_lossy(&out.stdout),
         format!("kill({pid}, 12)\nsignal SIGUSR2 sent to process {pid}\n")
     );
-    assert!(wait_until(Duration::from_secs(3), || {
+    assert!(support::wait_until(Duration::from_secs(3), || {
         inst.transcript().contains("got USR2")
     }));
     assert!(!std::fs::read_to_string(&old).unwrap().contains("got USR2"));
@@ -507,7 +500,7 @@ fn kill_and_wait() {
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("daemon process stopped"),
         "{}",
-        text(&out)
+        support::output_text(&out)
     );
     assert_eq!(inst.z(&["stop"]).status.code(), Some(0));
 }
@@ -527,7 +520,7 @@ fn fg_runs_the_program_and_returns_its_status() {
 fn logtail_shows_the_end_of_the_transcript() {
     let inst = Instance::new("program = \"sh -c 'echo line one; echo line two; sleep 100'\"");
     assert_eq!(inst.z(&["start"]).status.code(), Some(0));
-    assert!(wait_until(Duration::from_secs(3), || inst
+    assert!(support::wait_until(Duration::from_secs(3), || inst
         .transcript()
         .contains("line two")));
     let out = inst.z(&["logtail", "-n", "2"]);
@@ -546,8 +539,8 @@ fn user_switching_when_root() {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(inst.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let out = inst.z(&["start"]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    assert!(wait_until(Duration::from_secs(3), || inst
+    assert_eq!(out.status.code(), Some(0), "{}", support::output_text(&out));
+    assert!(support::wait_until(Duration::from_secs(3), || inst
         .transcript()
         .contains("65534")));
     use std::os::unix::fs::MetadataExt;
@@ -578,7 +571,7 @@ fn the_scaffolded_logrotate_snippet_works_with_logrotate_f() {
         .args(["--address", "127.0.0.1:1"])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", support::output_text(&out));
     // The server's own program is not what is tested here: a stand-in that answers SIGUSR2
     // the way the server does (it reopens its log) and says so on stdout.
     let toml = dir.join("etc/zeo.toml");
@@ -597,7 +590,7 @@ fn the_scaffolded_logrotate_snippet_works_with_logrotate_f() {
             .unwrap()
     };
     let out = z(&["start"]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(0), "{}", support::output_text(&out));
     let transcript = dir.join("log/transcript.log");
     let out = std::process::Command::new(logrotate)
         .arg("-f")
@@ -606,13 +599,13 @@ fn the_scaffolded_logrotate_snippet_works_with_logrotate_f() {
         .arg(dir.join("etc/logrotate.conf"))
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", support::output_text(&out));
     assert!(dir.join("log/transcript.log.1").exists());
-    assert!(wait_until(Duration::from_secs(5), || {
+    assert!(support::wait_until(Duration::from_secs(5), || {
         std::fs::read_to_string(&transcript).is_ok_and(|t| t.contains("got USR2"))
     }));
     let out = z(&["stop"]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(0), "{}", support::output_text(&out));
     assert!(
         std::fs::read_to_string(&transcript)
             .unwrap()
@@ -635,7 +628,7 @@ fn restart_replaces_the_program() {
     assert_eq!(inst.z(&["start"]).status.code(), Some(0));
     let first = pid_of(&inst.json(), "pid");
     let out = inst.z(&["restart"]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(0), "{}", support::output_text(&out));
     let second = pid_of(&inst.json(), "pid");
     assert_ne!(first, second);
     assert!(
@@ -651,11 +644,11 @@ fn restart_replaces_the_program() {
 fn a_missing_program_is_a_usage_error() {
     let inst = Instance::new("program = \"no-such-program-zz --flag\"");
     let out = inst.z(&["start"]);
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(2), "{}", support::output_text(&out));
     assert!(
-        text(&out).contains("can't find program 'no-such-program-zz' on PATH"),
+        support::output_text(&out).contains("can't find program 'no-such-program-zz' on PATH"),
         "{}",
-        text(&out)
+        support::output_text(&out)
     );
     assert!(!inst.socket().exists());
 }

@@ -7,7 +7,7 @@ mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 fn venv_bin(name: &str) -> PathBuf {
     support::python().parent().expect("venv bin").join(name)
@@ -20,25 +20,6 @@ fn z(dir: &Path, args: &[&str]) -> Output {
         .args(args)
         .output()
         .expect("run zodbctl")
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    f()
 }
 
 /// Stops the instance (or cluster) in `dir` when dropped, so a failed test leaves nothing.
@@ -102,7 +83,7 @@ fn zdaemons_controller_reads_our_socket() {
             .expect("run zdaemon")
     };
     let out = zdaemon(&["status"]);
-    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(3), "{}", support::output_text(&out));
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
         "daemon manager not running\n"
@@ -111,7 +92,7 @@ fn zdaemons_controller_reads_our_socket() {
     assert_eq!(z(dir.path(), &["start"]).status.code(), Some(0));
     let ours = String::from_utf8_lossy(&z(dir.path(), &["status"]).stdout).into_owned();
     let out = zdaemon(&["status"]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(0), "{}", support::output_text(&out));
     assert_eq!(String::from_utf8_lossy(&out.stdout), ours);
 
     // The raw block parses for zdaemon too: no "managing a different program" warning; its
@@ -135,9 +116,9 @@ fn zdaemons_controller_reads_our_socket() {
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("daemon process stopped"),
         "{}",
-        text(&out)
+        support::output_text(&out)
     );
-    assert!(wait_until(Duration::from_secs(5), || !socket.exists()));
+    assert!(support::wait_until(Duration::from_secs(5), || !socket.exists()));
     assert_eq!(z(dir.path(), &["status"]).status.code(), Some(3));
 }
 
@@ -148,7 +129,7 @@ fn runzeo_is_ready_when_it_answers_and_reopens_its_log() {
     runzeo_instance(dir.path(), port);
     let _stop = Stopper(dir.path().to_path_buf());
     let out = z(dir.path(), &["start"]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(0), "{}", support::output_text(&out));
     // start returned only once the handshake answers.
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("server listening");
     let mut hello = [0u8; 6];
@@ -164,10 +145,10 @@ fn runzeo_is_ready_when_it_answers_and_reopens_its_log() {
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("signal SIGUSR2 sent to process"),
         "{}",
-        text(&out)
+        support::output_text(&out)
     );
     assert!(
-        wait_until(Duration::from_secs(10), || {
+        support::wait_until(Duration::from_secs(10), || {
             std::fs::read_to_string(&log)
                 .is_ok_and(|l| l.contains("Log files reopened successfully"))
         }),
@@ -202,7 +183,7 @@ fn a_cluster_starts_its_client_once_the_server_is_ready() {
         .args(["--address", &format!("127.0.0.1:{port}")])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", support::output_text(&out));
     let client = dir.path().join("client");
     std::fs::create_dir_all(client.join("etc")).unwrap();
     // The client's program records whether the server answered when it started.
@@ -232,12 +213,12 @@ fn a_cluster_starts_its_client_once_the_server_is_ready() {
     let _stop = Stopper(dir.path().to_path_buf());
 
     let out = z(dir.path(), &["start"]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(0), "{}", support::output_text(&out));
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let server_at = stdout.find("server: ").expect("server line");
     let client_at = stdout.find("client: ").expect("client line");
     assert!(server_at < client_at, "{stdout}");
-    assert!(wait_until(Duration::from_secs(10), || {
+    assert!(support::wait_until(Duration::from_secs(10), || {
         client.join("started").exists()
     }));
     assert_eq!(
@@ -246,7 +227,7 @@ fn a_cluster_starts_its_client_once_the_server_is_ready() {
     );
 
     let out = z(dir.path(), &["status"]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(0), "{}", support::output_text(&out));
     let lines = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(lines.contains("server: program running; pid="), "{lines}");
     assert!(lines.contains("client: program running; pid="), "{lines}");
@@ -278,11 +259,11 @@ fn zeoctl_controls_a_mkzeoinstance_home_started_by_zodbctl() {
         .arg(format!("127.0.0.1:{port}"))
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", support::output_text(&out));
     let _stop = Stopper(home.clone());
     // zodbctl reads the generated etc/zeo.conf and serves it itself.
     let out = z(&home, &["start"]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(0), "{}", support::output_text(&out));
     let pid = String::from_utf8_lossy(&out.stdout)
         .trim()
         .rsplit('=')
@@ -295,11 +276,11 @@ fn zeoctl_controls_a_mkzeoinstance_home_started_by_zodbctl() {
         .arg("status")
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(0), "{}", support::output_text(&out));
     assert!(
         String::from_utf8_lossy(&out.stdout).contains(&format!("program running; pid={pid}")),
         "{}",
-        text(&out)
+        support::output_text(&out)
     );
     let out = std::process::Command::new(home.join("bin/zeoctl"))
         .arg("stop")
@@ -308,9 +289,9 @@ fn zeoctl_controls_a_mkzeoinstance_home_started_by_zodbctl() {
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("daemon process stopped"),
         "{}",
-        text(&out)
+        support::output_text(&out)
     );
-    assert!(wait_until(Duration::from_secs(5), || {
+    assert!(support::wait_until(Duration::from_secs(5), || {
         z(&home, &["status"]).status.code() == Some(3)
     }));
 }

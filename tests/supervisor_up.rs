@@ -3,16 +3,6 @@
 
 mod support;
 
-use std::process::Output;
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
 const COMMIT: &str = r#"
 import sys, transaction, ZODB
 from ZEO.ClientStorage import ClientStorage
@@ -51,7 +41,7 @@ fn up_on_an_empty_directory_serves_python_clients() {
     };
     if out.status.code() != Some(0) {
         let _ = stop();
-        panic!("up failed: {}", text(&out));
+        panic!("up failed: {}", support::output_text(&out));
     }
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(stdout.contains("Wrote file"), "{stdout}");
@@ -86,12 +76,12 @@ fn up_on_an_empty_directory_serves_python_clients() {
 
     let again = support::zodbctl().arg("up").arg(&dir).output().unwrap();
     let stopped = stop();
-    assert!(py.status.success(), "python: {}", text(&py));
+    assert!(py.status.success(), "python: {}", support::output_text(&py));
     assert!(String::from_utf8_lossy(&py.stdout).contains("committed"));
     assert!(
         String::from_utf8_lossy(&reopen.stdout).contains("signal SIGUSR2 sent to process"),
         "{}",
-        text(&reopen)
+        support::output_text(&reopen)
     );
     assert!(new_log.contains("Log files reopened"), "{new_log}");
     assert!(
@@ -99,7 +89,12 @@ fn up_on_an_empty_directory_serves_python_clients() {
         "{new_transcript}"
     );
     // A second `up` finds the running instance and creates nothing.
-    assert_eq!(again.status.code(), Some(0), "{}", text(&again));
+    assert_eq!(
+        again.status.code(),
+        Some(0),
+        "{}",
+        support::output_text(&again)
+    );
     let again = String::from_utf8_lossy(&again.stdout);
     assert!(again.contains("daemon process already running"), "{again}");
     assert!(!again.contains("Wrote file"), "{again}");

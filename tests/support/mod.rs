@@ -9,6 +9,7 @@ use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 /// The `zodbctl` binary under test.
 pub fn zodbctl() -> Command {
@@ -124,4 +125,25 @@ pub fn python_command(script: &str, args: &[&str]) -> Command {
 /// `tools/make_datafs.py` (the shared deterministic Data.fs generator, vendored).
 pub fn make_datafs_script() -> PathBuf {
     repo_root().join("tools/make_datafs.py")
+}
+
+/// A command's standard output followed by its standard error, as text.
+pub fn output_text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Poll `f` every 20 ms until it holds or `limit` has passed; whether it held.
+pub fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    f()
 }
