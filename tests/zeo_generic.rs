@@ -43,12 +43,22 @@ fn file_storage_msgpack() {
     run_suite("msgpack", "file,recovery");
 }
 
-// Blobs: streamed (private client cache) and the reusable blob suite in pickle; a shared
-// blob directory in msgpack. TLS: ZEO's FileStorageSSLTests (its own self-signed
-// certificates, from a zeo.conf <ssl> section), in msgpack.
+// Blobs: streamed (private client cache), the reusable blob suite, and a shared blob
+// directory. TLS: ZEO's FileStorageSSLTests (its own self-signed certificates, from a
+// zeo.conf <ssl> section). Each in both encodings.
 #[test]
 fn blobs_pickle() {
     run_suite("pickle", "blob,blobreuse");
+}
+
+#[test]
+fn blobs_msgpack() {
+    run_suite("msgpack", "blob,blobreuse");
+}
+
+#[test]
+fn shared_blob_dir_and_tls_pickle() {
+    run_suite("pickle", "sharedblob,ssl");
 }
 
 #[test]
