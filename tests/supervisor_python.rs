@@ -302,9 +302,13 @@ fn the_args_line_is_pythons_repr() {
     // manager writes what Python's repr writes, quotes, escapes and all.
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("etc")).unwrap();
+    // The program must run with all these words as arguments (`sleep` would reject them and
+    // crash-loop): a shell that ignores its positional parameters.
     let words = [
-        "sleep",
-        "100",
+        "sh",
+        "-c",
+        "exec sleep 100",
+        "sh",
         "it's",
         "say \"hi\"",
         "both ' and \"",
