@@ -1066,6 +1066,16 @@ fn abusive_clients() {
         assert!(r.call(1000 + i as i64, "loadBefore", &[b(&oid), b(&MAXTID)]));
     }
     rig.healthy("a client that does not read");
+    // Keep not reading until the server gives up on the client: draining the socket earlier
+    // would let a server that has not reached its bound yet go on sending.
+    let deadline = Instant::now() + WAIT;
+    while !rig.server.log_text().contains("does not read") {
+        assert!(
+            Instant::now() < deadline,
+            "the server kept buffering for a client that does not read"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let got = r.expect_closed("a client that does not read");
     assert!(
         got < LOADS * (1 << 20) / 2,
