@@ -422,12 +422,7 @@ pub fn plan_server(dir: &Path, spec: &ServerSpec) -> Result<(Plan, ServerConfig)
             StorageConfig::Memory(_) => None,
         })
         .unwrap_or_else(|| dir.join("var/Data.fs"));
-    let systemd_user = match &spec.user {
-        Some(u) => {
-            format!("# zodbctl switches to the [runner] user ({u}) itself when started as root.")
-        }
-        None => "# User=zope".into(),
-    };
+    let systemd_user = systemd_user_line(spec.user.as_deref());
     let vars = [
         ("INSTANCE", dir.display().to_string()),
         ("INSTANCE_SH", sh(dir)),
@@ -705,12 +700,7 @@ pub fn plan_client(dir: &Path, spec: &ClientSpec) -> Result<(Plan, ClientConfig)
         &toml_text,
         &InstanceConfig::Client(config.clone()),
     )?;
-    let systemd_user = match &spec.user {
-        Some(u) => {
-            format!("# zodbctl switches to the [runner] user ({u}) itself when started as root.")
-        }
-        None => "# User=zope".into(),
-    };
+    let systemd_user = systemd_user_line(spec.user.as_deref());
     let vars = [
         ("INSTANCE", dir.display().to_string()),
         ("ZODBCTL", sh(&zodbctl)),
@@ -1060,5 +1050,16 @@ mod drift_tests {
         assert!(drift[0].contains(
             "server: \"127.0.0.1:8100\" here, but etc/client.toml says \"127.0.0.1:8200\""
         ));
+    }
+}
+
+/// The unit's user line: zodbctl drops privileges itself, so systemd must not (a hint when
+/// no user is configured).
+fn systemd_user_line(user: Option<&str>) -> String {
+    match user {
+        Some(u) => {
+            format!("# zodbctl switches to the [runner] user ({u}) itself when started as root.")
+        }
+        None => "# User=zope".into(),
     }
 }
