@@ -2,8 +2,13 @@
 //! virtualenv with ZODB/ZEO/zdaemon, created under `target/` on first use.
 //!
 //! Each test binary includes this with `mod support;`; not every helper is used by each.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
+mod serve;
+
+pub use serve::{Addr, RunZeo, SERVER_WAIT, Serve, Server};
+
+use std::ffi::OsStr;
 use std::fs::{self, File};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -125,6 +130,33 @@ pub fn python_command(script: &str, args: &[&str]) -> Command {
 /// `tools/make_datafs.py` (the shared deterministic Data.fs generator, vendored).
 pub fn make_datafs_script() -> PathBuf {
     repo_root().join("tools/make_datafs.py")
+}
+
+/// Write a realistic Data.fs of about `size_mb` MB at `path` with `tools/make_datafs.py`
+/// (Python ZODB), its blobs in `blobs` if given; panics with the script's output on failure.
+pub fn make_datafs(path: &Path, size_mb: &str, blobs: Option<&Path>) {
+    let mut cmd = Command::new(python());
+    cmd.arg(make_datafs_script())
+        .arg(path)
+        .args(["--size-mb", size_mb]);
+    if let Some(blobs) = blobs {
+        cmd.arg("--blobs").arg(blobs);
+    }
+    run_ok(&mut cmd, "tools/make_datafs.py");
+}
+
+/// `python -m MODULE ARGS...` in the venv (ZODB's scripts: fstest, fsdump, fsrefs, ...),
+/// whatever its status.
+pub fn python_module<I, S>(module: &str, args: I) -> Output
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    Command::new(python())
+        .args(["-m", module])
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("python -m {module}: {e}"))
 }
 
 /// A command's standard output followed by its standard error, as text.
