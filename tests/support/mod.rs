@@ -22,6 +22,21 @@ pub fn zodbctl() -> Command {
     Command::new(env!("CARGO_BIN_EXE_zodbctl"))
 }
 
+/// `zodbctl -i DIR`, for the arguments that follow.
+pub fn zodbctl_in(dir: &Path) -> Command {
+    let mut cmd = zodbctl();
+    cmd.arg("-i").arg(dir);
+    cmd
+}
+
+/// Run `zodbctl -i DIR ARGS...`; its output, whatever its status.
+pub fn run_in(dir: &Path, args: &[&str]) -> Output {
+    zodbctl_in(dir)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("run zodbctl -i {} {args:?}: {e}", dir.display()))
+}
+
 /// assert_cmd's view of the binary, for CLI assertions.
 pub fn zodbctl_cmd() -> assert_cmd::Command {
     assert_cmd::Command::new(env!("CARGO_BIN_EXE_zodbctl"))
