@@ -4,6 +4,7 @@
 //! Each test binary includes this with `mod support;`; not every helper is used by each.
 #![allow(dead_code, unused_imports)]
 
+pub mod damage;
 mod serve;
 
 pub use serve::{Addr, RunZeo, SERVER_WAIT, Serve, Server};
