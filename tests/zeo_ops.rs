@@ -192,3 +192,85 @@ fn zero_negative_and_garbage_timeouts_are_usage_errors() {
         "{text}"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// A bare port listens on every interface, IPv4 and IPv6, as runzeo does
+// ---------------------------------------------------------------------------------------------
+
+/// Whether this machine has an IPv6 loopback to test with.
+fn ipv6_loopback() -> bool {
+    std::net::TcpListener::bind("[::1]:0").is_ok()
+}
+
+/// Connect and read the server's first frame: the protocol greeting (`Z5` or `M5`).
+fn greeting(addr: &str) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let sa: std::net::SocketAddr = addr.parse().expect("socket address");
+    let mut s = std::net::TcpStream::connect_timeout(&sa, Duration::from_secs(10))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut len = [0u8; 4];
+    s.read_exact(&mut len)?;
+    let mut body = vec![0u8; u32::from_be_bytes(len).min(64) as usize];
+    s.read_exact(&mut body)?;
+    Ok(body)
+}
+
+#[test]
+fn a_bare_port_serves_python_clients_over_ipv4_and_ipv6() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs_path = dir.path().join("Data.fs");
+    let port = support::free_port();
+    let server = Server::start(dir.path(), &["-a", &port.to_string(), "-f", s(&fs_path)]);
+    assert_eq!(server.port, port);
+    let out = scenario(&["commit", &format!("127.0.0.1:{port}"), "v4"]);
+    assert!(out.contains("OK commit v4"), "{out}");
+    if ipv6_loopback() {
+        let out = scenario(&["commit", &format!("[::1]:{port}"), "v6"]);
+        assert!(out.contains("OK commit v6"), "{out}");
+    } else {
+        eprintln!("no IPv6 loopback here; the IPv6 half is skipped");
+    }
+    assert_eq!(server.terminate(), 0);
+}
+
+#[test]
+fn a_colon_port_in_the_configuration_listens_on_both_families() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    fs::create_dir_all(d.join("var")).unwrap();
+    let port = support::free_port();
+    fs::write(
+        d.join("zeo.toml"),
+        format!(
+            "[zeo]\naddress = \":{port}\"\n[storages.1]\npath = \"var/Data.fs\"\n\
+             [eventlog]\npath = \"STDERR\"\n"
+        ),
+    )
+    .unwrap();
+    let server = Server::start(d, &["-C", s(&d.join("zeo.toml"))]);
+    assert_eq!(greeting(&format!("127.0.0.1:{port}")).unwrap(), b"Z5");
+    if ipv6_loopback() {
+        assert_eq!(greeting(&format!("[::1]:{port}")).unwrap(), b"Z5");
+    }
+    assert_eq!(server.terminate(), 0);
+}
+
+#[test]
+fn explicit_hosts_listen_only_where_they_say() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs_path = dir.path().join("Data.fs");
+    let server = Server::start(dir.path(), &["-a", "127.0.0.1:0", "-f", s(&fs_path)]);
+    let port = server.port;
+    assert_eq!(greeting(&format!("127.0.0.1:{port}")).unwrap(), b"Z5");
+    if ipv6_loopback() {
+        assert!(greeting(&format!("[::1]:{port}")).is_err());
+        let v6 = Server::start(
+            dir.path(),
+            &["-a", "[::1]:0", "-f", s(&dir.path().join("v6.fs"))],
+        );
+        assert_eq!(greeting(&format!("[::1]:{}", v6.port)).unwrap(), b"Z5");
+        assert!(greeting(&format!("127.0.0.1:{}", v6.port)).is_err());
+        assert_eq!(v6.terminate(), 0);
+    }
+    assert_eq!(server.terminate(), 0);
+}
