@@ -1,7 +1,11 @@
-//! Shared helpers for integration tests: the zodbctl binary, free ports, and a pinned Python
-//! virtualenv with ZODB/ZEO/zdaemon, created under `target/` on first use.
+//! Shared helpers for integration tests: the zodbctl binary, free ports, a pinned Python
+//! virtualenv with ZODB/ZEO/zdaemon (created under `target/` on first use), and
+//! - [`Serve`] / [`RunZeo`]: start `zodbctl serve` or the reference runzeo, listening, as a
+//!   [`Server`] that is killed when dropped (`serve.rs`);
+//! - [`damage`]: the verify/dump tests' damaged Data.fs copies.
 //!
-//! Each test binary includes this with `mod support;`; not every helper is used by each.
+//! Each test binary includes this with `mod support;`; not every helper is used by each
+//! (hence the allowances: an unused helper or re-export is not a warning).
 #![allow(dead_code, unused_imports)]
 
 pub mod damage;
