@@ -296,22 +296,10 @@ fn verify_and_dump_find_the_instance_file_and_wait_out_a_commit_in_progress() {
     let base = make_base(dir.path());
     fs::write(&data, &base).unwrap();
 
-    let verify = || {
-        support::zodbctl()
-            .arg("-i")
-            .arg(&inst)
-            .arg("verify")
-            .output()
-            .unwrap()
-    };
+    let verify = || support::run_in(&inst, &["verify"]);
     let out = verify();
     assert_eq!(out.status.code(), Some(0), "{out:?}");
-    let by_instance = support::zodbctl()
-        .arg("-i")
-        .arg(&inst)
-        .arg("dump")
-        .output()
-        .unwrap();
+    let by_instance = support::run_in(&inst, &["dump"]);
     let by_path = support::zodbctl().arg("dump").arg(&data).output().unwrap();
     assert!(by_instance.status.success());
     assert_eq!(by_instance.stdout, by_path.stdout);
@@ -321,9 +309,7 @@ fn verify_and_dump_find_the_instance_file_and_wait_out_a_commit_in_progress() {
     let mut voted = base.clone();
     voted[last + 16] = b'c';
     fs::write(&data, &voted).unwrap();
-    let child = support::zodbctl()
-        .arg("-i")
-        .arg(&inst)
+    let child = support::zodbctl_in(&inst)
         .arg("verify")
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -352,11 +338,6 @@ fn verify_and_dump_find_the_instance_file_and_wait_out_a_commit_in_progress() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
 
-    let unknown = support::zodbctl()
-        .arg("-i")
-        .arg(&inst)
-        .args(["verify", "--storage", "nope"])
-        .output()
-        .unwrap();
+    let unknown = support::run_in(&inst, &["verify", "--storage", "nope"]);
     assert_eq!(unknown.status.code(), Some(2));
 }

@@ -172,7 +172,7 @@ fn transaction_timeout_aborts_releases_the_lock_and_closes() {
     let fs_path = dir.path().join("Data.fs");
     let mut server = Serve::in_dir(dir.path())
         .file(&fs_path)
-        .transaction_timeout(1)
+        .transaction_timeout(1.0)
         .start();
     let out = scenario(&["txn_timeout", &server.addr()]);
     assert!(out.contains("OK txn_timeout"), "{out}");

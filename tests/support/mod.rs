@@ -1,7 +1,11 @@
-//! Shared helpers for integration tests: the zodbctl binary, free ports, and a pinned Python
-//! virtualenv with ZODB/ZEO/zdaemon, created under `target/` on first use.
+//! Shared helpers for integration tests: the zodbctl binary, free ports, a pinned Python
+//! virtualenv with ZODB/ZEO/zdaemon (created under `target/` on first use), and
+//! - [`Serve`] / [`RunZeo`]: start `zodbctl serve` or the reference runzeo, listening, as a
+//!   [`Server`] that is killed when dropped (`serve.rs`);
+//! - [`damage`]: the verify/dump tests' damaged Data.fs copies.
 //!
-//! Each test binary includes this with `mod support;`; not every helper is used by each.
+//! Each test binary includes this with `mod support;`; not every helper is used by each
+//! (hence the allowances: an unused helper or re-export is not a warning).
 #![allow(dead_code, unused_imports)]
 
 pub mod damage;
@@ -20,6 +24,21 @@ use std::time::{Duration, Instant};
 /// The `zodbctl` binary under test.
 pub fn zodbctl() -> Command {
     Command::new(env!("CARGO_BIN_EXE_zodbctl"))
+}
+
+/// `zodbctl -i DIR`, for the arguments that follow.
+pub fn zodbctl_in(dir: &Path) -> Command {
+    let mut cmd = zodbctl();
+    cmd.arg("-i").arg(dir);
+    cmd
+}
+
+/// Run `zodbctl -i DIR ARGS...`; its output, whatever its status.
+pub fn run_in(dir: &Path, args: &[&str]) -> Output {
+    zodbctl_in(dir)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("run zodbctl -i {} {args:?}: {e}", dir.display()))
 }
 
 /// assert_cmd's view of the binary, for CLI assertions.

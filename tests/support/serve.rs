@@ -82,7 +82,7 @@ impl Serve {
     }
 
     /// `-t SECONDS`: the transaction timeout.
-    pub fn transaction_timeout(self, seconds: u32) -> Serve {
+    pub fn transaction_timeout(self, seconds: f64) -> Serve {
         self.arg("-t").arg(seconds.to_string())
     }
 
