@@ -109,8 +109,16 @@ impl CommitLock {
 impl Drop for CommitLock {
     fn drop(&mut self) {
         let inner = &self.storage.inner;
-        lock(&inner.gate).busy = false;
-        inner.gate_cv.notify_one();
+        let waiting = {
+            let mut gate = lock(&inner.gate);
+            gate.busy = false;
+            gate.waiters > 0
+        };
+        // No waiter, no wake-up: this runs once per commit, and an unneeded notify is a
+        // futex system call. A thread that starts waiting after the unlock sees busy false.
+        if waiting {
+            inner.gate_cv.notify_one();
+        }
     }
 }
 

@@ -111,6 +111,10 @@ pub(crate) struct Visible {
 #[derive(Debug, Default)]
 pub(crate) struct Gate {
     pub busy: bool,
+    /// Threads blocked in [`FileStorage::lock_commit`]. Releasing the lock notifies the
+    /// condition variable only when this is non-zero: std's `Condvar::notify_one` makes a
+    /// futex system call even when nobody waits, once per commit otherwise.
+    pub waiters: usize,
     /// The last tid handed out or seen (including a removed `c` transaction's).
     pub last_generated: Tid,
 }
@@ -323,6 +327,7 @@ impl FileStorage {
                 max_oid: Mutex::new(max_oid),
                 gate: Mutex::new(Gate {
                     busy: false,
+                    waiters: 0,
                     last_generated: outcome.tid_floor.max(outcome.last_tid),
                 }),
                 gate_cv: Condvar::new(),
@@ -587,11 +592,14 @@ impl FileStorage {
         self.check_writable()?;
         let mut gate = lock(&self.inner.gate);
         while gate.busy {
+            // Counted under the gate mutex, so a releaser that sees 0 cannot miss us.
+            gate.waiters += 1;
             gate = self
                 .inner
                 .gate_cv
                 .wait(gate)
                 .unwrap_or_else(|e| e.into_inner());
+            gate.waiters -= 1;
         }
         gate.busy = true;
         Ok(CommitLock::new(self.clone()))
