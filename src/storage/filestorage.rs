@@ -393,8 +393,11 @@ impl FileStorage {
     /// The position of `oid`'s current record: a read lock and an index lookup (a direct
     /// load in a dense bucket, see [`OidIndex::get`]).
     pub(crate) fn current_pos(&self, oid: Oid) -> Result<u64> {
-        let pos = read(&self.inner.state).index.get(oid);
-        pos.ok_or(StorageError::PosKey { oid, tid: None })
+        // Not `ok_or`: that builds (and drops, out of line) an unused error on every hit.
+        match read(&self.inner.state).index.get(oid) {
+            Some(pos) => Ok(pos),
+            None => Err(StorageError::PosKey { oid, tid: None }),
+        }
     }
 
     fn current_record(&self, oid: Oid) -> Result<RecordHeader> {
