@@ -231,7 +231,7 @@ where
                 }
             },
                 if conn.vote_wait.is_some() => {
-                conn.on_lock(guard);
+                conn.on_lock(guard).await;
             }
             () = async {
                 match conn.deadline {
@@ -676,13 +676,13 @@ impl Conn {
                 "pack is not available on this zodbctl server yet; \
                  pack the storage offline or with runzeo",
             )),
-            "undoLog" => self.undo_info(a, None),
+            "undoLog" => self.undo_info(a, None).await,
             "undoInfo" => {
                 let spec = match arg(a, 2) {
                     Some(Value::Map(m)) => Some(m.clone()),
                     _ => None,
                 };
-                self.undo_info(a, spec)
+                self.undo_info(a, spec).await
             }
             "iterator_start" => self.iterator_start(a),
             "iterator_next" => self.iterator_next(a),
@@ -762,7 +762,7 @@ impl Conn {
             "storeBlobEnd" => self.blob_end(a),
             "storeBlobShared" => self.blob_shared(a),
             "vote" => self.vote(req),
-            "tpc_finish" => self.tpc_finish(req),
+            "tpc_finish" => self.tpc_finish(req).await,
             "tpc_abort" => {
                 let given = need(a, 0, "txn")?;
                 if self.read_only {
@@ -966,8 +966,9 @@ impl Conn {
         Ok(oid_list(&oids))
     }
 
-    fn undo_info(
-        &self,
+    async fn undo_info(
+        // `&mut` although nothing changes: the future then needs `Conn: Send`, not `Sync`.
+        &mut self,
         a: &[Value],
         spec: Option<Vec<(Value, Value)>>,
     ) -> Result<Option<Value>, Fail> {
@@ -977,11 +978,17 @@ impl Conn {
         }
         let first = int_at(a, 0, 0, "first")?;
         let last = int_at(a, 1, -20, "last")?;
-        let filter = |e: &UndoEntry| match &spec {
-            Some(spec) => spec_matches(spec, &undo_entry_map(e)),
-            None => true,
-        };
-        let entries = tokio::task::block_in_place(|| st.backend.undo_log(first, last, &filter))?;
+        // A filtered undo log may read far back into the file: off the shard's thread.
+        let backend = Arc::clone(&st.backend);
+        let entries = tokio::task::spawn_blocking(move || {
+            let filter = |e: &UndoEntry| match &spec {
+                Some(spec) => spec_matches(spec, &undo_entry_map(e)),
+                None => true,
+            };
+            backend.undo_log(first, last, &filter)
+        })
+        .await
+        .map_err(|e| Fail::Close(format!("undo log failed: {e}")))??;
         Ok(Some(Value::Tuple(
             entries
                 .iter()
@@ -1018,7 +1025,7 @@ impl Conn {
                 Value::Tuple(vec![Value::Int(iid)]),
             ));
         };
-        match tokio::task::block_in_place(|| cursor.next_txn())? {
+        match cursor.next_txn()? {
             Some(t) => {
                 let v = Value::Tuple(vec![
                     bv(&t.tid),
@@ -1310,7 +1317,7 @@ impl Conn {
     }
 
     /// The commit lock was granted to this connection's pending vote.
-    fn on_lock(&mut self, guard: OwnedMutexGuard<()>) {
+    async fn on_lock(&mut self, guard: OwnedMutexGuard<()>) {
         let Some((msgid, _)) = self.vote_wait.take() else {
             return;
         };
@@ -1324,23 +1331,43 @@ impl Conn {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0.0, |d| d.as_secs_f64());
         st.set_lock_time(Some(now));
-        let Some(txn) = self.txn.as_mut() else {
+        let Some(mut txn) = self.txn.take() else {
             st.set_lock_time(None);
             return;
         };
         // Small transactions are written in place (a pwrite; the sync comes at finish); large
         // ones, blob moves that may copy across file systems, and undo (which reads history)
-        // leave the worker first.
+        // leave the shard's thread, whose other connections go on meanwhile.
         let heavy = txn.bytes > (1 << 20)
             || txn
                 .ops
                 .iter()
                 .any(|op| matches!(op, Op::StoreBlob { .. } | Op::Undo { .. }));
         let result = if heavy {
-            tokio::task::block_in_place(|| replay(&st, txn))
+            let shared = Arc::clone(&st);
+            match tokio::task::spawn_blocking(move || {
+                let r = replay(&shared, &mut txn);
+                (txn, r)
+            })
+            .await
+            {
+                Ok((t, r)) => {
+                    txn = t;
+                    r
+                }
+                Err(e) => {
+                    // The transaction went down with the blocking task; nothing was
+                    // published. Close, as for any server-side failure mid-commit.
+                    st.set_lock_time(None);
+                    error!(target: LOG_STORAGE, "({}) vote failed: {e}", self.label);
+                    self.closing = true;
+                    return;
+                }
+            }
         } else {
-            replay(&st, txn)
+            replay(&st, &mut txn)
         };
+        let txn = self.txn.insert(txn);
         match result {
             Ok(VoteResult::Voted(commit, undo_oids)) => {
                 debug!(target: LOG_STORAGE, "({}) voted {}", self.label, hex(&commit.tid()));
@@ -1381,12 +1408,12 @@ impl Conn {
         }
     }
 
-    fn tpc_finish(&mut self, req: &Request) -> Result<Option<Value>, Fail> {
+    async fn tpc_finish(&mut self, req: &Request) -> Result<Option<Value>, Fail> {
         let a = req.args.as_slice();
         let given = need(a, 0, "txn")?.clone();
         let st = Arc::clone(self.storage()?);
         let txn = self.txn_for(&given)?;
-        let Some(mut commit) = txn.commit.take() else {
+        let Some(commit) = txn.commit.take() else {
             return Err(Fail::args(
                 "ZODB.POSException.StorageTransactionError",
                 "tpc_finish called without a successful vote",
@@ -1406,11 +1433,32 @@ impl Conn {
         }
         let tid = commit.tid();
         let me = self.id;
-        // The fsync happens first, outside the visibility lock, so other clients' loads go on
-        // during it; publishing is then an in-memory index update. Loads hold the lock only
-        // for a synchronous read and the queueing of its reply (never across an await), so
-        // taking it here on the worker thread waits microseconds.
-        let durable = tokio::task::block_in_place(|| commit.make_durable());
+        // The fsync happens first, outside the visibility lock and, unless it is known to be
+        // quick, off the shard's thread, so other clients' loads go on during it; publishing is then an in-memory index update.
+        // Loads hold the lock only for a synchronous read and the queueing of its reply (never
+        // across an await), so taking it here waits microseconds.
+        let sync = move |mut commit: Box<dyn Commit>| {
+            let t = std::time::Instant::now();
+            let r = commit.make_durable();
+            (commit, r, t.elapsed())
+        };
+        let synced = if st.sync_inline() {
+            Ok(sync(commit))
+        } else {
+            tokio::task::spawn_blocking(move || sync(commit)).await
+        };
+        let (commit, durable) = match synced {
+            Ok((commit, durable, took)) => {
+                st.sync_took(took);
+                (commit, durable)
+            }
+            Err(e) => {
+                // The commit is lost with the task; whether it reached the disk is unknown,
+                // and only a restart (which recovers the file) can tell. Say so and close.
+                error!(target: LOG_STORAGE, "({}) tpc_finish failed: {e}", self.label);
+                return Err(Fail::Close("the commit's sync failed".into()));
+            }
+        };
         let result = durable.and_then(|()| {
             let _visible = st.visibility.write().unwrap_or_else(|e| e.into_inner());
             let mut seq = st.seq();
@@ -1521,7 +1569,7 @@ impl Conn {
             .send(&codec::call(self.enc, "receiveBlobStart", ids()));
         let mut buf = vec![0u8; BLOB_CHUNK];
         loop {
-            let n = match tokio::task::block_in_place(|| file.read(&mut buf)) {
+            let n = match file.read(&mut buf) {
                 Ok(0) => break,
                 Ok(n) => n,
                 Err(e) => {

@@ -38,6 +38,7 @@ pub mod log;
 pub mod memory_backend;
 pub mod outbox;
 pub mod server;
+pub mod shards;
 pub mod shared;
 pub mod tls;
 pub mod wire;
