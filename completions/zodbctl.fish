@@ -96,7 +96,7 @@ complete -c zodbctl -n "__fish_zodbctl_using_subcommand show" -s h -l help -d 'P
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand show" -s V -l version -d 'Print version'
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand serve" -s a -l address -d 'Address to listen on: HOST:PORT, [V6]:PORT, PORT (all interfaces) or a Unix socket path' -r
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand serve" -s f -l filename -d 'The Data.fs to serve as storage "1"' -r -F
-complete -c zodbctl -n "__fish_zodbctl_using_subcommand serve" -s t -l timeout -d 'Transaction timeout in seconds: a commit that holds the lock longer is aborted' -r
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand serve" -s t -l timeout -d 'Transaction timeout in seconds (fractions allowed, e.g. 2.5; more than 0): a commit that holds the lock longer is aborted and its connection closed' -r
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand serve" -l pid-file -d 'Write the server\'s pid to this file' -r -F
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand serve" -l blob-dir -d 'Blob directory of the storage given with --filename' -r -F
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand serve" -l log-file -d 'Write the event log here (reopened on SIGUSR2)' -r -F

@@ -204,9 +204,10 @@ pub struct ServeArgs {
     /// The Data.fs to serve as storage "1".
     #[arg(short = 'f', long = "filename", value_name = "PATH")]
     pub filename: Option<PathBuf>,
-    /// Transaction timeout in seconds: a commit that holds the lock longer is aborted.
-    #[arg(short = 't', long, value_name = "SECONDS")]
-    pub timeout: Option<u64>,
+    /// Transaction timeout in seconds (fractions allowed, e.g. 2.5; more than 0): a commit
+    /// that holds the lock longer is aborted and its connection closed.
+    #[arg(short = 't', long, value_name = "SECONDS", value_parser = crate::zeo::config::parse_timeout, allow_negative_numbers = true)]
+    pub timeout: Option<std::time::Duration>,
     /// Write the server's pid to this file.
     #[arg(long, value_name = "PATH")]
     pub pid_file: Option<PathBuf>,

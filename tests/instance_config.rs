@@ -351,12 +351,7 @@ fn bad_configurations_give_one_line_naming_the_place() {
         let path = tmp.path().join(file);
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(&path, text).unwrap();
-        let out = support::zodbctl()
-            .arg("-i")
-            .arg(tmp.path())
-            .arg("show")
-            .output()
-            .unwrap();
+        let out = support::run_in(tmp.path(), &["show"]);
         let err = one_line_usage_error(&out);
         let expected = format!("{}/{expected}", tmp.path().display());
         assert!(

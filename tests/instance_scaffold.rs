@@ -492,12 +492,7 @@ fn a_cluster_member_of_the_wrong_kind_is_an_error() {
         text.replacen("kind = \"server\"", "kind = \"client\"", 1),
     )
     .unwrap();
-    let out = support::zodbctl()
-        .arg("-i")
-        .arg(&dir)
-        .arg("show")
-        .output()
-        .unwrap();
+    let out = support::run_in(&dir, &["show"]);
     let err = one_line_usage_error(&out);
     assert!(
         err.contains("members.server: kind = \"client\", but"),

@@ -177,14 +177,8 @@ for proto, v in vals:
 fn datafs_records_match_referencesf() {
     let dir = tempfile::tempdir().unwrap();
     let fs = dir.path().join("Data.fs");
+    support::make_datafs(&fs, "0.3", None);
     let fs = fs.to_str().unwrap();
-    let gen_script = std::fs::read_to_string(support::make_datafs_script()).unwrap();
-    support::run_python(
-        &format!(
-            "import sys; sys.argv = ['make_datafs.py', '{fs}', '--size-mb', '0.3']\n{gen_script}"
-        ),
-        &[],
-    );
     let script = r#"
 import sys
 from ZODB.FileStorage import FileStorage
@@ -291,14 +285,8 @@ fn hex(s: &str) -> Vec<u8> {
 fn references_throughput() {
     let dir = tempfile::tempdir().unwrap();
     let fs = dir.path().join("Data.fs");
+    support::make_datafs(&fs, "20", None);
     let fs = fs.to_str().unwrap();
-    let gen_script = std::fs::read_to_string(support::make_datafs_script()).unwrap();
-    support::run_python(
-        &format!(
-            "import sys; sys.argv = ['make_datafs.py', '{fs}', '--size-mb', '20']\n{gen_script}"
-        ),
-        &[],
-    );
     let records = dir.path().join("records.bin");
     let script = r#"
 import struct, sys, time

@@ -3,8 +3,6 @@
 
 mod support;
 
-use std::time::{Duration, Instant};
-
 #[test]
 fn serve_uses_the_instance_named_by_dash_i() {
     let top = tempfile::tempdir().expect("tempdir");
@@ -18,20 +16,8 @@ fn serve_uses_the_instance_named_by_dash_i() {
         .assert()
         .success();
 
-    let mut server = support::zodbctl()
-        .arg("-i")
-        .arg(&dir)
-        .arg("serve")
-        .spawn()
-        .expect("start zodbctl serve");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(&address).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "server did not listen on {address}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let mut server = support::Serve::in_dir(top.path()).instance(&dir).start();
+    assert_eq!(server.addr(), address);
     support::run_python(
         "import sys, ZEO, transaction\n\
          db = ZEO.DB(('127.0.0.1', int(sys.argv[1])), wait_timeout=20)\n\
@@ -39,13 +25,7 @@ fn serve_uses_the_instance_named_by_dash_i() {
          db.close()",
         &[&port.to_string()],
     );
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(server.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .expect("SIGTERM");
-    let status = server.wait().expect("wait for the server");
-    assert!(status.success(), "serve exited with {status}");
+    server.stop();
 
     // What the client committed is in the instance's own Data.fs, which Python reads.
     let out = support::run_python(

@@ -446,14 +446,6 @@ fn with_tids_of(ours: &[u8], theirs: &[u8]) -> Vec<u8> {
     out
 }
 
-fn python_tool(module: &str, path: &Path) -> std::process::Output {
-    std::process::Command::new(support::python())
-        .args(["-m", module])
-        .arg(path)
-        .output()
-        .unwrap()
-}
-
 #[test]
 fn zodbctl_writes_python_reads_checks_and_appends() {
     let dir = tempfile::tempdir().unwrap();
@@ -514,12 +506,12 @@ fn zodbctl_writes_python_reads_checks_and_appends() {
             &ours,
             "Python and zodbctl see the same tids",
         );
-        let fstest = python_tool("ZODB.scripts.fstest", &path);
+        let fstest = support::python_module("ZODB.scripts.fstest", [&path]);
         assert!(
             fstest.status.success() && fstest.stdout.is_empty() && fstest.stderr.is_empty(),
             "fstest (index: {with_index}): {fstest:?}"
         );
-        let fsrefs = python_tool("ZODB.scripts.fsrefs", &path);
+        let fsrefs = support::python_module("ZODB.scripts.fsrefs", [&path]);
         assert!(
             fsrefs.status.success() && fsrefs.stdout.is_empty() && fsrefs.stderr.is_empty(),
             "fsrefs (index: {with_index}): {fsrefs:?}"
@@ -542,7 +534,7 @@ fn zodbctl_writes_python_reads_checks_and_appends() {
         "{verify:?}"
     );
     let dump = support::zodbctl().arg("dump").arg(&path).output().unwrap();
-    let fsdump = python_tool("ZODB.FileStorage.fsdump", &path);
+    let fsdump = support::python_module("ZODB.FileStorage.fsdump", [&path]);
     assert!(dump.status.success() && fsdump.status.success());
     assert!(
         dump.stdout == fsdump.stdout,
@@ -582,18 +574,7 @@ fn zodbctl_reads_a_realistic_python_file_identically() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("Data.fs");
     let blobs = dir.path().join("blobs");
-    let out = std::process::Command::new(support::python())
-        .arg(support::make_datafs_script())
-        .arg(&path)
-        .args(["--size-mb", "0.5", "--blobs"])
-        .arg(&blobs)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    support::make_datafs(&path, "0.5", Some(&blobs));
     let (theirs, _) = python_describe(&path, &blobs, false);
     assert!(!theirs["blobs"].as_array().unwrap().is_empty());
     let st = OpenOptions::new()

@@ -43,12 +43,7 @@ impl Instance {
     }
 
     fn z(&self, args: &[&str]) -> Output {
-        support::zodbctl()
-            .arg("-i")
-            .arg(self.path())
-            .args(args)
-            .output()
-            .expect("run zodbctl")
+        support::run_in(self.path(), args)
     }
 
     fn json(&self) -> Value {
@@ -68,9 +63,7 @@ impl Instance {
 impl Drop for Instance {
     fn drop(&mut self) {
         // Never leave a manager behind, even when an assertion failed.
-        if let Ok(out) = support::zodbctl()
-            .arg("-i")
-            .arg(self.path())
+        if let Ok(out) = support::zodbctl_in(self.path())
             .args(["status", "--json"])
             .output()
             && let Ok(v) = serde_json::from_slice::<Value>(&out.stdout)
@@ -452,9 +445,7 @@ fn foreground_manager_notifies_systemd() {
     let notify = inst.path().join("notify.sock");
     let rx = UnixDatagram::bind(&notify).unwrap();
     rx.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let mut child = support::zodbctl()
-        .arg("-i")
-        .arg(inst.path())
+    let mut child = support::zodbctl_in(inst.path())
         .args(["start", "--foreground"])
         .env("NOTIFY_SOCKET", &notify)
         .stderr(std::process::Stdio::null())
@@ -484,9 +475,7 @@ fn kill_and_wait() {
     assert_eq!(out.status.code(), Some(2));
     assert_eq!(inst.z(&["start"]).status.code(), Some(0));
     let pid = pid_of(&inst.json(), "pid");
-    let waiter = support::zodbctl()
-        .arg("-i")
-        .arg(inst.path())
+    let waiter = support::zodbctl_in(inst.path())
         .arg("wait")
         .stdout(std::process::Stdio::piped())
         .spawn()
@@ -581,14 +570,7 @@ fn the_scaffolded_logrotate_snippet_works_with_logrotate_f() {
          while :; do sleep 0.05; done\"]\nready-check = { command = \"true\" }\n",
     );
     std::fs::write(&toml, conf).unwrap();
-    let z = |args: &[&str]| {
-        support::zodbctl()
-            .arg("-i")
-            .arg(&dir)
-            .args(args)
-            .output()
-            .unwrap()
-    };
+    let z = |args: &[&str]| support::run_in(&dir, args);
     let out = z(&["start"]);
     assert_eq!(out.status.code(), Some(0), "{}", support::output_text(&out));
     let transcript = dir.join("log/transcript.log");

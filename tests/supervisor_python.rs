@@ -13,21 +13,12 @@ fn venv_bin(name: &str) -> PathBuf {
     support::python().parent().expect("venv bin").join(name)
 }
 
-fn z(dir: &Path, args: &[&str]) -> Output {
-    support::zodbctl()
-        .arg("-i")
-        .arg(dir)
-        .args(args)
-        .output()
-        .expect("run zodbctl")
-}
-
 /// Stops the instance (or cluster) in `dir` when dropped, so a failed test leaves nothing.
 struct Stopper(PathBuf);
 
 impl Drop for Stopper {
     fn drop(&mut self) {
-        let _ = z(&self.0, &["stop"]);
+        let _ = support::run_in(&self.0, &["stop"]);
     }
 }
 
@@ -89,8 +80,12 @@ fn zdaemons_controller_reads_our_socket() {
         "daemon manager not running\n"
     );
 
-    assert_eq!(z(dir.path(), &["start"]).status.code(), Some(0));
-    let ours = String::from_utf8_lossy(&z(dir.path(), &["status"]).stdout).into_owned();
+    assert_eq!(
+        support::run_in(dir.path(), &["start"]).status.code(),
+        Some(0)
+    );
+    let ours =
+        String::from_utf8_lossy(&support::run_in(dir.path(), &["status"]).stdout).into_owned();
     let out = zdaemon(&["status"]);
     assert_eq!(out.status.code(), Some(0), "{}", support::output_text(&out));
     assert_eq!(String::from_utf8_lossy(&out.stdout), ours);
@@ -99,7 +94,7 @@ fn zdaemons_controller_reads_our_socket() {
     // `status -l` and ours print the same lines (but for the `now=` clock).
     let out = zdaemon(&["status", "-l"]);
     let raw = String::from_utf8_lossy(&out.stdout);
-    let ours = z(dir.path(), &["status", "-l"]);
+    let ours = support::run_in(dir.path(), &["status", "-l"]);
     let strip = |t: &str| -> String {
         t.lines()
             .filter(|l| !l.starts_with("now="))
@@ -119,7 +114,10 @@ fn zdaemons_controller_reads_our_socket() {
         support::output_text(&out)
     );
     assert!(support::wait_until(Duration::from_secs(5), || !socket.exists()));
-    assert_eq!(z(dir.path(), &["status"]).status.code(), Some(3));
+    assert_eq!(
+        support::run_in(dir.path(), &["status"]).status.code(),
+        Some(3)
+    );
 }
 
 #[test]
@@ -128,7 +126,7 @@ fn runzeo_is_ready_when_it_answers_and_reopens_its_log() {
     let port = support::free_port();
     runzeo_instance(dir.path(), port);
     let _stop = Stopper(dir.path().to_path_buf());
-    let out = z(dir.path(), &["start"]);
+    let out = support::run_in(dir.path(), &["start"]);
     assert_eq!(out.status.code(), Some(0), "{}", support::output_text(&out));
     // start returned only once the handshake answers.
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("server listening");
@@ -141,7 +139,7 @@ fn runzeo_is_ready_when_it_answers_and_reopens_its_log() {
     let transcript = dir.path().join("log/transcript.log");
     std::fs::rename(&log, dir.path().join("log/zeo.log.1")).unwrap();
     std::fs::rename(&transcript, dir.path().join("log/transcript.log.1")).unwrap();
-    let out = z(dir.path(), &["logreopen"]);
+    let out = support::run_in(dir.path(), &["logreopen"]);
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("signal SIGUSR2 sent to process"),
         "{}",
@@ -160,10 +158,10 @@ fn runzeo_is_ready_when_it_answers_and_reopens_its_log() {
             .contains("transcript reopened")
     );
 
-    let out = z(dir.path(), &["logtail", "-n", "5"]);
+    let out = support::run_in(dir.path(), &["logtail", "-n", "5"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("Log files reopened"));
 
-    let out = z(dir.path(), &["stop"]);
+    let out = support::run_in(dir.path(), &["stop"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("daemon process stopped"));
     assert!(
         std::fs::read_to_string(&log)
@@ -212,7 +210,7 @@ fn a_cluster_starts_its_client_once_the_server_is_ready() {
     .unwrap();
     let _stop = Stopper(dir.path().to_path_buf());
 
-    let out = z(dir.path(), &["start"]);
+    let out = support::run_in(dir.path(), &["start"]);
     assert_eq!(out.status.code(), Some(0), "{}", support::output_text(&out));
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let server_at = stdout.find("server: ").expect("server line");
@@ -226,12 +224,12 @@ fn a_cluster_starts_its_client_once_the_server_is_ready() {
         "connected\n"
     );
 
-    let out = z(dir.path(), &["status"]);
+    let out = support::run_in(dir.path(), &["status"]);
     assert_eq!(out.status.code(), Some(0), "{}", support::output_text(&out));
     let lines = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(lines.contains("server: program running; pid="), "{lines}");
     assert!(lines.contains("client: program running; pid="), "{lines}");
-    let out = z(dir.path(), &["status", "--json"]);
+    let out = support::run_in(dir.path(), &["status", "--json"]);
     let records: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
@@ -241,12 +239,15 @@ fn a_cluster_starts_its_client_once_the_server_is_ready() {
     assert_eq!(records[0]["ready"], true);
 
     // Stop goes in reverse: the client first.
-    let out = z(dir.path(), &["stop"]);
+    let out = support::run_in(dir.path(), &["stop"]);
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let client_at = stdout.find("client: ").expect("client line");
     let server_at = stdout.find("server: ").expect("server line");
     assert!(client_at < server_at, "{stdout}");
-    assert_eq!(z(dir.path(), &["status"]).status.code(), Some(3));
+    assert_eq!(
+        support::run_in(dir.path(), &["status"]).status.code(),
+        Some(3)
+    );
 }
 
 #[test]
@@ -262,7 +263,7 @@ fn zeoctl_controls_a_mkzeoinstance_home_started_by_zodbctl() {
     assert!(out.status.success(), "{}", support::output_text(&out));
     let _stop = Stopper(home.clone());
     // zodbctl reads the generated etc/zeo.conf and serves it itself.
-    let out = z(&home, &["start"]);
+    let out = support::run_in(&home, &["start"]);
     assert_eq!(out.status.code(), Some(0), "{}", support::output_text(&out));
     let pid = String::from_utf8_lossy(&out.stdout)
         .trim()
@@ -292,7 +293,7 @@ fn zeoctl_controls_a_mkzeoinstance_home_started_by_zodbctl() {
         support::output_text(&out)
     );
     assert!(support::wait_until(Duration::from_secs(5), || {
-        z(&home, &["status"]).status.code() == Some(3)
+        support::run_in(&home, &["status"]).status.code() == Some(3)
     }));
 }
 
@@ -343,8 +344,11 @@ fn the_args_line_is_pythons_repr() {
     )
     .unwrap();
     let _stop = Stopper(dir.path().to_path_buf());
-    assert_eq!(z(dir.path(), &["start"]).status.code(), Some(0));
-    let out = z(dir.path(), &["status", "-l"]);
+    assert_eq!(
+        support::run_in(dir.path(), &["start"]).status.code(),
+        Some(0)
+    );
+    let out = support::run_in(dir.path(), &["status", "-l"]);
     let raw = String::from_utf8_lossy(&out.stdout).into_owned();
     let args_line = raw
         .lines()

@@ -31,14 +31,7 @@ fn up_on_an_empty_directory_serves_python_clients() {
         .args(["--address", &addr])
         .output()
         .unwrap();
-    let stop = || {
-        support::zodbctl()
-            .arg("-i")
-            .arg(&dir)
-            .arg("stop")
-            .output()
-            .unwrap()
-    };
+    let stop = || support::run_in(&dir, &["stop"]);
     if out.status.code() != Some(0) {
         let _ = stop();
         panic!("up failed: {}", support::output_text(&out));
@@ -59,12 +52,7 @@ fn up_on_an_empty_directory_serves_python_clients() {
     let transcript = dir.join("log/transcript.log");
     std::fs::rename(&log, dir.join("log/zeo.log.1")).unwrap();
     std::fs::rename(&transcript, dir.join("log/transcript.log.1")).unwrap();
-    let reopen = support::zodbctl()
-        .arg("-i")
-        .arg(&dir)
-        .arg("logreopen")
-        .output()
-        .unwrap();
+    let reopen = support::run_in(&dir, &["logreopen"]);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     while !std::fs::read_to_string(&log).is_ok_and(|l| l.contains("reopened"))
         && std::time::Instant::now() < deadline

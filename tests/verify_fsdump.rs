@@ -4,13 +4,14 @@
 //! against fsdump's `Dumper`.
 
 mod support;
-mod verify_damage;
 
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::PathBuf;
 
-use verify_damage::{damaged_variants, make_base};
+use support::damage::{
+    damaged_variants, make_base, python_json_by_path, write_variants, zodbctl_on_each,
+};
 
 /// fsdump's output and warnings for each file, in one process: JSON lines
 /// `{"path", "out", "log", "crash"}`. The warnings reach stderr through Python's last-resort
@@ -38,17 +39,8 @@ for path in sys.argv[2:]:
 "#;
 
 fn python_dumps(paths: &[PathBuf], verbose: bool) -> BTreeMap<String, serde_json::Value> {
-    let mut res = BTreeMap::new();
-    for chunk in paths.chunks(400) {
-        let mut args = vec![if verbose { "verbose" } else { "plain" }];
-        args.extend(chunk.iter().map(|p| p.to_str().unwrap()));
-        let out = support::run_python(FSDUMP_MANY, &args);
-        for line in String::from_utf8(out.stdout).unwrap().lines() {
-            let v: serde_json::Value = serde_json::from_str(line).unwrap();
-            res.insert(v["path"].as_str().unwrap().to_owned(), v);
-        }
-    }
-    res
+    let mode = if verbose { "verbose" } else { "plain" };
+    python_json_by_path(FSDUMP_MANY, &[mode], paths)
 }
 
 #[test]
@@ -64,40 +56,16 @@ fn dump_verbose_prints_what_fsdumps_dumper_prints() {
 fn compare_on_damaged_files(verbose: bool) {
     let dir = tempfile::tempdir().unwrap();
     let base = make_base(dir.path());
+    // fsdump refuses files without the magic at open; checked below.
+    let variants: Vec<_> = damaged_variants(&base)
+        .into_iter()
+        .filter(|(_, bytes)| bytes.len() >= 4 && &bytes[..4] == b"FS30")
+        .collect();
     let mut paths = vec![dir.path().join("base.fs")];
-    for (name, bytes) in damaged_variants(&base) {
-        if bytes.len() < 4 || &bytes[..4] != b"FS30" {
-            continue; // fsdump refuses these at open; checked below
-        }
-        let p = dir.path().join(format!("{name}.fs"));
-        fs::write(&p, bytes).unwrap();
-        paths.push(p);
-    }
+    paths.extend(write_variants(dir.path(), &variants));
     let want = python_dumps(&paths, verbose);
-    let results: Vec<(PathBuf, std::process::Output)> = std::thread::scope(|s| {
-        let workers: Vec<_> = paths
-            .chunks(paths.len().div_ceil(3))
-            .map(|chunk| {
-                s.spawn(move || {
-                    chunk
-                        .iter()
-                        .map(|p| {
-                            let mut cmd = support::zodbctl();
-                            cmd.arg("dump");
-                            if verbose {
-                                cmd.arg("-v");
-                            }
-                            (p.clone(), cmd.arg(p).output().unwrap())
-                        })
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        workers
-            .into_iter()
-            .flat_map(|w| w.join().unwrap())
-            .collect()
-    });
+    let args: &[&str] = if verbose { &["dump", "-v"] } else { &["dump"] };
+    let results = zodbctl_on_each(args, &paths);
     let mut failures = Vec::new();
     let mut crashes = 0;
     for (p, out) in &results {
@@ -147,23 +115,8 @@ fn compare_on_damaged_files(verbose: bool) {
 fn dump_matches_the_fsdump_command_on_a_realistic_file() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("Data.fs");
-    let out = std::process::Command::new(support::python())
-        .arg(support::make_datafs_script())
-        .arg(&path)
-        .args(["--size-mb", "0.3", "--blobs"])
-        .arg(dir.path().join("blobs"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let py = std::process::Command::new(support::python())
-        .args(["-m", "ZODB.FileStorage.fsdump"])
-        .arg(&path)
-        .output()
-        .unwrap();
+    support::make_datafs(&path, "0.3", Some(&dir.path().join("blobs")));
+    let py = support::python_module("ZODB.FileStorage.fsdump", [&path]);
     assert!(py.status.success());
     let ours = support::zodbctl().arg("dump").arg(&path).output().unwrap();
     assert_eq!(ours.status.code(), Some(0));

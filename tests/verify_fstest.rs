@@ -8,13 +8,15 @@
 //! command line on a representative subset, and compares with `zodbctl verify` on each.
 
 mod support;
-mod verify_damage;
 
-use verify_damage::{damaged_variants, layout, make_base, put_u64};
+use support::damage::{
+    damaged_variants, layout, make_base, put_u64, python_json_by_path, write_variants,
+    zodbctl_on_each,
+};
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// fstest's verdict on each file named on the command line, as JSON lines:
 /// `{"path": ..., "ok": bool, "message": str|null, "crash": str|null}`.
@@ -33,55 +35,18 @@ for path in sys.argv[1:]:
 "#;
 
 fn python_verdicts(paths: &[PathBuf]) -> BTreeMap<String, serde_json::Value> {
-    let mut verdicts = BTreeMap::new();
-    // Keep command lines short.
-    for chunk in paths.chunks(400) {
-        let args: Vec<&str> = chunk.iter().map(|p| p.to_str().unwrap()).collect();
-        let out = support::run_python(FSTEST_MANY, &args);
-        for line in String::from_utf8(out.stdout).unwrap().lines() {
-            let v: serde_json::Value = serde_json::from_str(line).unwrap();
-            verdicts.insert(v["path"].as_str().unwrap().to_owned(), v);
-        }
-    }
-    verdicts
+    python_json_by_path(FSTEST_MANY, &[], paths)
 }
 
 #[test]
 fn verify_agrees_with_fstest_on_every_single_field_damage() {
     let dir = tempfile::tempdir().unwrap();
     let base = make_base(dir.path());
-    let variants = damaged_variants(&base);
-    let mut paths = Vec::new();
-    for (name, bytes) in &variants {
-        let p = dir.path().join(format!("{name}.fs"));
-        fs::write(&p, bytes).unwrap();
-        paths.push(p);
-    }
+    let paths = write_variants(dir.path(), &damaged_variants(&base));
     let verdicts = python_verdicts(&paths);
 
     // zodbctl on every variant, a few at a time.
-    let results: Vec<(PathBuf, std::process::Output)> = std::thread::scope(|s| {
-        let workers: Vec<_> = paths
-            .chunks(paths.len().div_ceil(3))
-            .map(|chunk| {
-                s.spawn(move || {
-                    chunk
-                        .iter()
-                        .map(|p| {
-                            (
-                                p.clone(),
-                                support::zodbctl().arg("verify").arg(p).output().unwrap(),
-                            )
-                        })
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        workers
-            .into_iter()
-            .flat_map(|w| w.join().unwrap())
-            .collect()
-    });
+    let results = zodbctl_on_each(&["verify"], &paths);
 
     let mut failures = Vec::new();
     let (mut bad, mut crashes) = (0, 0);
@@ -150,13 +115,8 @@ fn verify_output_and_status_match_the_fstest_command_line() {
     for path in [&healthy, &bad_status_path, &bad_tloc_path, &empty] {
         for flags in [&[][..], &["-v"][..], &["-v", "-v"][..]] {
             let p = path.to_str().unwrap();
-            let mut py_args = vec!["-m", "ZODB.scripts.fstest"];
-            py_args.extend_from_slice(flags);
-            py_args.push(p);
-            let py = std::process::Command::new(support::python())
-                .args(&py_args)
-                .output()
-                .unwrap();
+            let py_args = flags.iter().copied().chain([p]);
+            let py = support::python_module("ZODB.scripts.fstest", py_args);
             let ours = support::zodbctl()
                 .arg("verify")
                 .args(flags)
@@ -182,22 +142,11 @@ fn verify_output_and_status_match_the_fstest_command_line() {
 fn verify_accepts_a_realistic_python_file_like_fstest() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("Data.fs");
-    let out = std::process::Command::new(support::python())
-        .arg(support::make_datafs_script())
-        .arg(&path)
-        .args(["--size-mb", "0.3"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    support::make_datafs(&path, "0.3", None);
+    let py = support::python_module(
+        "ZODB.scripts.fstest",
+        [Path::new("-v"), Path::new("-v"), &path],
     );
-    let py = std::process::Command::new(support::python())
-        .args(["-m", "ZODB.scripts.fstest", "-v", "-v"])
-        .arg(&path)
-        .output()
-        .unwrap();
     let ours = support::zodbctl()
         .args(["verify", "-vv"])
         .arg(&path)
@@ -227,13 +176,7 @@ fn deep_verify_accepts_python_files_and_catches_pointer_damage_fstest_misses() {
     let healthy = dir.path().join("healthy.fs");
     fs::write(&healthy, &base).unwrap();
     let realistic = dir.path().join("realistic.fs");
-    let out = std::process::Command::new(support::python())
-        .arg(support::make_datafs_script())
-        .arg(&realistic)
-        .args(["--size-mb", "0.3"])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
+    support::make_datafs(&realistic, "0.3", None);
     for p in [&healthy, &realistic] {
         let out = support::zodbctl()
             .args(["verify", "--deep"])
@@ -263,12 +206,7 @@ fn deep_verify_accepts_python_files_and_catches_pointer_damage_fstest_misses() {
         })
         .filter(|(name, _)| name.contains("-r"))
         .collect();
-    let mut paths = Vec::new();
-    for (name, bytes) in &variants {
-        let p = dir.path().join(format!("{name}.fs"));
-        fs::write(&p, bytes).unwrap();
-        paths.push(p);
-    }
+    let paths = write_variants(dir.path(), &variants);
     let verdicts = python_verdicts(&paths);
     let mut caught = 0;
     for p in &paths {
@@ -314,11 +252,7 @@ db.close()
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("Data.fs");
     support::run_python(DANGLING, &[path.to_str().unwrap()]);
-    let fsrefs = std::process::Command::new(support::python())
-        .args(["-m", "ZODB.scripts.fsrefs"])
-        .arg(&path)
-        .output()
-        .unwrap();
+    let fsrefs = support::python_module("ZODB.scripts.fsrefs", [&path]);
     let fsrefs_out = String::from_utf8_lossy(&fsrefs.stdout);
     assert!(
         fsrefs_out.contains("object creation was undone"),
@@ -362,22 +296,10 @@ fn verify_and_dump_find_the_instance_file_and_wait_out_a_commit_in_progress() {
     let base = make_base(dir.path());
     fs::write(&data, &base).unwrap();
 
-    let verify = || {
-        support::zodbctl()
-            .arg("-i")
-            .arg(&inst)
-            .arg("verify")
-            .output()
-            .unwrap()
-    };
+    let verify = || support::run_in(&inst, &["verify"]);
     let out = verify();
     assert_eq!(out.status.code(), Some(0), "{out:?}");
-    let by_instance = support::zodbctl()
-        .arg("-i")
-        .arg(&inst)
-        .arg("dump")
-        .output()
-        .unwrap();
+    let by_instance = support::run_in(&inst, &["dump"]);
     let by_path = support::zodbctl().arg("dump").arg(&data).output().unwrap();
     assert!(by_instance.status.success());
     assert_eq!(by_instance.stdout, by_path.stdout);
@@ -387,9 +309,7 @@ fn verify_and_dump_find_the_instance_file_and_wait_out_a_commit_in_progress() {
     let mut voted = base.clone();
     voted[last + 16] = b'c';
     fs::write(&data, &voted).unwrap();
-    let child = support::zodbctl()
-        .arg("-i")
-        .arg(&inst)
+    let child = support::zodbctl_in(&inst)
         .arg("verify")
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -418,11 +338,6 @@ fn verify_and_dump_find_the_instance_file_and_wait_out_a_commit_in_progress() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
 
-    let unknown = support::zodbctl()
-        .arg("-i")
-        .arg(&inst)
-        .args(["verify", "--storage", "nope"])
-        .output()
-        .unwrap();
+    let unknown = support::run_in(&inst, &["verify", "--storage", "nope"]);
     assert_eq!(unknown.status.code(), Some(2));
 }

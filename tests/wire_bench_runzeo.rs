@@ -3,43 +3,7 @@
 
 mod support;
 
-use std::net::TcpStream;
-use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
-
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn runzeo(dir: &std::path::Path, port: u16, msgpack: bool) -> Server {
-    let fs = dir.join("Data.fs");
-    let mut cmd = std::process::Command::new(support::python());
-    cmd.args(["-m", "ZEO.runzeo", "-a", &format!("127.0.0.1:{port}"), "-f"])
-        .arg(&fs)
-        .current_dir(dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    if msgpack {
-        cmd.env("ZEO_MSGPACK", "1");
-    } else {
-        cmd.env_remove("ZEO_MSGPACK");
-    }
-    let server = Server(cmd.spawn().expect("start runzeo"));
-    let t0 = Instant::now();
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            t0.elapsed() < Duration::from_secs(30),
-            "runzeo did not start"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    server
-}
+use support::RunZeo;
 
 const CHECK: &str = r#"
 import sys
@@ -61,9 +25,11 @@ print('ok', n)
 
 fn bench_then_load(msgpack: bool) {
     let dir = tempfile::tempdir().unwrap();
-    let port = support::free_port();
-    let _server = runzeo(dir.path(), port, msgpack);
-    let addr = format!("127.0.0.1:{port}");
+    let server = RunZeo::in_dir(dir.path())
+        .file(&dir.path().join("Data.fs"))
+        .msgpack(msgpack)
+        .start();
+    let (addr, port) = (server.addr(), server.port());
     let out = support::zodbctl()
         .args([
             "bench",
@@ -136,8 +102,10 @@ fn bench_refuses_bad_options_and_unreachable_servers() {
 #[test]
 fn bench_unknown_storage_is_a_usage_error() {
     let dir = tempfile::tempdir().unwrap();
-    let port = support::free_port();
-    let _server = runzeo(dir.path(), port, false);
+    let server = RunZeo::in_dir(dir.path())
+        .file(&dir.path().join("Data.fs"))
+        .start();
+    let port = server.port();
     support::zodbctl_cmd()
         .args([
             "bench",
@@ -165,27 +133,10 @@ fn bench_unknown_storage_is_a_usage_error() {
 fn bench_over_a_unix_socket() {
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("zeo.sock");
-    let fs = dir.path().join("Data.fs");
-    let _server = Server(
-        std::process::Command::new(support::python())
-            .args(["-m", "ZEO.runzeo", "-a"])
-            .arg(&sock)
-            .arg("-f")
-            .arg(&fs)
-            .current_dir(dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start runzeo"),
-    );
-    let t0 = Instant::now();
-    while std::os::unix::net::UnixStream::connect(&sock).is_err() {
-        assert!(
-            t0.elapsed() < Duration::from_secs(30),
-            "runzeo did not start"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let _server = RunZeo::in_dir(dir.path())
+        .unix(&sock)
+        .file(&dir.path().join("Data.fs"))
+        .start();
     let out = support::zodbctl()
         .arg("bench")
         .arg(&sock)

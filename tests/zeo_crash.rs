@@ -17,6 +17,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
+use support::Server;
+
 const PY: &str = include_str!("python/zeo_crash.py");
 const WRITERS: usize = 3;
 const ROUNDS: usize = 2;
@@ -24,113 +26,14 @@ const ROUNDS: usize = 2;
 const ACKS_BEFORE_KILL: usize = 8;
 const WAIT: Duration = Duration::from_secs(60);
 
-struct Server {
-    child: Child,
-    port: u16,
-    log: PathBuf,
-}
-
-impl Server {
-    fn start(datafs: &Path, log: PathBuf) -> Server {
-        let out = File::create(&log).expect("create the server log");
-        // ZEO_CRASH_SERVER=runzeo runs the same test against the reference server, to tell
-        // the server's failures from the test's own.
-        // (runzeo logs the configured port, so it gets a free one instead of 0.)
-        let runzeo_port = std::env::var("ZEO_CRASH_SERVER")
-            .is_ok_and(|v| v == "runzeo")
-            .then(support::free_port);
-        let mut cmd = if let Some(port) = runzeo_port {
-            let python = support::python();
-            let mut c = std::process::Command::new(python.with_file_name("runzeo"));
-            c.args(["-a", &format!("127.0.0.1:{port}"), "-f"]);
-            c
-        } else {
-            let mut c = support::zodbctl();
-            c.args(["serve", "-a", "127.0.0.1:0", "-f"]);
-            c
-        };
-        let child = cmd
-            .arg(datafs)
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().expect("dup"))
-            .stderr(out)
-            .spawn()
-            .expect("spawn zodbctl serve");
-        let mut s = Server {
-            child,
-            port: 0,
-            log,
-        };
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let text = s.log_text();
-            if let Some(port) = listening_port(&text) {
-                s.port = runzeo_port.unwrap_or(port);
-                return s;
-            }
-            if let Ok(Some(status)) = s.child.try_wait() {
-                panic!("zodbctl serve exited with {status} at start:\n{text}");
-            }
-            assert!(
-                Instant::now() < deadline,
-                "zodbctl serve did not listen:\n{text}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+/// The server under test on `datafs`: zodbctl's own, or with ZEO_CRASH_SERVER=runzeo the
+/// reference server, to tell the server's failures from the test's own.
+fn start_server(dir: &Path, datafs: &Path) -> Server {
+    if std::env::var("ZEO_CRASH_SERVER").is_ok_and(|v| v == "runzeo") {
+        support::RunZeo::in_dir(dir).file(datafs).start()
+    } else {
+        support::Serve::in_dir(dir).file(datafs).start()
     }
-
-    fn log_text(&self) -> String {
-        String::from_utf8_lossy(&std::fs::read(&self.log).unwrap_or_default()).into_owned()
-    }
-
-    fn no_panic(&self) {
-        let text = self.log_text();
-        assert!(!text.contains("panicked"), "the server panicked:\n{text}");
-    }
-
-    fn kill9(mut self) {
-        self.child.kill().expect("SIGKILL the server");
-        let _ = self.child.wait();
-        self.no_panic();
-    }
-
-    fn terminate(mut self) {
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
-        let deadline = Instant::now() + WAIT;
-        let status = loop {
-            if let Ok(Some(s)) = self.child.try_wait() {
-                break s;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no exit on SIGTERM:\n{}",
-                self.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        assert!(
-            status.success(),
-            "server exited with {status}:\n{}",
-            self.log_text()
-        );
-        self.no_panic();
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-fn listening_port(log: &str) -> Option<u16> {
-    let rest = &log[log.find("listening on ('")? + "listening on ('".len()..];
-    let rest = &rest[rest.find("', ")? + 3..];
-    rest[..rest.find(')')?].parse().ok()
 }
 
 fn acks(path: &Path) -> usize {
@@ -160,8 +63,8 @@ fn kill_9_during_commits_loses_no_acknowledged_transaction() {
     let datafs = dir.path().join("Data.fs");
     let mut ack_files = Vec::new();
     for round in 0..ROUNDS {
-        let server = Server::start(&datafs, dir.path().join(format!("server-{round}.log")));
-        let port = server.port.to_string();
+        let mut server = start_server(dir.path(), &datafs);
+        let port = server.port().to_string();
         if round == 0 {
             python(&["setup", "127.0.0.1", &port, &WRITERS.to_string()]);
         }
@@ -201,18 +104,18 @@ fn kill_9_during_commits_loses_no_acknowledged_transaction() {
                         "writer exited early ({status}):\n{}\n{}\n--- server\n{}",
                         std::fs::read_to_string(ack).unwrap_or_default(),
                         std::fs::read_to_string(err).unwrap_or_default(),
-                        server.log_text()
+                        server.log()
                     );
                 }
             }
             assert!(
                 Instant::now() < deadline,
                 "writers made too little progress:\n{}",
-                server.log_text()
+                server.log()
             );
             std::thread::sleep(Duration::from_millis(20));
         }
-        server.kill9();
+        server.kill();
         // The writers notice the dead server within their 5 s wait_timeout and stop.
         let deadline = Instant::now() + WAIT;
         for (child, ack, _) in &mut writers {
@@ -231,8 +134,8 @@ fn kill_9_during_commits_loses_no_acknowledged_transaction() {
         }
     }
     // Restart on the crashed file, stop cleanly, and let Python judge the file.
-    let server = Server::start(&datafs, dir.path().join("server-final.log"));
-    server.terminate();
+    let mut server = start_server(dir.path(), &datafs);
+    server.stop();
     let mut args = vec!["check".to_string(), datafs.display().to_string()];
     args.extend(ack_files.iter().map(|p| p.display().to_string()));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();

@@ -5,11 +5,8 @@
 
 mod support;
 
-use std::fs;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::Path;
-use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use zodbctl::zeo::wire::{self, Encoding, ServerMessage, Value};
@@ -126,52 +123,6 @@ fn read_frame(s: &mut TcpStream) -> Option<Vec<u8>> {
     let mut buf = vec![0u8; u32::from_be_bytes(len) as usize];
     s.read_exact(&mut buf).ok()?;
     Some(buf)
-}
-
-struct Server {
-    child: Child,
-    log: std::path::PathBuf,
-    port: u16,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start(dir: &Path) -> Server {
-    let log = dir.join("server.log");
-    let out = fs::File::create(&log).unwrap();
-    let child = support::zodbctl()
-        .args(["serve", "-a", "127.0.0.1:0", "--memory", "sessions", "-f"])
-        .arg(dir.join("Data.fs"))
-        .arg("--blob-dir")
-        .arg(dir.join("blobs"))
-        .stdin(Stdio::null())
-        .stderr(out)
-        .spawn()
-        .unwrap();
-    // Owned by `Server` from here on, so a failed start still reaps it.
-    let mut server = Server {
-        child,
-        port: 0,
-        log,
-    };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let text = fs::read_to_string(&server.log).unwrap_or_default();
-        if let Some(i) = text.find("listening on ('127.0.0.1', ") {
-            let rest = &text[i + 27..];
-            if let Some(end) = rest.find(')') {
-                server.port = rest[..end].parse().unwrap();
-                return server;
-            }
-        }
-        assert!(Instant::now() < deadline, "server did not start:\n{text}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// Connect, handshake, and (usually) register first so the registered methods are reached.
@@ -325,7 +276,11 @@ fn good_client(port: u16) {
 #[test]
 fn random_calls_never_break_the_server() {
     let dir = tempfile::tempdir().unwrap();
-    let server = start(dir.path());
+    let mut server = support::Serve::in_dir(dir.path())
+        .memory("sessions")
+        .file(&dir.path().join("Data.fs"))
+        .blob_dir(&dir.path().join("blobs"))
+        .start();
     let mut rng = Rng(0x5eed_cafe_f00d_d00d);
     let deadline = Instant::now() + Duration::from_secs(120);
     for round in 0..120 {
@@ -334,29 +289,16 @@ fn random_calls_never_break_the_server() {
         } else {
             Encoding::Pickle
         };
-        session(server.port, enc, &mut rng, 25);
+        session(server.port(), enc, &mut rng, 25);
         if round % 40 == 39 {
-            good_client(server.port);
+            good_client(server.port());
         }
         if Instant::now() > deadline {
             break;
         }
     }
-    good_client(server.port);
-    let log = fs::read_to_string(&server.log).unwrap_or_default();
+    good_client(server.port());
+    let log = server.log();
     assert!(!log.contains("panicked"), "the server panicked:\n{log}");
-    // SAFETY: kill(2) on our own child.
-    unsafe {
-        libc::kill(server.child.id() as i32, libc::SIGTERM);
-    }
-    let mut server = server;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(st) = server.child.try_wait().unwrap() {
-            break st;
-        }
-        assert!(Instant::now() < deadline, "no exit on SIGTERM");
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    assert_eq!(status.code(), Some(0));
+    assert_eq!(server.terminate(), 0);
 }

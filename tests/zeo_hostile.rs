@@ -21,6 +21,8 @@ use std::process::{Child, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use support::{Serve, Server};
+
 use zodbctl::zeo::wire::{self, Encoding, ServerMessage, Value};
 
 const CLIENT: &str = include_str!("python/zeo_hostile_client.py");
@@ -43,110 +45,14 @@ const MAXTID: [u8; 8] = [0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff];
 // ---------------------------------------------------------------------------------------
 // The server under test.
 
-struct Server {
-    child: Child,
-    port: u16,
-    log: PathBuf,
-}
-
-impl Server {
-    fn start(dir: &Path, extra: &[&str]) -> Server {
-        let log = dir.join("server.log");
-        let out = File::create(&log).expect("create server log");
-        let child = support::zodbctl()
-            .args(["serve", "-a", "127.0.0.1:0"])
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().expect("dup log"))
-            .stderr(out)
-            .spawn()
-            .expect("spawn zodbctl serve");
-        let mut server = Server {
-            child,
-            port: 0,
-            log,
-        };
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let text = server.log_text();
-            if let Some(port) = listening_port(&text) {
-                server.port = port;
-                return server;
-            }
-            assert!(server.alive(), "zodbctl serve exited at start:\n{text}");
-            assert!(
-                Instant::now() < deadline,
-                "zodbctl serve did not listen:\n{text}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn log_text(&self) -> String {
-        String::from_utf8_lossy(&std::fs::read(&self.log).unwrap_or_default()).into_owned()
-    }
-
-    fn alive(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
-    }
-
-    /// The server is running and has not panicked.
-    fn check(&mut self, step: &str) {
-        let text = self.log_text();
-        assert!(
-            !text.contains("panicked"),
-            "server panicked ({step}):\n{text}"
-        );
-        assert!(self.alive(), "server died ({step}):\n{text}");
-    }
-
-    /// Resident memory in kB (VmRSS).
-    fn rss_kb(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .unwrap_or_default();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.split_whitespace().next()?.parse().ok())
-            .unwrap_or(0)
-    }
-
-    /// SIGTERM, a bounded wait, exit status 0, no panic; returns the log.
-    fn stop(mut self) -> String {
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
-        let deadline = Instant::now() + WAIT;
-        let status = loop {
-            if let Ok(Some(s)) = self.child.try_wait() {
-                break s;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "server did not stop on SIGTERM:\n{}",
-                self.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        let text = self.log_text();
-        assert!(status.success(), "server exited with {status}:\n{text}");
-        assert!(!text.contains("panicked"), "server panicked:\n{text}");
-        text
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if self.alive() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-fn listening_port(log: &str) -> Option<u16> {
-    let rest = &log[log.find("listening on ('")? + "listening on ('".len()..];
-    let rest = &rest[rest.find("', ")? + 3..];
-    rest[..rest.find(')')?].parse().ok()
+/// Resident memory of process `pid` in kB (VmRSS).
+fn rss_kb(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -299,13 +205,12 @@ impl Rig {
     fn start_with(file: bool, extra: &[&str]) -> Rig {
         let dir = tempfile::tempdir().expect("tempdir");
         let datafs = file.then(|| dir.path().join("Data.fs"));
-        let mut args: Vec<&str> = match &datafs {
-            Some(p) => vec!["-f", p.to_str().expect("utf-8 path")],
-            None => vec!["--memory", "1"],
+        let serve = match &datafs {
+            Some(p) => Serve::in_dir(dir.path()).file(p),
+            None => Serve::in_dir(dir.path()).memory("1"),
         };
-        args.extend_from_slice(extra);
-        let server = Server::start(dir.path(), &args);
-        let client = PyClient::start(dir.path(), server.port);
+        let server = serve.args(extra).start();
+        let client = PyClient::start(dir.path(), server.port());
         Rig {
             _dir: dir,
             server,
@@ -322,13 +227,13 @@ impl Rig {
     /// server is alive and has not panicked.
     fn healthy(&mut self, step: &str) {
         self.client.advance(2, step);
-        self.server.check(step);
+        self.server.assert_healthy(step);
     }
 
     fn finish(self) {
         let Rig {
             _dir,
-            server,
+            mut server,
             client,
             datafs,
         } = self;
@@ -542,7 +447,7 @@ fn be32(n: u32) -> [u8; 4] {
 #[test]
 fn handshakes_and_frames() {
     let mut rig = Rig::start(&[]);
-    let port = rig.server.port;
+    let port = rig.server.port();
 
     // ruok: the announcement, one JSON status frame, then close.
     let mut r = Raw::connect(port);
@@ -578,7 +483,7 @@ fn handshakes_and_frames() {
 
     // Oversized frames (beyond the 256 MiB default) close without allocating them: before
     // and after the handshake, and after registration.
-    let rss_before = rig.server.rss_kb();
+    let rss_before = rss_kb(rig.server.pid());
     for len in [u32::MAX, 300 << 20, (256 << 20) + 1] {
         let mut r = Raw::connect(port);
         r.write(&be32(len));
@@ -593,7 +498,7 @@ fn handshakes_and_frames() {
         r.write(&[0x80; 65536]);
         r.expect_closed("oversized frame after register");
     }
-    let rss_after = rig.server.rss_kb();
+    let rss_after = rss_kb(rig.server.pid());
     assert!(
         rss_after < rss_before + 64 * 1024,
         "oversized frames grew the server from {rss_before} kB to {rss_after} kB"
@@ -839,7 +744,7 @@ fn garbage_payloads_in_both_encodings() {
     // The server announces M5 here, so the Python client speaks msgpack; raw clients answer
     // either letter (the server accepts both, README decision).
     let mut rig = Rig::start(&["--msgpack"]);
-    let port = rig.server.port;
+    let port = rig.server.port();
     let pwned = rig.dir().join("PWNED");
     let sets = [(b'M', msgpack_garbage()), (b'Z', pickle_garbage(&pwned))];
     for (letter, set) in &sets {
@@ -851,7 +756,7 @@ fn garbage_payloads_in_both_encodings() {
             let mut r = Raw::registered(port, *letter);
             r.send_frame(payload);
             r.closed_or_serving(true, &step);
-            rig.server.check(&step);
+            rig.server.assert_healthy(&step);
         }
         rig.healthy(&format!("{} garbage", *letter as char));
     }
@@ -862,7 +767,7 @@ fn garbage_payloads_in_both_encodings() {
 #[test]
 fn wrong_calls() {
     let mut rig = Rig::start_file(&[]);
-    let port = rig.server.port;
+    let port = rig.server.port();
     let oid = rig.client.big_oid;
     for letter in [b'M', b'Z'] {
         let l = letter as char;
@@ -935,7 +840,7 @@ fn wrong_calls() {
             v => panic!("lastTransaction returned {v:?}"),
         };
         assert_eq!(tid.len(), 8);
-        rig.server.check("wrong calls");
+        rig.server.assert_healthy("wrong calls");
 
         // register with the wrong arity or an unknown storage: an error reply, and the
         // connection may register properly afterwards (§1.5).
@@ -1034,7 +939,7 @@ fn wrong_calls() {
             r.closed_or_serving(true, &format!("{l}: one-way {what}"));
             // Whatever happened, the transaction (if any) is gone with the connection.
             drop(r);
-            rig.server.check(what);
+            rig.server.assert_healthy(what);
         }
         rig.healthy(&format!("{l}: one-way failures"));
     }
@@ -1055,7 +960,7 @@ impl Raw {
 fn abusive_clients() {
     // A 3 s transaction timeout, so that a client sitting on the commit lock is dropped.
     let mut rig = Rig::start_file(&["-t", "3"]);
-    let port = rig.server.port;
+    let port = rig.server.port();
     let oid = rig.client.big_oid;
 
     // A client that sends many loads of a 1 MB object and never reads: the server buffers a
@@ -1069,7 +974,7 @@ fn abusive_clients() {
     // Keep not reading until the server gives up on the client: draining the socket earlier
     // would let a server that has not reached its bound yet go on sending.
     let deadline = Instant::now() + WAIT;
-    while !rig.server.log_text().contains("does not read") {
+    while !rig.server.log().contains("does not read") {
         assert!(
             Instant::now() < deadline,
             "the server kept buffering for a client that does not read"
@@ -1082,7 +987,7 @@ fn abusive_clients() {
         "the server sent {got} bytes to a client that did not read (bound not enforced?)"
     );
     assert!(
-        rig.server.log_text().contains("does not read"),
+        rig.server.log().contains("does not read"),
         "no log line for the dropped reader"
     );
     rig.healthy("after the non-reader");
@@ -1174,7 +1079,7 @@ fn abusive_clients() {
         held.elapsed() >= Duration::from_secs(2),
         "closed before the timeout"
     );
-    assert!(rig.server.log_text().contains("Transaction timeout"));
+    assert!(rig.server.log().contains("Transaction timeout"));
     rig.healthy("a client holding the commit lock");
 
     // Many connections opened and dropped at once.

@@ -7,103 +7,13 @@
 mod support;
 
 use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use support::Serve;
+
 const SCENARIOS: &str = include_str!("python/zeo_scenarios.py");
-
-/// A running `zodbctl serve`, stopped (SIGKILL) when dropped.
-struct Server {
-    child: Child,
-    log: PathBuf,
-    port: u16,
-}
-
-impl Server {
-    fn start(dir: &Path, args: &[&str]) -> Server {
-        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        let stderr_log = dir.join(format!("server-{n}.log"));
-        let out = fs::File::create(&stderr_log).expect("create log");
-        // With --log-file the event log (and its "listening on" line) goes there.
-        let log = args
-            .iter()
-            .position(|a| *a == "--log-file")
-            .and_then(|i| args.get(i + 1))
-            .map_or(stderr_log, PathBuf::from);
-        let child = support::zodbctl()
-            .args(["serve", "-a", "127.0.0.1:0"])
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().expect("dup"))
-            .stderr(out)
-            .spawn()
-            .expect("spawn zodbctl serve");
-        let mut s = Server {
-            child,
-            log,
-            port: 0,
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let text = s.log_text();
-            if let Some(i) = text.find("listening on ('127.0.0.1', ") {
-                let rest = &text[i + "listening on ('127.0.0.1', ".len()..];
-                if let Some(end) = rest.find(')') {
-                    s.port = rest[..end].parse().expect("port");
-                    return s;
-                }
-            }
-            if let Ok(Some(st)) = s.child.try_wait() {
-                panic!("server exited with {st}:\n{text}");
-            }
-            assert!(Instant::now() < deadline, "server did not start:\n{text}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn addr(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    fn log_text(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn signal(&self, sig: i32) {
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe {
-            libc::kill(self.child.id() as i32, sig);
-        }
-    }
-
-    /// SIGTERM and wait: returns the exit code.
-    fn terminate(mut self) -> i32 {
-        self.signal(libc::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok(Some(st)) = self.child.try_wait() {
-                let text = self.log_text();
-                assert!(!text.contains("panicked"), "server panicked:\n{text}");
-                return st.code().unwrap_or(-1);
-            }
-            assert!(
-                Instant::now() < deadline,
-                "server ignored SIGTERM:\n{}",
-                self.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn scenario(args: &[&str]) -> String {
     let out = support::run_python(SCENARIOS, args);
@@ -118,7 +28,7 @@ fn s(p: &Path) -> &str {
 fn two_dbs_see_each_others_commits_and_conflict() {
     let dir = tempfile::tempdir().unwrap();
     let fs_path = dir.path().join("Data.fs");
-    let server = Server::start(dir.path(), &["-f", s(&fs_path)]);
+    let mut server = Serve::in_dir(dir.path()).file(&fs_path).start();
     let out = scenario(&["two_dbs", &server.addr()]);
     assert!(out.contains("OK two_dbs"), "{out}");
     assert_eq!(server.terminate(), 0);
@@ -130,7 +40,7 @@ fn persistent_client_caches_survive_a_server_restart() {
     let fs_path = dir.path().join("Data.fs");
     let cache = dir.path().join("cache");
     fs::create_dir_all(&cache).unwrap();
-    let server = Server::start(dir.path(), &["-f", s(&fs_path)]);
+    let mut server = Serve::in_dir(dir.path()).file(&fs_path).start();
     let out = scenario(&["cache_fill", &server.addr(), s(&cache)]);
     assert!(out.contains("OK cache_fill"), "{out}");
     assert_eq!(server.terminate(), 0);
@@ -144,21 +54,17 @@ fn persistent_client_caches_survive_a_server_restart() {
     );
 
     // Restarted server; another client commits before the cached client comes back.
-    let server = Server::start(dir.path(), &["-f", s(&fs_path)]);
+    server.restart();
     scenario(&["other_commit", &server.addr()]);
     let out = scenario(&["cache_reuse", &server.addr(), s(&cache)]);
     assert!(out.contains("OK cache_reuse"), "{out}");
-    let log = server.log_text();
+    let log = server.log();
     assert!(log.contains("Return 1 invalidations up to tid"), "{log}");
     assert_eq!(server.terminate(), 0);
 }
 
 fn fstest(path: &Path) {
-    let out = Command::new(support::python())
-        .args(["-m", "ZODB.scripts.fstest", "-v"])
-        .arg(path)
-        .output()
-        .expect("run fstest");
+    let out = support::python_module("ZODB.scripts.fstest", [Path::new("-v"), path]);
     assert!(
         out.status.success(),
         "fstest failed on {}:\n{}{}",
@@ -172,7 +78,7 @@ fn fstest(path: &Path) {
 fn datafs_written_through_serve_passes_fstest_and_reads_identically_in_python() {
     let dir = tempfile::tempdir().unwrap();
     let fs_path = dir.path().join("Data.fs");
-    let server = Server::start(dir.path(), &["-f", s(&fs_path)]);
+    let mut server = Serve::in_dir(dir.path()).file(&fs_path).start();
     scenario(&["write_some", &server.addr()]);
     let via_zeo = dir.path().join("via_zeo.txt");
     scenario(&["records", &server.addr(), s(&via_zeo)]);
@@ -190,20 +96,10 @@ fn datafs_written_through_serve_passes_fstest_and_reads_identically_in_python() 
 fn python_written_datafs_is_served_identically() {
     let dir = tempfile::tempdir().unwrap();
     let fs_path = dir.path().join("Data.fs");
-    let out = Command::new(support::python())
-        .arg(support::make_datafs_script())
-        .arg(&fs_path)
-        .args(["--size-mb", "1"])
-        .output()
-        .expect("make_datafs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    support::make_datafs(&fs_path, "1", None);
     let via_python = dir.path().join("via_python.txt");
     scenario(&["records", s(&fs_path), s(&via_python)]);
-    let server = Server::start(dir.path(), &["-f", s(&fs_path)]);
+    let mut server = Serve::in_dir(dir.path()).file(&fs_path).start();
     let via_zeo = dir.path().join("via_zeo.txt");
     scenario(&["records", &server.addr(), s(&via_zeo)]);
     assert_eq!(server.terminate(), 0);
@@ -217,10 +113,10 @@ fn python_written_datafs_is_served_identically() {
 fn read_only_server_serves_read_only_and_fallback_clients() {
     let dir = tempfile::tempdir().unwrap();
     let fs_path = dir.path().join("Data.fs");
-    let server = Server::start(dir.path(), &["-f", s(&fs_path)]);
+    let mut server = Serve::in_dir(dir.path()).file(&fs_path).start();
     scenario(&["write_some", &server.addr()]);
     assert_eq!(server.terminate(), 0);
-    let server = Server::start(dir.path(), &["-f", s(&fs_path), "--read-only"]);
+    let mut server = Serve::in_dir(dir.path()).file(&fs_path).read_only().start();
     let out = scenario(&["read_only", &server.addr()]);
     assert!(out.contains("OK read_only"), "{out}");
     assert_eq!(server.terminate(), 0);
@@ -230,10 +126,11 @@ fn read_only_server_serves_read_only_and_fallback_clients() {
 fn a_file_and_a_memory_storage_on_one_server() {
     let dir = tempfile::tempdir().unwrap();
     let fs_path = dir.path().join("Data.fs");
-    let server = Server::start(
-        dir.path(),
-        &["-f", s(&fs_path), "--memory", "sessions", "--msgpack"],
-    );
+    let mut server = Serve::in_dir(dir.path())
+        .file(&fs_path)
+        .memory("sessions")
+        .msgpack()
+        .start();
     let out = scenario(&["sessions", &server.addr()]);
     assert!(out.contains("OK sessions"), "{out}");
     let out = scenario(&["status", &server.addr()]);
@@ -247,19 +144,13 @@ fn sigterm_writes_the_index_removes_the_pid_file_and_sigusr2_reopens_the_log() {
     let fs_path = dir.path().join("Data.fs");
     let pid = dir.path().join("zeo.pid");
     let log = dir.path().join("zeo.log");
-    let server = Server::start(
-        dir.path(),
-        &[
-            "-f",
-            s(&fs_path),
-            "--pid-file",
-            s(&pid),
-            "--log-file",
-            s(&log),
-        ],
-    );
+    let mut server = Serve::in_dir(dir.path())
+        .file(&fs_path)
+        .pid_file(&pid)
+        .log_file(&log)
+        .start();
     let pid_text = fs::read_to_string(&pid).expect("pid file");
-    assert_eq!(pid_text.trim(), server.child.id().to_string());
+    assert_eq!(pid_text.trim(), server.pid().to_string());
     fs::rename(&log, dir.path().join("zeo.log.1")).unwrap();
     server.signal(libc::SIGUSR2);
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -279,10 +170,13 @@ fn sigterm_writes_the_index_removes_the_pid_file_and_sigusr2_reopens_the_log() {
 fn transaction_timeout_aborts_releases_the_lock_and_closes() {
     let dir = tempfile::tempdir().unwrap();
     let fs_path = dir.path().join("Data.fs");
-    let server = Server::start(dir.path(), &["-f", s(&fs_path), "-t", "1"]);
+    let mut server = Serve::in_dir(dir.path())
+        .file(&fs_path)
+        .transaction_timeout(1.0)
+        .start();
     let out = scenario(&["txn_timeout", &server.addr()]);
     assert!(out.contains("OK txn_timeout"), "{out}");
-    let log = server.log_text();
+    let log = server.log();
     assert!(log.contains("Transaction timeout after 1 seconds"), "{log}");
     assert_eq!(server.terminate(), 0);
 }
@@ -413,7 +307,7 @@ fn mutual_tls_from_a_toml_configuration() {
     )
     .unwrap();
     fs::create_dir_all(d.join("var")).unwrap();
-    let server = Server::start(d, &["-C", s(&d.join("etc/zeo.toml"))]);
+    let mut server = Serve::in_dir(d).config(&d.join("etc/zeo.toml")).start();
     let out = scenario(&[
         "tls",
         &server.addr(),
@@ -440,7 +334,7 @@ fn serves_a_zconfig_zeo_conf() {
          <eventlog>\n  <logfile>\n    path STDERR\n  </logfile>\n</eventlog>\n",
     )
     .unwrap();
-    let server = Server::start(d, &["-C", s(&d.join("etc/zeo.conf"))]);
+    let mut server = Serve::in_dir(d).config(&d.join("etc/zeo.conf")).start();
     let out = scenario(&["sessions", &server.addr()]);
     assert!(out.contains("OK sessions"), "{out}");
     assert_eq!(server.terminate(), 0);
@@ -451,26 +345,10 @@ fn serves_on_a_unix_socket() {
     let dir = tempfile::tempdir().unwrap();
     let fs_path = dir.path().join("Data.fs");
     let sock = dir.path().join("zeo.sock");
-    let log = fs::File::create(dir.path().join("server.log")).unwrap();
-    let mut child = support::zodbctl()
-        .args(["serve", "-a", s(&sock), "-f", s(&fs_path)])
-        .stdin(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("spawn");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !sock.exists() {
-        assert!(Instant::now() < deadline, "no socket");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let mut server = Serve::in_dir(dir.path()).unix(&sock).file(&fs_path).start();
     let out = scenario(&["two_dbs", s(&sock)]);
     assert!(out.contains("OK two_dbs"), "{out}");
-    // SAFETY: kill(2) on our own child.
-    unsafe {
-        libc::kill(child.id() as i32, libc::SIGTERM);
-    }
-    let status = child.wait().unwrap();
-    assert_eq!(status.code(), Some(0));
+    assert_eq!(server.terminate(), 0);
     assert!(!sock.exists(), "socket file left behind");
 }
 
@@ -494,7 +372,7 @@ fn tls_with_zeos_own_self_signed_certificates_from_a_zeo_conf() {
         ),
     )
     .unwrap();
-    let server = Server::start(d, &["-C", s(&d.join("zeo.conf"))]);
+    let mut server = Serve::in_dir(d).config(&d.join("zeo.conf")).start();
     let out = scenario(&["tls_zeo_certs", &server.addr()]);
     assert!(out.contains("OK tls_zeo_certs"), "{out}");
     assert_eq!(server.terminate(), 0);
@@ -517,7 +395,7 @@ fn invalidation_age_verifies_caches_older_than_the_queue() {
     )
     .unwrap();
     let conf = d.join("etc/zeo.toml");
-    let server = Server::start(d, &["-C", s(&conf)]);
+    let mut server = Serve::in_dir(d).config(&conf).start();
     let out = scenario(&["cache_fill", &server.addr(), s(&cache)]);
     assert!(out.contains("OK cache_fill"), "{out}");
     // Two commits while the cached client is away: more than the queue holds.
@@ -525,7 +403,7 @@ fn invalidation_age_verifies_caches_older_than_the_queue() {
     scenario(&["other_commit", &server.addr()]);
     let out = scenario(&["cache_reuse", &server.addr(), s(&cache)]);
     assert!(out.contains("OK cache_reuse"), "{out}");
-    let log = server.log_text();
+    let log = server.log();
     assert!(log.contains("invalidations up to tid"), "{log}");
     assert_eq!(server.terminate(), 0);
 }
@@ -543,7 +421,7 @@ fn memory_storage_drops_superseded_revisions_after_history_seconds() {
          [eventlog]\npath = \"STDERR\"\n",
     )
     .unwrap();
-    let server = Server::start(d, &["-C", s(&d.join("etc/zeo.toml"))]);
+    let mut server = Serve::in_dir(d).config(&d.join("etc/zeo.toml")).start();
     let out = scenario(&["memory_snapshot", &server.addr()]);
     assert!(out.contains("OK memory_snapshot"), "{out}");
     assert_eq!(server.terminate(), 0);

@@ -756,6 +756,17 @@ impl ServerConfig {
         if self.zeo.max_frame_size.bytes() < 1024 {
             out.push(problem("zeo.max-frame-size", "must be at least 1KB"));
         }
+        if self
+            .zeo
+            .transaction_timeout
+            .is_some_and(|t| t.duration().is_zero())
+        {
+            // 0 would time every transaction out at once (runzeo accepts it and does that).
+            out.push(problem(
+                "zeo.transaction-timeout",
+                "must be greater than 0 (leave the key out for no timeout)",
+            ));
+        }
         check_runner(&self.runner, &mut out);
         out
     }
@@ -888,6 +899,38 @@ mod tests {
         assert!(e.message().contains("does not apply"), "{e}");
         let e = toml::from_str::<ServerConfig>("[zeo]\nadress = \"x\"\n").unwrap_err();
         assert!(e.message().contains("unknown field"), "{e}");
+    }
+
+    #[test]
+    fn transaction_timeout_takes_fractions_and_refuses_zero() {
+        let file = Path::new("etc/zeo.toml");
+        for (text, ms) in [("2.5", 2500), ("\"1500ms\"", 1500), ("30", 30_000)] {
+            let c = crate::instance::parse_toml(
+                file,
+                &format!("[zeo]\ntransaction-timeout = {text}\n"),
+            )
+            .unwrap();
+            let crate::instance::InstanceConfig::Server(c) = c else {
+                panic!()
+            };
+            assert_eq!(
+                c.zeo.transaction_timeout.map(|t| t.duration()),
+                Some(std::time::Duration::from_millis(ms))
+            );
+        }
+        for text in ["0", "0.0", "\"0s\""] {
+            let e = crate::instance::parse_toml(
+                file,
+                &format!("[zeo]\nread-only = false\ntransaction-timeout = {text}\n"),
+            )
+            .unwrap_err();
+            assert!(
+                e.to_string()
+                    .starts_with("etc/zeo.toml:3: zeo.transaction-timeout: must be greater than 0"),
+                "{e}"
+            );
+        }
+        assert!(crate::instance::parse_toml(file, "[zeo]\ntransaction-timeout = -1\n").is_err());
     }
 
     #[test]

@@ -349,12 +349,46 @@ impl Mapper {
                 .parse("invalidation-queue-size", integer)?
                 .unwrap_or(defaults.invalidation_queue_size),
             invalidation_age: k.parse("invalidation-age", |v| v.parse::<Seconds>())?,
-            transaction_timeout: k.parse("transaction-timeout", |v| v.parse::<Seconds>())?,
+            transaction_timeout: self.transaction_timeout(&k)?,
             msgpack: k.bool("msgpack")?.unwrap_or(false),
             pid_file: k.path("pid-filename")?.unwrap_or(defaults.pid_file),
             max_frame_size: defaults.max_frame_size,
             tls,
         })
+    }
+
+    /// `transaction-timeout`: runzeo's schema types it `integer` while its `-t` takes a float;
+    /// zodbctl takes fractions in both places (and units, as in the TOML), noting that runzeo
+    /// would refuse such a file. 0 and negative values, which runzeo accepts and which time
+    /// every transaction out at once, are errors.
+    fn transaction_timeout(&mut self, k: &Keys) -> Result<Option<Seconds>, ConfigError> {
+        let Some(kv) = k.get("transaction-timeout") else {
+            return Ok(None);
+        };
+        let v = kv.value.trim();
+        let t = v
+            .parse::<Seconds>()
+            .ok()
+            .filter(|t| !t.duration().is_zero() && !v.starts_with('-'))
+            .ok_or_else(|| {
+                err_at(
+                    kv,
+                    format!(
+                        "{v:?} is not a transaction timeout: give a number of seconds greater \
+                         than 0, such as 30 or 2.5 (leave the key out for no timeout)"
+                    ),
+                )
+            })?;
+        if v.parse::<u64>().is_err() {
+            self.notice(
+                kv,
+                format!(
+                    "read as {t} seconds; note that runzeo accepts only whole seconds here \
+                     (its -t option takes fractions)"
+                ),
+            );
+        }
+        Ok(Some(t))
     }
 
     fn storage(&mut self, s: &Section) -> Result<StorageConfig, ConfigError> {
@@ -702,6 +736,33 @@ mod tests {
         let e = load("<zeo>\naddress 1\n</zeo>\n<runner>\nbackoff-limit 5 # c\n</runner>\n")
             .unwrap_err();
         assert!(e.to_string().contains("backoff-limit"), "{e}");
+    }
+
+    #[test]
+    fn transaction_timeout_takes_fractions_and_refuses_zero() {
+        let conf = |t: &str| {
+            format!(
+                "<zeo>\naddress 127.0.0.1:1\ntransaction-timeout {t}\n</zeo>\n\
+                 <filestorage>\npath /a\n</filestorage>\n"
+            )
+        };
+        let (c, n) = load(&conf("30")).unwrap();
+        assert_eq!(c.zeo.transaction_timeout.unwrap().duration().as_secs(), 30);
+        assert!(n.is_empty());
+        // runzeo's zeo.conf schema wants an integer: the fraction is read, with a note.
+        let (c, n) = load(&conf("2.5")).unwrap();
+        assert_eq!(
+            c.zeo.transaction_timeout.unwrap().duration(),
+            std::time::Duration::from_millis(2500)
+        );
+        assert_eq!(n.len(), 1);
+        assert_eq!((n[0].key.as_str(), n[0].line), ("transaction-timeout", 3));
+        assert!(n[0].message.contains("whole seconds"), "{}", n[0].message);
+        for bad in ["0", "0.0", "-5", "soon"] {
+            let e = load(&conf(bad)).unwrap_err();
+            assert_eq!(e.line(), Some(3), "{bad}");
+            assert!(e.to_string().contains("greater than 0"), "{bad}: {e}");
+        }
     }
 
     /// The zeo.conf plone.recipe.zeoserver writes (supervisor.md §5.2).

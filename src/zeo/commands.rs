@@ -120,8 +120,8 @@ fn build_config(g: &GlobalArgs, args: &ServeArgs) -> Result<ServerConfig> {
             return Err(usage(anyhow!("storage name {:?} is used twice", s.name)));
         }
     }
-    if let Some(t) = args.timeout {
-        config.transaction_timeout = Some(Duration::from_secs(t));
+    if args.timeout.is_some() {
+        config.transaction_timeout = args.timeout;
     }
     if args.pid_file.is_some() {
         config.pid_file = args.pid_file.clone();

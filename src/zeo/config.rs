@@ -62,6 +62,26 @@ pub fn parse_address(s: &str) -> Result<ListenAddr, String> {
     }
 }
 
+/// Parse runzeo's `-t/--timeout`: seconds as a decimal number, fractions allowed (runzeo
+/// converts it with Python's `float`). Zero, negative, infinite and NaN values are refused:
+/// runzeo would accept them, but 0 or less times every transaction out at once, and "no
+/// timeout" is said by leaving the option out.
+pub fn parse_timeout(s: &str) -> Result<Duration, String> {
+    let bad = || {
+        "the transaction timeout is a number of seconds greater than 0, such as 30 or 2.5 \
+         (leave the option out for no timeout)"
+            .to_string()
+    };
+    let v: f64 = s.trim().parse().map_err(|_| bad())?;
+    if !(v.is_finite() && v > 0.0) {
+        return Err(bad());
+    }
+    match Duration::try_from_secs_f64(v) {
+        Ok(d) if !d.is_zero() => Ok(d),
+        _ => Err(bad()),
+    }
+}
+
 #[derive(Debug, Clone)]
 pub enum StorageKind {
     File {
@@ -157,5 +177,19 @@ mod tests {
         );
         assert!(parse_address("host:port").is_err());
         assert!(parse_address("[::1]8100").is_err());
+    }
+
+    #[test]
+    fn timeouts_take_fractional_seconds() {
+        assert_eq!(parse_timeout("30"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_timeout("2.5"), Ok(Duration::from_millis(2500)));
+        assert_eq!(parse_timeout(" 0.25 "), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_timeout("1e1"), Ok(Duration::from_secs(10)));
+        for bad in [
+            "0", "0.0", "-1", "-0.5", "inf", "nan", "", "abc", "5m", "1e300", "1e-12",
+        ] {
+            let e = parse_timeout(bad).unwrap_err();
+            assert!(e.contains("greater than 0"), "{bad}: {e}");
+        }
     }
 }

@@ -99,9 +99,45 @@ enum Listener {
 
 async fn bind(addr: &ListenAddr) -> Result<Listener> {
     match addr {
+        ListenAddr::Tcp { host, port } if host.is_empty() => {
+            // A bare port: runzeo hands host '' to asyncio's create_server, which listens on
+            // every address getaddrinfo gives for it, 0.0.0.0 and [::] (seen with ZEO 6.2:
+            // two sockets, the IPv6 one v6only). One dual-stack [::] socket serves both
+            // families; a machine without IPv6 gets 0.0.0.0 alone.
+            fn dual_stack(port: u16) -> std::io::Result<TcpListener> {
+                let sock = tokio::net::TcpSocket::new_v6()?;
+                // Off explicitly: the default follows net.ipv6.bindv6only.
+                nix::sys::socket::setsockopt(&sock, nix::sys::socket::sockopt::Ipv6V6Only, &false)?;
+                sock.set_reuseaddr(true)?;
+                sock.bind((std::net::Ipv6Addr::UNSPECIFIED, port).into())?;
+                sock.listen(1024)
+            }
+            let in_use = || format!("address {addr} already in use or not available");
+            match dual_stack(*port) {
+                Ok(l) => Ok(Listener::Tcp(l)),
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(
+                            libc::EAFNOSUPPORT
+                                | libc::EADDRNOTAVAIL
+                                | libc::EPROTONOSUPPORT
+                                | libc::EINVAL
+                                | libc::ENOPROTOOPT
+                        )
+                    ) =>
+                {
+                    // No usable IPv6 here (no kernel support, disabled, or no dual stack).
+                    let l = TcpListener::bind(("0.0.0.0", *port))
+                        .await
+                        .with_context(in_use)?;
+                    Ok(Listener::Tcp(l))
+                }
+                Err(e) => Err(e).with_context(in_use),
+            }
+        }
         ListenAddr::Tcp { host, port } => {
-            let host = if host.is_empty() { "0.0.0.0" } else { host };
-            let l = TcpListener::bind((host, *port))
+            let l = TcpListener::bind((host.as_str(), *port))
                 .await
                 .with_context(|| format!("address {addr} already in use or not available"))?;
             Ok(Listener::Tcp(l))

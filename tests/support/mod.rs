@@ -1,9 +1,19 @@
-//! Shared helpers for integration tests: the zodbctl binary, free ports, and a pinned Python
-//! virtualenv with ZODB/ZEO/zdaemon, created under `target/` on first use.
+//! Shared helpers for integration tests: the zodbctl binary, free ports, a pinned Python
+//! virtualenv with ZODB/ZEO/zdaemon (created under `target/` on first use), and
+//! - [`Serve`] / [`RunZeo`]: start `zodbctl serve` or the reference runzeo, listening, as a
+//!   [`Server`] that is killed when dropped (`serve.rs`);
+//! - [`damage`]: the verify/dump tests' damaged Data.fs copies.
 //!
-//! Each test binary includes this with `mod support;`; not every helper is used by each.
-#![allow(dead_code)]
+//! Each test binary includes this with `mod support;`; not every helper is used by each
+//! (hence the allowances: an unused helper or re-export is not a warning).
+#![allow(dead_code, unused_imports)]
 
+pub mod damage;
+mod serve;
+
+pub use serve::{Addr, RunZeo, SERVER_WAIT, Serve, Server};
+
+use std::ffi::OsStr;
 use std::fs::{self, File};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -14,6 +24,21 @@ use std::time::{Duration, Instant};
 /// The `zodbctl` binary under test.
 pub fn zodbctl() -> Command {
     Command::new(env!("CARGO_BIN_EXE_zodbctl"))
+}
+
+/// `zodbctl -i DIR`, for the arguments that follow.
+pub fn zodbctl_in(dir: &Path) -> Command {
+    let mut cmd = zodbctl();
+    cmd.arg("-i").arg(dir);
+    cmd
+}
+
+/// Run `zodbctl -i DIR ARGS...`; its output, whatever its status.
+pub fn run_in(dir: &Path, args: &[&str]) -> Output {
+    zodbctl_in(dir)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("run zodbctl -i {} {args:?}: {e}", dir.display()))
 }
 
 /// assert_cmd's view of the binary, for CLI assertions.
@@ -125,6 +150,33 @@ pub fn python_command(script: &str, args: &[&str]) -> Command {
 /// `tools/make_datafs.py` (the shared deterministic Data.fs generator, vendored).
 pub fn make_datafs_script() -> PathBuf {
     repo_root().join("tools/make_datafs.py")
+}
+
+/// Write a realistic Data.fs of about `size_mb` MB at `path` with `tools/make_datafs.py`
+/// (Python ZODB), its blobs in `blobs` if given; panics with the script's output on failure.
+pub fn make_datafs(path: &Path, size_mb: &str, blobs: Option<&Path>) {
+    let mut cmd = Command::new(python());
+    cmd.arg(make_datafs_script())
+        .arg(path)
+        .args(["--size-mb", size_mb]);
+    if let Some(blobs) = blobs {
+        cmd.arg("--blobs").arg(blobs);
+    }
+    run_ok(&mut cmd, "tools/make_datafs.py");
+}
+
+/// `python -m MODULE ARGS...` in the venv (ZODB's scripts: fstest, fsdump, fsrefs, ...),
+/// whatever its status.
+pub fn python_module<I, S>(module: &str, args: I) -> Output
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    Command::new(python())
+        .args(["-m", module])
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("python -m {module}: {e}"))
 }
 
 /// A command's standard output followed by its standard error, as text.

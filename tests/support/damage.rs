@@ -1,11 +1,11 @@
-//! Shared by the verify/dump tests: a small Python-written Data.fs with every kind of record,
-//! its layout, and single-field damaged copies of it (spec §14.6).
-#![allow(dead_code)]
+//! The damage rig of the verify/dump tests: a small Python-written Data.fs with every kind
+//! of record, its layout, single-field damaged copies of it (spec §14.6), and the means to
+//! ask Python and zodbctl about hundreds of such files at once.
 
+use std::collections::BTreeMap;
 use std::fs;
-use std::path::Path;
-
-use crate::support;
+use std::path::{Path, PathBuf};
+use std::process::Output;
 
 /// Builds the base file (§14.1-style history plus undo, deletion, empty transaction).
 pub const MAKE_BASE: &str = r#"
@@ -234,6 +234,66 @@ pub fn damaged_variants(base: &[u8]) -> Vec<(String, Vec<u8>)> {
 
 pub fn make_base(dir: &Path) -> Vec<u8> {
     let path = dir.join("base.fs");
-    support::run_python(MAKE_BASE, &[path.to_str().unwrap()]);
+    super::run_python(MAKE_BASE, &[path.to_str().unwrap()]);
     fs::read(&path).unwrap()
+}
+
+/// Write each variant to `DIR/NAME.fs`; their paths, in order.
+pub fn write_variants<'a>(
+    dir: &Path,
+    variants: impl IntoIterator<Item = &'a (String, Vec<u8>)>,
+) -> Vec<PathBuf> {
+    variants
+        .into_iter()
+        .map(|(name, bytes)| {
+            let p = dir.join(format!("{name}.fs"));
+            fs::write(&p, bytes).unwrap();
+            p
+        })
+        .collect()
+}
+
+/// Run a Python `script` over many files (`args` then the paths, 400 to a process to keep
+/// command lines short) that prints one JSON object with a "path" key per file; the objects
+/// by path.
+pub fn python_json_by_path(
+    script: &str,
+    args: &[&str],
+    paths: &[PathBuf],
+) -> BTreeMap<String, serde_json::Value> {
+    let mut res = BTreeMap::new();
+    for chunk in paths.chunks(400) {
+        let mut argv = args.to_vec();
+        argv.extend(chunk.iter().map(|p| p.to_str().unwrap()));
+        let out = super::run_python(script, &argv);
+        for line in String::from_utf8(out.stdout).unwrap().lines() {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            res.insert(v["path"].as_str().unwrap().to_owned(), v);
+        }
+    }
+    res
+}
+
+/// `zodbctl ARGS PATH` on every path, three at a time; (path, output) in order.
+pub fn zodbctl_on_each(args: &[&str], paths: &[PathBuf]) -> Vec<(PathBuf, Output)> {
+    std::thread::scope(|s| {
+        let workers: Vec<_> = paths
+            .chunks(paths.len().div_ceil(3).max(1))
+            .map(|chunk| {
+                s.spawn(move || {
+                    chunk
+                        .iter()
+                        .map(|p| {
+                            let out = super::zodbctl().args(args).arg(p).output().unwrap();
+                            (p.clone(), out)
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap())
+            .collect()
+    })
 }
