@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::{OwnedMutexGuard, mpsc};
 use tracing::{debug, error, info, warn};
 
@@ -24,7 +24,7 @@ use super::backend::{
 };
 use super::codec;
 use super::errors::Fail;
-use super::outbox::Outbox;
+use super::outbox::{Outbox, Sink};
 use super::server::ServerCtx;
 use super::shared::{Registered, StorageState};
 use super::wire::{Encoding, Incoming, Request, Value};
@@ -144,13 +144,13 @@ pub struct Conn {
     closing: bool,
 }
 
-/// Serve one accepted stream until it closes.
-pub async fn serve<S>(ctx: Arc<ServerCtx>, stream: S, peer: String)
+/// Serve one accepted connection, its read side `rd` and its write side `sink`, until it
+/// closes.
+pub async fn serve<R>(ctx: Arc<ServerCtx>, rd: R, sink: Sink, peer: String)
 where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    R: AsyncRead + Unpin + Send + 'static,
 {
-    let (rd, wr) = tokio::io::split(stream);
-    let out = Outbox::spawn(wr, ctx.config.max_outbuf);
+    let out = Outbox::spawn(sink, ctx.config.max_outbuf);
     let announce: &[u8] = match ctx.config.encoding {
         Encoding::Msgpack => b"M5",
         Encoding::Pickle => b"Z5",
@@ -166,8 +166,8 @@ where
         Ok(Some(Ok(hs))) if &hs[..] == b"ruok" => {
             let status = ctx.ruok_json();
             out.send(status.as_bytes());
-            drop(out);
             reader.abort();
+            out.close().await;
             return;
         }
         Ok(Some(Ok(hs))) if hs.len() == 2 && hs[1] == b'5' && hs[0] == b'M' => Encoding::Msgpack,
@@ -216,14 +216,31 @@ where
             break;
         }
         tokio::select! {
-            frame = frames.recv() => match frame {
-                Some(Ok(payload)) => conn.on_frame(&payload).await,
-                Some(Err(e)) => {
-                    error!(target: LOG_SERVER, "({}) {e}; closing", conn.label);
-                    break;
+            frame = frames.recv() => {
+                // Requests that arrived together are answered together: one write for the
+                // batch's replies.
+                conn.out.cork();
+                let mut next = frame;
+                for _ in 0..READ_AHEAD_FRAMES {
+                    match next {
+                        Some(Ok(payload)) => conn.on_frame(&payload).await,
+                        Some(Err(e)) => {
+                            error!(target: LOG_SERVER, "({}) {e}; closing", conn.label);
+                            conn.closing = true;
+                        }
+                        None => conn.closing = true,
+                    }
+                    if conn.closing {
+                        break;
+                    }
+                    next = match frames.try_recv() {
+                        Ok(f) => Some(f),
+                        Err(mpsc::error::TryRecvError::Empty) => break,
+                        Err(mpsc::error::TryRecvError::Disconnected) => None,
+                    };
                 }
-                None => break,
-            },
+                conn.out.uncork();
+            }
             guard = async {
                 match conn.vote_wait.as_mut() {
                     Some((_, f)) => f.await,
@@ -254,6 +271,8 @@ where
     }
     conn.disconnect();
     reader.abort();
+    // What was queued (an error reply, say) still goes out; then the socket closes.
+    conn.out.close().await;
 }
 
 /// Requests read ahead of processing, per connection. Pipelined clients send many small
@@ -1445,6 +1464,8 @@ impl Conn {
         let synced = if st.sync_inline() {
             Ok(sync(commit))
         } else {
+            // Replies held for the batch should not wait for a slow disk.
+            self.out.flush_now();
             tokio::task::spawn_blocking(move || sync(commit)).await
         };
         let (commit, durable) = match synced {
@@ -1459,6 +1480,7 @@ impl Conn {
                 return Err(Fail::Close("the commit's sync failed".into()));
             }
         };
+        let mut notified: Vec<Outbox> = Vec::new();
         let result = durable.and_then(|()| {
             let _visible = st.visibility.write().unwrap_or_else(|e| e.into_inner());
             let mut seq = st.seq();
@@ -1475,11 +1497,17 @@ impl Conn {
                         vec![bv(&tid), oid_list(&oids)],
                     )
                 });
-                r.outbox.send(msg);
+                r.outbox.push(msg);
+                notified.push(r.outbox.clone());
             }
             st.push_invalidation(&mut seq, tid, oids);
             commit.finish()
         });
+        // Written outside the locks, and before this connection's own reply (held until
+        // its batch ends): the other clients hear of the commit before the committer.
+        for o in &notified {
+            o.flush();
+        }
         // The committer's info and reply are queued before the lock is released: the next
         // commit's invalidation must reach this client after its own tid (§4.5 rule 3).
         let reply = match result {

@@ -17,6 +17,7 @@ use tracing::{error, info, warn};
 use super::config::{ListenAddr, ServerConfig};
 use super::connection;
 use super::log::LogTarget;
+use super::outbox::Sink;
 use super::shards::Shards;
 use super::shared::StorageState;
 use super::wire::Value;
@@ -307,16 +308,25 @@ async fn serve_on_shard(
             match tls {
                 Some(acceptor) => {
                     match tokio::time::timeout(Duration::from_secs(30), acceptor.accept(s)).await {
-                        Ok(Ok(s)) => connection::serve(ctx, s, peer).await,
+                        Ok(Ok(s)) => {
+                            let (rd, wr) = tokio::io::split(s);
+                            connection::serve(ctx, rd, Sink::Stream(Box::new(wr)), peer).await;
+                        }
                         Ok(Err(e)) => warn!(target: "ZEO.asyncio.server", "TLS handshake with {peer} failed: {e}"),
                         Err(_) => warn!(target: "ZEO.asyncio.server", "TLS handshake with {peer} timed out"),
                     }
                 }
-                None => connection::serve(ctx, s, peer).await,
+                None => {
+                    let (rd, wr) = s.into_split();
+                    connection::serve(ctx, rd, Sink::Tcp(wr), peer).await;
+                }
             }
         }
         Stream::Unix(s) => match tokio::net::UnixStream::from_std(s) {
-            Ok(s) => connection::serve(ctx, s, peer).await,
+            Ok(s) => {
+                let (rd, wr) = s.into_split();
+                connection::serve(ctx, rd, Sink::Unix(wr), peer).await;
+            }
             Err(e) => {
                 error!(target: "ZEO.asyncio.server", "{peer}: registering the socket failed: {e}");
             }
