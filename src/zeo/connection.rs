@@ -16,7 +16,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt};
-use tokio::sync::{OwnedMutexGuard, mpsc};
+use tokio::sync::OwnedMutexGuard;
 use tracing::{debug, error, info, warn};
 
 use super::backend::{
@@ -156,37 +156,32 @@ where
         Encoding::Pickle => b"Z5",
     };
     out.send(announce);
-    let (ftx, mut frames) = mpsc::channel(READ_AHEAD_FRAMES);
-    let reader = tokio::spawn(read_frames(rd, ctx.config.max_frame, ftx));
+    let mut input = FrameReader::new(rd, ctx.config.max_frame);
     let id = ctx.next_conn.fetch_add(1, Ordering::Relaxed);
     info!(target: LOG_SERVER, "Connected server protocol {peer}");
 
-    let first = tokio::time::timeout(HANDSHAKE_TIMEOUT, frames.recv()).await;
+    let first = tokio::time::timeout(HANDSHAKE_TIMEOUT, input.next_owned()).await;
     let enc = match first {
-        Ok(Some(Ok(hs))) if &hs[..] == b"ruok" => {
+        Ok(Ok(Some(hs))) if hs == b"ruok" => {
             let status = ctx.ruok_json();
             out.send(status.as_bytes());
-            reader.abort();
             out.close().await;
             return;
         }
-        Ok(Some(Ok(hs))) if hs.len() == 2 && hs[1] == b'5' && hs[0] == b'M' => Encoding::Msgpack,
-        Ok(Some(Ok(hs))) if hs.len() == 2 && hs[1] == b'5' && hs[0] == b'Z' => Encoding::Pickle,
-        Ok(Some(Ok(hs))) => {
+        Ok(Ok(Some(hs))) if hs.len() == 2 && hs[1] == b'5' && hs[0] == b'M' => Encoding::Msgpack,
+        Ok(Ok(Some(hs))) if hs.len() == 2 && hs[1] == b'5' && hs[0] == b'Z' => Encoding::Pickle,
+        Ok(Ok(Some(hs))) => {
             error!(target: LOG_SERVER, "bad handshake {}", py_repr(&hs));
             out.kill();
-            reader.abort();
             return;
         }
-        Ok(Some(Err(e))) => {
+        Ok(Err(e)) => {
             error!(target: LOG_SERVER, "{peer}: {e}");
             out.kill();
-            reader.abort();
             return;
         }
-        Ok(None) | Err(_) => {
+        Ok(Ok(None)) | Err(_) => {
             out.kill();
-            reader.abort();
             return;
         }
     };
@@ -211,36 +206,21 @@ where
         upload: None,
         closing: false,
     };
+    // Frames that came with the handshake.
+    conn.on_frames(&mut input).await;
     loop {
         if conn.closing {
             break;
         }
         tokio::select! {
-            frame = frames.recv() => {
-                // Requests that arrived together are answered together: one write for the
-                // batch's replies.
-                conn.out.cork();
-                let mut next = frame;
-                for _ in 0..READ_AHEAD_FRAMES {
-                    match next {
-                        Some(Ok(payload)) => conn.on_frame(&payload).await,
-                        Some(Err(e)) => {
-                            error!(target: LOG_SERVER, "({}) {e}; closing", conn.label);
-                            conn.closing = true;
-                        }
-                        None => conn.closing = true,
-                    }
-                    if conn.closing {
-                        break;
-                    }
-                    next = match frames.try_recv() {
-                        Ok(f) => Some(f),
-                        Err(mpsc::error::TryRecvError::Empty) => break,
-                        Err(mpsc::error::TryRecvError::Disconnected) => None,
-                    };
+            read = input.fill() => match read {
+                Ok(true) => conn.on_frames(&mut input).await,
+                Ok(false) => break,
+                Err(e) => {
+                    debug!(target: LOG_SERVER, "({}) reading: {e}", conn.label);
+                    break;
                 }
-                conn.out.uncork();
-            }
+            },
             guard = async {
                 match conn.vote_wait.as_mut() {
                     Some((_, f)) => f.await,
@@ -270,72 +250,97 @@ where
         }
     }
     conn.disconnect();
-    reader.abort();
     // What was queued (an error reply, say) still goes out; then the socket closes.
     conn.out.close().await;
 }
 
-/// Requests read ahead of processing, per connection. Pipelined clients send many small
-/// requests at once; reading them all before processing lets one wake-up and one reply write
-/// serve a whole batch (with a queue of 4 frames, server CPU per pipelined load was about
-/// twice as high). The byte budget keeps large frames to one at a time.
-const READ_AHEAD_FRAMES: usize = 256;
-const READ_AHEAD_BYTES: usize = 16 << 20;
-
-/// A request payload, holding its share of the connection's read-ahead budget until dropped.
-struct Frame {
-    payload: Vec<u8>,
-    _budget: tokio::sync::OwnedSemaphorePermit,
+/// The read side of a connection, cut into frames.
+///
+/// Requests are read into one buffer and processed as soon as they are complete, on the
+/// connection's own task: a pipelining client's requests arrive many per segment, and one
+/// wake-up and one `recv` then serve them all. Frames are processed before more is read, so
+/// the buffer holds at most what one `recv` brought plus one incomplete frame, which is
+/// bounded by `max-frame-size`.
+struct FrameReader<R> {
+    rd: R,
+    buf: Vec<u8>,
+    /// Start of the first unprocessed byte.
+    pos: usize,
+    max: usize,
 }
 
-impl std::ops::Deref for Frame {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
-        &self.payload
+/// Bytes asked of each `recv`.
+const READ_CHUNK: usize = 64 << 10;
+/// Buffer capacity kept between large frames.
+const KEEP_READ_CAPACITY: usize = 1 << 20;
+
+impl<R: AsyncRead + Unpin> FrameReader<R> {
+    fn new(rd: R, max: usize) -> Self {
+        FrameReader {
+            rd,
+            buf: Vec::with_capacity(READ_CHUNK),
+            pos: 0,
+            max,
+        }
     }
-}
 
-/// Cut the stream into frames, refusing any larger than `max`.
-async fn read_frames<R>(rd: R, max: usize, tx: mpsc::Sender<Result<Frame, String>>)
-where
-    R: AsyncRead + Unpin,
-{
-    // Pipelined requests are small and arrive many per segment: one recv for many frames
-    // instead of two per frame.
-    let mut rd = tokio::io::BufReader::with_capacity(64 << 10, rd);
-    let budget = Arc::new(tokio::sync::Semaphore::new(READ_AHEAD_BYTES));
-    loop {
-        let mut len = [0u8; 4];
-        if rd.read_exact(&mut len).await.is_err() {
-            return;
-        }
-        let n = u32::from_be_bytes(len) as usize;
-        if n > max {
-            let _ = tx
-                .send(Err(format!(
-                    "frame of {n} bytes exceeds the limit of {max} bytes"
-                )))
-                .await;
-            return;
-        }
-        // Wait for budget before reading the payload; a frame above the budget takes all of
-        // it. READ_AHEAD_BYTES fits in u32.
-        let share = n.clamp(1, READ_AHEAD_BYTES) as u32;
-        let Ok(permit) = Arc::clone(&budget).acquire_many_owned(share).await else {
-            return;
+    /// The next complete frame's payload, if the buffer holds one; an error for a frame
+    /// larger than allowed.
+    fn next_frame(&mut self) -> Result<Option<&[u8]>, String> {
+        let avail = &self.buf[self.pos..];
+        let Some(len) = avail.first_chunk::<4>() else {
+            return Ok(None);
         };
-        // Grow with the data actually received, so a lying length costs nothing.
-        let mut buf = Vec::with_capacity(n.min(1 << 20));
-        match (&mut rd).take(n as u64).read_to_end(&mut buf).await {
-            Ok(got) if got == n => {}
-            _ => return,
+        let n = u32::from_be_bytes(*len) as usize;
+        if n > self.max {
+            return Err(format!(
+                "frame of {n} bytes exceeds the limit of {} bytes",
+                self.max
+            ));
         }
-        let frame = Frame {
-            payload: buf,
-            _budget: permit,
+        if avail.len() < 4 + n {
+            return Ok(None);
+        }
+        let start = self.pos + 4;
+        self.pos = start + n;
+        Ok(Some(&self.buf[start..start + n]))
+    }
+
+    /// Read more; false at end of stream. Cancel-safe (a read that did not finish took
+    /// nothing), so it can wait in a `select!`.
+    async fn fill(&mut self) -> std::io::Result<bool> {
+        // Move the incomplete frame to the front, and give back a large frame's memory.
+        if self.pos == self.buf.len() {
+            self.buf.clear();
+            self.pos = 0;
+            if self.buf.capacity() > KEEP_READ_CAPACITY {
+                self.buf = Vec::with_capacity(READ_CHUNK);
+            }
+        } else if self.pos > 0 {
+            self.buf.drain(..self.pos);
+            self.pos = 0;
+        }
+        // Room for the frame being read, grown with the data actually received so a
+        // lying length costs nothing.
+        let want = match self.buf.first_chunk::<4>() {
+            Some(len) => (4 + u32::from_be_bytes(*len) as usize).saturating_sub(self.buf.len()),
+            None => 0,
         };
-        if tx.send(Ok(frame)).await.is_err() {
-            return;
+        self.buf.reserve(want.clamp(READ_CHUNK, 1 << 20));
+        Ok(self.rd.read_buf(&mut self.buf).await? > 0)
+    }
+
+    /// The next frame, reading as needed (the handshake); None at end of stream.
+    async fn next_owned(&mut self) -> Result<Option<Vec<u8>>, String> {
+        loop {
+            if let Some(f) = self.next_frame()? {
+                return Ok(Some(f.to_vec()));
+            }
+            match self.fill().await {
+                Ok(true) => {}
+                Ok(false) => return Ok(None),
+                Err(e) => return Err(e.to_string()),
+            }
         }
     }
 }
@@ -573,6 +578,23 @@ pub fn repr_id(id: &[u8; 8]) -> String {
 }
 
 impl Conn {
+    /// Process every complete request in the buffer, in order; their replies go out
+    /// together when the batch ends.
+    async fn on_frames<R: AsyncRead + Unpin>(&mut self, input: &mut FrameReader<R>) {
+        self.out.cork();
+        while !self.closing {
+            match input.next_frame() {
+                Ok(Some(payload)) => self.on_frame(payload).await,
+                Ok(None) => break,
+                Err(e) => {
+                    error!(target: LOG_SERVER, "({}) {e}; closing", self.label);
+                    self.closing = true;
+                }
+            }
+        }
+        self.out.uncork();
+    }
+
     fn send_reply(&self, msgid: &Value, v: Value) {
         self.out.send(&codec::reply(self.enc, msgid, v));
     }
