@@ -300,6 +300,9 @@ impl FileStorage {
             Some(dir) => Some(BlobDir::open(dir, read_only)?),
             None => None,
         };
+        // After the scan and any recovery truncation: `outcome.pos` is the committed end
+        // (datafile.rs, "The committed map").
+        df.map_committed(outcome.pos);
         warn_if_future(path, outcome.last_tid);
         tracing::debug!(target: "ZODB.FileStorage",
             "opened {}{}: {} objects, end {}, last transaction {}, {}",
@@ -387,11 +390,11 @@ impl FileStorage {
         read(&self.inner.state).index.memory_bytes()
     }
 
+    /// The position of `oid`'s current record: a read lock and an index lookup (a direct
+    /// load in a dense bucket, see [`OidIndex::get`]).
     pub(crate) fn current_pos(&self, oid: Oid) -> Result<u64> {
-        read(&self.inner.state)
-            .index
-            .get(oid)
-            .ok_or(StorageError::PosKey { oid, tid: None })
+        let pos = read(&self.inner.state).index.get(oid);
+        pos.ok_or(StorageError::PosKey { oid, tid: None })
     }
 
     fn current_record(&self, oid: Oid) -> Result<RecordHeader> {
