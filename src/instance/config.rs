@@ -144,6 +144,10 @@ pub struct TlsConfig {
     /// PEM private key; default: read from the certificate file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<PathBuf>,
+    /// File whose first line is the passphrase of an encrypted `key` (zeo.conf's
+    /// `password-function` names Python code instead). Default: unset (unencrypted key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_password_file: Option<PathBuf>,
     /// CA file or directory that client certificates are verified against. Required.
     pub authenticate: PathBuf,
 }
@@ -713,6 +717,9 @@ impl ServerConfig {
             resolve(dir, &mut tls.certificate);
             resolve(dir, &mut tls.authenticate);
             if let Some(k) = &mut tls.key {
+                resolve(dir, k);
+            }
+            if let Some(k) = &mut tls.key_password_file {
                 resolve(dir, k);
             }
         }

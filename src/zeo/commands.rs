@@ -174,8 +174,14 @@ fn config_from_instance(inst: crate::instance::Instance) -> Result<ServerConfig>
     c.tls = z.tls.as_ref().map(|t| super::config::TlsConfig {
         certificate: inst.resolve(&t.certificate),
         key: t.key.as_ref().map(|k| inst.resolve(k)),
+        key_password_file: t.key_password_file.as_ref().map(|k| inst.resolve(k)),
         authenticate: Some(inst.resolve(&t.authenticate)),
     });
+    if let Some(tls) = &c.tls {
+        // Certificates and key (a wrong passphrase above all) are checked now, so that
+        // mistakes are usage errors reported before anything listens.
+        super::tls::acceptor(tls).map_err(usage)?;
+    }
     c.log_file = match sc.eventlog.stream() {
         Some(_) => None,
         None => Some(inst.resolve(&sc.eventlog.path)),

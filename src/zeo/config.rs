@@ -105,6 +105,8 @@ pub struct StorageConfig {
 pub struct TlsConfig {
     pub certificate: PathBuf,
     pub key: Option<PathBuf>,
+    /// A file whose first line is the passphrase of an encrypted key.
+    pub key_password_file: Option<PathBuf>,
     pub authenticate: Option<PathBuf>,
 }
 
