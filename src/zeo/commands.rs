@@ -15,8 +15,8 @@ use super::file_backend::FileBackend;
 use super::log::LogTarget;
 use super::memory_backend::MemoryBackend;
 use super::server::{self, Exit};
-use super::shared::StorageState;
 use super::shards::{self, Shards};
+use super::shared::StorageState;
 use super::wire::Encoding;
 
 /// Default life of a superseded revision in a memory storage.

@@ -1,10 +1,12 @@
 //! One client connection: handshake, then frame → message → command → storage.
 //!
-//! Three tasks per connection: a reader that cuts the byte stream into bounded frames, the
-//! outbox writer, and this task, which owns all of the connection's state and processes
-//! requests strictly in arrival order (§2.1). The only request that waits is `vote` (for the
-//! commit lock); it waits inside the `select!` below so later requests (loads from other
-//! client threads, `tpc_abort`) keep being served meanwhile.
+//! One task per connection, on the shard (thread) it was given at accept: it reads the
+//! socket, cuts frames, and processes requests strictly in arrival order (§2.1), owning all
+//! of the connection's state. Its replies go to the outbox, which the task writes itself
+//! when a batch of requests is done (the outbox's writer task only takes over when the
+//! client does not keep up). The only request that waits is `vote` (for the commit lock); it
+//! waits inside the `select!` below so later requests (loads from other client threads,
+//! `tpc_abort`) keep being served meanwhile.
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;

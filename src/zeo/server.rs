@@ -312,8 +312,12 @@ async fn serve_on_shard(
                             let (rd, wr) = tokio::io::split(s);
                             connection::serve(ctx, rd, Sink::Stream(Box::new(wr)), peer).await;
                         }
-                        Ok(Err(e)) => warn!(target: "ZEO.asyncio.server", "TLS handshake with {peer} failed: {e}"),
-                        Err(_) => warn!(target: "ZEO.asyncio.server", "TLS handshake with {peer} timed out"),
+                        Ok(Err(e)) => {
+                            warn!(target: "ZEO.asyncio.server", "TLS handshake with {peer} failed: {e}")
+                        }
+                        Err(_) => {
+                            warn!(target: "ZEO.asyncio.server", "TLS handshake with {peer} timed out")
+                        }
                     }
                 }
                 None => {
@@ -338,7 +342,10 @@ async fn accept(l: &Listener) -> std::io::Result<(Stream, String)> {
     match l {
         Listener::Tcp(l) => {
             let (s, a) = l.accept().await?;
-            Ok((Stream::Tcp(s.into_std()?), format!("('{}', {})", a.ip(), a.port())))
+            Ok((
+                Stream::Tcp(s.into_std()?),
+                format!("('{}', {})", a.ip(), a.port()),
+            ))
         }
         Listener::Unix(l, p) => {
             let (s, _) = l.accept().await?;
