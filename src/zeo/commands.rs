@@ -24,6 +24,14 @@ pub const DEFAULT_HISTORY: Duration = Duration::from_secs(300);
 
 pub fn serve(g: &GlobalArgs, args: &ServeArgs) -> Result<u8> {
     let config = build_config(g, args)?;
+    // Certificates and key (a wrong passphrase above all) are read now, so that mistakes
+    // are usage errors reported before anything listens.
+    let tls = config
+        .tls
+        .as_ref()
+        .map(super::tls::acceptor)
+        .transpose()
+        .map_err(usage)?;
     if let Some(dir) = config.log_file.as_ref().and_then(|p| p.parent()) {
         let _ = std::fs::create_dir_all(dir);
     }
@@ -46,8 +54,9 @@ pub fn serve(g: &GlobalArgs, args: &ServeArgs) -> Result<u8> {
             .with_context(|| format!("writing the pid file {}", pid_file.display()))?;
     }
     let result = runtime.block_on(async {
-        let shards = Shards::start(shards::default_count(), &dispatch)?;
-        server::run(config.clone(), storages, log, shards).await
+        let threads = config.threads.unwrap_or_else(shards::default_count);
+        let shards = Shards::start(threads, &dispatch)?;
+        server::run(config.clone(), storages, log, shards, tls).await
     });
     if let Some(pid_file) = &config.pid_file {
         let _ = std::fs::remove_file(pid_file);
@@ -132,6 +141,9 @@ fn build_config(g: &GlobalArgs, args: &ServeArgs) -> Result<ServerConfig> {
     if args.msgpack {
         config.encoding = Encoding::Msgpack;
     }
+    if let Some(n) = args.threads {
+        config.threads = Some(n as usize);
+    }
     if args.log_file.is_some() {
         config.log_file = args.log_file.clone();
     }
@@ -171,17 +183,13 @@ fn config_from_instance(inst: crate::instance::Instance) -> Result<ServerConfig>
     }
     c.pid_file = Some(inst.resolve(&z.pid_file));
     c.max_frame = usize::try_from(z.max_frame_size.bytes()).unwrap_or(usize::MAX);
+    c.threads = z.threads.map(|n| n as usize);
     c.tls = z.tls.as_ref().map(|t| super::config::TlsConfig {
         certificate: inst.resolve(&t.certificate),
         key: t.key.as_ref().map(|k| inst.resolve(k)),
         key_password_file: t.key_password_file.as_ref().map(|k| inst.resolve(k)),
         authenticate: Some(inst.resolve(&t.authenticate)),
     });
-    if let Some(tls) = &c.tls {
-        // Certificates and key (a wrong passphrase above all) are checked now, so that
-        // mistakes are usage errors reported before anything listens.
-        super::tls::acceptor(tls).map_err(usage)?;
-    }
     c.log_file = match sc.eventlog.stream() {
         Some(_) => None,
         None => Some(inst.resolve(&sc.eventlog.path)),

@@ -172,9 +172,9 @@ pub async fn run(
     storages: Vec<(String, Arc<StorageState>)>,
     log: LogTarget,
     shards: Shards,
+    tls: Option<tokio_rustls::TlsAcceptor>,
 ) -> Result<Exit> {
     let listener = bind(&config.address).await?;
-    let tls = config.tls.as_ref().map(super::tls::acceptor).transpose()?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let names: Vec<String> = storages
         .iter()
@@ -206,7 +206,12 @@ pub async fn run(
     match &listener {
         Listener::Tcp(l) => {
             let a = l.local_addr()?;
-            info!(target: "ZEO.asyncio.server", "listening on ('{}', {})", a.ip(), a.port());
+            // A bare port is all interfaces, which runzeo writes as ''.
+            let host = match &ctx.config.address {
+                ListenAddr::Tcp { host, .. } if host.is_empty() => String::new(),
+                _ => a.ip().to_string(),
+            };
+            info!(target: "ZEO.asyncio.server", "listening on ('{host}', {})", a.port());
         }
         Listener::Unix(_, p) => {
             info!(target: "ZEO.asyncio.server", "listening on {}", p.display());
@@ -344,7 +349,8 @@ async fn accept(l: &Listener) -> std::io::Result<(Stream, String)> {
             let (s, a) = l.accept().await?;
             Ok((
                 Stream::Tcp(s.into_std()?),
-                format!("('{}', {})", a.ip(), a.port()),
+                // IPv4 clients of the dual-stack socket as runzeo names them.
+                format!("('{}', {})", a.ip().to_canonical(), a.port()),
             ))
         }
         Listener::Unix(l, p) => {

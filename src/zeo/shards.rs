@@ -92,12 +92,6 @@ pub fn runtime(dispatch: &tracing::Dispatch) -> std::io::Result<tokio::runtime::
 /// Default number of shards: one per CPU the process may use, capped, since a ZEO server's
 /// work is mostly the kernel's and a few threads keep every core busy.
 pub fn default_count() -> usize {
-    if let Some(n) = std::env::var("ZODBCTL_SHARDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-    {
-        return n;
-    }
     std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1)
