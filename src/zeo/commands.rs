@@ -15,6 +15,7 @@ use super::file_backend::FileBackend;
 use super::log::LogTarget;
 use super::memory_backend::MemoryBackend;
 use super::server::{self, Exit};
+use super::shards::{self, Shards};
 use super::shared::StorageState;
 use super::wire::Encoding;
 
@@ -34,16 +35,8 @@ pub fn serve(g: &GlobalArgs, args: &ServeArgs) -> Result<u8> {
     };
     let dispatch = log.dispatch(config.log_level.as_deref());
     let _log_guard = tracing::dispatcher::set_default(&dispatch);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .on_thread_start(move || {
-            // The guard lives as long as the thread: runtime threads log through the server's
-            // subscriber for their whole life.
-            std::mem::forget(tracing::dispatcher::set_default(&dispatch));
-        })
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
+    // The accept loop's thread is the first shard (see `shards`).
+    let runtime = shards::runtime(&dispatch).context("starting the async runtime")?;
     let storages = open_storages(&config)?;
     if let Some(pid_file) = &config.pid_file {
         if let Some(dir) = pid_file.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -52,7 +45,10 @@ pub fn serve(g: &GlobalArgs, args: &ServeArgs) -> Result<u8> {
         std::fs::write(pid_file, format!("{}\n", std::process::id()))
             .with_context(|| format!("writing the pid file {}", pid_file.display()))?;
     }
-    let result = runtime.block_on(server::run(config.clone(), storages, log));
+    let result = runtime.block_on(async {
+        let shards = Shards::start(shards::default_count(), &dispatch)?;
+        server::run(config.clone(), storages, log, shards).await
+    });
     if let Some(pid_file) = &config.pid_file {
         let _ = std::fs::remove_file(pid_file);
     }
