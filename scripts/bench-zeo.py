@@ -28,11 +28,13 @@ workdir). Each server gets a fresh copy (with its Data.fs.index) and is started 
 
 With --rounds N the whole comparison is repeated N times, alternating which server goes
 first, and the table gives field-wise medians (the machine this was written on is shared
-and noisy). Server CPU per operation: utime+stime of the server process from /proc/PID/stat, read
-before and after each phase, divided by the phase's operations (a commit counts as one
-operation, whatever its size), reported as the total and split into user and system (the
-kernel's share). Client CPU per operation, split the same way: the Python drivers' own
-os.times() over their measured loop, and bench's own getrusage over the phase (from its
+and noisy). Server CPU per operation: the server process's CPU, read before and after
+each phase, divided by the phase's operations (a commit counts as one operation, whatever
+its size), reported as the total and split into user and system (the kernel's share): the
+total from its threads' /proc/PID/task/TID/schedstat (nanoseconds; utime+stime from
+/proc/PID/stat if a thread exited meanwhile), the split in the proportion of utime and
+stime (clock ticks). Client CPU per operation, split the same way: the Python drivers' own
+getrusage over their measured loop, and bench's own getrusage over the phase (from its
 --json report). Every phase is bounded by its count and by --max-seconds.
 
 --quick: 1 round, a 20 MB Data.fs and about 1/5 of the counts, to check the script in a
@@ -45,6 +47,7 @@ import json
 import os
 import pickle
 import random
+import resource
 import shutil
 import signal
 import socket
@@ -85,7 +88,8 @@ def driver(mode, port, arg, max_seconds):
     print("ready", flush=True)
     sys.stdin.readline()
     end = time.monotonic() + float(max_seconds)
-    cpu0 = os.times()
+    # getrusage counts microseconds; os.times() only clock ticks (10 ms).
+    cpu0 = resource.getrusage(resource.RUSAGE_SELF)
     t0 = time.perf_counter()
     ops = 0
     if mode == "load":
@@ -106,9 +110,9 @@ def driver(mode, port, arg, max_seconds):
             st.tpc_finish(t)
             ops += 1
     elapsed = time.perf_counter() - t0
-    cpu1 = os.times()
-    print("done %d %.6f %.6f %.6f" % (ops, elapsed, cpu1.user - cpu0.user,
-                                      cpu1.system - cpu0.system), flush=True)
+    cpu1 = resource.getrusage(resource.RUSAGE_SELF)
+    print("done %d %.6f %.6f %.6f" % (ops, elapsed, cpu1.ru_utime - cpu0.ru_utime,
+                                      cpu1.ru_stime - cpu0.ru_stime), flush=True)
     st.close()
 
 
@@ -117,15 +121,44 @@ def driver(mode, port, arg, max_seconds):
 
 
 def cpu_seconds(pid):
-    """(user, system) CPU seconds of a process, all its threads: utime, stime."""
+    """A CPU sample of a process: (utime, stime) from /proc/PID/stat in seconds, and the
+    on-CPU nanoseconds of each live thread from /proc/PID/task/TID/schedstat."""
     with open("/proc/%d/stat" % pid) as f:
         stat = f.read()
     rest = stat[stat.rindex(")") + 2:].split()
-    return int(rest[11]) / TICK, int(rest[12]) / TICK
+    threads = {}
+    base = "/proc/%d/task" % pid
+    try:
+        tids = os.listdir(base)
+    except OSError:
+        tids = []
+    for tid in tids:
+        try:
+            with open("%s/%s/schedstat" % (base, tid)) as f:
+                threads[tid] = int(f.read().split()[0])
+        except (OSError, ValueError, IndexError):
+            pass  # the thread has just exited: cpu_diff notices
+    return int(rest[11]) / TICK, int(rest[12]) / TICK, threads
 
 
 def cpu_diff(a, b):
-    return (b[0] - a[0], b[1] - a[1])
+    """(user, system, total) CPU seconds between two samples of one process.
+
+    utime and stime come in clock ticks (10 ms), too coarse for a phase of 0.1 s; the
+    threads' schedstat counts nanoseconds. So the total is the threads' schedstat
+    difference (threads started in between count from zero) when every thread of the first
+    sample is still there, else (a thread exited, its time gone from the sum) the ticks'.
+    The split is the ticks' proportion of user and system time applied to that total, as
+    the kernel itself scales utime/stime; NaN when the phase spans no whole tick."""
+    user, sys_ = b[0] - a[0], b[1] - a[1]
+    ticks = user + sys_
+    if b[2] and set(a[2]) <= set(b[2]):
+        total = sum(ns - a[2].get(tid, 0) for tid, ns in b[2].items()) / 1e9
+    else:
+        total = ticks
+    if ticks > 0:
+        return total * user / ticks, total * sys_ / ticks, total
+    return float("nan"), float("nan"), total
 
 
 def rss_mb(pid):
@@ -191,8 +224,8 @@ class Server:
 
 
 def python_phase(server, mode, shares, max_seconds):
-    """Run one driver per share; returns (ops, seconds, server (user, sys) cpu seconds,
-    the drivers' own (user, sys) cpu seconds)."""
+    """Run one driver per share; returns (ops, seconds, server (user, sys, total) cpu
+    seconds, the drivers' own (user, sys, total) cpu seconds)."""
     procs = []
     for share in shares:
         p = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--driver", mode,
@@ -209,13 +242,14 @@ def python_phase(server, mode, shares, max_seconds):
         p.stdin.write("go\n")
         p.stdin.flush()
     ops = 0
-    client = (0.0, 0.0)
+    client = (0.0, 0.0, 0.0)
     for p in procs:
         line = p.stdout.readline().split()
         if not line or line[0] != "done":
             sys.exit("driver failed (%s): %r" % (mode, line))
         ops += int(line[1])
-        client = (client[0] + float(line[3]), client[1] + float(line[4]))
+        u, s = float(line[3]), float(line[4])
+        client = (client[0] + u, client[1] + s, client[2] + u + s)
     seconds = time.perf_counter() - t0
     cpu1 = server.cpu()
     for p in procs:
@@ -224,8 +258,8 @@ def python_phase(server, mode, shares, max_seconds):
 
 
 def bench_phase(server, zodbctl, phase, objects, per_txn, max_seconds):
-    """Run `zodbctl bench`; returns (its report of `phase`, server (user, sys) cpu seconds
-    in it). The report carries bench's own CPU in the phase (client_user_s, client_sys_s).
+    """Run `zodbctl bench`; returns (its report of `phase`, server (user, sys, total) cpu
+    seconds in it). The report carries bench's own CPU in the phase (client_user_s, client_sys_s).
 
     bench creates its objects before a read phase (unmeasured by bench), so the server's CPU
     is sampled every few milliseconds while bench runs, and the phase's share is the CPU
@@ -290,14 +324,14 @@ def make_data(o):
 
 
 def phase_result(ops, seconds, rate, server, client):
-    """One phase's figures; server and client are (user, sys) CPU seconds."""
+    """One phase's figures; server and client are (user, sys, total) CPU seconds."""
     n = max(ops, 1)
     return {"ops": ops, "seconds": seconds, "ops_per_s": rate,
-            "cpu_s": server[0] + server[1],
-            "cpu_us_per_op": (server[0] + server[1]) / n * 1e6,
+            "cpu_s": server[2],
+            "cpu_us_per_op": server[2] / n * 1e6,
             "cpu_user_us_per_op": server[0] / n * 1e6,
             "cpu_sys_us_per_op": server[1] / n * 1e6,
-            "client_cpu_us_per_op": (client[0] + client[1]) / n * 1e6,
+            "client_cpu_us_per_op": client[2] / n * 1e6,
             "client_user_us_per_op": client[0] / n * 1e6,
             "client_sys_us_per_op": client[1] / n * 1e6}
 
@@ -322,7 +356,7 @@ def run_server(kind, o, src, load_shares, zodbctl):
     try:
         time.sleep(1)
         res["idle_rss_mb"] = server.rss()
-        res["start_cpu_s"] = sum(server.cpu())
+        res["start_cpu_s"] = sum(server.cpu()[:2])
         split = lambda n: [n // o.clients + (1 if i < n % o.clients else 0)
                            for i in range(o.clients)]
         for name, mode, shares in [
@@ -346,8 +380,8 @@ def run_server(kind, o, src, load_shares, zodbctl):
             ]:
                 rate = rep["ops_per_sec"] if name == "bench_cold_load" else (
                     rep["transactions"] / rep["seconds"] if rep["seconds"] else 0.0)
-                res[name] = phase_result(ops, rep["seconds"], rate, cpu,
-                                         (rep["client_user_s"], rep["client_sys_s"]))
+                u, s = rep["client_user_s"], rep["client_sys_s"]
+                res[name] = phase_result(ops, rep["seconds"], rate, cpu, (u, s, u + s))
                 res[name].update(p50_ms=rep["p50_ms"], p99_ms=rep["p99_ms"],
                                  errors=rep["errors"])
                 show(kind, name, res[name])
@@ -425,7 +459,10 @@ def median_of(runs):
         if isinstance(v, dict):
             out[key] = median_of([r[key] for r in runs])
         elif isinstance(v, (int, float)):
-            vals = sorted(r[key] for r in runs)
+            vals = sorted(r[key] for r in runs if r[key] == r[key])  # NaN: no figure
+            if not vals:
+                out[key] = float("nan")
+                continue
             out[key] = vals[len(vals) // 2] if len(vals) % 2 else (
                 vals[len(vals) // 2 - 1] + vals[len(vals) // 2]) / 2
         else:
