@@ -8,7 +8,15 @@
 //! instantiated either through `REDUCE` with an argument tuple or the protocol-2 way
 //! (`EMPTY_TUPLE NEWOBJ`, then `BUILD` with `{'value': (len(path), path)}`); both become
 //! `Value::Global { args: [path] }` (with `REDUCE`: its arguments).
+//!
+//! Per request it allocates only what the resulting values own: the machine's stacks are
+//! kept per thread between messages, a message's name is interned when it is a known
+//! method, and the outer 4-tuple is handed over as its four elements instead of being built
+//! (see [`Step::Message`]).
 
+use std::cell::Cell;
+
+use super::message::{Name, Parts};
 use super::zpickle::Constructor;
 use super::{Value, WireError};
 use crate::pickle::{ErrorKind, PickleError};
@@ -20,6 +28,9 @@ const PREFIX: (&str, &str) = ("ZopeUndo.Prefix", "Prefix");
 
 enum Item {
     V(Value, u32),
+    /// Text that is a known method name, at the position of a message's name: kept interned
+    /// (see [`Machine::message`]); it becomes a `Value::Str` wherever it is used as data.
+    Name(&'static str),
     /// The Prefix class (from `GLOBAL`).
     Class,
     /// A builtin container type (from `GLOBAL`), only to be called by `REDUCE`.
@@ -28,24 +39,86 @@ enum Item {
     Instance,
 }
 
+impl Item {
+    /// The item as data, with its nesting depth.
+    fn into_value(self) -> Option<(Value, u32)> {
+        match self {
+            Item::V(v, d) => Some((v, d)),
+            Item::Name(s) => Some((Value::Str(s.to_owned()), 0)),
+            _ => None,
+        }
+    }
+}
+
 struct Machine<'a> {
     data: &'a [u8],
     pos: usize,
     stack: Vec<Item>,
+    /// Stack indices of the open `MARK`s.
     marks: Vec<usize>,
+    /// Decoding a whole message: recognise its usual layout (see [`Step::Message`]).
+    message: bool,
+}
+
+enum Step {
+    More,
+    Done(Value),
+    /// A message's `MARK msgid flag name body TUPLE STOP`: what `STOP` would return is that
+    /// 4-tuple, so its elements are handed over without building it.
+    Message(Parts),
 }
 
 fn malformed(what: &str) -> ErrorKind {
     ErrorKind::Malformed(what.into())
 }
 
+/// Stacks above this many items are not kept for the next message.
+const SPARE_MAX: usize = 1024;
+
+thread_local! {
+    /// The stacks of the previous decode on this thread, emptied: a request costs no
+    /// allocation for the machine itself.
+    static SPARE: Cell<(Vec<Item>, Vec<usize>)> = const { Cell::new((Vec::new(), Vec::new())) };
+}
+
+/// Decode one pickle to a value (the tests compare it with crate::pickle's decoder; messages
+/// go through [`decode_message`], which shares everything but the end).
+#[cfg(test)]
 pub(super) fn decode(payload: &[u8]) -> Result<Value, WireError> {
-    let mut m = Machine {
-        data: payload,
-        pos: 0,
-        stack: Vec::with_capacity(16),
-        marks: Vec::with_capacity(4),
-    };
+    match run(payload, false)? {
+        Step::Done(v) => Ok(v),
+        // Not produced outside message mode.
+        Step::Message(p) => Ok(Value::Tuple(vec![
+            p.msgid,
+            p.flag,
+            match p.name {
+                Name::Known(s) => Value::Str(s.to_owned()),
+                Name::Value(v) => v,
+            },
+            p.body,
+        ])),
+        Step::More => Err(malformed_at(0, "no value")),
+    }
+}
+
+/// Decode a pickled message `(msgid, flag, name, body)` (a 4-element tuple or list).
+pub(super) fn decode_message(payload: &[u8]) -> Result<Parts, WireError> {
+    match run(payload, true)? {
+        Step::Message(p) => Ok(p),
+        Step::Done(v) => Parts::of(v),
+        Step::More => Err(malformed_at(0, "no value")),
+    }
+}
+
+fn malformed_at(offset: usize, what: &str) -> WireError {
+    PickleError {
+        offset,
+        kind: malformed(what),
+    }
+    .into()
+}
+
+fn run(payload: &[u8], message: bool) -> Result<Step, WireError> {
     if payload.is_empty() {
         return Err(PickleError {
             offset: 0,
@@ -53,20 +126,39 @@ pub(super) fn decode(payload: &[u8]) -> Result<Value, WireError> {
         }
         .into());
     }
-    loop {
+    let (stack, marks) = SPARE.with(Cell::take);
+    let mut m = Machine {
+        data: payload,
+        pos: 0,
+        stack,
+        marks,
+        message,
+    };
+    let result = loop {
         let start = m.pos;
         match m.step() {
-            Ok(Some(v)) => return Ok(v),
-            Ok(None) => {}
+            Ok(Step::More) => {}
+            Ok(done) => break Ok(done),
             Err(kind) => {
-                return Err(PickleError {
+                break Err(PickleError {
                     offset: start,
                     kind,
                 }
                 .into());
             }
         }
+    };
+    let Machine {
+        mut stack,
+        mut marks,
+        ..
+    } = m;
+    if stack.capacity() <= SPARE_MAX && marks.capacity() <= SPARE_MAX {
+        stack.clear();
+        marks.clear();
+        SPARE.with(|s| s.set((stack, marks)));
     }
+    result
 }
 
 impl<'a> Machine<'a> {
@@ -94,10 +186,9 @@ impl<'a> Machine<'a> {
     }
 
     fn pop_value(&mut self) -> Result<(Value, u32), ErrorKind> {
-        match self.pop()? {
-            Item::V(v, d) => Ok((v, d)),
-            _ => Err(ErrorKind::Forbidden("a global used as data")),
-        }
+        self.pop()?
+            .into_value()
+            .ok_or(ErrorKind::Forbidden("a global used as data"))
     }
 
     fn top_mut(&mut self) -> Result<&mut Item, ErrorKind> {
@@ -118,13 +209,11 @@ impl<'a> Machine<'a> {
         let mut depth = 0;
         let mut out = Vec::with_capacity(self.stack.len() - mark);
         for item in self.stack.drain(mark..) {
-            match item {
-                Item::V(v, d) => {
-                    depth = depth.max(d);
-                    out.push(v);
-                }
-                _ => return Err(ErrorKind::Forbidden("a Prefix used as data")),
-            }
+            let (v, d) = item
+                .into_value()
+                .ok_or(ErrorKind::Forbidden("a Prefix used as data"))?;
+            depth = depth.max(d);
+            out.push(v);
         }
         Ok((out, depth))
     }
@@ -143,12 +232,12 @@ impl<'a> Machine<'a> {
         self.push(v, child_depth + 1)
     }
 
-    fn step(&mut self) -> Result<Option<Value>, ErrorKind> {
+    fn step(&mut self) -> Result<Step, ErrorKind> {
         let op = self.take(1)?[0];
         match op {
             b'.' => {
                 let (v, _) = self.pop_value()?;
-                return Ok(Some(v));
+                return Ok(Step::Done(v));
             }
             0x80 => {
                 let p = self.take(1)?[0];
@@ -197,11 +286,25 @@ impl<'a> Machine<'a> {
             b'X' => {
                 let n = self.u32le()? as usize;
                 let b = self.take(n)?;
+                // A message's name: third after the one MARK.
+                if self.message && self.marks.len() == 1 && self.stack.len() == self.marks[0] + 2 {
+                    if let Some(name) = super::Method::known(b) {
+                        self.stack.push(Item::Name(name));
+                        return Ok(Step::More);
+                    }
+                }
                 let s =
                     std::str::from_utf8(b).map_err(|_| malformed("string is not valid UTF-8"))?;
                 self.push(Value::Str(s.to_owned()), 0)?;
             }
             b')' => self.push(Value::Tuple(Vec::new()), 1)?,
+            b't' if self.message && self.data.get(self.pos) == Some(&b'.') => {
+                if let Some(parts) = self.message_parts()? {
+                    return Ok(Step::Message(parts));
+                }
+                let (items, d) = self.pop_mark()?;
+                self.push_container(Value::Tuple(items), d)?;
+            }
             b't' => {
                 let (items, d) = self.pop_mark()?;
                 self.push_container(Value::Tuple(items), d)?;
@@ -214,13 +317,11 @@ impl<'a> Machine<'a> {
                 let mut items = Vec::with_capacity(n);
                 let mut depth = 0;
                 for item in self.stack.drain(self.stack.len() - n..) {
-                    match item {
-                        Item::V(v, d) => {
-                            depth = depth.max(d);
-                            items.push(v);
-                        }
-                        _ => return Err(ErrorKind::Forbidden("a Prefix used as data")),
-                    }
+                    let (v, d) = item
+                        .into_value()
+                        .ok_or(ErrorKind::Forbidden("a Prefix used as data"))?;
+                    depth = depth.max(d);
+                    items.push(v);
                 }
                 self.push_container(Value::Tuple(items), depth)?;
             }
@@ -314,7 +415,52 @@ impl<'a> Machine<'a> {
                 });
             }
         }
-        Ok(None)
+        Ok(Step::More)
+    }
+
+    /// At a `TUPLE` followed by `STOP`: if the tuple has four elements, they are the message
+    /// that `STOP` returns (the checks are those of `pop_mark` and `push_container`).
+    fn message_parts(&mut self) -> Result<Option<Parts>, ErrorKind> {
+        let Some(&mark) = self.marks.last() else {
+            return Err(malformed("no MARK on the stack"));
+        };
+        if self.stack.len() != mark + 4 {
+            return Ok(None);
+        }
+        self.marks.pop();
+        let mut depth = 0;
+        let mut take = |item: Item| -> Result<Value, ErrorKind> {
+            let (v, d) = item
+                .into_value()
+                .ok_or(ErrorKind::Forbidden("a Prefix used as data"))?;
+            depth = depth.max(d);
+            Ok(v)
+        };
+        let mut items = self.stack.drain(mark..);
+        let (Some(msgid), Some(flag), Some(name), Some(body)) =
+            (items.next(), items.next(), items.next(), items.next())
+        else {
+            return Err(malformed("stack underflow"));
+        };
+        drop(items);
+        let msgid = take(msgid)?;
+        let flag = take(flag)?;
+        let name = match name {
+            Item::Name(s) => Name::Known(s),
+            other => Name::Value(take(other)?),
+        };
+        let body = take(body)?;
+        if depth + 1 > MAX_DEPTH {
+            return Err(ErrorKind::TooLarge(format!(
+                "nesting deeper than {MAX_DEPTH}"
+            )));
+        }
+        Ok(Some(Parts {
+            msgid,
+            flag,
+            name,
+            body,
+        }))
     }
 
     fn line(&mut self) -> Result<&'a [u8], ErrorKind> {
@@ -489,6 +635,61 @@ mod tests {
     }
 
     #[test]
+    fn message_layout_is_recognised() {
+        // loadBefore as ZEO's client pickles it: the parts come out without an outer tuple,
+        // the name interned.
+        let load = b"\x80\x03(C\x08\x00\x00\x00\x00\x00\x00\x00\x01C\x08\x7f\xff\xff\xff\xff\xff\xff\xff\x86\x89X\n\x00\x00\x00loadBeforeC\x08\x00\x00\x00\x00\x00\x00\x00\x01C\x08\x7f\xff\xff\xff\xff\xff\xff\xff\x86t.";
+        let p = decode_message(load).unwrap();
+        assert!(matches!(p.name, Name::Known("loadBefore")));
+        assert_eq!(whole(p), decode(load).unwrap());
+        // Unknown names stay text; a name that is not third is plain data.
+        let odd = b"\x80\x03(K\x01\x89X\x03\x00\x00\x00fooX\x04\x00\x00\x00votet.";
+        let p = decode_message(odd).unwrap();
+        assert!(matches!(&p.name, Name::Value(Value::Str(s)) if s == "foo"));
+        assert_eq!(p.body, Value::Str("vote".into()));
+        // An interned name used as data elsewhere (here: a 5-tuple) is ordinary text.
+        let five = b"\x80\x03(K\x01\x89X\x04\x00\x00\x00vote)K\x00t.";
+        assert!(decode_message(five).is_err());
+        assert_eq!(
+            decode(five).unwrap(),
+            Value::Tuple(vec![
+                Value::Int(1),
+                Value::Bool(false),
+                Value::Str("vote".into()),
+                Value::Tuple(vec![]),
+                Value::Int(0)
+            ])
+        );
+        let listed = b"\x80\x03(K\x01\x89X\x04\x00\x00\x00vote)]K\x01at.";
+        assert!(decode_message(listed).is_err());
+    }
+
+    /// The parts as the tuple they came from.
+    fn whole(p: Parts) -> Value {
+        Value::Tuple(vec![
+            p.msgid,
+            p.flag,
+            match p.name {
+                Name::Known(s) => Value::Str(s.into()),
+                Name::Value(v) => v,
+            },
+            p.body,
+        ])
+    }
+
+    /// decode_message accepts exactly the payloads whose value is a 4-element sequence, with
+    /// the same elements.
+    fn same_message(data: &[u8]) {
+        let want = decode(data).and_then(Parts::of).map(whole);
+        let got = decode_message(data).map(whole);
+        match (got, want) {
+            (Ok(a), Ok(b)) => assert_eq!(a, b, "{data:?}"),
+            (Err(_), Err(_)) => {}
+            (a, b) => panic!("message decoding disagrees on {data:?}: {a:?} vs {b:?}"),
+        }
+    }
+
+    #[test]
     fn deep_nesting_is_refused() {
         let mut p = b"\x80\x03".to_vec();
         p.extend(std::iter::repeat_n(b']', 100_000));
@@ -496,6 +697,8 @@ mod tests {
         p.push(b'.');
         assert!(decode(&p).is_err());
     }
+
+    const TAILS: &[&[u8]] = &[b"t.", b"t", b"tt.", b"l.", b"."];
 
     fn soup() -> impl Strategy<Value = Vec<u8>> {
         let ops: &'static [u8] =
@@ -509,14 +712,31 @@ mod tests {
         #[test]
         fn agrees_with_the_general_decoder(data in soup()) {
             same(&data);
+            same_message(&data);
             let mut with_proto = vec![0x80, 3];
             with_proto.extend_from_slice(&data);
             same(&with_proto);
+            same_message(&with_proto);
+        }
+
+        #[test]
+        fn messages_agree(body in soup(), name in proptest::sample::select(
+            &["loadBefore", "vote", "storea", "nope", ".reply", ""][..]),
+            tail in proptest::sample::select(TAILS)) {
+            // A message's frame around arbitrary middle opcodes.
+            let mut data = b"\x80\x03(K\x05\x89X".to_vec();
+            data.extend_from_slice(&(name.len() as u32).to_le_bytes());
+            data.extend_from_slice(name.as_bytes());
+            data.extend_from_slice(&body);
+            data.extend_from_slice(tail);
+            same(&data);
+            same_message(&data);
         }
 
         #[test]
         fn agrees_on_arbitrary_bytes(data in proptest::collection::vec(any::<u8>(), 0..200)) {
             same(&data);
+            same_message(&data);
         }
     }
 }
