@@ -264,7 +264,7 @@ impl Name {
 
     fn into_method(self) -> Option<Method> {
         match self {
-            Name::Known(s) => Some(Method::from(s)),
+            Name::Known(s) => Some(Method::interned(s)),
             Name::Value(Value::Str(s)) => Some(Method::from(s)),
             Name::Value(_) => None,
         }
@@ -289,7 +289,7 @@ pub fn decode(enc: Encoding, payload: &[u8]) -> Result<Incoming, WireError> {
         name,
         body: args,
     } = decode_parts(enc, payload)?;
-    if msgid == Value::Int(-1) {
+    if matches!(msgid, Value::Int(-1)) {
         return Ok(Incoming::Heartbeat);
     }
     let Some(method) = name.into_method() else {

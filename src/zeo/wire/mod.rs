@@ -140,12 +140,17 @@ impl Method {
     pub fn known(name: &[u8]) -> Option<&'static str> {
         message::known_name(name)
     }
+
+    /// A name [`Method::known`] returned.
+    fn interned(name: &'static str) -> Self {
+        Method(std::borrow::Cow::Borrowed(name))
+    }
 }
 
 impl From<&str> for Method {
     fn from(s: &str) -> Self {
         match Method::known(s.as_bytes()) {
-            Some(k) => Method(std::borrow::Cow::Borrowed(k)),
+            Some(k) => Method::interned(k),
             None => Method(std::borrow::Cow::Owned(s.to_owned())),
         }
     }
@@ -154,7 +159,7 @@ impl From<&str> for Method {
 impl From<String> for Method {
     fn from(s: String) -> Self {
         match Method::known(s.as_bytes()) {
-            Some(k) => Method(std::borrow::Cow::Borrowed(k)),
+            Some(k) => Method::interned(k),
             None => Method(std::borrow::Cow::Owned(s)),
         }
     }

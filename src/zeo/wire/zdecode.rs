@@ -60,6 +60,9 @@ struct Machine<'a> {
     message: bool,
 }
 
+// Boxing the parts would cost an allocation per message; `More`, returned per opcode,
+// writes only the tag.
+#[allow(clippy::large_enum_variant)]
 enum Step {
     More,
     Done(Value),
@@ -103,6 +106,9 @@ pub(super) fn decode(payload: &[u8]) -> Result<Value, WireError> {
 
 /// Decode a pickled message `(msgid, flag, name, body)` (a 4-element tuple or list).
 pub(super) fn decode_message(payload: &[u8]) -> Result<Parts, WireError> {
+    if let Some(parts) = fast_message(payload) {
+        return Ok(parts);
+    }
     match run(payload, true)? {
         Step::Message(p) => Ok(p),
         Step::Done(v) => Parts::of(v),
@@ -163,15 +169,11 @@ fn run(payload: &[u8], message: bool) -> Result<Step, WireError> {
 
 impl<'a> Machine<'a> {
     fn take(&mut self, n: usize) -> Result<&'a [u8], ErrorKind> {
-        let end = self.pos.checked_add(n).ok_or(ErrorKind::Truncated)?;
-        let s = self.data.get(self.pos..end).ok_or(ErrorKind::Truncated)?;
-        self.pos = end;
-        Ok(s)
+        take(self.data, &mut self.pos, n)
     }
 
     fn u32le(&mut self) -> Result<u32, ErrorKind> {
-        let b = self.take(4)?;
-        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        u32le(self.data, &mut self.pos)
     }
 
     fn floor(&self) -> usize {
@@ -246,56 +248,21 @@ impl<'a> Machine<'a> {
                 }
             }
             b'(' => self.marks.push(self.stack.len()),
-            b'N' => self.push(Value::Nil, 0)?,
-            0x88 => self.push(Value::Bool(true), 0)?,
-            0x89 => self.push(Value::Bool(false), 0)?,
-            b'K' => {
-                let v = self.take(1)?[0];
-                self.push(Value::Int(v.into()), 0)?;
-            }
-            b'M' => {
-                let b = self.take(2)?;
-                self.push(Value::Int(u16::from_le_bytes([b[0], b[1]]).into()), 0)?;
-            }
-            b'J' => {
-                let v = self.u32le()? as i32;
-                self.push(Value::Int(v.into()), 0)?;
-            }
-            0x8a => {
-                let n = self.take(1)?[0] as usize;
-                let b = self.take(n)?;
-                let v = long1(b).ok_or_else(|| malformed("an integer beyond 64 bits"))?;
-                self.push(Value::Int(v), 0)?;
-            }
-            b'G' => {
-                let b = self.take(8)?;
-                let mut a = [0u8; 8];
-                a.copy_from_slice(b);
-                self.push(Value::Float(f64::from_be_bytes(a)), 0)?;
-            }
-            b'C' => {
-                let n = self.take(1)?[0] as usize;
-                let b = self.take(n)?.to_vec();
-                self.push(Value::Bytes(b), 0)?;
-            }
-            b'B' => {
-                let n = self.u32le()? as usize;
-                let b = self.take(n)?.to_vec();
-                self.push(Value::Bytes(b), 0)?;
-            }
-            b'X' => {
-                let n = self.u32le()? as usize;
-                let b = self.take(n)?;
+            b'X' if self.message
+                && self.marks.len() == 1
+                && self.stack.len() == self.marks[0] + 2 =>
+            {
                 // A message's name: third after the one MARK.
-                if self.message && self.marks.len() == 1 && self.stack.len() == self.marks[0] + 2 {
-                    if let Some(name) = super::Method::known(b) {
-                        self.stack.push(Item::Name(name));
-                        return Ok(Step::More);
-                    }
+                let start = self.pos;
+                let n = self.u32le()? as usize;
+                let b = self.take(n)?;
+                if let Some(name) = super::Method::known(b) {
+                    self.stack.push(Item::Name(name));
+                } else {
+                    self.pos = start;
+                    let v = scalar(op, self.data, &mut self.pos)?.ok_or(ErrorKind::Truncated)?;
+                    self.push(v, 0)?;
                 }
-                let s =
-                    std::str::from_utf8(b).map_err(|_| malformed("string is not valid UTF-8"))?;
-                self.push(Value::Str(s.to_owned()), 0)?;
             }
             b')' => self.push(Value::Tuple(Vec::new()), 1)?,
             b't' if self.message && self.data.get(self.pos) == Some(&b'.') => {
@@ -409,6 +376,10 @@ impl<'a> Machine<'a> {
                 *top = Item::V(prefix(vec![path]), d);
             }
             _ => {
+                if let Some(v) = scalar(op, self.data, &mut self.pos)? {
+                    self.push(v, 0)?;
+                    return Ok(Step::More);
+                }
                 return Err(match crate::pickle::opcode_name(op) {
                     Some(name) => ErrorKind::Forbidden(name),
                     None => ErrorKind::UnknownOpcode(op),
@@ -506,6 +477,177 @@ impl<'a> Machine<'a> {
     }
 }
 
+fn take<'a>(data: &'a [u8], pos: &mut usize, n: usize) -> Result<&'a [u8], ErrorKind> {
+    let end = pos.checked_add(n).ok_or(ErrorKind::Truncated)?;
+    let s = data.get(*pos..end).ok_or(ErrorKind::Truncated)?;
+    *pos = end;
+    Ok(s)
+}
+
+fn u32le(data: &[u8], pos: &mut usize) -> Result<u32, ErrorKind> {
+    let b = take(data, pos, 4)?;
+    Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+}
+
+/// The value of a scalar opcode (`op` already read, its argument at `pos`), or `None` if `op`
+/// is not one. Shared by the machine and [`fast_message`], so that both read the same.
+#[inline(always)]
+fn scalar(op: u8, data: &[u8], pos: &mut usize) -> Result<Option<Value>, ErrorKind> {
+    Ok(Some(match op {
+        b'N' => Value::Nil,
+        0x88 => Value::Bool(true),
+        0x89 => Value::Bool(false),
+        b'K' => Value::Int(take(data, pos, 1)?[0].into()),
+        b'M' => {
+            let b = take(data, pos, 2)?;
+            Value::Int(u16::from_le_bytes([b[0], b[1]]).into())
+        }
+        b'J' => Value::Int((u32le(data, pos)? as i32).into()),
+        0x8a => {
+            let n = take(data, pos, 1)?[0] as usize;
+            let b = take(data, pos, n)?;
+            Value::Int(long1(b).ok_or_else(|| malformed("an integer beyond 64 bits"))?)
+        }
+        b'G' => {
+            let b = take(data, pos, 8)?;
+            let mut a = [0u8; 8];
+            a.copy_from_slice(b);
+            Value::Float(f64::from_be_bytes(a))
+        }
+        b'C' => {
+            let n = take(data, pos, 1)?[0] as usize;
+            Value::Bytes(take(data, pos, n)?.to_vec())
+        }
+        b'B' => {
+            let n = u32le(data, pos)? as usize;
+            Value::Bytes(take(data, pos, n)?.to_vec())
+        }
+        b'X' => {
+            let n = u32le(data, pos)? as usize;
+            let b = take(data, pos, n)?;
+            let s = std::str::from_utf8(b).map_err(|_| malformed("string is not valid UTF-8"))?;
+            Value::Str(s.to_owned())
+        }
+        _ => return Ok(None),
+    }))
+}
+
+/// Pending values the fast path holds at most (a `storea` needs 7).
+const FAST_STACK: usize = 12;
+
+/// The usual message, read without the machine: `PROTO, MARK, msgid, flag, name, args,
+/// TUPLE, STOP`, where every element is a scalar or a tuple of scalars (`EMPTY_TUPLE`,
+/// `TUPLE1..3`, or one inner `MARK … TUPLE`) — every request of the load and commit paths
+/// but `tpc_begin`. `None` for anything else, errors included: the machine then decodes the
+/// payload from the start and decides. Whatever this accepts, the machine decodes to the
+/// same parts (tested below), so the fast path changes only the cost.
+fn fast_message(data: &[u8]) -> Option<Parts> {
+    let (&[0x80, proto, b'('], rest) = data.split_first_chunk::<3>()? else {
+        return None;
+    };
+    if proto > 5 {
+        return None;
+    }
+    let mut pos = data.len() - rest.len();
+    let mut st: [Value; FAST_STACK] = std::array::from_fn(|_| Value::Nil);
+    let mut len = 0;
+    // Where an inner MARK is open; where the interned name sits (a Nil stands in for it).
+    let mut inner: Option<usize> = None;
+    let mut name: Option<(usize, &'static str)> = None;
+    // A name that ends up inside a tuple is plain text after all (as `Item::Name`).
+    let unintern =
+        |st: &mut [Value; FAST_STACK], name: &mut Option<(usize, &'static str)>, from: usize| {
+            if let Some((at, k)) = *name {
+                if at >= from {
+                    st[at] = Value::Str(k.to_owned());
+                    *name = None;
+                }
+            }
+        };
+    let tuple = |st: &mut [Value; FAST_STACK], from: usize, to: usize| -> Option<Value> {
+        let items = &mut st[from..to];
+        // Tuples of scalars only: nesting stays far below MAX_DEPTH.
+        if items.iter().any(|v| matches!(v, Value::Tuple(_))) {
+            return None;
+        }
+        Some(Value::Tuple(
+            items
+                .iter_mut()
+                .map(|v| std::mem::replace(v, Value::Nil))
+                .collect(),
+        ))
+    };
+    loop {
+        let op = *data.get(pos)?;
+        pos += 1;
+        let v = match op {
+            b'(' if inner.is_none() => {
+                inner = Some(len);
+                continue;
+            }
+            b't' => match inner.take() {
+                Some(mark) => {
+                    unintern(&mut st, &mut name, mark);
+                    let v = tuple(&mut st, mark, len)?;
+                    len = mark;
+                    v
+                }
+                None => {
+                    if len != 4 || data.get(pos) != Some(&b'.') {
+                        return None;
+                    }
+                    let [msgid, flag, n, body] = {
+                        let [a, b, c, d, ..] = &mut st;
+                        [a, b, c, d].map(|v| std::mem::replace(v, Value::Nil))
+                    };
+                    return Some(Parts {
+                        msgid,
+                        flag,
+                        name: match name {
+                            Some((_, k)) => Name::Known(k),
+                            None => Name::Value(n),
+                        },
+                        body,
+                    });
+                }
+            },
+            b')' => Value::Tuple(Vec::new()),
+            0x85..=0x87 => {
+                let n = usize::from(op - 0x84);
+                let floor = inner.unwrap_or(0);
+                if len < floor + n {
+                    return None;
+                }
+                unintern(&mut st, &mut name, len - n);
+                let v = tuple(&mut st, len - n, len)?;
+                len -= n;
+                v
+            }
+            b'X' if inner.is_none() && len == 2 => {
+                let start = pos;
+                let n = u32le(data, &mut pos).ok()? as usize;
+                let b = take(data, &mut pos, n).ok()?;
+                match super::Method::known(b) {
+                    Some(k) => {
+                        name = Some((len, k));
+                        Value::Nil
+                    }
+                    None => {
+                        pos = start;
+                        scalar(op, data, &mut pos).ok()??
+                    }
+                }
+            }
+            _ => scalar(op, data, &mut pos).ok()??,
+        };
+        if len == FAST_STACK {
+            return None;
+        }
+        st[len] = v;
+        len += 1;
+    }
+}
+
 fn prefix(args: Vec<Value>) -> Value {
     Value::Global {
         module: PREFIX.0.into(),
@@ -541,6 +683,7 @@ fn long1(b: &[u8]) -> Option<i64> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::Encoding;
     use super::super::zpickle::decode_via_tree;
     use super::*;
     use proptest::prelude::*;
@@ -686,6 +829,114 @@ mod tests {
             (Ok(a), Ok(b)) => assert_eq!(a, b, "{data:?}"),
             (Err(_), Err(_)) => {}
             (a, b) => panic!("message decoding disagrees on {data:?}: {a:?} vs {b:?}"),
+        }
+    }
+
+    /// The machine's reading of a message (without the fast path).
+    fn by_machine(data: &[u8]) -> Result<Value, WireError> {
+        match run(data, true)? {
+            Step::Message(p) => Ok(whole(p)),
+            Step::Done(v) => Parts::of(v).map(whole),
+            Step::More => unreachable!(),
+        }
+    }
+
+    fn scalar_value() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            Just(Value::Nil),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::Int),
+            any::<f64>()
+                .prop_filter("NaN", |f| !f.is_nan())
+                .prop_map(Value::Float),
+            proptest::collection::vec(any::<u8>(), 0..300).prop_map(Value::Bytes),
+            "[a-z_]{0,12}".prop_map(Value::Str),
+            proptest::sample::select(&["vote", "loadBefore"][..])
+                .prop_map(|s| Value::Str(s.into())),
+        ]
+    }
+
+    fn flat_value() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            scalar_value(),
+            proptest::collection::vec(scalar_value(), 0..6).prop_map(Value::Tuple),
+        ]
+    }
+
+    #[test]
+    fn requests_take_the_fast_path() {
+        let z = Value::Bytes(vec![0; 8]);
+        let txn = Value::Int((1 << 47) + 5);
+        for (id, oneway, method, args) in [
+            (
+                Value::Tuple(vec![z.clone(), z.clone()]),
+                false,
+                "loadBefore",
+                vec![z.clone(), z.clone()],
+            ),
+            (
+                Value::Int(0),
+                true,
+                "storea",
+                vec![
+                    z.clone(),
+                    z.clone(),
+                    Value::Bytes(vec![7; 300]),
+                    txn.clone(),
+                ],
+            ),
+            (Value::Int(7), false, "vote", vec![txn.clone()]),
+            (Value::Int(8), false, "tpc_finish", vec![txn.clone()]),
+            (Value::Int(9), false, "lastTransaction", vec![]),
+            (Value::Int(-1), false, ".reply", vec![]),
+        ] {
+            let p =
+                super::super::encode_request(Encoding::Pickle, &id, oneway, method, &args).unwrap();
+            let fast = fast_message(&p).expect(method);
+            assert!(matches!(fast.name, Name::Known(m) if m == method));
+            assert_eq!(whole(fast), by_machine(&p).unwrap());
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn the_fast_path_reads_as_the_machine(
+            id in flat_value(),
+            flag in scalar_value(),
+            name in "[a-zA-Z_.]{0,16}",
+            args in proptest::collection::vec(flat_value(), 0..8),
+            cut in any::<usize>(),
+        ) {
+            let p = super::super::encode_request(Encoding::Pickle, &id, false, &name, &args).unwrap();
+            // Replace the flag (encode_request writes a bool) by arbitrary scalar bytes.
+            let mut flag_bytes = Vec::new();
+            super::super::zpickle::write_scalar_for_tests(&mut flag_bytes, &flag);
+            let at = 3 + {
+                let mut m = Vec::new();
+                super::super::zpickle::write_scalar_for_tests(&mut m, &id);
+                m.len()
+            };
+            let mut q = p[..at].to_vec();
+            q.extend_from_slice(&flag_bytes);
+            q.extend_from_slice(&p[at + 1..]);
+            for data in [&p[..], &q[..], &q[..cut % (q.len() + 1)]] {
+                if let Some(fast) = fast_message(data) {
+                    prop_assert_eq!(whole(fast), by_machine(data).unwrap());
+                }
+                let a = decode_message(data).map(whole);
+                let b = by_machine(data);
+                match (a, b) {
+                    (Ok(a), Ok(b)) => prop_assert_eq!(a, b),
+                    (Err(_), Err(_)) => {}
+                    (a, b) => prop_assert!(false, "{:?} vs {:?}", a, b),
+                }
+            }
+            // Scalar arguments (and any flat msgid) always take it.
+            let flat_args = args.iter().all(|a| !matches!(a, Value::Tuple(_)));
+            let id_len = match &id { Value::Tuple(t) => t.len(), _ => 1 };
+            if flat_args && args.len() + 3 <= FAST_STACK && id_len + 3 <= FAST_STACK {
+                prop_assert!(fast_message(&p).is_some());
+            }
         }
     }
 

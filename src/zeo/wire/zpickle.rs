@@ -152,6 +152,12 @@ fn write_int(buf: &mut Vec<u8>, i: i64) {
     }
 }
 
+/// A value as the encoder writes it (for tests that splice pickles).
+#[cfg(test)]
+pub(super) fn write_scalar_for_tests(buf: &mut Vec<u8>, v: &Value) {
+    write_value(buf, v, 0).expect("plain data");
+}
+
 fn write_tuple(buf: &mut Vec<u8>, items: &[Value], depth: usize) -> Result<(), WireError> {
     match items.len() {
         0 => buf.push(ops::EMPTY_TUPLE),
