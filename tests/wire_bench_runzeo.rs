@@ -67,6 +67,10 @@ fn bench_then_load(msgpack: bool) {
         assert_eq!(p["errors"], 0, "{p}");
         assert_eq!(p["ops"], 30, "{p}");
         assert!(p["p99_ms"].as_f64().unwrap() >= p["p50_ms"].as_f64().unwrap());
+        // bench's own CPU in the phase, for the benchmark script.
+        let (user, sys) = (p["client_user_s"].as_f64(), p["client_sys_s"].as_f64());
+        assert!(user.unwrap() >= 0.0 && sys.unwrap() >= 0.0, "{p}");
+        assert!(p["client_cpu_us_per_op"].as_f64().unwrap() >= 0.0, "{p}");
     }
     // 30 objects in 3 connections of 10, 4 per transaction: 3 transactions each.
     assert_eq!(phases[0]["transactions"], 9);

@@ -332,12 +332,14 @@ impl Mapper {
             if let Some(kv) = sk.get("password-function") {
                 self.notice(
                     kv,
-                    "not supported (a Python function); use an unencrypted key file",
+                    "not used (it names Python code): convert this file with `zodbctl import` \
+                     and set `key-password-file` in [zeo.tls] to a file holding the passphrase",
                 );
             }
             tls = Some(TlsConfig {
                 certificate: sk.required_path("certificate")?,
                 key: sk.path("key")?,
+                key_password_file: None,
                 authenticate: sk.required_path("authenticate")?,
             });
         }
@@ -353,6 +355,7 @@ impl Mapper {
             msgpack: k.bool("msgpack")?.unwrap_or(false),
             pid_file: k.path("pid-filename")?.unwrap_or(defaults.pid_file),
             max_frame_size: defaults.max_frame_size,
+            threads: None,
             tls,
         })
     }

@@ -109,8 +109,16 @@ impl CommitLock {
 impl Drop for CommitLock {
     fn drop(&mut self) {
         let inner = &self.storage.inner;
-        lock(&inner.gate).busy = false;
-        inner.gate_cv.notify_one();
+        let waiting = {
+            let mut gate = lock(&inner.gate);
+            gate.busy = false;
+            gate.waiters > 0
+        };
+        // No waiter, no wake-up: this runs once per commit, and an unneeded notify is a
+        // futex system call. A thread that starts waiting after the unlock sees busy false.
+        if waiting {
+            inner.gate_cv.notify_one();
+        }
     }
 }
 
@@ -620,13 +628,19 @@ impl Transaction {
     /// Make a durable transaction visible to readers and release the commit lock.
     fn publish(&mut self) -> Committed {
         if let Some(storage) = self.lock.as_ref().map(|l| l.storage.clone()) {
-            let mut st = write(&storage.inner.state);
-            for (&oid, &pos) in &self.tindex {
-                // Positions were checked against MAX_POS when the records were added.
-                let _ = st.index.insert(oid, pos);
+            let end = self.base + self.hlen + self.buf.len() + 8;
+            {
+                let mut st = write(&storage.inner.state);
+                for (&oid, &pos) in &self.tindex {
+                    // Positions were checked against MAX_POS when the records were added.
+                    let _ = st.index.insert(oid, pos);
+                }
+                st.pos = end;
+                st.last_tid = self.tid;
             }
-            st.pos = self.base + self.hlen + self.buf.len() + 8;
-            st.last_tid = self.tid;
+            // `end` is durable (make_durable ran) and we still hold the commit lock, so
+            // nothing below it can be truncated: it may be mapped (datafile.rs).
+            storage.inner.df.committed_grew(end);
         }
         self.voted = false;
         self.durable = false;

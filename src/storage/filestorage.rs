@@ -111,6 +111,10 @@ pub(crate) struct Visible {
 #[derive(Debug, Default)]
 pub(crate) struct Gate {
     pub busy: bool,
+    /// Threads blocked in [`FileStorage::lock_commit`]. Releasing the lock notifies the
+    /// condition variable only when this is non-zero: std's `Condvar::notify_one` makes a
+    /// futex system call even when nobody waits, once per commit otherwise.
+    pub waiters: usize,
     /// The last tid handed out or seen (including a removed `c` transaction's).
     pub last_generated: Tid,
 }
@@ -296,6 +300,9 @@ impl FileStorage {
             Some(dir) => Some(BlobDir::open(dir, read_only)?),
             None => None,
         };
+        // After the scan and any recovery truncation: `outcome.pos` is the committed end
+        // (datafile.rs, "The committed map").
+        df.map_committed(outcome.pos);
         warn_if_future(path, outcome.last_tid);
         tracing::debug!(target: "ZODB.FileStorage",
             "opened {}{}: {} objects, end {}, last transaction {}, {}",
@@ -323,6 +330,7 @@ impl FileStorage {
                 max_oid: Mutex::new(max_oid),
                 gate: Mutex::new(Gate {
                     busy: false,
+                    waiters: 0,
                     last_generated: outcome.tid_floor.max(outcome.last_tid),
                 }),
                 gate_cv: Condvar::new(),
@@ -382,11 +390,11 @@ impl FileStorage {
         read(&self.inner.state).index.memory_bytes()
     }
 
+    /// The position of `oid`'s current record: a read lock and an index lookup (a direct
+    /// load in a dense bucket, see [`OidIndex::get`]).
     pub(crate) fn current_pos(&self, oid: Oid) -> Result<u64> {
-        read(&self.inner.state)
-            .index
-            .get(oid)
-            .ok_or(StorageError::PosKey { oid, tid: None })
+        let pos = read(&self.inner.state).index.get(oid);
+        pos.ok_or(StorageError::PosKey { oid, tid: None })
     }
 
     fn current_record(&self, oid: Oid) -> Result<RecordHeader> {
@@ -587,11 +595,14 @@ impl FileStorage {
         self.check_writable()?;
         let mut gate = lock(&self.inner.gate);
         while gate.busy {
+            // Counted under the gate mutex, so a releaser that sees 0 cannot miss us.
+            gate.waiters += 1;
             gate = self
                 .inner
                 .gate_cv
                 .wait(gate)
                 .unwrap_or_else(|e| e.into_inner());
+            gate.waiters -= 1;
         }
         gate.busy = true;
         Ok(CommitLock::new(self.clone()))

@@ -50,6 +50,14 @@ impl OidIndex {
     pub fn get(&self, oid: Oid) -> Option<u64> {
         let bucket = self.buckets.get(&(oid.0 >> SUFFIX_BITS))?;
         let suffix = oid.0 & SUFFIX_MASK;
+        // Dense buckets (every suffix below this one present, the usual case: oids come from
+        // a counter and only pack removes any) hold suffix `s` at index `s`, since suffixes
+        // are unique and sorted: one load instead of a 12-step binary search.
+        if let Some(&e) = bucket.get(suffix as usize)
+            && e >> POS_BITS == suffix
+        {
+            return Some(e & POS_MASK);
+        }
         bucket
             .binary_search_by_key(&suffix, |e| e >> POS_BITS)
             .ok()
@@ -265,6 +273,20 @@ mod tests {
         #[test]
         fn behaves_like_a_map(ops in proptest::collection::vec(
             (0u64..20_000, 0u64..1_000_000, any::<bool>()), 0..400)) {
+            check_against_model(ops)?;
+        }
+
+        /// Few oids: buckets are dense, then holed by removals (get's direct-index path
+        /// and its binary-search fallback).
+        #[test]
+        fn behaves_like_a_map_when_dense(ops in proptest::collection::vec(
+            (0u64..300, 0u64..1_000_000, proptest::bool::weighted(0.1)), 0..900)) {
+            check_against_model(ops)?;
+        }
+    }
+
+    fn check_against_model(ops: Vec<(u64, u64, bool)>) -> Result<(), TestCaseError> {
+        {
             let mut ix = OidIndex::new();
             let mut model = Model::new();
             for (oid, pos, remove) in ops {
@@ -280,9 +302,15 @@ mod tests {
             prop_assert_eq!(got, want);
             prop_assert_eq!(ix.max_oid().map(|o| o.0), model.keys().next_back().copied());
             for probe in [0u64, 4095, 4096, 10_000] {
-                prop_assert_eq!(ix.min_key_from(Oid(probe)).map(|o| o.0),
-                                model.range(probe..).next().map(|(&k, _)| k));
+                prop_assert_eq!(
+                    ix.min_key_from(Oid(probe)).map(|o| o.0),
+                    model.range(probe..).next().map(|(&k, _)| k)
+                );
+            }
+            for probe in model.keys().copied().chain([1, 299, 4097, 19_999]) {
+                prop_assert_eq!(ix.get(Oid(probe)), model.get(&probe).copied());
             }
         }
+        Ok(())
     }
 }

@@ -23,8 +23,11 @@
 //!
 //! # Reading (any thread, concurrently, also during a commit)
 //!
-//! [`FileStorage`] is `Clone + Send + Sync`; clones share one storage. Reads are
-//! positional (`pread`) and take only a brief read lock on the index.
+//! [`FileStorage`] is `Clone + Send + Sync`; clones share one storage. Reads copy from a
+//! read-only memory map of the committed part of the file, re-made as it grows, or are
+//! positional (`pread`) past it; they take only brief read locks (index, map). The
+//! invariants that make the map safe (nothing below the committed end is ever rewritten or
+//! truncated while open) are documented in `datafile.rs`.
 //!
 //! * [`FileStorage::load`] → `(data, tid)`; [`FileStorage::load_before`] → `Option<Revision
 //!   { data, start, end }>` with the exact §2.9 semantics (`PosKey` when the revision found

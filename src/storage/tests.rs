@@ -855,3 +855,246 @@ fn make_durable_syncs_without_publishing_and_a_drop_keeps_it() {
     let fs = FileStorage::open(&path).unwrap();
     assert_eq!(fs.load(Oid(0)).unwrap(), (b"root 3".to_vec(), tid));
 }
+
+#[test]
+fn blocked_committers_are_woken_when_the_lock_is_released() {
+    // lock_commit counts its waiters and the release notifies only when there are any:
+    // every blocked thread must still get the lock in turn.
+    let (_d, path) = tmp();
+    let fs = FileStorage::open(&path).unwrap();
+    let held = fs.lock_commit().unwrap();
+    let threads: Vec<_> = (0..4u64)
+        .map(|i| {
+            let fs = fs.clone();
+            std::thread::spawn(move || {
+                for j in 0..20u64 {
+                    let mut t = fs.begin(meta("w")).unwrap();
+                    t.store(Oid(i * 100 + j), Tid::ZERO, b"x").unwrap();
+                    t.finish().unwrap();
+                }
+            })
+        })
+        .collect();
+    // Give the threads a moment to block behind the held lock (not required for
+    // correctness: a thread arriving later finds it free).
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    drop(held);
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(fs.len(), 80);
+    assert!(!fs.commit_in_progress());
+    assert_eq!(super::filestorage::lock(&fs.inner.gate).waiters, 0);
+}
+
+/// Tests of the committed map (datafile.rs): reads past it fall back to `pread`, it is
+/// re-made as the committed end grows, and it never covers bytes an abort truncates.
+mod committed_map {
+    use super::*;
+    use crate::storage::datafile::{REMAP_GROWTH_DIVISOR, REMAP_MIN_GROWTH};
+
+    fn mapped(fs: &FileStorage) -> u64 {
+        fs.inner.df.mapped_len()
+    }
+
+    /// A payload of `len` bytes that names its oid and version.
+    fn big(oid: u64, v: u64, len: usize) -> Vec<u8> {
+        let mut d = format!("oid {oid} v {v} ").into_bytes();
+        d.resize(len, b'a' + (v % 26) as u8);
+        d
+    }
+
+    #[test]
+    fn reads_past_the_map_fall_back_then_a_remap_covers_them() {
+        let (_d, path) = tmp();
+        let fs = FileStorage::open(&path).unwrap();
+        let c0 = commit(&fs, &[(Oid(0), Tid::ZERO, b"first")]);
+        drop(fs);
+        let fs = FileStorage::open(&path).unwrap();
+        let at_open = mapped(&fs);
+        assert_eq!(at_open, fs.size(), "the committed end is mapped at open");
+        assert_eq!(fs.load(Oid(0)).unwrap(), (b"first".to_vec(), c0.tid));
+        // Small commits stay beyond the map: read with pread.
+        let c1 = commit(&fs, &[(Oid(1), Tid::ZERO, b"second")]);
+        assert_eq!(mapped(&fs), at_open);
+        assert!(fs.size() > mapped(&fs));
+        assert_eq!(fs.load(Oid(1)).unwrap(), (b"second".to_vec(), c1.tid));
+        // Grow past the threshold: the next commit re-maps the whole committed part.
+        let mut serial = Tid::ZERO;
+        let mut v = 0;
+        while fs.size() < at_open + REMAP_MIN_GROWTH {
+            v += 1;
+            serial = commit(&fs, &[(Oid(2), serial, &big(2, v, 100_000))]).tid;
+        }
+        assert_eq!(mapped(&fs), fs.size());
+        assert_eq!(fs.load(Oid(0)).unwrap(), (b"first".to_vec(), c0.tid));
+        assert_eq!(fs.load(Oid(1)).unwrap(), (b"second".to_vec(), c1.tid));
+        assert_eq!(fs.load(Oid(2)).unwrap(), (big(2, v, 100_000), serial));
+        // Every older revision too (walks of prev pointers, through the map).
+        for (i, h) in fs.history(Oid(2), 1000).unwrap().iter().enumerate() {
+            let want = big(2, v - i as u64, 100_000);
+            assert_eq!(fs.load_serial(Oid(2), h.tid).unwrap(), want);
+        }
+        // A small commit after the re-map is past the map again, and readable.
+        let c3 = commit(&fs, &[(Oid(1), c1.tid, b"third")]);
+        assert!(fs.size() > mapped(&fs));
+        assert_eq!(fs.load(Oid(1)).unwrap(), (b"third".to_vec(), c3.tid));
+        let rev = fs.load_before(Oid(1), c3.tid).unwrap().unwrap();
+        assert_eq!((rev.data, rev.start), (b"second".to_vec(), c1.tid));
+    }
+
+    #[test]
+    fn remaps_are_amortised() {
+        let (_d, path) = tmp();
+        let fs = FileStorage::open(&path).unwrap();
+        let mut remaps = 0;
+        let mut last = mapped(&fs);
+        let mut serial = Tid::ZERO;
+        for v in 0..120 {
+            serial = commit(&fs, &[(Oid(1), serial, &big(1, v, 50_000))]).tid;
+            let now = mapped(&fs);
+            if now != last {
+                remaps += 1;
+                assert!(now - last >= REMAP_MIN_GROWTH.max(last / REMAP_GROWTH_DIVISOR));
+                assert_eq!(now, fs.size());
+                last = now;
+            }
+            assert!(mapped(&fs) <= fs.size());
+        }
+        // 6 MB in 1 MiB steps.
+        assert!((4..=6).contains(&remaps), "{remaps} re-maps");
+    }
+
+    #[test]
+    fn an_aborted_vote_after_a_remap_truncates_only_past_the_map() {
+        let (_d, path) = tmp();
+        let fs = FileStorage::open(&path).unwrap();
+        let mut serial = Tid::ZERO;
+        let mut v = 0;
+        while mapped(&fs) < REMAP_MIN_GROWTH {
+            v += 1;
+            serial = commit(&fs, &[(Oid(0), serial, &big(0, v, 200_000))]).tid;
+        }
+        assert_eq!(mapped(&fs), fs.size());
+        let end = fs.size();
+        // A big vote, aborted: the file grows well past the map, then is cut back to the
+        // committed end, which is the mapped length: the map stays valid.
+        let mut t = fs.begin(meta("aborted")).unwrap();
+        t.store(Oid(0), serial, &big(0, 999, 3_000_000)).unwrap();
+        t.vote().unwrap();
+        assert!(fs::metadata(&path).unwrap().len() > end + 3_000_000);
+        t.abort().unwrap();
+        assert_eq!(fs::metadata(&path).unwrap().len(), end);
+        assert_eq!(mapped(&fs), end);
+        assert_eq!(fs.load(Oid(0)).unwrap(), (big(0, v, 200_000), serial));
+        // A vote dropped without abort does the same.
+        let mut t = fs.begin(meta("dropped")).unwrap();
+        t.store(Oid(0), serial, &big(0, 998, 2_000_000)).unwrap();
+        t.vote().unwrap();
+        drop(t);
+        assert_eq!(fs::metadata(&path).unwrap().len(), end);
+        // The next commit writes over the cut bytes; reads see the new ones, not the
+        // aborted transaction's.
+        let c = commit(&fs, &[(Oid(0), serial, &big(0, 1000, 2_000_000))]);
+        assert_eq!(mapped(&fs), fs.size(), "2 MB past the map: re-mapped");
+        assert_eq!(fs.load(Oid(0)).unwrap(), (big(0, 1000, 2_000_000), c.tid));
+        let rev = fs.load_before(Oid(0), c.tid).unwrap().unwrap();
+        assert_eq!((rev.data, rev.start), (big(0, v, 200_000), serial));
+        drop(fs);
+        // The file is sound: a full scan reads it back.
+        let ro = OpenOptions::new()
+            .read_only(true)
+            .ignore_index(true)
+            .open(&path)
+            .unwrap();
+        assert_eq!(ro.load(Oid(0)).unwrap(), (big(0, 1000, 2_000_000), c.tid));
+        assert_eq!(mapped(&ro), ro.size());
+    }
+
+    #[test]
+    fn concurrent_readers_during_remaps() {
+        let (_d, path) = tmp();
+        let fs = FileStorage::open(&path).unwrap();
+        let n_oids = 6u64;
+        // Object 0 is big (copied outside the map's lock), the others small.
+        let size_of = |oid: u64| if oid == 0 { 100_000 } else { 20_000 };
+        let first: Vec<Vec<u8>> = (0..n_oids).map(|o| big(o, 0, size_of(o))).collect();
+        let stores: Vec<(Oid, Tid, &[u8])> = first
+            .iter()
+            .enumerate()
+            .map(|(o, d)| (Oid(o as u64), Tid::ZERO, &d[..]))
+            .collect();
+        let c = commit(&fs, &stores);
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let readers: Vec<_> = (0..3u64)
+            .map(|r| {
+                let fs = fs.clone();
+                let done = done.clone();
+                std::thread::spawn(move || {
+                    let mut last = vec![0u64; n_oids as usize];
+                    let mut rounds = 0u64;
+                    while !done.load(std::sync::atomic::Ordering::SeqCst) && rounds < 200_000 {
+                        rounds += 1;
+                        let oid = (rounds + r) % n_oids;
+                        let (data, tid) = fs.load(Oid(oid)).unwrap();
+                        let text = String::from_utf8_lossy(&data[..24]).into_owned();
+                        let v: u64 = text.split(' ').nth(3).unwrap().parse().unwrap();
+                        assert_eq!(data, big(oid, v, size_of(oid)), "torn or wrong read");
+                        assert!(v >= last[oid as usize], "went back in time");
+                        last[oid as usize] = v;
+                        if rounds % 16 == 0 {
+                            assert_eq!(fs.load_serial(Oid(oid), tid).unwrap(), data);
+                        }
+                    }
+                    rounds
+                })
+            })
+            .collect();
+        let mut serials = vec![c.tid; n_oids as usize];
+        let mut remaps = 0;
+        let mut last_map = mapped(&fs);
+        for v in 1..=50u64 {
+            let mut t = fs.begin(meta("w")).unwrap();
+            let datas: Vec<Vec<u8>> = (0..n_oids).map(|o| big(o, v, size_of(o))).collect();
+            for o in 0..n_oids {
+                t.store(Oid(o), serials[o as usize], &datas[o as usize])
+                    .unwrap();
+            }
+            t.vote().unwrap();
+            if v % 9 == 0 {
+                t.abort().unwrap();
+                continue;
+            }
+            let tid = t.finish().unwrap().tid;
+            serials.iter_mut().for_each(|s| *s = tid);
+            if mapped(&fs) != last_map {
+                remaps += 1;
+                last_map = mapped(&fs);
+            }
+        }
+        done.store(true, std::sync::atomic::Ordering::SeqCst);
+        for r in readers {
+            assert!(r.join().unwrap() > 0);
+        }
+        assert!(remaps >= 3, "{remaps} re-maps");
+        assert_eq!(fs.load(Oid(0)).unwrap().0, big(0, 50, 100_000));
+    }
+
+    #[test]
+    fn a_read_only_open_maps_the_committed_end_only() {
+        let (_d, path) = tmp();
+        let fs = FileStorage::open(&path).unwrap();
+        let c = commit(&fs, &[(Oid(0), Tid::ZERO, b"committed")]);
+        // A writer's voted (status c) transaction is not mapped by a reader opened now.
+        let mut t = fs.begin(meta("pending")).unwrap();
+        t.store(Oid(0), c.tid, &big(0, 1, 10_000)).unwrap();
+        t.vote().unwrap();
+        let ro = FileStorage::open_read_only(&path).unwrap();
+        assert_eq!(mapped(&ro), fs.size());
+        assert_eq!(ro.load(Oid(0)).unwrap(), (b"committed".to_vec(), c.tid));
+        // The writer aborts: the file is cut back to exactly the reader's mapped length.
+        t.abort().unwrap();
+        assert_eq!(fs::metadata(&path).unwrap().len(), mapped(&ro));
+        assert_eq!(ro.load(Oid(0)).unwrap(), (b"committed".to_vec(), c.tid));
+    }
+}

@@ -6,6 +6,9 @@
 //! client's certificate given as the server's `authenticate` file. webpki alone refuses such
 //! a certificate (a CA used as an end entity), so certificates listed in `authenticate` are
 //! also accepted as they are (pinned); anything else must chain to them.
+//!
+//! The key may be password-protected (`key-password-file`, standing in for `<ssl>`'s
+//! `password-function`): see [`key`] for the PEM forms that are decrypted.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -13,11 +16,14 @@ use std::sync::Arc;
 use anyhow::{Context, Result, anyhow};
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
+use rustls::pki_types::{CertificateDer, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, SignatureScheme};
 
 use super::config::TlsConfig;
+
+mod key;
+pub use key::KeyError;
 
 fn read(p: &Path) -> Result<Vec<u8>> {
     std::fs::read(p).with_context(|| format!("reading {}", p.display()))
@@ -37,15 +43,7 @@ pub fn acceptor(cfg: &TlsConfig) -> Result<tokio_rustls::TlsAcceptor> {
         return Err(anyhow!("no certificate in {}", cfg.certificate.display()));
     }
     let key_path = cfg.key.as_ref().unwrap_or(&cfg.certificate);
-    let key_pem = read(key_path)?;
-    let key: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut key_pem.as_slice())
-        .with_context(|| format!("parsing the key in {}", key_path.display()))?
-        .ok_or_else(|| {
-            anyhow!(
-                "no unencrypted private key in {} (password-protected keys are not supported)",
-                key_path.display()
-            )
-        })?;
+    let key = key::load(key_path, cfg.key_password_file.as_deref())?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
         .with_safe_default_protocol_versions()
@@ -56,7 +54,13 @@ pub fn acceptor(cfg: &TlsConfig) -> Result<tokio_rustls::TlsAcceptor> {
             .with_single_cert(certs, key),
         None => builder.with_no_client_auth().with_single_cert(certs, key),
     }
-    .context("the TLS certificate and key do not match")?;
+    .with_context(|| {
+        format!(
+            "the certificate in {} and the private key in {} do not match",
+            cfg.certificate.display(),
+            key_path.display()
+        )
+    })?;
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 

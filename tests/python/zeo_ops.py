@@ -68,9 +68,8 @@ def txn_timeout(address):
     print("OK txn_timeout held=%.3f" % held)
 
 
-def tls(address, ca, cert, key):
-    """A client with a certificate the server trusts commits over TLS; without a client
-    certificate it cannot connect."""
+def tls_commit(address, ca, cert, key):
+    """A client with a certificate the server trusts commits over TLS."""
     import ssl
     ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca)
     ctx.load_cert_chain(cert, key)
@@ -81,6 +80,13 @@ def tls(address, ca, cert, key):
     c.root()["tls"] = PersistentMapping(ok=True)
     tm.commit()
     db.close()
+    print("OK tls_commit")
+
+
+def tls(address, ca, cert, key):
+    """tls_commit, and without a client certificate the client cannot connect."""
+    import ssl
+    tls_commit(address, ca, cert, key)
     ctx2 = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca)
     ctx2.check_hostname = False
     try:
@@ -121,6 +127,26 @@ def tls_zconfig(address, ca, cert, key):
     tm.commit()
     db.close()
     print("OK tls_zconfig")
+
+
+def python_loads_keys(cert, password_file, *keys):
+    """Python's own ssl module (runzeo's TLS) loads each key with the passphrase, as
+    <ssl> password-function would hand it over."""
+    import ssl
+    with open(password_file) as f:
+        password = f.readline().rstrip("\r\n")
+    for key in keys:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(cert, key, password)
+    print("OK python_loads_keys %d" % len(keys))
+
+
+def zeo_tests_dir():
+    """Where ZEO keeps its test certificates (serverpw_key.pem is encrypted, passphrase
+    1234 from ZEO.tests.testssl.pwfunc)."""
+    import os
+    import ZEO.tests
+    print(os.path.dirname(ZEO.tests.__file__))
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@
 pub mod damage;
 mod serve;
 
-pub use serve::{Addr, RunZeo, SERVER_WAIT, Serve, Server};
+pub use serve::{RunZeo, Serve, Server};
 
 use std::ffi::OsStr;
 use std::fs::{self, File};

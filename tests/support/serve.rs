@@ -1,9 +1,10 @@
 //! One launcher for the servers integration tests talk to: `zodbctl serve` ([`Serve`]) and
-//! the reference runzeo from the pinned venv ([`RunZeo`]). Both give a [`Server`]: started and
-//! listening (a bounded wait that panics with the server's log), killed when dropped.
+//! the reference runzeo from the pinned venv ([`RunZeo`]). Both start a [`Server`]: listening
+//! once `start()` returns (a bounded wait that panics with the server's log), killed when
+//! dropped.
 //!
 //! ```ignore
-//! let server = support::Serve::in_dir(dir.path()).file(&fs_path).msgpack().start();
+//! let mut server = support::Serve::in_dir(dir.path()).file(&fs_path).msgpack().start();
 //! python_client(&server.addr());
 //! assert_eq!(server.terminate(), 0);
 //! ```
@@ -30,7 +31,7 @@ pub enum Addr {
 /// A `zodbctl serve` to start: `Serve::in_dir(dir)`, options, then [`Serve::start`].
 ///
 /// It listens on 127.0.0.1 with a port the kernel picks (read back from the "listening on"
-/// line of its event log), unless [`unix`](Serve::unix) names a socket or a configuration file
+/// line of its event log), unless [`unix`](Serve::unix) names a socket or a configuration
 /// ([`config`](Serve::config), [`instance`](Serve::instance)) gives the address. Its standard
 /// output and error go to `DIR/serve-N.log`; that is the event log too unless
 /// [`log_file`](Serve::log_file) or an instance names another.
@@ -45,7 +46,7 @@ pub struct Serve {
 }
 
 impl Serve {
-    /// A server whose captured output goes to files in `dir`.
+    /// A server whose output goes to files in `dir`.
     pub fn in_dir(dir: &Path) -> Serve {
         Serve {
             dir: dir.to_path_buf(),
@@ -76,7 +77,6 @@ impl Serve {
         self.arg("--msgpack")
     }
 
-    /// `--read-only`.
     pub fn read_only(self) -> Serve {
         self.arg("--read-only")
     }
@@ -86,7 +86,6 @@ impl Serve {
         self.arg("-t").arg(seconds.to_string())
     }
 
-    /// `--pid-file PATH`.
     pub fn pid_file(self, path: &Path) -> Serve {
         self.arg("--pid-file").arg(path)
     }
@@ -103,8 +102,8 @@ impl Serve {
         self
     }
 
-    /// `-C FILE`: the configuration (TOML or ZConfig) gives the address and storages; TLS
-    /// is configured this way. A TCP address in it should be 127.0.0.1:0.
+    /// `-C FILE`: the configuration (TOML or ZConfig) gives the address and storages; TLS is
+    /// configured this way. A TCP address in it should be 127.0.0.1:0.
     pub fn config(mut self, file: &Path) -> Serve {
         self.address = None;
         self.arg("-C").arg(file)
@@ -125,7 +124,6 @@ impl Serve {
         self
     }
 
-    /// Other arguments for `zodbctl serve`.
     pub fn args<I: IntoIterator<Item = S>, S: AsRef<OsStr>>(self, args: I) -> Serve {
         args.into_iter().fold(self, |s, a| s.arg(a))
     }
@@ -135,7 +133,7 @@ impl Serve {
         Server::launch(Launch::Serve(self))
     }
 
-    fn spawn(&self) -> Spawned {
+    fn plan(&self) -> Plan {
         let mut cmd = super::zodbctl();
         if let Some(dir) = &self.instance {
             cmd.arg("-i").arg(dir);
@@ -146,38 +144,42 @@ impl Serve {
         }
         cmd.args(&self.args);
         let output = log_path(&self.dir, "serve");
-        let event_log = self.event_log.clone().unwrap_or_else(|| output.clone());
-        Spawned::new("zodbctl serve", cmd, output, event_log)
+        Plan {
+            what: "zodbctl serve",
+            cmd,
+            event_log: self.event_log.clone().unwrap_or_else(|| output.clone()),
+            output,
+            addr: None,
+        }
     }
 }
 
 /// The reference server, ZEO's runzeo from the pinned venv, to start: `RunZeo::in_dir(dir)`,
-/// options, then [`RunZeo::start`]. It runs in `dir` on 127.0.0.1 with a port that was free a
-/// moment ago (runzeo logs the configured port, not the bound one), its output in
+/// options, then [`RunZeo::start`]. It runs in `dir`, on 127.0.0.1 with a port that was free
+/// a moment ago (runzeo logs the configured port, not the bound one), its output in
 /// `DIR/runzeo-N.log`; ready once it accepts a connection.
 #[derive(Clone, Debug)]
 #[must_use = "a RunZeo does nothing until .start()"]
 pub struct RunZeo {
     dir: PathBuf,
+    file: Option<PathBuf>,
     unix: Option<PathBuf>,
     msgpack: bool,
-    args: Vec<OsString>,
 }
 
 impl RunZeo {
     pub fn in_dir(dir: &Path) -> RunZeo {
         RunZeo {
             dir: dir.to_path_buf(),
+            file: None,
             unix: None,
             msgpack: false,
-            args: Vec::new(),
         }
     }
 
     /// `-f PATH`.
     pub fn file(mut self, path: &Path) -> RunZeo {
-        self.args.push("-f".into());
-        self.args.push(path.into());
+        self.file = Some(path.to_path_buf());
         self
     }
 
@@ -198,84 +200,59 @@ impl RunZeo {
         Server::launch(Launch::RunZeo(self))
     }
 
-    fn spawn(&self) -> Spawned {
-        let runzeo = super::python().with_file_name("runzeo");
-        let mut cmd = Command::new(runzeo);
+    fn plan(&self) -> Plan {
+        let mut cmd = Command::new(super::python().with_file_name("runzeo"));
         let addr = match &self.unix {
-            Some(sock) => Addr::Unix(sock.clone()),
-            None => Addr::Tcp(super::free_port()),
+            Some(sock) => {
+                cmd.arg("-a").arg(sock);
+                Addr::Unix(sock.clone())
+            }
+            None => {
+                let port = super::free_port();
+                cmd.arg("-a").arg(format!("127.0.0.1:{port}"));
+                Addr::Tcp(port)
+            }
         };
-        match &addr {
-            Addr::Tcp(port) => cmd.arg("-a").arg(format!("127.0.0.1:{port}")),
-            Addr::Unix(sock) => cmd.arg("-a").arg(sock),
-        };
-        cmd.args(&self.args).current_dir(&self.dir);
+        if let Some(file) = &self.file {
+            cmd.arg("-f").arg(file);
+        }
+        cmd.current_dir(&self.dir);
         if self.msgpack {
             cmd.env("ZEO_MSGPACK", "1");
         } else {
             cmd.env_remove("ZEO_MSGPACK");
         }
         let output = log_path(&self.dir, "runzeo");
-        let mut spawned = Spawned::new("runzeo", cmd, output.clone(), output);
-        spawned.addr = Some(addr);
-        spawned
+        Plan {
+            what: "runzeo",
+            cmd,
+            event_log: output.clone(),
+            output,
+            addr: Some(addr),
+        }
     }
 }
 
+/// What a builder starts (kept for [`Server::restart`]).
 #[derive(Clone, Debug)]
 enum Launch {
     Serve(Serve),
     RunZeo(RunZeo),
 }
 
-/// A running server (zodbctl's or runzeo), SIGKILLed and reaped when dropped.
-pub struct Server {
-    launch: Launch,
+/// One start of a server.
+struct Plan {
     what: &'static str,
-    child: Child,
-    addr: Addr,
-    /// The server's standard output and error.
+    cmd: Command,
+    /// Where its standard output and error go (a new file).
     output: PathBuf,
-    /// Its event log (`output` unless the server writes it elsewhere).
+    /// Where its event log is: `output`, or a file it writes itself.
     event_log: PathBuf,
-}
-
-/// A child just spawned, not yet known to listen.
-struct Spawned {
-    what: &'static str,
-    child: Child,
-    output: PathBuf,
-    event_log: PathBuf,
-    /// How far the event log went before this start (a reused log file keeps its old
-    /// "listening on" lines).
-    log_from: usize,
-    /// Known in advance (runzeo), or read from the event log.
+    /// Known in advance (runzeo: ready when it accepts), or read from the event log.
     addr: Option<Addr>,
 }
 
-impl Spawned {
-    fn new(what: &'static str, mut cmd: Command, output: PathBuf, event_log: PathBuf) -> Spawned {
-        let log_from = fs::metadata(&event_log).map_or(0, |m| m.len() as usize);
-        let out =
-            File::create(&output).unwrap_or_else(|e| panic!("create {}: {e}", output.display()));
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().expect("dup the server log"))
-            .stderr(out)
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {what}: {e}"));
-        Spawned {
-            what,
-            child,
-            output,
-            event_log,
-            log_from,
-            addr: None,
-        }
-    }
-}
-
-/// `DIR/PREFIX-N.log`, N counting the starts of this test binary.
+/// `DIR/PREFIX-N.log`, N counting the starts in this test binary.
 fn log_path(dir: &Path, prefix: &str) -> PathBuf {
     static N: AtomicUsize = AtomicUsize::new(0);
     dir.join(format!("{prefix}-{}.log", N.fetch_add(1, Ordering::SeqCst)))
@@ -289,9 +266,9 @@ fn listening_addr(log: &str) -> Option<Addr> {
         let tcp = &tcp[tcp.find("', ")? + 3..];
         return tcp[..tcp.find(')')?].parse().ok().map(Addr::Tcp);
     }
-    // A Unix socket: the line is complete once the newline is there.
+    // A Unix socket path: complete once the line's newline is there.
     rest.contains('\n')
-        .then(|| Addr::Unix(PathBuf::from(line.trim_end())))
+        .then(|| Addr::Unix(line.trim_end().into()))
 }
 
 fn accepts(addr: &Addr) -> bool {
@@ -305,20 +282,37 @@ fn read_lossy(path: &Path) -> String {
     String::from_utf8_lossy(&fs::read(path).unwrap_or_default()).into_owned()
 }
 
+/// A running server (zodbctl's or runzeo), SIGKILLed and reaped when dropped.
+pub struct Server {
+    launch: Launch,
+    what: &'static str,
+    child: Child,
+    addr: Addr,
+    output: PathBuf,
+    event_log: PathBuf,
+}
+
 impl Server {
     fn launch(launch: Launch) -> Server {
-        let spawned = match &launch {
-            Launch::Serve(s) => s.spawn(),
-            Launch::RunZeo(r) => r.spawn(),
-        };
-        let Spawned {
+        let Plan {
             what,
-            child,
+            mut cmd,
             output,
             event_log,
-            log_from,
             addr,
-        } = spawned;
+        } = match &launch {
+            Launch::Serve(s) => s.plan(),
+            Launch::RunZeo(r) => r.plan(),
+        };
+        // A reused event log keeps the "listening on" lines of earlier starts: skip them.
+        let log_from = fs::metadata(&event_log).map_or(0, |m| m.len() as usize);
+        let out = File::create(&output).unwrap_or_else(|e| panic!("{}: {e}", output.display()));
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().expect("dup the server's log"))
+            .stderr(out)
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {what}: {e}"));
         // Owned from here on, so a failed start still kills and reaps the child.
         let mut server = Server {
             launch,
@@ -332,10 +326,7 @@ impl Server {
         loop {
             let ready = match &addr {
                 Some(known) => accepts(known).then(|| known.clone()),
-                None => {
-                    let log = read_lossy(&server.event_log);
-                    listening_addr(log.get(log_from..).unwrap_or_default())
-                }
+                None => listening_addr(server.log().get(log_from..).unwrap_or_default()),
             };
             if let Some(addr) = ready {
                 server.addr = addr;
@@ -344,18 +335,14 @@ impl Server {
             if let Ok(Some(status)) = server.child.try_wait() {
                 panic!("{what} exited with {status} at start:\n{}", server.logs());
             }
-            assert!(
-                Instant::now() < deadline,
-                "{what} did not listen within {SERVER_WAIT:?}:\n{}",
-                server.logs()
-            );
+            if Instant::now() >= deadline {
+                panic!(
+                    "{what} did not listen within {SERVER_WAIT:?}:\n{}",
+                    server.logs()
+                );
+            }
             std::thread::sleep(Duration::from_millis(20));
         }
-    }
-
-    /// Where it listens.
-    pub fn address(&self) -> &Addr {
-        &self.addr
     }
 
     /// The address as clients and `zodbctl` take it: `127.0.0.1:PORT` or the socket path.
@@ -383,13 +370,11 @@ impl Server {
         read_lossy(&self.event_log)
     }
 
-    /// The event log and, where that is another file, standard output and error: for
-    /// failure messages.
+    /// The event log and, where that is another file, the output: for failure messages.
     pub fn logs(&self) -> String {
         let mut text = self.log();
         if self.output != self.event_log {
-            text.push_str(&format!("\n--- {} output\n", self.what));
-            text.push_str(&read_lossy(&self.output));
+            text += &format!("\n--- {} output\n{}", self.what, read_lossy(&self.output));
         }
         text
     }
@@ -399,7 +384,17 @@ impl Server {
         matches!(self.child.try_wait(), Ok(None))
     }
 
-    /// Panics (with the logs) unless it is running and has not panicked; `step` says when.
+    /// Panics (with the logs) when the server has reported a panic; `step` says when.
+    pub fn assert_no_panic(&self, step: &str) {
+        let text = self.logs();
+        let what = self.what;
+        assert!(
+            !text.contains("panicked"),
+            "{what} panicked ({step}):\n{text}"
+        );
+    }
+
+    /// Panics (with the logs) unless it is running and has not panicked.
     pub fn assert_healthy(&mut self, step: &str) {
         self.assert_no_panic(step);
         if !self.alive() {
@@ -407,38 +402,28 @@ impl Server {
         }
     }
 
-    /// Panics (with the logs) when the server has reported a panic.
-    pub fn assert_no_panic(&self, step: &str) {
-        let text = self.logs();
-        assert!(
-            !text.contains("panicked"),
-            "{} panicked ({step}):\n{text}",
-            self.what
-        );
-    }
-
     /// Send `signal` (a `libc::SIG*`).
     pub fn signal(&self, signal: i32) {
-        // SAFETY: kill(2) on our own child's pid, which is not reaped before `self` is.
+        // SAFETY: kill(2) on our own child, which is not reaped while it runs.
         unsafe { libc::kill(self.child.id() as libc::pid_t, signal) };
     }
 
-    /// SIGKILL and reap; then it must not have panicked before.
+    /// SIGKILL and reap; it must not have panicked before.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
         self.assert_no_panic("before SIGKILL");
     }
 
-    /// SIGTERM and a bounded wait; the exit code (-1 for a signal). It must not have
+    /// SIGTERM and a bounded wait: the exit code (-1 for a signal). It must not have
     /// panicked.
     pub fn terminate(&mut self) -> i32 {
-        self.wait_exit(Some(libc::SIGTERM)).code().unwrap_or(-1)
+        self.sigterm().code().unwrap_or(-1)
     }
 
     /// [`terminate`](Server::terminate), which must give exit status 0; the event log.
     pub fn stop(&mut self) -> String {
-        let status = self.wait_exit(Some(libc::SIGTERM));
+        let status = self.sigterm();
         assert!(
             status.success(),
             "{} exited with {status}:\n{}",
@@ -448,28 +433,19 @@ impl Server {
         self.log()
     }
 
-    /// A bounded wait for the server to exit by itself (after a signal sent elsewhere).
-    pub fn wait(&mut self) -> ExitStatus {
-        self.wait_exit(None)
-    }
-
-    fn wait_exit(&mut self, signal: Option<i32>) -> ExitStatus {
-        if let Some(signal) = signal {
-            if self.alive() {
-                self.signal(signal);
-            }
+    fn sigterm(&mut self) -> ExitStatus {
+        if self.alive() {
+            self.signal(libc::SIGTERM);
         }
         let deadline = Instant::now() + SERVER_WAIT;
         let status = loop {
             if let Ok(Some(status)) = self.child.try_wait() {
                 break status;
             }
-            assert!(
-                Instant::now() < deadline,
-                "{} did not exit within {SERVER_WAIT:?}:\n{}",
-                self.what,
-                self.logs()
-            );
+            if Instant::now() >= deadline {
+                let (what, logs) = (self.what, self.logs());
+                panic!("{what} did not exit within {SERVER_WAIT:?} of SIGTERM:\n{logs}");
+            }
             std::thread::sleep(Duration::from_millis(20));
         };
         self.assert_no_panic("at exit");
@@ -478,14 +454,13 @@ impl Server {
 
     /// Stop it if it runs ([`stop`](Server::stop): SIGTERM, status 0), then start it again
     /// with the same options and wait until it listens. A zodbctl server on TCP gets a new
-    /// port (read [`addr`](Server::addr) again); its output goes to a new file.
+    /// port (ask [`addr`](Server::addr) again); its output goes to a new file.
     pub fn restart(&mut self) {
         if self.alive() {
             self.stop();
         }
-        let fresh = Server::launch(self.launch.clone());
-        // The old child is reaped; dropping it in the swap kills nothing.
-        drop(std::mem::replace(self, fresh));
+        // The old child is reaped: dropping it kills nothing.
+        *self = Server::launch(self.launch.clone());
     }
 }
 
