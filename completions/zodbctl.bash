@@ -1094,7 +1094,7 @@ _zodbctl() {
             return 0
             ;;
         zodbctl__subcmd__serve)
-            opts="-a -f -t -i -C -h -V --address --filename --timeout --pid-file --blob-dir --read-only --msgpack --log-file --memory --instance --config --help --version"
+            opts="-a -f -t -i -C -h -V --address --filename --timeout --pid-file --blob-dir --read-only --msgpack --log-file --memory --threads --instance --config --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1137,6 +1137,10 @@ _zodbctl() {
                     return 0
                     ;;
                 --memory)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --threads)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

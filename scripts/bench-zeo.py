@@ -3,6 +3,7 @@
 
     cargo build --release
     target/pyenv/bin/python scripts/bench-zeo.py [--size-mb 100] [--servers runzeo,zodbctl]
+    target/pyenv/bin/python scripts/bench-zeo.py --quick    # a check of the script only
 
 Run it with the test venv's Python (tests/requirements.txt: ZODB 6.4, ZEO 6.2); runzeo is
 taken from the same bin directory, zodbctl from target/release (built by `cargo build
@@ -27,9 +28,17 @@ workdir). Each server gets a fresh copy (with its Data.fs.index) and is started 
 
 With --rounds N the whole comparison is repeated N times, alternating which server goes
 first, and the table gives field-wise medians (the machine this was written on is shared
-and noisy). Server CPU per operation: utime+stime of the server process from /proc/PID/stat, read
-before and after each phase, divided by the phase's operations (a commit counts as one
-operation, whatever its size). Every phase is bounded by its count and by --max-seconds.
+and noisy). Server CPU per operation: the server process's CPU, read before and after
+each phase, divided by the phase's operations (a commit counts as one operation, whatever
+its size), reported as the total and split into user and system (the kernel's share): the
+total from its threads' /proc/PID/task/TID/schedstat (nanoseconds; utime+stime from
+/proc/PID/stat if a thread exited meanwhile), the split in the proportion of utime and
+stime (clock ticks). Client CPU per operation, split the same way: the Python drivers' own
+getrusage over their measured loop, and bench's own getrusage over the phase (from its
+--json report). Every phase is bounded by its count and by --max-seconds.
+
+--quick: 1 round, a 20 MB Data.fs and about 1/5 of the counts, to check the script in a
+few minutes (explicit options still win).
 Results: a table on stdout and workdir/results.json.
 """
 
@@ -38,6 +47,7 @@ import json
 import os
 import pickle
 import random
+import resource
 import shutil
 import signal
 import socket
@@ -78,6 +88,8 @@ def driver(mode, port, arg, max_seconds):
     print("ready", flush=True)
     sys.stdin.readline()
     end = time.monotonic() + float(max_seconds)
+    # getrusage counts microseconds; os.times() only clock ticks (10 ms).
+    cpu0 = resource.getrusage(resource.RUSAGE_SELF)
     t0 = time.perf_counter()
     ops = 0
     if mode == "load":
@@ -98,7 +110,9 @@ def driver(mode, port, arg, max_seconds):
             st.tpc_finish(t)
             ops += 1
     elapsed = time.perf_counter() - t0
-    print("done %d %.6f" % (ops, elapsed), flush=True)
+    cpu1 = resource.getrusage(resource.RUSAGE_SELF)
+    print("done %d %.6f %.6f %.6f" % (ops, elapsed, cpu1.ru_utime - cpu0.ru_utime,
+                                      cpu1.ru_stime - cpu0.ru_stime), flush=True)
     st.close()
 
 
@@ -107,10 +121,44 @@ def driver(mode, port, arg, max_seconds):
 
 
 def cpu_seconds(pid):
+    """A CPU sample of a process: (utime, stime) from /proc/PID/stat in seconds, and the
+    on-CPU nanoseconds of each live thread from /proc/PID/task/TID/schedstat."""
     with open("/proc/%d/stat" % pid) as f:
         stat = f.read()
     rest = stat[stat.rindex(")") + 2:].split()
-    return (int(rest[11]) + int(rest[12])) / TICK
+    threads = {}
+    base = "/proc/%d/task" % pid
+    try:
+        tids = os.listdir(base)
+    except OSError:
+        tids = []
+    for tid in tids:
+        try:
+            with open("%s/%s/schedstat" % (base, tid)) as f:
+                threads[tid] = int(f.read().split()[0])
+        except (OSError, ValueError, IndexError):
+            pass  # the thread has just exited: cpu_diff notices
+    return int(rest[11]) / TICK, int(rest[12]) / TICK, threads
+
+
+def cpu_diff(a, b):
+    """(user, system, total) CPU seconds between two samples of one process.
+
+    utime and stime come in clock ticks (10 ms), too coarse for a phase of 0.1 s; the
+    threads' schedstat counts nanoseconds. So the total is the threads' schedstat
+    difference (threads started in between count from zero) when every thread of the first
+    sample is still there, else (a thread exited, its time gone from the sum) the ticks'.
+    The split is the ticks' proportion of user and system time applied to that total, as
+    the kernel itself scales utime/stime; NaN when the phase spans no whole tick."""
+    user, sys_ = b[0] - a[0], b[1] - a[1]
+    ticks = user + sys_
+    if b[2] and set(a[2]) <= set(b[2]):
+        total = sum(ns - a[2].get(tid, 0) for tid, ns in b[2].items()) / 1e9
+    else:
+        total = ticks
+    if ticks > 0:
+        return total * user / ticks, total * sys_ / ticks, total
+    return float("nan"), float("nan"), total
 
 
 def rss_mb(pid):
@@ -176,7 +224,8 @@ class Server:
 
 
 def python_phase(server, mode, shares, max_seconds):
-    """Run one driver per share; returns (ops, seconds, server cpu seconds)."""
+    """Run one driver per share; returns (ops, seconds, server (user, sys, total) cpu
+    seconds, the drivers' own (user, sys, total) cpu seconds)."""
     procs = []
     for share in shares:
         p = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--driver", mode,
@@ -193,27 +242,31 @@ def python_phase(server, mode, shares, max_seconds):
         p.stdin.write("go\n")
         p.stdin.flush()
     ops = 0
+    client = (0.0, 0.0, 0.0)
     for p in procs:
         line = p.stdout.readline().split()
         if not line or line[0] != "done":
             sys.exit("driver failed (%s): %r" % (mode, line))
         ops += int(line[1])
+        u, s = float(line[3]), float(line[4])
+        client = (client[0] + u, client[1] + s, client[2] + u + s)
     seconds = time.perf_counter() - t0
     cpu1 = server.cpu()
     for p in procs:
         p.wait(60)
-    return ops, seconds, cpu1 - cpu0
+    return ops, seconds, cpu_diff(cpu0, cpu1), client
 
 
 def bench_phase(server, zodbctl, phase, objects, per_txn, max_seconds):
-    """Run `zodbctl bench`; returns (its report of `phase`, server cpu seconds in it).
+    """Run `zodbctl bench`; returns (its report of `phase`, server (user, sys, total) cpu
+    seconds in it). The report carries bench's own CPU in the phase (client_user_s, client_sys_s).
 
     bench creates its objects before a read phase (unmeasured by bench), so the server's CPU
     is sampled every few milliseconds while bench runs, and the phase's share is the CPU
     used in its last `seconds` before bench exits (the measured phase is the last one; what
     follows it is closing the connections).
     """
-    cmd = [zodbctl, "bench", "127.0.0.1:%d" % server.port, "--json", "-c", "4",
+    cmd = [zodbctl, "bench", "127.0.0.1:%d" % server.port, "--json", "-c", "4", "--pipeline", "16",
            "-n", str(objects), "--objects-per-txn", str(per_txn), "--phases", phase,
            "--max-seconds", str(max_seconds)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -231,8 +284,11 @@ def bench_phase(server, zodbctl, phase, objects, per_txn, max_seconds):
     rep = json.loads(out)["phases"][-1]
     t_start = t_end - rep["seconds"]
     before = [c for (t, c) in samples if t <= t_start]
+    # A bench that predates the client CPU fields: report zeros rather than fail.
+    rep.setdefault("client_user_s", 0.0)
+    rep.setdefault("client_sys_s", 0.0)
     cpu_start = before[-1] if before else samples[0][1] if samples else cpu_end
-    return rep, cpu_end - cpu_start
+    return rep, cpu_diff(cpu_start, cpu_end)
 
 
 def make_data(o):
@@ -267,6 +323,27 @@ def make_data(o):
     return src, len(oids), shares
 
 
+def phase_result(ops, seconds, rate, server, client):
+    """One phase's figures; server and client are (user, sys, total) CPU seconds."""
+    n = max(ops, 1)
+    return {"ops": ops, "seconds": seconds, "ops_per_s": rate,
+            "cpu_s": server[2],
+            "cpu_us_per_op": server[2] / n * 1e6,
+            "cpu_user_us_per_op": server[0] / n * 1e6,
+            "cpu_sys_us_per_op": server[1] / n * 1e6,
+            "client_cpu_us_per_op": client[2] / n * 1e6,
+            "client_user_us_per_op": client[0] / n * 1e6,
+            "client_sys_us_per_op": client[1] / n * 1e6}
+
+
+def show(kind, name, r):
+    print("  %-6s %-15s %7d ops %9.1f ops/s  server CPU %8.1f us/op (user %.1f, sys %.1f)"
+          "  client CPU %7.1f us/op (user %.1f, sys %.1f)"
+          % (kind, name, r["ops"], r["ops_per_s"], r["cpu_us_per_op"], r["cpu_user_us_per_op"],
+             r["cpu_sys_us_per_op"], r["client_cpu_us_per_op"], r["client_user_us_per_op"],
+             r["client_sys_us_per_op"]), flush=True)
+
+
 def run_server(kind, o, src, load_shares, zodbctl):
     d = os.path.join(o.datadir, "zeo-bench-%d-%s" % (os.getpid(), kind))
     shutil.rmtree(d, ignore_errors=True)
@@ -279,7 +356,7 @@ def run_server(kind, o, src, load_shares, zodbctl):
     try:
         time.sleep(1)
         res["idle_rss_mb"] = server.rss()
-        res["start_cpu_s"] = server.cpu()
+        res["start_cpu_s"] = sum(server.cpu()[:2])
         split = lambda n: [n // o.clients + (1 if i < n % o.clients else 0)
                            for i in range(o.clients)]
         for name, mode, shares in [
@@ -287,11 +364,9 @@ def run_server(kind, o, src, load_shares, zodbctl):
             ("py_commit1", "commit1", split(o.commits)),
             ("py_commit100", "commit100", split(o.big_commits)),
         ]:
-            ops, secs, cpu = python_phase(server, mode, shares, o.max_seconds)
-            res[name] = {"ops": ops, "seconds": secs, "ops_per_s": ops / secs,
-                         "cpu_s": cpu, "cpu_us_per_op": cpu / ops * 1e6}
-            print("  %-6s %-13s %7d ops %9.1f ops/s  server CPU %8.1f us/op"
-                  % (kind, name, ops, ops / secs, cpu / ops * 1e6), flush=True)
+            ops, secs, cpu, client = python_phase(server, mode, shares, o.max_seconds)
+            res[name] = phase_result(ops, secs, ops / secs, cpu, client)
+            show(kind, name, res[name])
         if zodbctl:
             add1, cpu1 = bench_phase(server, zodbctl, "add", o.bench_commits, 1, o.max_seconds)
             add100, cpu100 = bench_phase(server, zodbctl, "add", o.bench_objects, 100,
@@ -305,12 +380,11 @@ def run_server(kind, o, src, load_shares, zodbctl):
             ]:
                 rate = rep["ops_per_sec"] if name == "bench_cold_load" else (
                     rep["transactions"] / rep["seconds"] if rep["seconds"] else 0.0)
-                res[name] = {"ops": ops, "seconds": rep["seconds"], "ops_per_s": rate,
-                             "cpu_s": cpu, "cpu_us_per_op": cpu / max(ops, 1) * 1e6,
-                             "p50_ms": rep["p50_ms"], "p99_ms": rep["p99_ms"],
-                             "errors": rep["errors"]}
-                print("  %-6s %-15s %7d ops %9.1f ops/s  server CPU %8.1f us/op"
-                      % (kind, name, ops, rate, cpu / max(ops, 1) * 1e6), flush=True)
+                u, s = rep["client_user_s"], rep["client_sys_s"]
+                res[name] = phase_result(ops, rep["seconds"], rate, cpu, (u, s, u + s))
+                res[name].update(p50_ms=rep["p50_ms"], p99_ms=rep["p99_ms"],
+                                 errors=rep["errors"])
+                show(kind, name, res[name])
         time.sleep(1)
         res["rss_after_mb"] = server.rss()
     finally:
@@ -329,17 +403,28 @@ def main():
     p.add_argument("--no-build", action="store_true", help="do not run cargo build --release")
     p.add_argument("--workdir", default=os.path.join(ROOT, "target", "bench-zeo"))
     p.add_argument("--datadir", default="/dev/shm" if os.path.isdir("/dev/shm") else None)
-    p.add_argument("--size-mb", type=float, default=100)
+    # Defaults are (full run, --quick); options given explicitly win over both.
+    sizes = {"size_mb": (100, 20), "loads": (20000, 4000), "commits": (2000, 400),
+             "big_commits": (200, 40), "bench_objects": (50000, 20000),
+             "bench_commits": (5000, 1000), "max_seconds": (60, 20), "rounds": (1, 1)}
+    p.add_argument("--quick", action="store_true",
+                   help="a check of the script, not a measurement: 1 round, a 20 MB "
+                        "Data.fs and about 1/5 of the counts (each still overridable)")
+    p.add_argument("--size-mb", type=float, help="default 100 (--quick: 20)")
     p.add_argument("--clients", type=int, default=2, help="Python driver processes")
-    p.add_argument("--loads", type=int, default=20000)
-    p.add_argument("--commits", type=int, default=2000)
-    p.add_argument("--big-commits", type=int, default=200)
-    p.add_argument("--bench-objects", type=int, default=50000)
-    p.add_argument("--bench-commits", type=int, default=5000)
-    p.add_argument("--max-seconds", type=int, default=60)
-    p.add_argument("--rounds", type=int, default=1,
-                   help="repeat, alternating which server goes first; medians are reported")
+    p.add_argument("--loads", type=int, help="default 20000 (--quick: 4000)")
+    p.add_argument("--commits", type=int, help="default 2000 (--quick: 400)")
+    p.add_argument("--big-commits", type=int, help="default 200 (--quick: 40)")
+    p.add_argument("--bench-objects", type=int, help="default 50000 (--quick: 20000)")
+    p.add_argument("--bench-commits", type=int, help="default 5000 (--quick: 1000)")
+    p.add_argument("--max-seconds", type=int, help="default 60 (--quick: 20)")
+    p.add_argument("--rounds", type=int,
+                   help="repeat, alternating which server goes first; medians are reported "
+                        "(default 1)")
     o = p.parse_args()
+    for key, (full, quick) in sizes.items():
+        if getattr(o, key) is None:
+            setattr(o, key, quick if o.quick else full)
     if o.driver:
         driver(*o.driver)
         return
@@ -374,7 +459,10 @@ def median_of(runs):
         if isinstance(v, dict):
             out[key] = median_of([r[key] for r in runs])
         elif isinstance(v, (int, float)):
-            vals = sorted(r[key] for r in runs)
+            vals = sorted(r[key] for r in runs if r[key] == r[key])  # NaN: no figure
+            if not vals:
+                out[key] = float("nan")
+                continue
             out[key] = vals[len(vals) // 2] if len(vals) % 2 else (
                 vals[len(vals) // 2 - 1] + vals[len(vals) // 2]) / 2
         else:
@@ -396,17 +484,36 @@ def report(results):
         a, b = z.get(key, {}).get(field), r.get(key, {}).get(field)
         if a is None or b is None:
             return
+        if better_low is None:
+            # Not an advantage of either server: what the clients themselves spent.
+            print("| %s | %s | %s | |" % (label, fmt(key, z, a), fmt(key, r, b)))
+            return
         ratio = (b / a if better_low else a / b) if a and b else float("nan")
-        print("| %s | %s | %s | %.1f× |" % (label, fmt % a, fmt % b, ratio))
+        print("| %s | %s | %s | %.1f× |" % (label, fmt(key, z, a), fmt(key, r, b), ratio))
 
-    for key, label in [("py_cold_load", "cold load"), ("py_commit1", "1-object commit"),
-                       ("py_commit100", "100-object commit")]:
-        row("Python clients: %s, server CPU µs/op" % label, key, "cpu_us_per_op", "%.1f", True)
-        row("Python clients: %s, ops/s" % label, key, "ops_per_s", "%.0f", False)
-    for key, label in [("bench_cold_load", "cold load"), ("bench_commit1", "1-object commit"),
-                       ("bench_commit100", "100-object commit")]:
-        row("zodbctl bench: %s, server CPU µs/op" % label, key, "cpu_us_per_op", "%.1f", True)
-        row("zodbctl bench: %s, ops/s" % label, key, "ops_per_s", "%.0f", False)
+    plain = lambda fmt: lambda key, s, v: fmt % v
+
+    def split(prefix):
+        # total (user + sys), the split showing how much of it is the kernel's.
+        def fmt(key, s, v):
+            d = s[key]
+            return "%.1f (%.1f + %.1f)" % (v, d[prefix + "user_us_per_op"],
+                                           d[prefix + "sys_us_per_op"])
+        return fmt
+
+    print("(CPU µs/op: total (user + sys); client CPU: the Python drivers' or bench's own)")
+    for who, rows in [("Python clients", [("py_cold_load", "cold load"),
+                                          ("py_commit1", "1-object commit"),
+                                          ("py_commit100", "100-object commit")]),
+                      ("zodbctl bench", [("bench_cold_load", "cold load"),
+                                         ("bench_commit1", "1-object commit"),
+                                         ("bench_commit100", "100-object commit")])]:
+        for key, label in rows:
+            row("%s: %s, server CPU µs/op" % (who, label), key, "cpu_us_per_op",
+                split("cpu_"), True)
+            row("%s: %s, ops/s" % (who, label), key, "ops_per_s", plain("%.0f"), False)
+            row("%s: %s, client CPU µs/op" % (who, label), key, "client_cpu_us_per_op",
+                split("client_"), None)
     print("| idle RSS after start, MB | %.1f | %.1f | %.1f× |"
           % (z["idle_rss_mb"], r["idle_rss_mb"], r["idle_rss_mb"] / z["idle_rss_mb"]))
     print("| RSS after the runs, MB | %.1f | %.1f | %.1f× |"

@@ -271,7 +271,7 @@ fn byte_identical_to_the_reference_marshal() {
                 Incoming::Call(Request {
                     msgid: msgid.clone(),
                     oneway: *oneway,
-                    method: method.to_string(),
+                    method: (*method).into(),
                     args: want_args,
                 }),
                 "{method} in {enc:?}"

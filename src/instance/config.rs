@@ -98,6 +98,10 @@ pub struct ZeoConfig {
     /// travel as blobs). Default `128MB`.
     #[serde(default = "default_max_frame_size")]
     pub max_frame_size: ByteSize,
+    /// Network threads; each connection lives on one of them. Default: unset, one per two
+    /// CPUs (at most 8).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threads: Option<u32>,
     /// Mutual TLS. Default: unset (plain TCP).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsConfig>,
@@ -114,6 +118,7 @@ impl Default for ZeoConfig {
             msgpack: false,
             pid_file: default_pid_file(),
             max_frame_size: default_max_frame_size(),
+            threads: None,
             tls: None,
         }
     }
@@ -763,6 +768,9 @@ impl ServerConfig {
         if self.zeo.max_frame_size.bytes() < 1024 {
             out.push(problem("zeo.max-frame-size", "must be at least 1KB"));
         }
+        if self.zeo.threads.is_some_and(|n| !(1..=256).contains(&n)) {
+            out.push(problem("zeo.threads", "must be from 1 to 256"));
+        }
         if self
             .zeo
             .transaction_timeout
@@ -941,6 +949,25 @@ mod tests {
     }
 
     #[test]
+    fn threads_are_checked() {
+        let file = Path::new("etc/zeo.toml");
+        let c = crate::instance::parse_toml(file, "[zeo]\nthreads = 3\n").unwrap();
+        let crate::instance::InstanceConfig::Server(c) = c else {
+            panic!()
+        };
+        assert_eq!(c.zeo.threads, Some(3));
+        for text in ["0", "1000"] {
+            let e = crate::instance::parse_toml(file, &format!("[zeo]\nthreads = {text}\n"))
+                .unwrap_err();
+            assert!(
+                e.to_string()
+                    .starts_with("etc/zeo.toml:2: zeo.threads: must be from 1 to 256"),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
     fn paths_resolve_against_the_instance() {
         let mut c: ServerConfig = toml::from_str(
             "[storages.1]\npath = \"var/Data.fs\"\nblob-dir = \"/srv/blobs\"\n[eventlog]\npath = \"STDERR\"\n",
@@ -1073,6 +1100,7 @@ mod proptests {
                         msgpack: b[1],
                         pid_file: PathBuf::from("var/zeo.pid"),
                         max_frame_size: ByteSize(frame),
+                        threads: None,
                         tls: None,
                     },
                     storages,

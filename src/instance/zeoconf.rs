@@ -355,6 +355,7 @@ impl Mapper {
             msgpack: k.bool("msgpack")?.unwrap_or(false),
             pid_file: k.path("pid-filename")?.unwrap_or(defaults.pid_file),
             max_frame_size: defaults.max_frame_size,
+            threads: None,
             tls,
         })
     }

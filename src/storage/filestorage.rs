@@ -122,6 +122,11 @@ pub(crate) struct Gate {
 #[derive(Debug)]
 pub(crate) struct Inner {
     pub df: Arc<DataFile>,
+    /// The same file, never mapped: for iterators and other sequential passes (undo log,
+    /// recent transactions). Mapping what they read would make the process's resident set
+    /// grow with every page a pass has seen, where `pread` leaves those pages to the page
+    /// cache; the map is for the random loads it makes cheaper.
+    pub scan_df: Arc<DataFile>,
     pub read_only: bool,
     pub fs21: bool,
     pub state: RwLock<Visible>,
@@ -233,6 +238,9 @@ impl FileStorage {
             .truncate(false)
             .open(path)
             .map_err(|e| StorageError::io(path, None, e))?;
+        let scan_file = file
+            .try_clone()
+            .map_err(|e| StorageError::io(path, None, e))?;
         let df = DataFile::new(file, path);
         if !read_only {
             // A transaction buffer left behind by a crash (we hold the lock, so no writer
@@ -320,6 +328,7 @@ impl FileStorage {
         Ok(FileStorage {
             inner: Arc::new(Inner {
                 df: Arc::new(df),
+                scan_df: Arc::new(DataFile::new(scan_file, path)),
                 read_only,
                 fs21,
                 state: RwLock::new(Visible {

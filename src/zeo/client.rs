@@ -79,10 +79,18 @@ impl Sock {
         }
     }
 
-    fn set_read_timeout(&self, t: Duration) -> std::io::Result<()> {
+    /// Bounds every read and write: a server that stops answering or reading ends the
+    /// connection with an error instead of hanging the benchmark.
+    fn set_timeouts(&self, t: Duration) -> std::io::Result<()> {
         match self {
-            Sock::Tcp(s) => s.set_read_timeout(Some(t)),
-            Sock::Unix(s) => s.set_read_timeout(Some(t)),
+            Sock::Tcp(s) => {
+                s.set_read_timeout(Some(t))?;
+                s.set_write_timeout(Some(t))
+            }
+            Sock::Unix(s) => {
+                s.set_read_timeout(Some(t))?;
+                s.set_write_timeout(Some(t))
+            }
         }
     }
 
@@ -152,11 +160,11 @@ impl Client {
             s.set_nodelay(true).map_err(fail)?;
             Sock::Tcp(s)
         };
-        sock.set_read_timeout(timeout).map_err(fail)?;
         Client::handshake(sock, timeout)
     }
 
     fn handshake(sock: Sock, timeout: Duration) -> Result<Client, ClientError> {
+        sock.set_timeouts(timeout).map_err(WireError::from)?;
         let mut client = Client {
             sock,
             rbuf: vec![0; READ_BUFFER],
@@ -182,10 +190,10 @@ impl Client {
         self.enc
     }
 
-    /// How long a read may wait for the server.
+    /// How long a read (or a write) may wait for the server.
     pub fn set_reply_timeout(&mut self, t: Duration) -> Result<(), ClientError> {
         self.reply_timeout = t;
-        self.sock.set_read_timeout(t).map_err(WireError::from)?;
+        self.sock.set_timeouts(t).map_err(WireError::from)?;
         Ok(())
     }
 

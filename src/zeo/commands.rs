@@ -15,6 +15,7 @@ use super::file_backend::FileBackend;
 use super::log::LogTarget;
 use super::memory_backend::MemoryBackend;
 use super::server::{self, Exit};
+use super::shards::{self, Shards};
 use super::shared::StorageState;
 use super::wire::Encoding;
 
@@ -23,6 +24,14 @@ pub const DEFAULT_HISTORY: Duration = Duration::from_secs(300);
 
 pub fn serve(g: &GlobalArgs, args: &ServeArgs) -> Result<u8> {
     let config = build_config(g, args)?;
+    // Certificates and key (a wrong passphrase above all) are read now, so that mistakes
+    // are usage errors reported before anything listens.
+    let tls = config
+        .tls
+        .as_ref()
+        .map(super::tls::acceptor)
+        .transpose()
+        .map_err(usage)?;
     if let Some(dir) = config.log_file.as_ref().and_then(|p| p.parent()) {
         let _ = std::fs::create_dir_all(dir);
     }
@@ -34,16 +43,8 @@ pub fn serve(g: &GlobalArgs, args: &ServeArgs) -> Result<u8> {
     };
     let dispatch = log.dispatch(config.log_level.as_deref());
     let _log_guard = tracing::dispatcher::set_default(&dispatch);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .on_thread_start(move || {
-            // The guard lives as long as the thread: runtime threads log through the server's
-            // subscriber for their whole life.
-            std::mem::forget(tracing::dispatcher::set_default(&dispatch));
-        })
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
+    // The accept loop's thread is the first shard (see `shards`).
+    let runtime = shards::runtime(&dispatch).context("starting the async runtime")?;
     let storages = open_storages(&config)?;
     if let Some(pid_file) = &config.pid_file {
         if let Some(dir) = pid_file.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -52,7 +53,11 @@ pub fn serve(g: &GlobalArgs, args: &ServeArgs) -> Result<u8> {
         std::fs::write(pid_file, format!("{}\n", std::process::id()))
             .with_context(|| format!("writing the pid file {}", pid_file.display()))?;
     }
-    let result = runtime.block_on(server::run(config.clone(), storages, log));
+    let result = runtime.block_on(async {
+        let threads = config.threads.unwrap_or_else(shards::default_count);
+        let shards = Shards::start(threads, &dispatch)?;
+        server::run(config.clone(), storages, log, shards, tls).await
+    });
     if let Some(pid_file) = &config.pid_file {
         let _ = std::fs::remove_file(pid_file);
     }
@@ -136,6 +141,9 @@ fn build_config(g: &GlobalArgs, args: &ServeArgs) -> Result<ServerConfig> {
     if args.msgpack {
         config.encoding = Encoding::Msgpack;
     }
+    if let Some(n) = args.threads {
+        config.threads = Some(n as usize);
+    }
     if args.log_file.is_some() {
         config.log_file = args.log_file.clone();
     }
@@ -175,17 +183,13 @@ fn config_from_instance(inst: crate::instance::Instance) -> Result<ServerConfig>
     }
     c.pid_file = Some(inst.resolve(&z.pid_file));
     c.max_frame = usize::try_from(z.max_frame_size.bytes()).unwrap_or(usize::MAX);
+    c.threads = z.threads.map(|n| n as usize);
     c.tls = z.tls.as_ref().map(|t| super::config::TlsConfig {
         certificate: inst.resolve(&t.certificate),
         key: t.key.as_ref().map(|k| inst.resolve(k)),
         key_password_file: t.key_password_file.as_ref().map(|k| inst.resolve(k)),
         authenticate: Some(inst.resolve(&t.authenticate)),
     });
-    if let Some(tls) = &c.tls {
-        // Certificates and key (a wrong passphrase above all) are checked now, so that
-        // mistakes are usage errors reported before anything listens.
-        super::tls::acceptor(tls).map_err(usage)?;
-    }
     c.log_file = match sc.eventlog.stream() {
         Some(_) => None,
         None => Some(inst.resolve(&sc.eventlog.path)),

@@ -125,6 +125,8 @@ pub struct ServerConfig {
     pub log_level: Option<String>,
     /// Largest accepted request frame.
     pub max_frame: usize,
+    /// Network threads (shards); `None`: one per CPU.
+    pub threads: Option<usize>,
     /// Largest amount of unsent output per connection before it is closed.
     pub max_outbuf: usize,
     pub tls: Option<TlsConfig>,
@@ -150,6 +152,7 @@ impl ServerConfig {
             log_file: None,
             log_level: None,
             max_frame: DEFAULT_MAX_FRAME,
+            threads: None,
             max_outbuf: DEFAULT_MAX_OUTBUF,
             tls: None,
         }

@@ -1,10 +1,12 @@
 //! One client connection: handshake, then frame → message → command → storage.
 //!
-//! Three tasks per connection: a reader that cuts the byte stream into bounded frames, the
-//! outbox writer, and this task, which owns all of the connection's state and processes
-//! requests strictly in arrival order (§2.1). The only request that waits is `vote` (for the
-//! commit lock); it waits inside the `select!` below so later requests (loads from other
-//! client threads, `tpc_abort`) keep being served meanwhile.
+//! One task per connection, on the shard (thread) it was given at accept: it reads the
+//! socket, cuts frames, and processes requests strictly in arrival order (§2.1), owning all
+//! of the connection's state. Its replies go to the outbox, which the task writes itself
+//! when a batch of requests is done (the outbox's writer task only takes over when the
+//! client does not keep up). The only request that waits is `vote` (for the commit lock); it
+//! waits inside the `select!` below so later requests (loads from other client threads,
+//! `tpc_abort`) keep being served meanwhile.
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -15,8 +17,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
-use tokio::sync::{OwnedMutexGuard, mpsc};
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::sync::OwnedMutexGuard;
 use tracing::{debug, error, info, warn};
 
 use super::backend::{
@@ -24,7 +26,7 @@ use super::backend::{
 };
 use super::codec;
 use super::errors::Fail;
-use super::outbox::Outbox;
+use super::outbox::{Outbox, Sink};
 use super::server::ServerCtx;
 use super::shared::{Registered, StorageState};
 use super::wire::{Encoding, Incoming, Request, Value};
@@ -144,49 +146,44 @@ pub struct Conn {
     closing: bool,
 }
 
-/// Serve one accepted stream until it closes.
-pub async fn serve<S>(ctx: Arc<ServerCtx>, stream: S, peer: String)
+/// Serve one accepted connection, its read side `rd` and its write side `sink`, until it
+/// closes.
+pub async fn serve<R>(ctx: Arc<ServerCtx>, rd: R, sink: Sink, peer: String)
 where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    R: AsyncRead + Unpin + Send + 'static,
 {
-    let (rd, wr) = tokio::io::split(stream);
-    let out = Outbox::spawn(wr, ctx.config.max_outbuf);
+    let out = Outbox::spawn(sink, ctx.config.max_outbuf);
     let announce: &[u8] = match ctx.config.encoding {
         Encoding::Msgpack => b"M5",
         Encoding::Pickle => b"Z5",
     };
     out.send(announce);
-    let (ftx, mut frames) = mpsc::channel(READ_AHEAD_FRAMES);
-    let reader = tokio::spawn(read_frames(rd, ctx.config.max_frame, ftx));
+    let mut input = FrameReader::new(rd, ctx.config.max_frame);
     let id = ctx.next_conn.fetch_add(1, Ordering::Relaxed);
     info!(target: LOG_SERVER, "Connected server protocol {peer}");
 
-    let first = tokio::time::timeout(HANDSHAKE_TIMEOUT, frames.recv()).await;
+    let first = tokio::time::timeout(HANDSHAKE_TIMEOUT, input.next_owned()).await;
     let enc = match first {
-        Ok(Some(Ok(hs))) if &hs[..] == b"ruok" => {
+        Ok(Ok(Some(hs))) if hs == b"ruok" => {
             let status = ctx.ruok_json();
             out.send(status.as_bytes());
-            drop(out);
-            reader.abort();
+            out.close().await;
             return;
         }
-        Ok(Some(Ok(hs))) if hs.len() == 2 && hs[1] == b'5' && hs[0] == b'M' => Encoding::Msgpack,
-        Ok(Some(Ok(hs))) if hs.len() == 2 && hs[1] == b'5' && hs[0] == b'Z' => Encoding::Pickle,
-        Ok(Some(Ok(hs))) => {
+        Ok(Ok(Some(hs))) if hs.len() == 2 && hs[1] == b'5' && hs[0] == b'M' => Encoding::Msgpack,
+        Ok(Ok(Some(hs))) if hs.len() == 2 && hs[1] == b'5' && hs[0] == b'Z' => Encoding::Pickle,
+        Ok(Ok(Some(hs))) => {
             error!(target: LOG_SERVER, "bad handshake {}", py_repr(&hs));
             out.kill();
-            reader.abort();
             return;
         }
-        Ok(Some(Err(e))) => {
+        Ok(Err(e)) => {
             error!(target: LOG_SERVER, "{peer}: {e}");
             out.kill();
-            reader.abort();
             return;
         }
-        Ok(None) | Err(_) => {
+        Ok(Ok(None)) | Err(_) => {
             out.kill();
-            reader.abort();
             return;
         }
     };
@@ -211,18 +208,20 @@ where
         upload: None,
         closing: false,
     };
+    // Frames that came with the handshake.
+    conn.on_frames(&mut input).await;
     loop {
         if conn.closing {
             break;
         }
         tokio::select! {
-            frame = frames.recv() => match frame {
-                Some(Ok(payload)) => conn.on_frame(&payload).await,
-                Some(Err(e)) => {
-                    error!(target: LOG_SERVER, "({}) {e}; closing", conn.label);
+            read = input.fill() => match read {
+                Ok(true) => conn.on_frames(&mut input).await,
+                Ok(false) => break,
+                Err(e) => {
+                    debug!(target: LOG_SERVER, "({}) reading: {e}", conn.label);
                     break;
                 }
-                None => break,
             },
             guard = async {
                 match conn.vote_wait.as_mut() {
@@ -231,7 +230,7 @@ where
                 }
             },
                 if conn.vote_wait.is_some() => {
-                conn.on_lock(guard);
+                conn.on_lock(guard).await;
             }
             () = async {
                 match conn.deadline {
@@ -253,70 +252,97 @@ where
         }
     }
     conn.disconnect();
-    reader.abort();
+    // What was queued (an error reply, say) still goes out; then the socket closes.
+    conn.out.close().await;
 }
 
-/// Requests read ahead of processing, per connection. Pipelined clients send many small
-/// requests at once; reading them all before processing lets one wake-up and one reply write
-/// serve a whole batch (with a queue of 4 frames, server CPU per pipelined load was about
-/// twice as high). The byte budget keeps large frames to one at a time.
-const READ_AHEAD_FRAMES: usize = 256;
-const READ_AHEAD_BYTES: usize = 16 << 20;
-
-/// A request payload, holding its share of the connection's read-ahead budget until dropped.
-struct Frame {
-    payload: Vec<u8>,
-    _budget: tokio::sync::OwnedSemaphorePermit,
+/// The read side of a connection, cut into frames.
+///
+/// Requests are read into one buffer and processed as soon as they are complete, on the
+/// connection's own task: a pipelining client's requests arrive many per segment, and one
+/// wake-up and one `recv` then serve them all. Frames are processed before more is read, so
+/// the buffer holds at most what one `recv` brought plus one incomplete frame, which is
+/// bounded by `max-frame-size`.
+struct FrameReader<R> {
+    rd: R,
+    buf: Vec<u8>,
+    /// Start of the first unprocessed byte.
+    pos: usize,
+    max: usize,
 }
 
-impl std::ops::Deref for Frame {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
-        &self.payload
+/// Bytes asked of each `recv`.
+const READ_CHUNK: usize = 64 << 10;
+/// Buffer capacity kept between large frames.
+const KEEP_READ_CAPACITY: usize = 1 << 20;
+
+impl<R: AsyncRead + Unpin> FrameReader<R> {
+    fn new(rd: R, max: usize) -> Self {
+        FrameReader {
+            rd,
+            buf: Vec::with_capacity(READ_CHUNK),
+            pos: 0,
+            max,
+        }
     }
-}
 
-/// Cut the stream into frames, refusing any larger than `max`.
-async fn read_frames<R>(rd: R, max: usize, tx: mpsc::Sender<Result<Frame, String>>)
-where
-    R: AsyncRead + Unpin,
-{
-    // Pipelined requests are small and arrive many per segment: one recv for many frames
-    // instead of two per frame.
-    let mut rd = tokio::io::BufReader::with_capacity(64 << 10, rd);
-    let budget = Arc::new(tokio::sync::Semaphore::new(READ_AHEAD_BYTES));
-    loop {
-        let mut len = [0u8; 4];
-        if rd.read_exact(&mut len).await.is_err() {
-            return;
-        }
-        let n = u32::from_be_bytes(len) as usize;
-        if n > max {
-            let _ = tx
-                .send(Err(format!(
-                    "frame of {n} bytes exceeds the limit of {max} bytes"
-                )))
-                .await;
-            return;
-        }
-        // Wait for budget before reading the payload; a frame above the budget takes all of
-        // it. READ_AHEAD_BYTES fits in u32.
-        let share = n.clamp(1, READ_AHEAD_BYTES) as u32;
-        let Ok(permit) = Arc::clone(&budget).acquire_many_owned(share).await else {
-            return;
+    /// The next complete frame's payload, if the buffer holds one; an error for a frame
+    /// larger than allowed.
+    fn next_frame(&mut self) -> Result<Option<&[u8]>, String> {
+        let avail = &self.buf[self.pos..];
+        let Some(len) = avail.first_chunk::<4>() else {
+            return Ok(None);
         };
-        // Grow with the data actually received, so a lying length costs nothing.
-        let mut buf = Vec::with_capacity(n.min(1 << 20));
-        match (&mut rd).take(n as u64).read_to_end(&mut buf).await {
-            Ok(got) if got == n => {}
-            _ => return,
+        let n = u32::from_be_bytes(*len) as usize;
+        if n > self.max {
+            return Err(format!(
+                "frame of {n} bytes exceeds the limit of {} bytes",
+                self.max
+            ));
         }
-        let frame = Frame {
-            payload: buf,
-            _budget: permit,
+        if avail.len() < 4 + n {
+            return Ok(None);
+        }
+        let start = self.pos + 4;
+        self.pos = start + n;
+        Ok(Some(&self.buf[start..start + n]))
+    }
+
+    /// Read more; false at end of stream. Cancel-safe (a read that did not finish took
+    /// nothing), so it can wait in a `select!`.
+    async fn fill(&mut self) -> std::io::Result<bool> {
+        // Move the incomplete frame to the front, and give back a large frame's memory.
+        if self.pos == self.buf.len() {
+            self.buf.clear();
+            self.pos = 0;
+            if self.buf.capacity() > KEEP_READ_CAPACITY {
+                self.buf = Vec::with_capacity(READ_CHUNK);
+            }
+        } else if self.pos > 0 {
+            self.buf.drain(..self.pos);
+            self.pos = 0;
+        }
+        // Room for the frame being read, grown with the data actually received so a
+        // lying length costs nothing.
+        let want = match self.buf.first_chunk::<4>() {
+            Some(len) => (4 + u32::from_be_bytes(*len) as usize).saturating_sub(self.buf.len()),
+            None => 0,
         };
-        if tx.send(Ok(frame)).await.is_err() {
-            return;
+        self.buf.reserve(want.clamp(READ_CHUNK, 1 << 20));
+        Ok(self.rd.read_buf(&mut self.buf).await? > 0)
+    }
+
+    /// The next frame, reading as needed (the handshake); None at end of stream.
+    async fn next_owned(&mut self) -> Result<Option<Vec<u8>>, String> {
+        loop {
+            if let Some(f) = self.next_frame()? {
+                return Ok(Some(f.to_vec()));
+            }
+            match self.fill().await {
+                Ok(true) => {}
+                Ok(false) => return Ok(None),
+                Err(e) => return Err(e.to_string()),
+            }
         }
     }
 }
@@ -554,6 +580,23 @@ pub fn repr_id(id: &[u8; 8]) -> String {
 }
 
 impl Conn {
+    /// Process every complete request in the buffer, in order; their replies go out
+    /// together when the batch ends.
+    async fn on_frames<R: AsyncRead + Unpin>(&mut self, input: &mut FrameReader<R>) {
+        self.out.cork();
+        while !self.closing {
+            match input.next_frame() {
+                Ok(Some(payload)) => self.on_frame(payload).await,
+                Ok(None) => break,
+                Err(e) => {
+                    error!(target: LOG_SERVER, "({}) {e}; closing", self.label);
+                    self.closing = true;
+                }
+            }
+        }
+        self.out.uncork();
+    }
+
     fn send_reply(&self, msgid: &Value, v: Value) {
         self.out.send(&codec::reply(self.enc, msgid, v));
     }
@@ -676,13 +719,13 @@ impl Conn {
                 "pack is not available on this zodbctl server yet; \
                  pack the storage offline or with runzeo",
             )),
-            "undoLog" => self.undo_info(a, None),
+            "undoLog" => self.undo_info(a, None).await,
             "undoInfo" => {
                 let spec = match arg(a, 2) {
                     Some(Value::Map(m)) => Some(m.clone()),
                     _ => None,
                 };
-                self.undo_info(a, spec)
+                self.undo_info(a, spec).await
             }
             "iterator_start" => self.iterator_start(a),
             "iterator_next" => self.iterator_next(a),
@@ -762,7 +805,7 @@ impl Conn {
             "storeBlobEnd" => self.blob_end(a),
             "storeBlobShared" => self.blob_shared(a),
             "vote" => self.vote(req),
-            "tpc_finish" => self.tpc_finish(req),
+            "tpc_finish" => self.tpc_finish(req).await,
             "tpc_abort" => {
                 let given = need(a, 0, "txn")?;
                 if self.read_only {
@@ -966,8 +1009,9 @@ impl Conn {
         Ok(oid_list(&oids))
     }
 
-    fn undo_info(
-        &self,
+    async fn undo_info(
+        // `&mut` although nothing changes: the future then needs `Conn: Send`, not `Sync`.
+        &mut self,
         a: &[Value],
         spec: Option<Vec<(Value, Value)>>,
     ) -> Result<Option<Value>, Fail> {
@@ -977,11 +1021,17 @@ impl Conn {
         }
         let first = int_at(a, 0, 0, "first")?;
         let last = int_at(a, 1, -20, "last")?;
-        let filter = |e: &UndoEntry| match &spec {
-            Some(spec) => spec_matches(spec, &undo_entry_map(e)),
-            None => true,
-        };
-        let entries = tokio::task::block_in_place(|| st.backend.undo_log(first, last, &filter))?;
+        // A filtered undo log may read far back into the file: off the shard's thread.
+        let backend = Arc::clone(&st.backend);
+        let entries = tokio::task::spawn_blocking(move || {
+            let filter = |e: &UndoEntry| match &spec {
+                Some(spec) => spec_matches(spec, &undo_entry_map(e)),
+                None => true,
+            };
+            backend.undo_log(first, last, &filter)
+        })
+        .await
+        .map_err(|e| Fail::Close(format!("undo log failed: {e}")))??;
         Ok(Some(Value::Tuple(
             entries
                 .iter()
@@ -1018,7 +1068,7 @@ impl Conn {
                 Value::Tuple(vec![Value::Int(iid)]),
             ));
         };
-        match tokio::task::block_in_place(|| cursor.next_txn())? {
+        match cursor.next_txn()? {
             Some(t) => {
                 let v = Value::Tuple(vec![
                     bv(&t.tid),
@@ -1310,7 +1360,7 @@ impl Conn {
     }
 
     /// The commit lock was granted to this connection's pending vote.
-    fn on_lock(&mut self, guard: OwnedMutexGuard<()>) {
+    async fn on_lock(&mut self, guard: OwnedMutexGuard<()>) {
         let Some((msgid, _)) = self.vote_wait.take() else {
             return;
         };
@@ -1324,23 +1374,43 @@ impl Conn {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0.0, |d| d.as_secs_f64());
         st.set_lock_time(Some(now));
-        let Some(txn) = self.txn.as_mut() else {
+        let Some(mut txn) = self.txn.take() else {
             st.set_lock_time(None);
             return;
         };
         // Small transactions are written in place (a pwrite; the sync comes at finish); large
         // ones, blob moves that may copy across file systems, and undo (which reads history)
-        // leave the worker first.
+        // leave the shard's thread, whose other connections go on meanwhile.
         let heavy = txn.bytes > (1 << 20)
             || txn
                 .ops
                 .iter()
                 .any(|op| matches!(op, Op::StoreBlob { .. } | Op::Undo { .. }));
         let result = if heavy {
-            tokio::task::block_in_place(|| replay(&st, txn))
+            let shared = Arc::clone(&st);
+            match tokio::task::spawn_blocking(move || {
+                let r = replay(&shared, &mut txn);
+                (txn, r)
+            })
+            .await
+            {
+                Ok((t, r)) => {
+                    txn = t;
+                    r
+                }
+                Err(e) => {
+                    // The transaction went down with the blocking task; nothing was
+                    // published. Close, as for any server-side failure mid-commit.
+                    st.set_lock_time(None);
+                    error!(target: LOG_STORAGE, "({}) vote failed: {e}", self.label);
+                    self.closing = true;
+                    return;
+                }
+            }
         } else {
-            replay(&st, txn)
+            replay(&st, &mut txn)
         };
+        let txn = self.txn.insert(txn);
         match result {
             Ok(VoteResult::Voted(commit, undo_oids)) => {
                 debug!(target: LOG_STORAGE, "({}) voted {}", self.label, hex(&commit.tid()));
@@ -1381,12 +1451,12 @@ impl Conn {
         }
     }
 
-    fn tpc_finish(&mut self, req: &Request) -> Result<Option<Value>, Fail> {
+    async fn tpc_finish(&mut self, req: &Request) -> Result<Option<Value>, Fail> {
         let a = req.args.as_slice();
         let given = need(a, 0, "txn")?.clone();
         let st = Arc::clone(self.storage()?);
         let txn = self.txn_for(&given)?;
-        let Some(mut commit) = txn.commit.take() else {
+        let Some(commit) = txn.commit.take() else {
             return Err(Fail::args(
                 "ZODB.POSException.StorageTransactionError",
                 "tpc_finish called without a successful vote",
@@ -1406,11 +1476,35 @@ impl Conn {
         }
         let tid = commit.tid();
         let me = self.id;
-        // The fsync happens first, outside the visibility lock, so other clients' loads go on
-        // during it; publishing is then an in-memory index update. Loads hold the lock only
-        // for a synchronous read and the queueing of its reply (never across an await), so
-        // taking it here on the worker thread waits microseconds.
-        let durable = tokio::task::block_in_place(|| commit.make_durable());
+        // The fsync happens first, outside the visibility lock and, unless it is known to be
+        // quick, off the shard's thread, so other clients' loads go on during it; publishing is then an in-memory index update.
+        // Loads hold the lock only for a synchronous read and the queueing of its reply (never
+        // across an await), so taking it here waits microseconds.
+        let sync = move |mut commit: Box<dyn Commit>| {
+            let t = std::time::Instant::now();
+            let r = commit.make_durable();
+            (commit, r, t.elapsed())
+        };
+        let synced = if st.sync_inline() {
+            Ok(sync(commit))
+        } else {
+            // Replies held for the batch should not wait for a slow disk.
+            self.out.flush_now();
+            tokio::task::spawn_blocking(move || sync(commit)).await
+        };
+        let (commit, durable) = match synced {
+            Ok((commit, durable, took)) => {
+                st.sync_took(took);
+                (commit, durable)
+            }
+            Err(e) => {
+                // The commit is lost with the task; whether it reached the disk is unknown,
+                // and only a restart (which recovers the file) can tell. Say so and close.
+                error!(target: LOG_STORAGE, "({}) tpc_finish failed: {e}", self.label);
+                return Err(Fail::Close("the commit's sync failed".into()));
+            }
+        };
+        let mut notified: Vec<Outbox> = Vec::new();
         let result = durable.and_then(|()| {
             let _visible = st.visibility.write().unwrap_or_else(|e| e.into_inner());
             let mut seq = st.seq();
@@ -1427,11 +1521,17 @@ impl Conn {
                         vec![bv(&tid), oid_list(&oids)],
                     )
                 });
-                r.outbox.send(msg);
+                r.outbox.push(msg);
+                notified.push(r.outbox.clone());
             }
             st.push_invalidation(&mut seq, tid, oids);
             commit.finish()
         });
+        // Written outside the locks, and before this connection's own reply (held until
+        // its batch ends): the other clients hear of the commit before the committer.
+        for o in &notified {
+            o.flush();
+        }
         // The committer's info and reply are queued before the lock is released: the next
         // commit's invalidation must reach this client after its own tid (§4.5 rule 3).
         let reply = match result {
@@ -1521,7 +1621,7 @@ impl Conn {
             .send(&codec::call(self.enc, "receiveBlobStart", ids()));
         let mut buf = vec![0u8; BLOB_CHUNK];
         loop {
-            let n = match tokio::task::block_in_place(|| file.read(&mut buf)) {
+            let n = match file.read(&mut buf) {
                 Ok(0) => break,
                 Ok(n) => n,
                 Err(e) => {
@@ -1565,13 +1665,13 @@ impl Conn {
 }
 
 fn log_lock(storage: &str, what: &str, waiting: i64) {
-    let msg = format!("({storage}) {what}: transactions waiting: {waiting}");
+    // Formatted only at a level that is logged: this runs twice per commit.
     if waiting >= 10 {
-        error!(target: LOG_STORAGE, "{msg}");
+        error!(target: LOG_STORAGE, "({storage}) {what}: transactions waiting: {waiting}");
     } else if waiting >= 4 {
-        warn!(target: LOG_STORAGE, "{msg}");
+        warn!(target: LOG_STORAGE, "({storage}) {what}: transactions waiting: {waiting}");
     } else {
-        debug!(target: LOG_STORAGE, "{msg}");
+        debug!(target: LOG_STORAGE, "({storage}) {what}: transactions waiting: {waiting}");
     }
 }
 

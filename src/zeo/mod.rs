@@ -1,12 +1,14 @@
 //! The ZEO 5 wire protocol and the storage server (`zodbctl serve`).
 //!
-//! The server follows mini-redis's shape: `server` accepts connections; `connection` cuts
+//! The server follows mini-redis's shape: `server` accepts connections and hands each to a
+//! `shards` thread (a single-threaded runtime) for its whole life; `connection` cuts
 //! frames, decodes them through `codec` (the `wire` module's codecs) and runs each command
 //! against the connection's registered storage; `shared` holds what connections of one storage
 //! share (the commit lock and its FIFO queue, the commit sequencer, the invalidation queue,
 //! statistics); `backend` is the storage interface, implemented by the FileStorage engine and
 //! by the memory storage (`file_backend`, `memory_backend`); `outbox` writes each
-//! connection's replies in order, bounded; `tls` is ZEO's mutual TLS.
+//! connection's replies and invalidations in order, bounded, from whichever thread pushes
+//! them; `tls` is ZEO's mutual TLS.
 //!
 //! Behaviour chosen where the reference server (ZEO 6.2) has quirks (zeo-protocol.md §12 and
 //! the decisions in the spec's README):
@@ -38,6 +40,7 @@ pub mod log;
 pub mod memory_backend;
 pub mod outbox;
 pub mod server;
+pub mod shards;
 pub mod shared;
 pub mod tls;
 pub mod wire;

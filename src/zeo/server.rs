@@ -17,6 +17,8 @@ use tracing::{error, info, warn};
 use super::config::{ListenAddr, ServerConfig};
 use super::connection;
 use super::log::LogTarget;
+use super::outbox::Sink;
+use super::shards::Shards;
 use super::shared::StorageState;
 use super::wire::Value;
 
@@ -169,9 +171,10 @@ pub async fn run(
     config: ServerConfig,
     storages: Vec<(String, Arc<StorageState>)>,
     log: LogTarget,
+    shards: Shards,
+    tls: Option<tokio_rustls::TlsAcceptor>,
 ) -> Result<Exit> {
     let listener = bind(&config.address).await?;
-    let tls = config.tls.as_ref().map(super::tls::acceptor).transpose()?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let names: Vec<String> = storages
         .iter()
@@ -203,7 +206,12 @@ pub async fn run(
     match &listener {
         Listener::Tcp(l) => {
             let a = l.local_addr()?;
-            info!(target: "ZEO.asyncio.server", "listening on ('{}', {})", a.ip(), a.port());
+            // A bare port is all interfaces, which runzeo writes as ''.
+            let host = match &ctx.config.address {
+                ListenAddr::Tcp { host, .. } if host.is_empty() => String::new(),
+                _ => a.ip().to_string(),
+            };
+            info!(target: "ZEO.asyncio.server", "listening on ('{host}', {})", a.port());
         }
         Listener::Unix(_, p) => {
             info!(target: "ZEO.asyncio.server", "listening on {}", p.display());
@@ -238,28 +246,11 @@ pub async fn run(
             },
             Some(_) = conns.join_next(), if !conns.is_empty() => {}
             accepted = accept(&listener) => match accepted {
-                Ok((Stream::Tcp(s), peer)) => {
-                    let _ = s.set_nodelay(true);
+                Ok((stream, peer)) => {
+                    // The connection is registered with its shard's reactor, not this one's.
                     let ctx = Arc::clone(&ctx);
-                    match &tls {
-                        Some(acceptor) => {
-                            let acceptor = acceptor.clone();
-                            conns.spawn(async move {
-                                match tokio::time::timeout(Duration::from_secs(30), acceptor.accept(s)).await {
-                                    Ok(Ok(s)) => connection::serve(ctx, s, peer).await,
-                                    Ok(Err(e)) => warn!(target: "ZEO.asyncio.server", "TLS handshake with {peer} failed: {e}"),
-                                    Err(_) => warn!(target: "ZEO.asyncio.server", "TLS handshake with {peer} timed out"),
-                                }
-                            });
-                        }
-                        None => {
-                            conns.spawn(connection::serve(ctx, s, peer));
-                        }
-                    }
-                }
-                Ok((Stream::Unix(s), peer)) => {
-                    let ctx = Arc::clone(&ctx);
-                    conns.spawn(connection::serve(ctx, s, peer));
+                    let tls = tls.clone();
+                    conns.spawn_on(serve_on_shard(ctx, stream, peer, tls), shards.next());
                 }
                 Err(e) => {
                     // EMFILE and friends: keep serving the connections we have.
@@ -283,30 +274,88 @@ pub async fn run(
     }
     for (name, st) in &ctx.storages {
         info!(target: LOG_RUNZEO, "closing storage '{name}'");
-        if let Err(e) = tokio::task::block_in_place(|| st.backend.close()) {
+        if let Err(e) = st.backend.close() {
             error!(target: LOG_RUNZEO, "closing storage '{name}' failed: {e}");
         }
     }
     if let Listener::Unix(_, p) = &listener {
         let _ = std::fs::remove_file(p);
     }
+    shards.stop();
     Ok(exit)
 }
 
+/// An accepted socket, detached from the accepting reactor so that another shard can
+/// take it.
 enum Stream {
-    Tcp(tokio::net::TcpStream),
-    Unix(tokio::net::UnixStream),
+    Tcp(std::net::TcpStream),
+    Unix(std::os::unix::net::UnixStream),
+}
+
+/// Serve one accepted socket on the shard this runs on: TLS handshake if configured, then
+/// the connection.
+async fn serve_on_shard(
+    ctx: Arc<ServerCtx>,
+    stream: Stream,
+    peer: String,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) {
+    match stream {
+        Stream::Tcp(s) => {
+            let s = match tokio::net::TcpStream::from_std(s) {
+                Ok(s) => s,
+                Err(e) => {
+                    error!(target: "ZEO.asyncio.server", "{peer}: registering the socket failed: {e}");
+                    return;
+                }
+            };
+            let _ = s.set_nodelay(true);
+            match tls {
+                Some(acceptor) => {
+                    match tokio::time::timeout(Duration::from_secs(30), acceptor.accept(s)).await {
+                        Ok(Ok(s)) => {
+                            let (rd, wr) = tokio::io::split(s);
+                            connection::serve(ctx, rd, Sink::Stream(Box::new(wr)), peer).await;
+                        }
+                        Ok(Err(e)) => {
+                            warn!(target: "ZEO.asyncio.server", "TLS handshake with {peer} failed: {e}")
+                        }
+                        Err(_) => {
+                            warn!(target: "ZEO.asyncio.server", "TLS handshake with {peer} timed out")
+                        }
+                    }
+                }
+                None => {
+                    let (rd, wr) = s.into_split();
+                    connection::serve(ctx, rd, Sink::Tcp(wr), peer).await;
+                }
+            }
+        }
+        Stream::Unix(s) => match tokio::net::UnixStream::from_std(s) {
+            Ok(s) => {
+                let (rd, wr) = s.into_split();
+                connection::serve(ctx, rd, Sink::Unix(wr), peer).await;
+            }
+            Err(e) => {
+                error!(target: "ZEO.asyncio.server", "{peer}: registering the socket failed: {e}");
+            }
+        },
+    }
 }
 
 async fn accept(l: &Listener) -> std::io::Result<(Stream, String)> {
     match l {
         Listener::Tcp(l) => {
             let (s, a) = l.accept().await?;
-            Ok((Stream::Tcp(s), format!("('{}', {})", a.ip(), a.port())))
+            Ok((
+                Stream::Tcp(s.into_std()?),
+                // IPv4 clients of the dual-stack socket as runzeo names them.
+                format!("('{}', {})", a.ip().to_canonical(), a.port()),
+            ))
         }
         Listener::Unix(l, p) => {
             let (s, _) = l.accept().await?;
-            Ok((Stream::Unix(s), p.display().to_string()))
+            Ok((Stream::Unix(s.into_std()?), p.display().to_string()))
         }
     }
 }

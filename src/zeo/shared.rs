@@ -53,7 +53,13 @@ pub struct StorageState {
     pub visibility: std::sync::RwLock<()>,
     pub stats: Stats,
     pub queue_size: usize,
+    /// How long this storage's recent syncs took (ns, a moving average); see
+    /// [`StorageState::sync_inline`].
+    sync_ns: AtomicU64,
 }
+
+/// A sync expected to take less than this runs on the connection's own thread.
+const INLINE_SYNC_NS: u64 = 500_000;
 
 impl StorageState {
     pub fn new(id: &str, backend: Arc<dyn Backend>, queue_size: usize) -> Self {
@@ -79,7 +85,32 @@ impl StorageState {
             visibility: std::sync::RwLock::new(()),
             stats: Stats::default(),
             queue_size,
+            // Unknown until measured: the first sync leaves the thread.
+            sync_ns: AtomicU64::new(u64::MAX),
         }
+    }
+
+    /// Whether the next commit's sync may run on the connection's thread. Handing it to
+    /// another thread costs two wake-ups (tens of µs of CPU on a VM), more than a whole commit
+    /// when the sync itself is cheap (tmpfs, a battery-backed cache); when it is slow (a disk
+    /// flush, milliseconds) that hand-off is what keeps the thread's other connections served.
+    /// So: inline while recent syncs were short, a bounded stall; handed off otherwise.
+    pub fn sync_inline(&self) -> bool {
+        self.sync_ns.load(Ordering::Relaxed) < INLINE_SYNC_NS
+    }
+
+    /// Record how long a sync took.
+    pub fn sync_took(&self, d: std::time::Duration) {
+        let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        let old = self.sync_ns.load(Ordering::Relaxed);
+        // A slow sync counts at once (the next one leaves the thread); fast ones bring the
+        // average down gradually, so one lucky sync on a slow disk does not pull it back in.
+        let new = if old == u64::MAX || ns >= old {
+            ns
+        } else {
+            old - (old - ns) / 4
+        };
+        self.sync_ns.store(new, Ordering::Relaxed);
     }
 
     pub fn seq(&self) -> MutexGuard<'_, Seq> {

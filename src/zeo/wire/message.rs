@@ -1,6 +1,6 @@
 //! The message tuple `(msgid, flag, name, args)` (zeo-protocol.md §2.1), over either encoding.
 
-use super::{Encoding, Incoming, Request, Value, WireError, msgpack, zpickle};
+use super::{Encoding, Incoming, Method, Request, Value, WireError, msgpack, zdecode, zpickle};
 
 /// The flag of an outgoing message: the reference writes int `0`/`2` for replies and `True`
 /// for calls, and clients only test truthiness, but the bytes are kept identical.
@@ -30,27 +30,130 @@ pub(super) struct Outgoing<'a> {
 
 const REPLY: &str = ".reply";
 
-fn encode(enc: Encoding, m: &Outgoing) -> Result<Vec<u8>, WireError> {
-    let mut buf = Vec::with_capacity(64);
+/// Names interned when decoding: the methods of zeo-protocol.md §3 (what a client calls),
+/// §4 (what a server calls) and `.reply`, so that a request's name costs no allocation.
+pub(super) fn known_name(name: &[u8]) -> Option<&'static str> {
+    Some(match name {
+        b".reply" => REPLY,
+        b"loadBefore" => "loadBefore",
+        b"storea" => "storea",
+        b"tpc_begin" => "tpc_begin",
+        b"vote" => "vote",
+        b"tpc_finish" => "tpc_finish",
+        b"tpc_abort" => "tpc_abort",
+        b"invalidateTransaction" => "invalidateTransaction",
+        b"info" => "info",
+        b"register" => "register",
+        b"get_info" => "get_info",
+        b"lastTransaction" => "lastTransaction",
+        b"getInvalidations" => "getInvalidations",
+        b"loadSerial" => "loadSerial",
+        b"getTid" => "getTid",
+        b"history" => "history",
+        b"record_iternext" => "record_iternext",
+        b"new_oids" => "new_oids",
+        b"new_oid" => "new_oid",
+        b"ping" => "ping",
+        b"server_status" => "server_status",
+        b"pack" => "pack",
+        b"undoLog" => "undoLog",
+        b"undoInfo" => "undoInfo",
+        b"iterator_start" => "iterator_start",
+        b"iterator_next" => "iterator_next",
+        b"iterator_record_start" => "iterator_record_start",
+        b"iterator_record_next" => "iterator_record_next",
+        b"iterator_gc" => "iterator_gc",
+        b"set_client_label" => "set_client_label",
+        b"checkCurrentSerialInTransaction" => "checkCurrentSerialInTransaction",
+        b"deleteObject" => "deleteObject",
+        b"restorea" => "restorea",
+        b"undoa" => "undoa",
+        b"storeBlobStart" => "storeBlobStart",
+        b"storeBlobChunk" => "storeBlobChunk",
+        b"storeBlobEnd" => "storeBlobEnd",
+        b"storeBlobShared" => "storeBlobShared",
+        b"sendBlob" => "sendBlob",
+        b"receiveBlobStart" => "receiveBlobStart",
+        b"receiveBlobChunk" => "receiveBlobChunk",
+        b"receiveBlobStop" => "receiveBlobStop",
+        _ => return None,
+    })
+}
+
+/// The length of the frame prefix ([`super::frame`]).
+const PREFIX: usize = 4;
+
+/// Encode into one buffer of exactly the right size, starting with `reserve` bytes left for
+/// the caller (the frame's length prefix): the encoders compute the size first, so nothing
+/// is reallocated while writing and nothing is copied afterwards.
+fn encode_into(enc: Encoding, m: &Outgoing, reserve: usize) -> Result<Vec<u8>, WireError> {
+    let size = match enc {
+        Encoding::Pickle => zpickle::message_size(m),
+        Encoding::Msgpack => msgpack::message_size(m),
+    };
+    let mut buf = Vec::with_capacity(reserve + size);
+    buf.resize(reserve, 0);
     match enc {
         Encoding::Pickle => zpickle::write_message(&mut buf, m)?,
         Encoding::Msgpack => msgpack::write_message(&mut buf, m)?,
     }
+    debug_assert_eq!(buf.len(), reserve + size, "encoded size mispredicted");
     Ok(buf)
+}
+
+fn encode(enc: Encoding, m: &Outgoing) -> Result<Vec<u8>, WireError> {
+    encode_into(enc, m, 0)
+}
+
+/// The message as a ready frame: the `u32` big-endian length, then the payload.
+fn encode_frame(enc: Encoding, m: &Outgoing) -> Result<Vec<u8>, WireError> {
+    let mut buf = encode_into(enc, m, PREFIX)?;
+    let len = u32::try_from(buf.len() - PREFIX)
+        .map_err(|_| WireError::Unencodable("a message of 4 GiB or more".into()))?;
+    buf[..PREFIX].copy_from_slice(&len.to_be_bytes());
+    Ok(buf)
+}
+
+fn reply_msg<'a>(msgid: &'a Value, value: &'a Value) -> Outgoing<'a> {
+    Outgoing {
+        msgid,
+        flag: Flag::Int(0),
+        name: REPLY,
+        body: Body::Value(value),
+    }
+}
+
+fn error_msg<'a>(msgid: &'a Value, class_path: &'a str, state: &'a Value) -> Outgoing<'a> {
+    Outgoing {
+        msgid,
+        flag: Flag::Int(2),
+        name: REPLY,
+        body: Body::Error(class_path, state),
+    }
+}
+
+fn call_msg<'a>(method: &'a str, args: &'a [Value]) -> Outgoing<'a> {
+    Outgoing {
+        msgid: &Value::Int(0),
+        flag: Flag::Bool(true),
+        name: method,
+        body: Body::Args(args),
+    }
 }
 
 /// A reply: `(msgid, 0, ".reply", value)`. Fails only for values the encoding cannot carry
 /// (a [`Value::Global`], or in msgpack a map key that is not a string or bytes).
 pub fn encode_reply(enc: Encoding, msgid: &Value, value: &Value) -> Result<Vec<u8>, WireError> {
-    encode(
-        enc,
-        &Outgoing {
-            msgid,
-            flag: Flag::Int(0),
-            name: REPLY,
-            body: Body::Value(value),
-        },
-    )
+    encode(enc, &reply_msg(msgid, value))
+}
+
+/// [`encode_reply`] as a ready frame (length prefix included), in one exact-size buffer.
+pub fn encode_reply_frame(
+    enc: Encoding,
+    msgid: &Value,
+    value: &Value,
+) -> Result<Vec<u8>, WireError> {
+    encode_frame(enc, &reply_msg(msgid, value))
 }
 
 /// An error reply: `(msgid, 2, ".reply", (class_path, state))` (§2.4).
@@ -60,28 +163,31 @@ pub fn encode_error(
     class_path: &str,
     state: &Value,
 ) -> Result<Vec<u8>, WireError> {
-    encode(
-        enc,
-        &Outgoing {
-            msgid,
-            flag: Flag::Int(2),
-            name: REPLY,
-            body: Body::Error(class_path, state),
-        },
-    )
+    encode(enc, &error_msg(msgid, class_path, state))
+}
+
+/// [`encode_error`] as a ready frame (length prefix included).
+pub fn encode_error_frame(
+    enc: Encoding,
+    msgid: &Value,
+    class_path: &str,
+    state: &Value,
+) -> Result<Vec<u8>, WireError> {
+    encode_frame(enc, &error_msg(msgid, class_path, state))
 }
 
 /// A server→client call: `(0, True, method, args)` (§4).
 pub fn encode_call(enc: Encoding, method: &str, args: &[Value]) -> Result<Vec<u8>, WireError> {
-    encode(
-        enc,
-        &Outgoing {
-            msgid: &Value::Int(0),
-            flag: Flag::Bool(true),
-            name: method,
-            body: Body::Args(args),
-        },
-    )
+    encode(enc, &call_msg(method, args))
+}
+
+/// [`encode_call`] as a ready frame (length prefix included).
+pub fn encode_call_frame(
+    enc: Encoding,
+    method: &str,
+    args: &[Value],
+) -> Result<Vec<u8>, WireError> {
+    encode_frame(enc, &call_msg(method, args))
 }
 
 /// Client side: a call `(msgid, oneway, method, args)` as ZEO's client writes it (msgid `0`
@@ -107,40 +213,86 @@ pub fn encode_request(
 /// Client side: the keep-alive `(-1, 0, ".reply", None)`.
 pub fn encode_heartbeat(enc: Encoding) -> Vec<u8> {
     // Plain scalars always encode.
-    encode(
-        enc,
-        &Outgoing {
-            msgid: &Value::Int(-1),
-            flag: Flag::Int(0),
-            name: REPLY,
-            body: Body::Value(&Value::Nil),
-        },
-    )
-    .unwrap_or_default()
+    encode(enc, &reply_msg(&Value::Int(-1), &Value::Nil)).unwrap_or_default()
+}
+
+/// A message's third element: a name the decoders recognised (interned, nothing allocated)
+/// or whatever value was there.
+#[derive(Debug)]
+pub(super) enum Name {
+    Known(&'static str),
+    Value(Value),
 }
 
 /// The four elements of a decoded message.
-fn decode_parts(enc: Encoding, payload: &[u8]) -> Result<[Value; 4], WireError> {
-    let v = match enc {
-        Encoding::Pickle => zpickle::decode(payload)?,
-        Encoding::Msgpack => msgpack::decode(payload)?,
-    };
-    let items = match v {
-        Value::Tuple(items) | Value::List(items) => items,
-        _ => return Err(WireError::Malformed("a message is not a sequence".into())),
-    };
-    <[Value; 4]>::try_from(items).map_err(|items| {
-        WireError::Malformed(format!("a message has {} parts, not 4", items.len()))
-    })
+#[derive(Debug)]
+pub(super) struct Parts {
+    pub msgid: Value,
+    pub flag: Value,
+    pub name: Name,
+    pub body: Value,
+}
+
+impl Parts {
+    /// A whole decoded value as a message: a sequence of exactly four elements.
+    pub(super) fn of(v: Value) -> Result<Parts, WireError> {
+        let items = match v {
+            Value::Tuple(items) | Value::List(items) => items,
+            _ => return Err(WireError::Malformed("a message is not a sequence".into())),
+        };
+        let [msgid, flag, name, body] = <[Value; 4]>::try_from(items).map_err(|items| {
+            WireError::Malformed(format!("a message has {} parts, not 4", items.len()))
+        })?;
+        Ok(Parts {
+            msgid,
+            flag,
+            name: Name::Value(name),
+            body,
+        })
+    }
+}
+
+impl Name {
+    /// The name as text, if it is text.
+    fn as_str(&self) -> Option<&str> {
+        match self {
+            Name::Known(s) => Some(s),
+            Name::Value(Value::Str(s)) => Some(s),
+            Name::Value(_) => None,
+        }
+    }
+
+    fn into_method(self) -> Option<Method> {
+        match self {
+            Name::Known(s) => Some(Method::interned(s)),
+            Name::Value(Value::Str(s)) => Some(Method::from(s)),
+            Name::Value(_) => None,
+        }
+    }
+}
+
+/// The four elements of a decoded message. The decoders recognise the usual layout (a
+/// 4-tuple, or a 4-element array) without building the outer sequence; anything else is
+/// decoded whole and then taken apart, with the same outcome.
+fn decode_parts(enc: Encoding, payload: &[u8]) -> Result<Parts, WireError> {
+    match enc {
+        Encoding::Pickle => zdecode::decode_message(payload),
+        Encoding::Msgpack => msgpack::decode_message(payload),
+    }
 }
 
 /// Decode a client's message. A msgid of `-1` is a heartbeat whatever the rest says.
 pub fn decode(enc: Encoding, payload: &[u8]) -> Result<Incoming, WireError> {
-    let [msgid, flag, name, args] = decode_parts(enc, payload)?;
-    if msgid == Value::Int(-1) {
+    let Parts {
+        msgid,
+        flag,
+        name,
+        body: args,
+    } = decode_parts(enc, payload)?;
+    if matches!(msgid, Value::Int(-1)) {
         return Ok(Incoming::Heartbeat);
     }
-    let Value::Str(method) = name else {
+    let Some(method) = name.into_method() else {
         return Err(WireError::Malformed(
             "the method name is not a string".into(),
         ));
@@ -193,18 +345,29 @@ pub enum ServerMessage {
 
 /// Client side: decode a server message.
 pub fn decode_server_message(enc: Encoding, payload: &[u8]) -> Result<ServerMessage, WireError> {
-    let [msgid, flag, name, body] = decode_parts(enc, payload)?;
-    let Value::Str(name) = name else {
+    let Parts {
+        msgid,
+        flag,
+        name,
+        body,
+    } = decode_parts(enc, payload)?;
+    let Some(text) = name.as_str() else {
         return Err(WireError::Malformed(
             "the message name is not a string".into(),
         ));
     };
-    if name != REPLY {
+    if text != REPLY {
         let args = match body {
             Value::Tuple(a) | Value::List(a) => a,
-            _ => return Err(WireError::Malformed(format!("the arguments of {name}"))),
+            _ => return Err(WireError::Malformed(format!("the arguments of {text}"))),
         };
-        return Ok(ServerMessage::Call { method: name, args });
+        let method = match name {
+            Name::Value(Value::Str(s)) => s,
+            Name::Known(s) => s.to_owned(),
+            // Not text: refused above.
+            Name::Value(_) => String::new(),
+        };
+        return Ok(ServerMessage::Call { method, args });
     }
     if !truthy(&flag) {
         return Ok(ServerMessage::Reply { msgid, value: body });

@@ -37,8 +37,8 @@ pub use handshake::{
     ClientHandshake, announcement, parse_client_handshake, parse_server_announcement,
 };
 pub use message::{
-    ServerMessage, decode, decode_server_message, encode_call, encode_error, encode_heartbeat,
-    encode_reply, encode_request,
+    ServerMessage, decode, decode_server_message, encode_call, encode_call_frame, encode_error,
+    encode_error_frame, encode_heartbeat, encode_reply, encode_reply_frame, encode_request,
 };
 
 /// A value from a pickle that is not a message (e.g. a transaction's extension dict read
@@ -121,6 +121,78 @@ pub struct Request {
     pub msgid: Value,
     /// Truthy flag: a one-way call that must never be answered.
     pub oneway: bool,
-    pub method: String,
+    pub method: Method,
     pub args: Vec<Value>,
+}
+
+/// A method name. The names ZEO clients and servers call are interned (no allocation per
+/// request); any other text is kept as sent, so an unknown name still reaches the server's
+/// "Invalid method" handling unchanged.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Method(std::borrow::Cow<'static, str>);
+
+impl Method {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The interned name, if `name` is one of the protocol's method names.
+    pub fn known(name: &[u8]) -> Option<&'static str> {
+        message::known_name(name)
+    }
+
+    /// A name [`Method::known`] returned.
+    fn interned(name: &'static str) -> Self {
+        Method(std::borrow::Cow::Borrowed(name))
+    }
+}
+
+impl From<&str> for Method {
+    fn from(s: &str) -> Self {
+        match Method::known(s.as_bytes()) {
+            Some(k) => Method::interned(k),
+            None => Method(std::borrow::Cow::Owned(s.to_owned())),
+        }
+    }
+}
+
+impl From<String> for Method {
+    fn from(s: String) -> Self {
+        match Method::known(s.as_bytes()) {
+            Some(k) => Method::interned(k),
+            None => Method(std::borrow::Cow::Owned(s)),
+        }
+    }
+}
+
+impl std::ops::Deref for Method {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl PartialEq<str> for Method {
+    fn eq(&self, other: &str) -> bool {
+        *self.0 == *other
+    }
+}
+
+impl PartialEq<&str> for Method {
+    fn eq(&self, other: &&str) -> bool {
+        *self.0 == **other
+    }
+}
+
+/// Shown as the text it is (as the `String` it replaced was).
+impl std::fmt::Debug for Method {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl std::fmt::Display for Method {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
 }

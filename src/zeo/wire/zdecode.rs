@@ -8,7 +8,15 @@
 //! instantiated either through `REDUCE` with an argument tuple or the protocol-2 way
 //! (`EMPTY_TUPLE NEWOBJ`, then `BUILD` with `{'value': (len(path), path)}`); both become
 //! `Value::Global { args: [path] }` (with `REDUCE`: its arguments).
+//!
+//! Per request it allocates only what the resulting values own: the machine's stacks are
+//! kept per thread between messages, a message's name is interned when it is a known
+//! method, and the outer 4-tuple is handed over as its four elements instead of being built
+//! (see [`Step::Message`]).
 
+use std::cell::Cell;
+
+use super::message::{Name, Parts};
 use super::zpickle::Constructor;
 use super::{Value, WireError};
 use crate::pickle::{ErrorKind, PickleError};
@@ -20,6 +28,9 @@ const PREFIX: (&str, &str) = ("ZopeUndo.Prefix", "Prefix");
 
 enum Item {
     V(Value, u32),
+    /// Text that is a known method name, at the position of a message's name: kept interned
+    /// (see [`Machine::message`]); it becomes a `Value::Str` wherever it is used as data.
+    Name(&'static str),
     /// The Prefix class (from `GLOBAL`).
     Class,
     /// A builtin container type (from `GLOBAL`), only to be called by `REDUCE`.
@@ -28,24 +39,92 @@ enum Item {
     Instance,
 }
 
+impl Item {
+    /// The item as data, with its nesting depth.
+    fn into_value(self) -> Option<(Value, u32)> {
+        match self {
+            Item::V(v, d) => Some((v, d)),
+            Item::Name(s) => Some((Value::Str(s.to_owned()), 0)),
+            _ => None,
+        }
+    }
+}
+
 struct Machine<'a> {
     data: &'a [u8],
     pos: usize,
     stack: Vec<Item>,
+    /// Stack indices of the open `MARK`s.
     marks: Vec<usize>,
+    /// Decoding a whole message: recognise its usual layout (see [`Step::Message`]).
+    message: bool,
+}
+
+// Boxing the parts would cost an allocation per message; `More`, returned per opcode,
+// writes only the tag.
+#[allow(clippy::large_enum_variant)]
+enum Step {
+    More,
+    Done(Value),
+    /// A message's `MARK msgid flag name body TUPLE STOP`: what `STOP` would return is that
+    /// 4-tuple, so its elements are handed over without building it.
+    Message(Parts),
 }
 
 fn malformed(what: &str) -> ErrorKind {
     ErrorKind::Malformed(what.into())
 }
 
+/// Stacks above this many items are not kept for the next message.
+const SPARE_MAX: usize = 1024;
+
+thread_local! {
+    /// The stacks of the previous decode on this thread, emptied: a request costs no
+    /// allocation for the machine itself.
+    static SPARE: Cell<(Vec<Item>, Vec<usize>)> = const { Cell::new((Vec::new(), Vec::new())) };
+}
+
+/// Decode one pickle to a value (the tests compare it with crate::pickle's decoder; messages
+/// go through [`decode_message`], which shares everything but the end).
+#[cfg(test)]
 pub(super) fn decode(payload: &[u8]) -> Result<Value, WireError> {
-    let mut m = Machine {
-        data: payload,
-        pos: 0,
-        stack: Vec::with_capacity(16),
-        marks: Vec::with_capacity(4),
-    };
+    match run(payload, false)? {
+        Step::Done(v) => Ok(v),
+        // Not produced outside message mode.
+        Step::Message(p) => Ok(Value::Tuple(vec![
+            p.msgid,
+            p.flag,
+            match p.name {
+                Name::Known(s) => Value::Str(s.to_owned()),
+                Name::Value(v) => v,
+            },
+            p.body,
+        ])),
+        Step::More => Err(malformed_at(0, "no value")),
+    }
+}
+
+/// Decode a pickled message `(msgid, flag, name, body)` (a 4-element tuple or list).
+pub(super) fn decode_message(payload: &[u8]) -> Result<Parts, WireError> {
+    if let Some(parts) = fast_message(payload) {
+        return Ok(parts);
+    }
+    match run(payload, true)? {
+        Step::Message(p) => Ok(p),
+        Step::Done(v) => Parts::of(v),
+        Step::More => Err(malformed_at(0, "no value")),
+    }
+}
+
+fn malformed_at(offset: usize, what: &str) -> WireError {
+    PickleError {
+        offset,
+        kind: malformed(what),
+    }
+    .into()
+}
+
+fn run(payload: &[u8], message: bool) -> Result<Step, WireError> {
     if payload.is_empty() {
         return Err(PickleError {
             offset: 0,
@@ -53,33 +132,48 @@ pub(super) fn decode(payload: &[u8]) -> Result<Value, WireError> {
         }
         .into());
     }
-    loop {
+    let (stack, marks) = SPARE.with(Cell::take);
+    let mut m = Machine {
+        data: payload,
+        pos: 0,
+        stack,
+        marks,
+        message,
+    };
+    let result = loop {
         let start = m.pos;
         match m.step() {
-            Ok(Some(v)) => return Ok(v),
-            Ok(None) => {}
+            Ok(Step::More) => {}
+            Ok(done) => break Ok(done),
             Err(kind) => {
-                return Err(PickleError {
+                break Err(PickleError {
                     offset: start,
                     kind,
                 }
                 .into());
             }
         }
+    };
+    let Machine {
+        mut stack,
+        mut marks,
+        ..
+    } = m;
+    if stack.capacity() <= SPARE_MAX && marks.capacity() <= SPARE_MAX {
+        stack.clear();
+        marks.clear();
+        SPARE.with(|s| s.set((stack, marks)));
     }
+    result
 }
 
 impl<'a> Machine<'a> {
     fn take(&mut self, n: usize) -> Result<&'a [u8], ErrorKind> {
-        let end = self.pos.checked_add(n).ok_or(ErrorKind::Truncated)?;
-        let s = self.data.get(self.pos..end).ok_or(ErrorKind::Truncated)?;
-        self.pos = end;
-        Ok(s)
+        take(self.data, &mut self.pos, n)
     }
 
     fn u32le(&mut self) -> Result<u32, ErrorKind> {
-        let b = self.take(4)?;
-        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        u32le(self.data, &mut self.pos)
     }
 
     fn floor(&self) -> usize {
@@ -94,10 +188,9 @@ impl<'a> Machine<'a> {
     }
 
     fn pop_value(&mut self) -> Result<(Value, u32), ErrorKind> {
-        match self.pop()? {
-            Item::V(v, d) => Ok((v, d)),
-            _ => Err(ErrorKind::Forbidden("a global used as data")),
-        }
+        self.pop()?
+            .into_value()
+            .ok_or(ErrorKind::Forbidden("a global used as data"))
     }
 
     fn top_mut(&mut self) -> Result<&mut Item, ErrorKind> {
@@ -118,13 +211,11 @@ impl<'a> Machine<'a> {
         let mut depth = 0;
         let mut out = Vec::with_capacity(self.stack.len() - mark);
         for item in self.stack.drain(mark..) {
-            match item {
-                Item::V(v, d) => {
-                    depth = depth.max(d);
-                    out.push(v);
-                }
-                _ => return Err(ErrorKind::Forbidden("a Prefix used as data")),
-            }
+            let (v, d) = item
+                .into_value()
+                .ok_or(ErrorKind::Forbidden("a Prefix used as data"))?;
+            depth = depth.max(d);
+            out.push(v);
         }
         Ok((out, depth))
     }
@@ -143,12 +234,12 @@ impl<'a> Machine<'a> {
         self.push(v, child_depth + 1)
     }
 
-    fn step(&mut self) -> Result<Option<Value>, ErrorKind> {
+    fn step(&mut self) -> Result<Step, ErrorKind> {
         let op = self.take(1)?[0];
         match op {
             b'.' => {
                 let (v, _) = self.pop_value()?;
-                return Ok(Some(v));
+                return Ok(Step::Done(v));
             }
             0x80 => {
                 let p = self.take(1)?[0];
@@ -157,51 +248,30 @@ impl<'a> Machine<'a> {
                 }
             }
             b'(' => self.marks.push(self.stack.len()),
-            b'N' => self.push(Value::Nil, 0)?,
-            0x88 => self.push(Value::Bool(true), 0)?,
-            0x89 => self.push(Value::Bool(false), 0)?,
-            b'K' => {
-                let v = self.take(1)?[0];
-                self.push(Value::Int(v.into()), 0)?;
-            }
-            b'M' => {
-                let b = self.take(2)?;
-                self.push(Value::Int(u16::from_le_bytes([b[0], b[1]]).into()), 0)?;
-            }
-            b'J' => {
-                let v = self.u32le()? as i32;
-                self.push(Value::Int(v.into()), 0)?;
-            }
-            0x8a => {
-                let n = self.take(1)?[0] as usize;
-                let b = self.take(n)?;
-                let v = long1(b).ok_or_else(|| malformed("an integer beyond 64 bits"))?;
-                self.push(Value::Int(v), 0)?;
-            }
-            b'G' => {
-                let b = self.take(8)?;
-                let mut a = [0u8; 8];
-                a.copy_from_slice(b);
-                self.push(Value::Float(f64::from_be_bytes(a)), 0)?;
-            }
-            b'C' => {
-                let n = self.take(1)?[0] as usize;
-                let b = self.take(n)?.to_vec();
-                self.push(Value::Bytes(b), 0)?;
-            }
-            b'B' => {
-                let n = self.u32le()? as usize;
-                let b = self.take(n)?.to_vec();
-                self.push(Value::Bytes(b), 0)?;
-            }
-            b'X' => {
+            b'X' if self.message
+                && self.marks.len() == 1
+                && self.stack.len() == self.marks[0] + 2 =>
+            {
+                // A message's name: third after the one MARK.
+                let start = self.pos;
                 let n = self.u32le()? as usize;
                 let b = self.take(n)?;
-                let s =
-                    std::str::from_utf8(b).map_err(|_| malformed("string is not valid UTF-8"))?;
-                self.push(Value::Str(s.to_owned()), 0)?;
+                if let Some(name) = super::Method::known(b) {
+                    self.stack.push(Item::Name(name));
+                } else {
+                    self.pos = start;
+                    let v = scalar(op, self.data, &mut self.pos)?.ok_or(ErrorKind::Truncated)?;
+                    self.push(v, 0)?;
+                }
             }
             b')' => self.push(Value::Tuple(Vec::new()), 1)?,
+            b't' if self.message && self.data.get(self.pos) == Some(&b'.') => {
+                if let Some(parts) = self.message_parts()? {
+                    return Ok(Step::Message(parts));
+                }
+                let (items, d) = self.pop_mark()?;
+                self.push_container(Value::Tuple(items), d)?;
+            }
             b't' => {
                 let (items, d) = self.pop_mark()?;
                 self.push_container(Value::Tuple(items), d)?;
@@ -214,13 +284,11 @@ impl<'a> Machine<'a> {
                 let mut items = Vec::with_capacity(n);
                 let mut depth = 0;
                 for item in self.stack.drain(self.stack.len() - n..) {
-                    match item {
-                        Item::V(v, d) => {
-                            depth = depth.max(d);
-                            items.push(v);
-                        }
-                        _ => return Err(ErrorKind::Forbidden("a Prefix used as data")),
-                    }
+                    let (v, d) = item
+                        .into_value()
+                        .ok_or(ErrorKind::Forbidden("a Prefix used as data"))?;
+                    depth = depth.max(d);
+                    items.push(v);
                 }
                 self.push_container(Value::Tuple(items), depth)?;
             }
@@ -308,13 +376,62 @@ impl<'a> Machine<'a> {
                 *top = Item::V(prefix(vec![path]), d);
             }
             _ => {
+                if let Some(v) = scalar(op, self.data, &mut self.pos)? {
+                    self.push(v, 0)?;
+                    return Ok(Step::More);
+                }
                 return Err(match crate::pickle::opcode_name(op) {
                     Some(name) => ErrorKind::Forbidden(name),
                     None => ErrorKind::UnknownOpcode(op),
                 });
             }
         }
-        Ok(None)
+        Ok(Step::More)
+    }
+
+    /// At a `TUPLE` followed by `STOP`: if the tuple has four elements, they are the message
+    /// that `STOP` returns (the checks are those of `pop_mark` and `push_container`).
+    fn message_parts(&mut self) -> Result<Option<Parts>, ErrorKind> {
+        let Some(&mark) = self.marks.last() else {
+            return Err(malformed("no MARK on the stack"));
+        };
+        if self.stack.len() != mark + 4 {
+            return Ok(None);
+        }
+        self.marks.pop();
+        let mut depth = 0;
+        let mut take = |item: Item| -> Result<Value, ErrorKind> {
+            let (v, d) = item
+                .into_value()
+                .ok_or(ErrorKind::Forbidden("a Prefix used as data"))?;
+            depth = depth.max(d);
+            Ok(v)
+        };
+        let mut items = self.stack.drain(mark..);
+        let (Some(msgid), Some(flag), Some(name), Some(body)) =
+            (items.next(), items.next(), items.next(), items.next())
+        else {
+            return Err(malformed("stack underflow"));
+        };
+        drop(items);
+        let msgid = take(msgid)?;
+        let flag = take(flag)?;
+        let name = match name {
+            Item::Name(s) => Name::Known(s),
+            other => Name::Value(take(other)?),
+        };
+        let body = take(body)?;
+        if depth + 1 > MAX_DEPTH {
+            return Err(ErrorKind::TooLarge(format!(
+                "nesting deeper than {MAX_DEPTH}"
+            )));
+        }
+        Ok(Some(Parts {
+            msgid,
+            flag,
+            name,
+            body,
+        }))
     }
 
     fn line(&mut self) -> Result<&'a [u8], ErrorKind> {
@@ -360,6 +477,177 @@ impl<'a> Machine<'a> {
     }
 }
 
+fn take<'a>(data: &'a [u8], pos: &mut usize, n: usize) -> Result<&'a [u8], ErrorKind> {
+    let end = pos.checked_add(n).ok_or(ErrorKind::Truncated)?;
+    let s = data.get(*pos..end).ok_or(ErrorKind::Truncated)?;
+    *pos = end;
+    Ok(s)
+}
+
+fn u32le(data: &[u8], pos: &mut usize) -> Result<u32, ErrorKind> {
+    let b = take(data, pos, 4)?;
+    Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+}
+
+/// The value of a scalar opcode (`op` already read, its argument at `pos`), or `None` if `op`
+/// is not one. Shared by the machine and [`fast_message`], so that both read the same.
+#[inline(always)]
+fn scalar(op: u8, data: &[u8], pos: &mut usize) -> Result<Option<Value>, ErrorKind> {
+    Ok(Some(match op {
+        b'N' => Value::Nil,
+        0x88 => Value::Bool(true),
+        0x89 => Value::Bool(false),
+        b'K' => Value::Int(take(data, pos, 1)?[0].into()),
+        b'M' => {
+            let b = take(data, pos, 2)?;
+            Value::Int(u16::from_le_bytes([b[0], b[1]]).into())
+        }
+        b'J' => Value::Int((u32le(data, pos)? as i32).into()),
+        0x8a => {
+            let n = take(data, pos, 1)?[0] as usize;
+            let b = take(data, pos, n)?;
+            Value::Int(long1(b).ok_or_else(|| malformed("an integer beyond 64 bits"))?)
+        }
+        b'G' => {
+            let b = take(data, pos, 8)?;
+            let mut a = [0u8; 8];
+            a.copy_from_slice(b);
+            Value::Float(f64::from_be_bytes(a))
+        }
+        b'C' => {
+            let n = take(data, pos, 1)?[0] as usize;
+            Value::Bytes(take(data, pos, n)?.to_vec())
+        }
+        b'B' => {
+            let n = u32le(data, pos)? as usize;
+            Value::Bytes(take(data, pos, n)?.to_vec())
+        }
+        b'X' => {
+            let n = u32le(data, pos)? as usize;
+            let b = take(data, pos, n)?;
+            let s = std::str::from_utf8(b).map_err(|_| malformed("string is not valid UTF-8"))?;
+            Value::Str(s.to_owned())
+        }
+        _ => return Ok(None),
+    }))
+}
+
+/// Pending values the fast path holds at most (a `storea` needs 7).
+const FAST_STACK: usize = 12;
+
+/// The usual message, read without the machine: `PROTO, MARK, msgid, flag, name, args,
+/// TUPLE, STOP`, where every element is a scalar or a tuple of scalars (`EMPTY_TUPLE`,
+/// `TUPLE1..3`, or one inner `MARK … TUPLE`) — every request of the load and commit paths
+/// but `tpc_begin`. `None` for anything else, errors included: the machine then decodes the
+/// payload from the start and decides. Whatever this accepts, the machine decodes to the
+/// same parts (tested below), so the fast path changes only the cost.
+fn fast_message(data: &[u8]) -> Option<Parts> {
+    let (&[0x80, proto, b'('], rest) = data.split_first_chunk::<3>()? else {
+        return None;
+    };
+    if proto > 5 {
+        return None;
+    }
+    let mut pos = data.len() - rest.len();
+    let mut st: [Value; FAST_STACK] = std::array::from_fn(|_| Value::Nil);
+    let mut len = 0;
+    // Where an inner MARK is open; where the interned name sits (a Nil stands in for it).
+    let mut inner: Option<usize> = None;
+    let mut name: Option<(usize, &'static str)> = None;
+    // A name that ends up inside a tuple is plain text after all (as `Item::Name`).
+    let unintern =
+        |st: &mut [Value; FAST_STACK], name: &mut Option<(usize, &'static str)>, from: usize| {
+            if let Some((at, k)) = *name {
+                if at >= from {
+                    st[at] = Value::Str(k.to_owned());
+                    *name = None;
+                }
+            }
+        };
+    let tuple = |st: &mut [Value; FAST_STACK], from: usize, to: usize| -> Option<Value> {
+        let items = &mut st[from..to];
+        // Tuples of scalars only: nesting stays far below MAX_DEPTH.
+        if items.iter().any(|v| matches!(v, Value::Tuple(_))) {
+            return None;
+        }
+        Some(Value::Tuple(
+            items
+                .iter_mut()
+                .map(|v| std::mem::replace(v, Value::Nil))
+                .collect(),
+        ))
+    };
+    loop {
+        let op = *data.get(pos)?;
+        pos += 1;
+        let v = match op {
+            b'(' if inner.is_none() => {
+                inner = Some(len);
+                continue;
+            }
+            b't' => match inner.take() {
+                Some(mark) => {
+                    unintern(&mut st, &mut name, mark);
+                    let v = tuple(&mut st, mark, len)?;
+                    len = mark;
+                    v
+                }
+                None => {
+                    if len != 4 || data.get(pos) != Some(&b'.') {
+                        return None;
+                    }
+                    let [msgid, flag, n, body] = {
+                        let [a, b, c, d, ..] = &mut st;
+                        [a, b, c, d].map(|v| std::mem::replace(v, Value::Nil))
+                    };
+                    return Some(Parts {
+                        msgid,
+                        flag,
+                        name: match name {
+                            Some((_, k)) => Name::Known(k),
+                            None => Name::Value(n),
+                        },
+                        body,
+                    });
+                }
+            },
+            b')' => Value::Tuple(Vec::new()),
+            0x85..=0x87 => {
+                let n = usize::from(op - 0x84);
+                let floor = inner.unwrap_or(0);
+                if len < floor + n {
+                    return None;
+                }
+                unintern(&mut st, &mut name, len - n);
+                let v = tuple(&mut st, len - n, len)?;
+                len -= n;
+                v
+            }
+            b'X' if inner.is_none() && len == 2 => {
+                let start = pos;
+                let n = u32le(data, &mut pos).ok()? as usize;
+                let b = take(data, &mut pos, n).ok()?;
+                match super::Method::known(b) {
+                    Some(k) => {
+                        name = Some((len, k));
+                        Value::Nil
+                    }
+                    None => {
+                        pos = start;
+                        scalar(op, data, &mut pos).ok()??
+                    }
+                }
+            }
+            _ => scalar(op, data, &mut pos).ok()??,
+        };
+        if len == FAST_STACK {
+            return None;
+        }
+        st[len] = v;
+        len += 1;
+    }
+}
+
 fn prefix(args: Vec<Value>) -> Value {
     Value::Global {
         module: PREFIX.0.into(),
@@ -395,6 +683,7 @@ fn long1(b: &[u8]) -> Option<i64> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::Encoding;
     use super::super::zpickle::decode_via_tree;
     use super::*;
     use proptest::prelude::*;
@@ -489,6 +778,169 @@ mod tests {
     }
 
     #[test]
+    fn message_layout_is_recognised() {
+        // loadBefore as ZEO's client pickles it: the parts come out without an outer tuple,
+        // the name interned.
+        let load = b"\x80\x03(C\x08\x00\x00\x00\x00\x00\x00\x00\x01C\x08\x7f\xff\xff\xff\xff\xff\xff\xff\x86\x89X\n\x00\x00\x00loadBeforeC\x08\x00\x00\x00\x00\x00\x00\x00\x01C\x08\x7f\xff\xff\xff\xff\xff\xff\xff\x86t.";
+        let p = decode_message(load).unwrap();
+        assert!(matches!(p.name, Name::Known("loadBefore")));
+        assert_eq!(whole(p), decode(load).unwrap());
+        // Unknown names stay text; a name that is not third is plain data.
+        let odd = b"\x80\x03(K\x01\x89X\x03\x00\x00\x00fooX\x04\x00\x00\x00votet.";
+        let p = decode_message(odd).unwrap();
+        assert!(matches!(&p.name, Name::Value(Value::Str(s)) if s == "foo"));
+        assert_eq!(p.body, Value::Str("vote".into()));
+        // An interned name used as data elsewhere (here: a 5-tuple) is ordinary text.
+        let five = b"\x80\x03(K\x01\x89X\x04\x00\x00\x00vote)K\x00t.";
+        assert!(decode_message(five).is_err());
+        assert_eq!(
+            decode(five).unwrap(),
+            Value::Tuple(vec![
+                Value::Int(1),
+                Value::Bool(false),
+                Value::Str("vote".into()),
+                Value::Tuple(vec![]),
+                Value::Int(0)
+            ])
+        );
+        let listed = b"\x80\x03(K\x01\x89X\x04\x00\x00\x00vote)]K\x01at.";
+        assert!(decode_message(listed).is_err());
+    }
+
+    /// The parts as the tuple they came from.
+    fn whole(p: Parts) -> Value {
+        Value::Tuple(vec![
+            p.msgid,
+            p.flag,
+            match p.name {
+                Name::Known(s) => Value::Str(s.into()),
+                Name::Value(v) => v,
+            },
+            p.body,
+        ])
+    }
+
+    /// decode_message accepts exactly the payloads whose value is a 4-element sequence, with
+    /// the same elements.
+    fn same_message(data: &[u8]) {
+        let want = decode(data).and_then(Parts::of).map(whole);
+        let got = decode_message(data).map(whole);
+        match (got, want) {
+            (Ok(a), Ok(b)) => assert_eq!(a, b, "{data:?}"),
+            (Err(_), Err(_)) => {}
+            (a, b) => panic!("message decoding disagrees on {data:?}: {a:?} vs {b:?}"),
+        }
+    }
+
+    /// The machine's reading of a message (without the fast path).
+    fn by_machine(data: &[u8]) -> Result<Value, WireError> {
+        match run(data, true)? {
+            Step::Message(p) => Ok(whole(p)),
+            Step::Done(v) => Parts::of(v).map(whole),
+            Step::More => unreachable!(),
+        }
+    }
+
+    fn scalar_value() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            Just(Value::Nil),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::Int),
+            any::<f64>()
+                .prop_filter("NaN", |f| !f.is_nan())
+                .prop_map(Value::Float),
+            proptest::collection::vec(any::<u8>(), 0..300).prop_map(Value::Bytes),
+            "[a-z_]{0,12}".prop_map(Value::Str),
+            proptest::sample::select(&["vote", "loadBefore"][..])
+                .prop_map(|s| Value::Str(s.into())),
+        ]
+    }
+
+    fn flat_value() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            scalar_value(),
+            proptest::collection::vec(scalar_value(), 0..6).prop_map(Value::Tuple),
+        ]
+    }
+
+    #[test]
+    fn requests_take_the_fast_path() {
+        let z = Value::Bytes(vec![0; 8]);
+        let txn = Value::Int((1 << 47) + 5);
+        for (id, oneway, method, args) in [
+            (
+                Value::Tuple(vec![z.clone(), z.clone()]),
+                false,
+                "loadBefore",
+                vec![z.clone(), z.clone()],
+            ),
+            (
+                Value::Int(0),
+                true,
+                "storea",
+                vec![
+                    z.clone(),
+                    z.clone(),
+                    Value::Bytes(vec![7; 300]),
+                    txn.clone(),
+                ],
+            ),
+            (Value::Int(7), false, "vote", vec![txn.clone()]),
+            (Value::Int(8), false, "tpc_finish", vec![txn.clone()]),
+            (Value::Int(9), false, "lastTransaction", vec![]),
+            (Value::Int(-1), false, ".reply", vec![]),
+        ] {
+            let p =
+                super::super::encode_request(Encoding::Pickle, &id, oneway, method, &args).unwrap();
+            let fast = fast_message(&p).expect(method);
+            assert!(matches!(fast.name, Name::Known(m) if m == method));
+            assert_eq!(whole(fast), by_machine(&p).unwrap());
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn the_fast_path_reads_as_the_machine(
+            id in flat_value(),
+            flag in scalar_value(),
+            name in "[a-zA-Z_.]{0,16}",
+            args in proptest::collection::vec(flat_value(), 0..8),
+            cut in any::<usize>(),
+        ) {
+            let p = super::super::encode_request(Encoding::Pickle, &id, false, &name, &args).unwrap();
+            // Replace the flag (encode_request writes a bool) by arbitrary scalar bytes.
+            let mut flag_bytes = Vec::new();
+            super::super::zpickle::write_scalar_for_tests(&mut flag_bytes, &flag);
+            let at = 3 + {
+                let mut m = Vec::new();
+                super::super::zpickle::write_scalar_for_tests(&mut m, &id);
+                m.len()
+            };
+            let mut q = p[..at].to_vec();
+            q.extend_from_slice(&flag_bytes);
+            q.extend_from_slice(&p[at + 1..]);
+            for data in [&p[..], &q[..], &q[..cut % (q.len() + 1)]] {
+                if let Some(fast) = fast_message(data) {
+                    prop_assert_eq!(whole(fast), by_machine(data).unwrap());
+                }
+                let a = decode_message(data).map(whole);
+                let b = by_machine(data);
+                match (a, b) {
+                    (Ok(a), Ok(b)) => prop_assert_eq!(a, b),
+                    (Err(_), Err(_)) => {}
+                    (a, b) => prop_assert!(false, "{:?} vs {:?}", a, b),
+                }
+            }
+            // Scalar arguments (and any flat msgid) always take it.
+            let flat_args = args.iter().all(|a| !matches!(a, Value::Tuple(_)));
+            let id_len = match &id { Value::Tuple(t) => t.len(), _ => 1 };
+            if flat_args && args.len() + 3 <= FAST_STACK && id_len + 3 <= FAST_STACK {
+                prop_assert!(fast_message(&p).is_some());
+            }
+        }
+    }
+
+    #[test]
     fn deep_nesting_is_refused() {
         let mut p = b"\x80\x03".to_vec();
         p.extend(std::iter::repeat_n(b']', 100_000));
@@ -496,6 +948,8 @@ mod tests {
         p.push(b'.');
         assert!(decode(&p).is_err());
     }
+
+    const TAILS: &[&[u8]] = &[b"t.", b"t", b"tt.", b"l.", b"."];
 
     fn soup() -> impl Strategy<Value = Vec<u8>> {
         let ops: &'static [u8] =
@@ -509,14 +963,31 @@ mod tests {
         #[test]
         fn agrees_with_the_general_decoder(data in soup()) {
             same(&data);
+            same_message(&data);
             let mut with_proto = vec![0x80, 3];
             with_proto.extend_from_slice(&data);
             same(&with_proto);
+            same_message(&with_proto);
+        }
+
+        #[test]
+        fn messages_agree(body in soup(), name in proptest::sample::select(
+            &["loadBefore", "vote", "storea", "nope", ".reply", ""][..]),
+            tail in proptest::sample::select(TAILS)) {
+            // A message's frame around arbitrary middle opcodes.
+            let mut data = b"\x80\x03(K\x05\x89X".to_vec();
+            data.extend_from_slice(&(name.len() as u32).to_le_bytes());
+            data.extend_from_slice(name.as_bytes());
+            data.extend_from_slice(&body);
+            data.extend_from_slice(tail);
+            same(&data);
+            same_message(&data);
         }
 
         #[test]
         fn agrees_on_arbitrary_bytes(data in proptest::collection::vec(any::<u8>(), 0..200)) {
             same(&data);
+            same_message(&data);
         }
     }
 }

@@ -12,7 +12,7 @@ pub(super) fn write_message(buf: &mut Vec<u8>, m: &Outgoing) -> Result<(), WireE
     buf.push(ops::MARK);
     write_value(buf, m.msgid, 0)?;
     match m.flag {
-        Flag::Int(i) => ops::write_int(buf, i),
+        Flag::Int(i) => write_int(buf, i),
         Flag::Bool(b) => buf.push(if b { ops::NEWTRUE } else { ops::NEWFALSE }),
     }
     ops::write_str(buf, m.name);
@@ -28,6 +28,134 @@ pub(super) fn write_message(buf: &mut Vec<u8>, m: &Outgoing) -> Result<(), WireE
     buf.push(ops::TUPLE);
     buf.push(ops::STOP);
     Ok(())
+}
+
+/// The exact length [`write_message`] writes (for a message it can write).
+pub(super) fn message_size(m: &Outgoing) -> usize {
+    let flag = match m.flag {
+        Flag::Int(i) => int_size(i),
+        Flag::Bool(_) => 1,
+    };
+    let body = match m.body {
+        Body::Value(v) => value_size(v, 0),
+        Body::Args(args) => tuple_size(args, 0),
+        Body::Error(class, state) => str_size(class) + value_size(state, 1) + 1,
+    };
+    // PROTO 3, MARK, ..., TUPLE, STOP
+    2 + 1 + value_size(m.msgid, 0) + flag + str_size(m.name) + body + 2
+}
+
+fn value_size(v: &Value, depth: usize) -> usize {
+    if depth > MAX_DEPTH {
+        // Refused by write_value.
+        return 0;
+    }
+    let d = depth + 1;
+    match v {
+        Value::Nil | Value::Bool(_) | Value::Global { .. } => 1,
+        Value::Int(i) => int_size(*i),
+        Value::Float(_) => 9,
+        Value::Bytes(b) => {
+            let n = b.len();
+            n + if n < 256 {
+                2
+            } else if u32::try_from(n).is_ok() {
+                5
+            } else {
+                9
+            }
+        }
+        Value::Str(s) => str_size(s),
+        Value::Tuple(items) => tuple_size(items, depth),
+        Value::List(items) => {
+            1 + batched_size(items.len()) + items.iter().map(|x| value_size(x, d)).sum::<usize>()
+        }
+        Value::Map(pairs) => {
+            1 + batched_size(pairs.len())
+                + pairs
+                    .iter()
+                    .map(|(k, v)| value_size(k, d) + value_size(v, d))
+                    .sum::<usize>()
+        }
+    }
+}
+
+fn tuple_size(items: &[Value], depth: usize) -> usize {
+    let framing = match items.len() {
+        // EMPTY_TUPLE, or TUPLE1..3 after the items
+        0..=3 => 1,
+        // MARK ... TUPLE
+        _ => 2,
+    };
+    framing
+        + items
+            .iter()
+            .map(|x| value_size(x, depth + 1))
+            .sum::<usize>()
+}
+
+/// The opcodes [`write_batched`] adds around `n` items.
+fn batched_size(n: usize) -> usize {
+    match n {
+        0 => 0,
+        1 => 1,
+        _ => 2 * n.div_ceil(ops::BATCHSIZE),
+    }
+}
+
+fn str_size(s: &str) -> usize {
+    5 + s.len()
+}
+
+fn int_size(i: i64) -> usize {
+    if (0..=0xff).contains(&i) {
+        2
+    } else if (0..=0xffff).contains(&i) {
+        3
+    } else if i32::try_from(i).is_ok() {
+        5
+    } else {
+        2 + long_len(i)
+    }
+}
+
+/// The length of `i` as minimal little-endian two's complement (what `LONG1` carries).
+fn long_len(i: i64) -> usize {
+    let b = i.to_le_bytes();
+    let mut n = 8;
+    while n > 1 {
+        let (last, prev) = (b[n - 1], b[n - 2]);
+        if (last == 0 && prev & 0x80 == 0) || (last == 0xff && prev & 0x80 != 0) {
+            n -= 1;
+        } else {
+            break;
+        }
+    }
+    n
+}
+
+/// crate::pickle's `write_int` without its allocation for ints beyond 32 bits (txn ids are
+/// about 2^47): `BININT1`, `BININT2`, `BININT`, else `LONG1`.
+fn write_int(buf: &mut Vec<u8>, i: i64) {
+    if (0..=0xff).contains(&i) {
+        buf.extend_from_slice(&[b'K', i as u8]);
+    } else if (0..=0xffff).contains(&i) {
+        buf.push(b'M');
+        buf.extend_from_slice(&(i as u16).to_le_bytes());
+    } else if let Ok(v) = i32::try_from(i) {
+        buf.push(b'J');
+        buf.extend_from_slice(&v.to_le_bytes());
+    } else {
+        let n = long_len(i);
+        buf.extend_from_slice(&[0x8a, n as u8]);
+        buf.extend_from_slice(&i.to_le_bytes()[..n]);
+    }
+}
+
+/// A value as the encoder writes it (for tests that splice pickles).
+#[cfg(test)]
+pub(super) fn write_scalar_for_tests(buf: &mut Vec<u8>, v: &Value) {
+    write_value(buf, v, 0).expect("plain data");
 }
 
 fn write_tuple(buf: &mut Vec<u8>, items: &[Value], depth: usize) -> Result<(), WireError> {
@@ -85,7 +213,7 @@ fn write_value(buf: &mut Vec<u8>, v: &Value, depth: usize) -> Result<(), WireErr
     match v {
         Value::Nil => buf.push(ops::NONE),
         Value::Bool(b) => buf.push(if *b { ops::NEWTRUE } else { ops::NEWFALSE }),
-        Value::Int(i) => ops::write_int(buf, *i),
+        Value::Int(i) => write_int(buf, *i),
         Value::Float(f) => ops::write_float(buf, *f),
         Value::Bytes(b) => ops::write_bytes(buf, b),
         Value::Str(s) => ops::write_str(buf, s),
@@ -111,10 +239,6 @@ fn write_value(buf: &mut Vec<u8>, v: &Value, depth: usize) -> Result<(), WireErr
         }
     }
     Ok(())
-}
-
-pub(super) fn decode(payload: &[u8]) -> Result<Value, WireError> {
-    super::zdecode::decode(payload)
 }
 
 /// The same through crate::pickle's general decoder: slower, kept as the reference the
@@ -298,6 +422,34 @@ pub(super) fn to_pickle(v: &Value) -> Result<pickle::Value, WireError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn ints_as_crate_pickle_writes_them(i in any::<i64>()) {
+            let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+            write_int(&mut ours, i);
+            ops::write_int(&mut theirs, i);
+            prop_assert_eq!(&ours, &theirs);
+            prop_assert_eq!(ours.len(), int_size(i));
+        }
+    }
+
+    #[test]
+    fn int_edges_as_crate_pickle_writes_them() {
+        let mut edges = vec![i64::MIN, i64::MAX, 0, -1];
+        for shift in 0..63 {
+            let p = 1i64 << shift;
+            edges.extend([p, p - 1, p + 1, -p, -p - 1, -p + 1]);
+        }
+        for i in edges {
+            let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+            write_int(&mut ours, i);
+            ops::write_int(&mut theirs, i);
+            assert_eq!(ours, theirs, "{i}");
+            assert_eq!(ours.len(), int_size(i), "{i}");
+        }
+    }
 
     #[test]
     fn extension_dicts_convert_both_ways() {
