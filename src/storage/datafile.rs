@@ -39,6 +39,12 @@
 //!    (2) and (3) hold there too. A read-only storage never sees later commits (its index
 //!    is fixed at open), so its map is never re-made.
 //!
+//! Only loads (`Inner::df`) use the map. Iterators and other sequential passes read through
+//! a second, never-mapped handle (`Inner::scan_df`, a `DataFile` that is never given a map),
+//! so that a pass over the whole file does not leave every page it saw in the process's
+//! resident set. The pages loads touch through the map do count there (as shared file pages,
+//! which the page cache holds anyway); a re-map starts the count afresh.
+//!
 //! Re-mapping is amortised: a new map is made when the committed end has grown past the
 //! mapped length by [`REMAP_MIN_GROWTH`] or by 1/[`REMAP_GROWTH_DIVISOR`] of it, whichever
 //! is larger. Readers take a read lock on the current map only for the copy (a big read
@@ -164,6 +170,14 @@ impl DataFile {
         if end >= mapped.saturating_add(step) {
             self.map_committed(end);
         }
+    }
+
+    /// Drop the map and never map again, as after a failed `mmap`.
+    #[cfg(test)]
+    pub fn disable_map(&self) {
+        self.map.disabled.store(true, Ordering::Relaxed);
+        *self.map.current.write().unwrap_or_else(|e| e.into_inner()) = None;
+        self.map.len.store(0, Ordering::Relaxed);
     }
 
     /// The mapped length (0 when there is no map).
