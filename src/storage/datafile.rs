@@ -14,9 +14,10 @@
 //!
 //! 1. **`L` is never beyond the committed, durable end.** The map is made at open, after the
 //!    scan and its recovery (which truncates a torn or unfinished `c` transaction before
-//!    anything is mapped), and re-made only by [`DataFile::committed_grew`], which the
-//!    commit path calls after `publish` with the end of a transaction whose status byte has
-//!    been flipped and synced (`make_durable`).
+//!    anything is mapped), and re-made only up to the end last given to
+//!    [`DataFile::committed_grew`], which the commit path calls in `publish` with the end of
+//!    a transaction whose status byte has been flipped and synced (`make_durable`): by the
+//!    commit itself, or by a reader after enough misses (below).
 //! 2. **Nothing below the committed end is ever rewritten or truncated while the storage is
 //!    open.** Every write goes after it: `vote` writes the new transaction at the committed
 //!    end; the status flip (`c` → ` `) writes the byte at `base + 16` of that new
@@ -47,7 +48,13 @@
 //!
 //! Re-mapping is amortised: a new map is made when the committed end has grown past the
 //! mapped length by [`REMAP_MIN_GROWTH`] or by 1/[`REMAP_GROWTH_DIVISOR`] of it, whichever
-//! is larger. Readers take a read lock on the current map only for the copy (a big read
+//! is larger, and also when loads of committed bytes past the map have cost about what a
+//! re-map costs (one `pread` each against re-faulting the pages loads touch, at most one
+//! fault per 64 KiB with the kernel's fault-around): after one miss per
+//! [`REMAP_MISS_BYTES`] of mapped length (at least [`REMAP_MIN_MISSES`]). Then the reader
+//! that counts the last miss maps the committed end last published, which is durable and
+//! never truncated. So a read-mostly server ends up reading everything from the map, also
+//! what was committed just before the reads began. Readers take a read lock on the current map only for the copy (a big read
 //! clones its `Arc` and copies without the lock), so a re-map waits at most for the copies
 //! in progress and readers wait only for the swap of a pointer; the old map is unmapped
 //! when its last reader is done. When a map cannot be made (a file system without `mmap`),
@@ -57,7 +64,7 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use memmap2::Mmap;
 
@@ -69,6 +76,10 @@ use super::types::{Oid, Tid};
 pub const REMAP_MIN_GROWTH: u64 = 1 << 20;
 /// ...and at least this fraction (1/n) of the mapped length past it.
 pub const REMAP_GROWTH_DIVISOR: u64 = 16;
+/// A re-map for misses: one miss per this many mapped bytes...
+pub const REMAP_MISS_BYTES: u64 = 64 << 10;
+/// ...and at least this many misses.
+pub const REMAP_MIN_MISSES: u64 = 1024;
 /// Reads up to this size copy under the map's read lock; bigger ones clone the `Arc` first
 /// so that a re-map never waits for a long copy.
 const COPY_UNDER_LOCK: usize = 64 << 10;
@@ -79,6 +90,13 @@ struct CommittedMap {
     current: RwLock<Option<Arc<Mmap>>>,
     /// The mapped length (0: no map), readable without the lock for re-map decisions.
     len: AtomicU64,
+    /// The committed, durable end as last published (≥ `len`): what a re-map may cover.
+    committed: AtomicU64,
+    /// Reads of committed bytes past the map (`pread`s) since the map was made.
+    misses: AtomicU64,
+    /// Held while making a map (commits and readers may both), so that a map never
+    /// replaces a longer one.
+    making: Mutex<()>,
     /// Set when mapping failed: reads stay on `pread`.
     disabled: AtomicBool,
 }
@@ -131,12 +149,19 @@ impl DataFile {
     /// Map `[0, end)`. `end` must be the committed, durable end: no byte below it is ever
     /// rewritten or truncated while the storage is open (invariants 1–4 above).
     pub fn map_committed(&self, end: u64) {
+        self.map.committed.fetch_max(end, Ordering::Relaxed);
         if end == 0 || self.map.disabled.load(Ordering::Relaxed) {
             return;
         }
         let Ok(len) = usize::try_from(end) else {
             return;
         };
+        let making = self.map.making.lock().unwrap_or_else(|e| e.into_inner());
+        if end <= self.map.len.load(Ordering::Relaxed) {
+            // Another thread mapped as much or more meanwhile.
+            self.map.misses.store(0, Ordering::Relaxed);
+            return;
+        }
         // SAFETY: a mapping is only unsound if the mapped bytes change or vanish while a
         // slice of them is alive. `[0, end)` is committed and durable: this process never
         // writes or truncates below the committed end, other writers are kept out by the
@@ -149,9 +174,11 @@ impl DataFile {
                 let old = {
                     let mut cur = self.map.current.write().unwrap_or_else(|e| e.into_inner());
                     self.map.len.store(end, Ordering::Relaxed);
+                    self.map.misses.store(0, Ordering::Relaxed);
                     cur.replace(Arc::new(m))
                 };
-                // Unmapped here (outside the lock) unless a big read still holds it.
+                drop(making);
+                // Unmapped here (outside the locks) unless a big read still holds it.
                 drop(old);
             }
             Err(e) => {
@@ -165,6 +192,7 @@ impl DataFile {
     /// The committed, durable end is now `end`: re-map when it has grown well past the
     /// mapped length (amortised; see the module documentation).
     pub fn committed_grew(&self, end: u64) {
+        self.map.committed.fetch_max(end, Ordering::Relaxed);
         let mapped = self.map.len.load(Ordering::Relaxed);
         let step = REMAP_MIN_GROWTH.max(mapped / REMAP_GROWTH_DIVISOR);
         if end >= mapped.saturating_add(step) {
@@ -190,7 +218,9 @@ impl DataFile {
     /// them all (then the caller reads with `pread`).
     fn with_mapped<R>(&self, pos: u64, len: usize, f: impl FnOnce(&[u8]) -> R) -> Option<R> {
         let end = pos.checked_add(len as u64)?;
-        if end > self.map.len.load(Ordering::Relaxed) {
+        let mapped = self.map.len.load(Ordering::Relaxed);
+        if end > mapped {
+            self.missed(pos, mapped);
             return None;
         }
         let cur = self.map.current.read().unwrap_or_else(|e| e.into_inner());
@@ -203,6 +233,22 @@ impl DataFile {
         let m = Arc::clone(m);
         drop(cur);
         m.get(range).map(f)
+    }
+
+    /// A read at `pos` is not covered by the map (length `mapped`): when it is a read of
+    /// committed bytes, count it, and re-map once the misses have cost about a re-map.
+    fn missed(&self, pos: u64, mapped: u64) {
+        let committed = self.map.committed.load(Ordering::Relaxed);
+        if mapped == 0 || pos >= committed || committed <= mapped {
+            // No map (none possible, or not made yet), not committed bytes, or nothing a
+            // re-map would add (a read straddling the committed end).
+            return;
+        }
+        let limit = REMAP_MIN_MISSES.max(mapped / REMAP_MISS_BYTES);
+        // Exactly one reader sees the limit reached; the count restarts with the new map.
+        if self.map.misses.fetch_add(1, Ordering::Relaxed) + 1 == limit {
+            self.map_committed(committed);
+        }
     }
 
     /// A small, data-carrying record of `oid` at `pos`, header and data, from the map under

@@ -1081,6 +1081,47 @@ mod committed_map {
     }
 
     #[test]
+    fn loads_past_the_map_remap_once_they_cost_a_remap() {
+        use crate::storage::datafile::REMAP_MIN_MISSES;
+        let (_d, path) = tmp();
+        let fs = FileStorage::open(&path).unwrap();
+        let c0 = commit(&fs, &[(Oid(0), Tid::ZERO, b"mapped")]);
+        drop(fs);
+        let fs = FileStorage::open(&path).unwrap();
+        let at_open = mapped(&fs);
+        // A small commit: far below the growth threshold, so not mapped by the commit.
+        let c1 = commit(&fs, &[(Oid(1), Tid::ZERO, b"tail")]);
+        assert_eq!(mapped(&fs), at_open);
+        // Loads of mapped objects are no misses.
+        for _ in 0..2 * REMAP_MIN_MISSES {
+            assert_eq!(fs.load(Oid(0)).unwrap(), (b"mapped".to_vec(), c0.tid));
+        }
+        assert_eq!(mapped(&fs), at_open);
+        // Loads of the tail are, from several threads at once: one re-map covers it.
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let fs = fs.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..REMAP_MIN_MISSES {
+                        assert_eq!(fs.load(Oid(1)).unwrap(), (b"tail".to_vec(), c1.tid));
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(mapped(&fs), fs.size());
+        // A vote past the new map, aborted: nothing mapped is cut.
+        let mut t = fs.begin(meta("aborted")).unwrap();
+        t.store(Oid(1), c1.tid, &big(1, 1, 50_000)).unwrap();
+        t.vote().unwrap();
+        t.abort().unwrap();
+        assert_eq!(fs::metadata(&path).unwrap().len(), mapped(&fs));
+        assert_eq!(fs.load(Oid(1)).unwrap(), (b"tail".to_vec(), c1.tid));
+    }
+
+    #[test]
     fn without_a_map_reads_stay_on_pread() {
         // What a file system that cannot mmap leaves: no map, ever, and the same answers.
         let (_d, path) = tmp();
