@@ -84,8 +84,8 @@ pub(super) fn known_name(name: &[u8]) -> Option<&'static str> {
 const PREFIX: usize = 4;
 
 /// Append the message to `buf`, as a whole frame (`u32` big-endian length, then the
-/// payload) if `framed`. The encoders compute the size first, so `buf` grows once, by
-/// exactly what is written; on failure `buf` is left as it was.
+/// payload) if `framed`. The encoders compute the size first, so `buf` grows at most once,
+/// and nothing is copied afterwards; on failure `buf` is left as it was.
 fn append(enc: Encoding, m: &Outgoing, buf: &mut Vec<u8>, framed: bool) -> Result<(), WireError> {
     let start = buf.len();
     let size = match enc {
@@ -93,7 +93,13 @@ fn append(enc: Encoding, m: &Outgoing, buf: &mut Vec<u8>, framed: bool) -> Resul
         Encoding::Msgpack => msgpack::message_size(m),
     };
     let prefix = if framed { PREFIX } else { 0 };
-    buf.reserve_exact(prefix + size);
+    if buf.is_empty() {
+        // A buffer for this message alone: exactly its size.
+        buf.reserve_exact(prefix + size);
+    } else {
+        // An output buffer collecting frames: amortised growth.
+        buf.reserve(prefix + size);
+    }
     buf.resize(start + prefix, 0);
     let written = match enc {
         Encoding::Pickle => zpickle::write_message(buf, m),
