@@ -101,7 +101,7 @@ complete -c zodbctl -n "__fish_zodbctl_using_subcommand serve" -l pid-file -d 'W
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand serve" -l blob-dir -d 'Blob directory of the storage given with --filename' -r -F
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand serve" -l log-file -d 'Write the event log here (reopened on SIGUSR2)' -r -F
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand serve" -l memory -d 'Also serve a non-historical memory storage named NAME (session data; its contents do not survive a restart); repeatable' -r
-complete -c zodbctl -n "__fish_zodbctl_using_subcommand serve" -l threads -d 'Network threads (each connection lives on one); default: the configuration\'s `threads`, else one per CPU, at most 8' -r
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand serve" -l threads -d 'Network threads (each connection lives on one); default: the configuration\'s `threads`, else one per two CPUs, at most 8' -r
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand serve" -s i -l instance -d 'The instance (or cluster) directory to act on' -r -F
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand serve" -s C -l config -d 'Use this configuration file instead of the instance\'s own' -r -F
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand serve" -l read-only -d 'Serve every storage read-only'

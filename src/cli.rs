@@ -228,7 +228,7 @@ pub struct ServeArgs {
     #[arg(long = "memory", value_name = "NAME")]
     pub memory: Vec<String>,
     /// Network threads (each connection lives on one); default: the configuration's
-    /// `threads`, else one per CPU, at most 8.
+    /// `threads`, else one per two CPUs, at most 8.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=256))]
     pub threads: Option<u32>,
 }

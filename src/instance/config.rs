@@ -98,8 +98,8 @@ pub struct ZeoConfig {
     /// travel as blobs). Default `128MB`.
     #[serde(default = "default_max_frame_size")]
     pub max_frame_size: ByteSize,
-    /// Network threads; each connection lives on one of them. Default: unset, one per CPU
-    /// (at most 8).
+    /// Network threads; each connection lives on one of them. Default: unset, one per two
+    /// CPUs (at most 8).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub threads: Option<u32>,
     /// Mutual TLS. Default: unset (plain TCP).

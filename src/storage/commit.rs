@@ -557,13 +557,22 @@ impl Transaction {
             self.buf.len(),
         );
         let tlen = self.hlen + self.buf.len();
-        let mut tail = Vec::with_capacity(self.buf.mem.len() + 8);
-        tail.extend_from_slice(&self.buf.mem);
-        tail.extend_from_slice(&encode_txn_trailer(tlen));
         let written = (|| {
-            df.file.write_all_at(&head, self.base)?;
-            let spilled = self.buf.copy_spilled(&df.file, self.base + self.hlen)?;
-            crash_hook::vote_write(df, &tail, self.base + self.hlen + spilled)
+            if self.buf.has_spilled() {
+                df.file.write_all_at(&head, self.base)?;
+                let spilled = self.buf.copy_spilled(&df.file, self.base + self.hlen)?;
+                let mut tail = Vec::with_capacity(self.buf.mem.len() + 8);
+                tail.extend_from_slice(&self.buf.mem);
+                tail.extend_from_slice(&encode_txn_trailer(tlen));
+                crash_hook::vote_write(df, &tail, self.base + self.hlen + spilled)
+            } else {
+                // Everything is in memory (nearly every transaction): one write.
+                let mut all = Vec::with_capacity(head.len() + self.buf.mem.len() + 8);
+                all.extend_from_slice(&head);
+                all.extend_from_slice(&self.buf.mem);
+                all.extend_from_slice(&encode_txn_trailer(tlen));
+                crash_hook::vote_write(df, &all, self.base)
+            }
         })()
         .and_then(|()| {
             if storage.inner.sync_on_vote {

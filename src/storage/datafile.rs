@@ -39,6 +39,12 @@
 //!    (2) and (3) hold there too. A read-only storage never sees later commits (its index
 //!    is fixed at open), so its map is never re-made.
 //!
+//! Only loads (`Inner::df`) use the map. Iterators and other sequential passes read through
+//! a second, never-mapped handle (`Inner::scan_df`, a `DataFile` that is never given a map),
+//! so that a pass over the whole file does not leave every page it saw in the process's
+//! resident set. The pages loads touch through the map do count there (as shared file pages,
+//! which the page cache holds anyway); a re-map starts the count afresh.
+//!
 //! Re-mapping is amortised: a new map is made when the committed end has grown past the
 //! mapped length by [`REMAP_MIN_GROWTH`] or by 1/[`REMAP_GROWTH_DIVISOR`] of it, whichever
 //! is larger. Readers take a read lock on the current map only for the copy (a big read
@@ -166,6 +172,14 @@ impl DataFile {
         }
     }
 
+    /// Drop the map and never map again, as after a failed `mmap`.
+    #[cfg(test)]
+    pub fn disable_map(&self) {
+        self.map.disabled.store(true, Ordering::Relaxed);
+        *self.map.current.write().unwrap_or_else(|e| e.into_inner()) = None;
+        self.map.len.store(0, Ordering::Relaxed);
+    }
+
     /// The mapped length (0 when there is no map).
     #[cfg(test)]
     pub fn mapped_len(&self) -> u64 {
@@ -182,14 +196,37 @@ impl DataFile {
         let cur = self.map.current.read().unwrap_or_else(|e| e.into_inner());
         let m = cur.as_ref()?;
         // The map may have been swapped since the length was read: check against this one.
-        let bytes = m.get(usize::try_from(pos).ok()?..usize::try_from(end).ok()?)?;
+        let range = usize::try_from(pos).ok()?..usize::try_from(end).ok()?;
         if len <= COPY_UNDER_LOCK {
-            return Some(f(bytes));
+            return m.get(range).map(f);
         }
         let m = Arc::clone(m);
         drop(cur);
-        let (p, e) = (pos as usize, end as usize);
-        Some(f(&m[p..e]))
+        m.get(range).map(f)
+    }
+
+    /// A small, data-carrying record of `oid` at `pos`, header and data, from the map under
+    /// one read lock (the common load); `None` for anything else (backpointers, big
+    /// records, damage, bytes not mapped), which the caller reads the general way.
+    fn mapped_small_record(&self, pos: u64, oid: Oid) -> Option<(DataHeader, Vec<u8>)> {
+        let hdr = usize::try_from(DATA_HDR_LEN).ok()?;
+        let start = usize::try_from(pos).ok()?;
+        if pos.checked_add(DATA_HDR_LEN)? > self.map.len.load(Ordering::Relaxed) {
+            return None;
+        }
+        let cur = self.map.current.read().unwrap_or_else(|e| e.into_inner());
+        let m: &[u8] = cur.as_ref()?;
+        let h = DataHeader::decode(m.get(start..start.checked_add(hdr)?)?.try_into().ok()?);
+        if h.plen == 0 || h.vlen != 0 || h.oid != oid {
+            return None;
+        }
+        let plen = usize::try_from(h.plen)
+            .ok()
+            .filter(|&n| n <= COPY_UNDER_LOCK)?;
+        let data = m
+            .get(start + hdr..(start + hdr).checked_add(plen)?)?
+            .to_vec();
+        Some((h, data))
     }
 
     /// Read exactly `buf.len()` bytes at `pos`; running into the end of the file means the
@@ -329,19 +366,11 @@ impl DataFile {
     }
 
     /// The record of `oid` at `pos` and its state (backpointers resolved), reading header
-    /// and data with one `pread` when the record is small (the common load).
+    /// and data in one go when the record is small (the common load): from the map, else
+    /// with one `pread`.
     pub fn record_with_state(&self, pos: u64, oid: Oid) -> Result<(RecordHeader, Option<Vec<u8>>)> {
-        // From the map: the header, then exactly the data (no over-read, no zero fill).
-        let mapped = self.with_mapped(pos, DATA_HDR_LEN as usize, |b| {
-            b.try_into().ok().map(DataHeader::decode)
-        });
-        if let Some(Some(h)) = mapped
-            && h.plen > 0
-            && h.vlen == 0
-            && h.oid == oid
-            && let Ok(plen) = usize::try_from(h.plen)
-            && let Some(data) = self.with_mapped(pos + DATA_HDR_LEN, plen, <[u8]>::to_vec)
-        {
+        // From the map: exactly the data (no over-read, no zero fill, one lock).
+        if let Some((h, data)) = self.mapped_small_record(pos, oid) {
             return Ok((RecordHeader { pos, h, back: 0 }, Some(data)));
         }
         const GUESS: usize = 2048;

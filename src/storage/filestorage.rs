@@ -122,6 +122,11 @@ pub(crate) struct Gate {
 #[derive(Debug)]
 pub(crate) struct Inner {
     pub df: Arc<DataFile>,
+    /// The same file, never mapped: for iterators and other sequential passes (undo log,
+    /// recent transactions). Mapping what they read would make the process's resident set
+    /// grow with every page a pass has seen, where `pread` leaves those pages to the page
+    /// cache; the map is for the random loads it makes cheaper.
+    pub scan_df: Arc<DataFile>,
     pub read_only: bool,
     pub fs21: bool,
     pub state: RwLock<Visible>,
@@ -233,6 +238,9 @@ impl FileStorage {
             .truncate(false)
             .open(path)
             .map_err(|e| StorageError::io(path, None, e))?;
+        let scan_file = file
+            .try_clone()
+            .map_err(|e| StorageError::io(path, None, e))?;
         let df = DataFile::new(file, path);
         if !read_only {
             // A transaction buffer left behind by a crash (we hold the lock, so no writer
@@ -320,6 +328,7 @@ impl FileStorage {
         Ok(FileStorage {
             inner: Arc::new(Inner {
                 df: Arc::new(df),
+                scan_df: Arc::new(DataFile::new(scan_file, path)),
                 read_only,
                 fs21,
                 state: RwLock::new(Visible {
@@ -393,8 +402,11 @@ impl FileStorage {
     /// The position of `oid`'s current record: a read lock and an index lookup (a direct
     /// load in a dense bucket, see [`OidIndex::get`]).
     pub(crate) fn current_pos(&self, oid: Oid) -> Result<u64> {
-        let pos = read(&self.inner.state).index.get(oid);
-        pos.ok_or(StorageError::PosKey { oid, tid: None })
+        // Not `ok_or`: that builds (and drops, out of line) an unused error on every hit.
+        match read(&self.inner.state).index.get(oid) {
+            Some(pos) => Ok(pos),
+            None => Err(StorageError::PosKey { oid, tid: None }),
+        }
     }
 
     fn current_record(&self, oid: Oid) -> Result<RecordHeader> {

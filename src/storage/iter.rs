@@ -210,7 +210,7 @@ impl FileStorage {
         start: Option<Tid>,
         stop: Option<Tid>,
     ) -> Result<TransactionIter> {
-        let df = self.inner.df.clone();
+        let df = self.inner.scan_df.clone();
         let end = self.size();
         let pos = match start {
             Some(s) => self.first_at_or_after(s, end)?,
@@ -228,7 +228,7 @@ impl FileStorage {
     /// The data records of a transaction returned by an iterator.
     pub fn transaction_records(&self, txn: &TransactionInfo) -> Result<RecordIter> {
         Ok(RecordIter {
-            df: Some(self.inner.df.clone()),
+            df: Some(self.inner.scan_df.clone()),
             pos: txn.pos + txn.hlen,
             tend: txn.pos + txn.tlen,
         })
@@ -237,7 +237,7 @@ impl FileStorage {
     /// Position of the first transaction with tid ≥ `start` (or `end`). Walks from whichever
     /// end the tids suggest is closer, as Python's iterator does.
     fn first_at_or_after(&self, start: Tid, end: u64) -> Result<u64> {
-        let df = &self.inner.df;
+        let df = &self.inner.scan_df;
         if end <= FILE_HDR_LEN {
             return Ok(end);
         }
@@ -279,7 +279,7 @@ impl FileStorage {
         &self,
         mut f: impl FnMut(u64, &TxnHeader) -> Result<bool>,
     ) -> Result<()> {
-        let df = &self.inner.df;
+        let df = &self.inner.scan_df;
         let end = self.size();
         let mut pos = end;
         while pos > FILE_HDR_LEN {
@@ -316,7 +316,7 @@ impl FileStorage {
     /// `_data_find`: the position of `oid`'s last record in the transaction at `tpos` when
     /// it is a backpointer record or holds exactly `data`; else 0.
     pub(crate) fn data_find(&self, tpos: u64, oid: Oid, data: Option<&[u8]>) -> Result<u64> {
-        let df = &self.inner.df;
+        let df = &self.inner.scan_df;
         let h = df.txn_header(tpos, self.size())?;
         let tend = tpos + h.tlen;
         let mut pos = tpos + h.hlen();
@@ -353,7 +353,7 @@ impl FileStorage {
         let last = usize::try_from(last).unwrap_or(0);
         let mut i = 0usize;
         let mut out = Vec::new();
-        let df = &self.inner.df;
+        let df = &self.inner.scan_df;
         self.walk_back(|tpos, h| {
             if i >= last {
                 return Ok(false);
@@ -386,7 +386,7 @@ impl FileStorage {
     /// The last `n` committed transactions as (tid, oids written), oldest first: what a
     /// server needs to pre-fill its invalidation queue at start.
     pub fn recent_transactions(&self, n: usize) -> Result<Vec<(Tid, Vec<Oid>)>> {
-        let df = &self.inner.df;
+        let df = &self.inner.scan_df;
         let mut out = Vec::new();
         if n == 0 {
             return Ok(out);

@@ -1081,6 +1081,23 @@ mod committed_map {
     }
 
     #[test]
+    fn without_a_map_reads_stay_on_pread() {
+        // What a file system that cannot mmap leaves: no map, ever, and the same answers.
+        let (_d, path) = tmp();
+        let fs = FileStorage::open(&path).unwrap();
+        let c = commit(&fs, &[(Oid(0), Tid::ZERO, b"small")]);
+        fs.inner.df.disable_map();
+        let mut serial = Tid::ZERO;
+        for v in 0..30 {
+            serial = commit(&fs, &[(Oid(1), serial, &big(1, v, 100_000))]).tid;
+        }
+        assert_eq!(mapped(&fs), 0);
+        assert_eq!(fs.load(Oid(0)).unwrap(), (b"small".to_vec(), c.tid));
+        assert_eq!(fs.load(Oid(1)).unwrap(), (big(1, 29, 100_000), serial));
+        assert_eq!(fs.history(Oid(1), 100).unwrap().len(), 30);
+    }
+
+    #[test]
     fn a_read_only_open_maps_the_committed_end_only() {
         let (_d, path) = tmp();
         let fs = FileStorage::open(&path).unwrap();

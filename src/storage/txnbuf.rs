@@ -94,6 +94,11 @@ impl TxnBuffer {
     }
 
     /// Write the spilled part to `out` at `pos`, in chunks; returns the bytes written.
+    /// Whether some records went to the temporary file.
+    pub fn has_spilled(&self) -> bool {
+        self.spill.is_some()
+    }
+
     pub fn copy_spilled(&self, out: &File, pos: u64) -> io::Result<u64> {
         let Some((file, _)) = &self.spill else {
             return Ok(0);

@@ -1665,13 +1665,13 @@ impl Conn {
 }
 
 fn log_lock(storage: &str, what: &str, waiting: i64) {
-    let msg = format!("({storage}) {what}: transactions waiting: {waiting}");
+    // Formatted only at a level that is logged: this runs twice per commit.
     if waiting >= 10 {
-        error!(target: LOG_STORAGE, "{msg}");
+        error!(target: LOG_STORAGE, "({storage}) {what}: transactions waiting: {waiting}");
     } else if waiting >= 4 {
-        warn!(target: LOG_STORAGE, "{msg}");
+        warn!(target: LOG_STORAGE, "({storage}) {what}: transactions waiting: {waiting}");
     } else {
-        debug!(target: LOG_STORAGE, "{msg}");
+        debug!(target: LOG_STORAGE, "({storage}) {what}: transactions waiting: {waiting}");
     }
 }
 
