@@ -634,16 +634,24 @@ fn fast_message(data: &[u8]) -> Option<Parts> {
                     }
                     None => {
                         pos = start;
-                        scalar(op, data, &mut pos).ok()??
+                        match scalar(op, data, &mut pos) {
+                            Ok(Some(v)) => v,
+                            _ => return None,
+                        }
                     }
                 }
             }
-            _ => scalar(op, data, &mut pos).ok()??,
+            _ => match scalar(op, data, &mut pos) {
+                Ok(Some(v)) => v,
+                _ => return None,
+            },
         };
         if len == FAST_STACK {
             return None;
         }
-        st[len] = v;
+        // Slots from `len` on hold the Nil they were made with or left with (`take`), so
+        // nothing needs dropping here.
+        std::mem::forget(std::mem::replace(&mut st[len], v));
         len += 1;
     }
 }
