@@ -108,6 +108,42 @@ fn main() {
                 ),
             );
         }
+        // Into a connection's output buffer, as the outbox queues replies: the payload
+        // encoded alone, then copied behind its length (the outbox's `send`), or the
+        // frame encoded in place (`codec::reply_into`).
+        let mut out: Vec<u8> = Vec::with_capacity(256 << 10);
+        let name = format!("{n} reply queued: payload, then copied");
+        if wanted(&name) {
+            report(
+                &name,
+                measure(
+                    || load_reply.clone(),
+                    |v| {
+                        if out.len() > 200 << 10 {
+                            out.clear();
+                        }
+                        let p = codec::reply(enc, &load_id, v);
+                        out.extend_from_slice(&(p.len() as u32).to_be_bytes());
+                        out.extend_from_slice(&p);
+                    },
+                ),
+            );
+        }
+        let name = format!("{n} reply queued: encoded in place (reply_into)");
+        if wanted(&name) {
+            report(
+                &name,
+                measure(
+                    || load_reply.clone(),
+                    |v| {
+                        if out.len() > 200 << 10 {
+                            out.clear();
+                        }
+                        codec::reply_into(enc, &load_id, v, &mut out);
+                    },
+                ),
+            );
+        }
         let storea = wire::encode_request(
             enc,
             &Value::Int(0),

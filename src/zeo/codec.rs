@@ -4,7 +4,9 @@
 //!
 //! The `*_frame` functions return the message as a ready frame (the `u32` big-endian length
 //! prefix, then the payload) in one buffer of exactly its size, for a writer that queues
-//! frames as they are; the others return the payload alone. Both encode the same bytes.
+//! frames as they are; the `*_into` ones append that frame to a buffer the caller owns (a
+//! connection's output buffer: no allocation at all); the others return the payload alone.
+//! All encode the same bytes.
 
 use super::wire::{self, Encoding, Incoming, Value};
 
@@ -30,6 +32,13 @@ pub fn reply_frame(enc: Encoding, msgid: &Value, value: Value) -> Vec<u8> {
     }
 }
 
+/// [`reply`] appended to `out` as a whole frame.
+pub fn reply_into(enc: Encoding, msgid: &Value, value: Value, out: &mut Vec<u8>) {
+    if let Err(e) = wire::append_reply_frame(enc, msgid, &value, out) {
+        error_into(enc, msgid, "builtins.ValueError", unencodable(e), out);
+    }
+}
+
 fn unencodable(e: wire::WireError) -> Value {
     Value::Tuple(vec![Value::Str(format!("unencodable reply: {e}"))])
 }
@@ -49,6 +58,13 @@ pub fn error_frame(enc: Encoding, msgid: &Value, class: &str, state: Value) -> V
         .unwrap_or_default()
 }
 
+/// [`error`] appended to `out` as a whole frame (nothing in the cases [`error`] is empty).
+pub fn error_into(enc: Encoding, msgid: &Value, class: &str, state: Value, out: &mut Vec<u8>) {
+    if wire::append_error_frame(enc, msgid, class, &state, out).is_err() {
+        let _ = wire::append_error_frame(enc, msgid, class, &Value::Tuple(vec![]), out);
+    }
+}
+
 /// `(0, True, name, args)`; empty when unencodable (the outbox skips empty payloads; the
 /// server only sends calls made of bytes, ints and strings).
 pub fn call(enc: Encoding, name: &str, args: Vec<Value>) -> Vec<u8> {
@@ -58,6 +74,11 @@ pub fn call(enc: Encoding, name: &str, args: Vec<Value>) -> Vec<u8> {
 /// [`call`] as a ready frame; empty (no frame at all) when unencodable.
 pub fn call_frame(enc: Encoding, name: &str, args: Vec<Value>) -> Vec<u8> {
     wire::encode_call_frame(enc, name, &args).unwrap_or_default()
+}
+
+/// [`call`] appended to `out` as a whole frame; false (nothing appended) when unencodable.
+pub fn call_into(enc: Encoding, name: &str, args: Vec<Value>, out: &mut Vec<u8>) -> bool {
+    wire::append_call_frame(enc, name, &args, out).is_ok()
 }
 
 #[cfg(test)]
@@ -94,6 +115,25 @@ mod tests {
                 assert_eq!(frame.capacity(), frame.len());
             }
             assert!(call_frame(enc, "info", vec![global.clone()]).is_empty());
+
+            // Appended to an output buffer: the same frames, one after the other.
+            let mut out = b"queued".to_vec();
+            reply_into(enc, &id, v.clone(), &mut out);
+            reply_into(enc, &id, global.clone(), &mut out);
+            error_into(enc, &id, "builtins.KeyError", v.clone(), &mut out);
+            assert!(call_into(enc, "info", vec![v.clone()], &mut out));
+            assert!(!call_into(
+                enc,
+                "info",
+                vec![v.clone(), global.clone()],
+                &mut out
+            ));
+            let mut want = b"queued".to_vec();
+            want.extend(reply_frame(enc, &id, v.clone()));
+            want.extend(reply_frame(enc, &id, global.clone()));
+            want.extend(error_frame(enc, &id, "builtins.KeyError", v.clone()));
+            want.extend(call_frame(enc, "info", vec![v.clone()]));
+            assert_eq!(out, want);
         }
     }
 }

@@ -598,11 +598,15 @@ impl Conn {
     }
 
     fn send_reply(&self, msgid: &Value, v: Value) {
-        self.out.send(&codec::reply(self.enc, msgid, v));
+        let enc = self.enc;
+        self.out
+            .send_with(|buf| codec::reply_into(enc, msgid, v, buf));
     }
 
     fn send_error(&self, msgid: &Value, class: &str, state: Value) {
-        self.out.send(&codec::error(self.enc, msgid, class, state));
+        let enc = self.enc;
+        self.out
+            .send_with(|buf| codec::error_into(enc, msgid, class, state, buf));
     }
 
     fn storage(&self) -> Result<&Arc<StorageState>, Fail> {

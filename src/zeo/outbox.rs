@@ -183,9 +183,26 @@ impl Outbox {
             self.kill();
             return false;
         };
+        self.append(write, |buf| {
+            buf.extend_from_slice(&len.to_be_bytes());
+            buf.extend_from_slice(payload);
+        })
+    }
+
+    /// Queue the frames `encode` appends to the buffer (whole frames, length prefix
+    /// included: the codec's `*_into` functions), then write as [`Outbox::send`] does. The
+    /// encoder runs under the buffer's lock, so it must be quick and must not push to
+    /// this outbox itself.
+    pub fn send_with(&self, encode: impl FnOnce(&mut Vec<u8>)) -> bool {
+        if self.is_dead() {
+            return false;
+        }
+        self.append(true, encode)
+    }
+
+    fn append(&self, write: bool, encode: impl FnOnce(&mut Vec<u8>)) -> bool {
         let mut st = self.state();
-        st.buf.extend_from_slice(&len.to_be_bytes());
-        st.buf.extend_from_slice(payload);
+        encode(&mut st.buf);
         let pending = st.pending();
         if pending > self.shared.limit {
             drop(st);

@@ -83,34 +83,58 @@ pub(super) fn known_name(name: &[u8]) -> Option<&'static str> {
 /// The length of the frame prefix ([`super::frame`]).
 const PREFIX: usize = 4;
 
-/// Encode into one buffer of exactly the right size, starting with `reserve` bytes left for
-/// the caller (the frame's length prefix): the encoders compute the size first, so nothing
-/// is reallocated while writing and nothing is copied afterwards.
-fn encode_into(enc: Encoding, m: &Outgoing, reserve: usize) -> Result<Vec<u8>, WireError> {
+/// Append the message to `buf`, as a whole frame (`u32` big-endian length, then the
+/// payload) if `framed`. The encoders compute the size first, so `buf` grows at most once,
+/// and nothing is copied afterwards; on failure `buf` is left as it was.
+fn append(enc: Encoding, m: &Outgoing, buf: &mut Vec<u8>, framed: bool) -> Result<(), WireError> {
+    let start = buf.len();
     let size = match enc {
         Encoding::Pickle => zpickle::message_size(m),
         Encoding::Msgpack => msgpack::message_size(m),
     };
-    let mut buf = Vec::with_capacity(reserve + size);
-    buf.resize(reserve, 0);
-    match enc {
-        Encoding::Pickle => zpickle::write_message(&mut buf, m)?,
-        Encoding::Msgpack => msgpack::write_message(&mut buf, m)?,
+    let prefix = if framed { PREFIX } else { 0 };
+    if buf.is_empty() {
+        // A buffer for this message alone: exactly its size.
+        buf.reserve_exact(prefix + size);
+    } else {
+        // An output buffer collecting frames: amortised growth.
+        buf.reserve(prefix + size);
     }
-    debug_assert_eq!(buf.len(), reserve + size, "encoded size mispredicted");
+    buf.resize(start + prefix, 0);
+    let written = match enc {
+        Encoding::Pickle => zpickle::write_message(buf, m),
+        Encoding::Msgpack => msgpack::write_message(buf, m),
+    };
+    let len = buf.len() - start - prefix;
+    let written = written.and_then(|()| {
+        u32::try_from(len).map_err(|_| WireError::Unencodable("a message of 4 GiB or more".into()))
+    });
+    match written {
+        Ok(len) => {
+            debug_assert_eq!(len as usize, size, "encoded size mispredicted");
+            if framed {
+                buf[start..start + PREFIX].copy_from_slice(&len.to_be_bytes());
+            }
+            Ok(())
+        }
+        Err(e) => {
+            buf.truncate(start);
+            Err(e)
+        }
+    }
+}
+
+/// The payload alone, in a buffer of exactly its size.
+fn encode(enc: Encoding, m: &Outgoing) -> Result<Vec<u8>, WireError> {
+    let mut buf = Vec::new();
+    append(enc, m, &mut buf, false)?;
     Ok(buf)
 }
 
-fn encode(enc: Encoding, m: &Outgoing) -> Result<Vec<u8>, WireError> {
-    encode_into(enc, m, 0)
-}
-
-/// The message as a ready frame: the `u32` big-endian length, then the payload.
+/// The message as a ready frame, in a buffer of exactly its size.
 fn encode_frame(enc: Encoding, m: &Outgoing) -> Result<Vec<u8>, WireError> {
-    let mut buf = encode_into(enc, m, PREFIX)?;
-    let len = u32::try_from(buf.len() - PREFIX)
-        .map_err(|_| WireError::Unencodable("a message of 4 GiB or more".into()))?;
-    buf[..PREFIX].copy_from_slice(&len.to_be_bytes());
+    let mut buf = Vec::new();
+    append(enc, m, &mut buf, true)?;
     Ok(buf)
 }
 
@@ -156,6 +180,17 @@ pub fn encode_reply_frame(
     encode_frame(enc, &reply_msg(msgid, value))
 }
 
+/// [`encode_reply`] appended to `buf` as a whole frame (length prefix included), e.g. straight
+/// into a connection's output buffer; on failure nothing is appended.
+pub fn append_reply_frame(
+    enc: Encoding,
+    msgid: &Value,
+    value: &Value,
+    buf: &mut Vec<u8>,
+) -> Result<(), WireError> {
+    append(enc, &reply_msg(msgid, value), buf, true)
+}
+
 /// An error reply: `(msgid, 2, ".reply", (class_path, state))` (§2.4).
 pub fn encode_error(
     enc: Encoding,
@@ -176,6 +211,17 @@ pub fn encode_error_frame(
     encode_frame(enc, &error_msg(msgid, class_path, state))
 }
 
+/// [`encode_error`] appended to `buf` as a whole frame; on failure nothing is appended.
+pub fn append_error_frame(
+    enc: Encoding,
+    msgid: &Value,
+    class_path: &str,
+    state: &Value,
+    buf: &mut Vec<u8>,
+) -> Result<(), WireError> {
+    append(enc, &error_msg(msgid, class_path, state), buf, true)
+}
+
 /// A server→client call: `(0, True, method, args)` (§4).
 pub fn encode_call(enc: Encoding, method: &str, args: &[Value]) -> Result<Vec<u8>, WireError> {
     encode(enc, &call_msg(method, args))
@@ -188,6 +234,16 @@ pub fn encode_call_frame(
     args: &[Value],
 ) -> Result<Vec<u8>, WireError> {
     encode_frame(enc, &call_msg(method, args))
+}
+
+/// [`encode_call`] appended to `buf` as a whole frame; on failure nothing is appended.
+pub fn append_call_frame(
+    enc: Encoding,
+    method: &str,
+    args: &[Value],
+    buf: &mut Vec<u8>,
+) -> Result<(), WireError> {
+    append(enc, &call_msg(method, args), buf, true)
 }
 
 /// Client side: a call `(msgid, oneway, method, args)` as ZEO's client writes it (msgid `0`

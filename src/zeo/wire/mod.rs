@@ -12,7 +12,13 @@
 //!   `(class_path, state)`) and [`encode_call`] (msgid 0, flag `True`) write exactly the bytes
 //!   of ZEO 6.2's `ZEO.asyncio.marshal` encoders (a fast protocol-3 pickler; `msgpack.packb(…,
 //!   use_bin_type=True)`). The msgid is echoed as the [`Value`] it decoded to, which re-encodes
-//!   to the same bytes (also for loadBefore's `(oid, tid)` msgid).
+//!   to the same bytes (also for loadBefore's `(oid, tid)` msgid). The `*_frame` variants
+//!   return the message as a ready frame (length prefix included) and the `append_*_frame`
+//!   ones append it to a buffer (an outbox's): the size is computed first, so the output
+//!   grows once by exactly the message, and the payload is never copied into a frame.
+//! - Decoding allocates only what the resulting values own: known method names are
+//!   interned ([`Method`]), the outer 4-tuple is never built, and the common request shapes
+//!   are read without the general machinery (zdecode's fast path; msgpack's reader).
 //! - The client side ([`encode_request`], [`decode_server_message`]) is used by `zodbctl
 //!   bench` and the tests.
 //! - [`from_pickle`] / [`to_pickle`] convert between [`Value`] and crate::pickle's tree for
@@ -37,8 +43,9 @@ pub use handshake::{
     ClientHandshake, announcement, parse_client_handshake, parse_server_announcement,
 };
 pub use message::{
-    ServerMessage, decode, decode_server_message, encode_call, encode_call_frame, encode_error,
-    encode_error_frame, encode_heartbeat, encode_reply, encode_reply_frame, encode_request,
+    ServerMessage, append_call_frame, append_error_frame, append_reply_frame, decode,
+    decode_server_message, encode_call, encode_call_frame, encode_error, encode_error_frame,
+    encode_heartbeat, encode_reply, encode_reply_frame, encode_request,
 };
 
 /// A value from a pickle that is not a message (e.g. a transaction's extension dict read

@@ -341,6 +341,7 @@ impl<'a> Reader<'a> {
         }
     }
 
+    #[inline(always)]
     fn bytes(&mut self, n: usize) -> Result<&'a [u8], WireError> {
         if self.data.len() < n {
             return Err(truncated());
@@ -350,6 +351,7 @@ impl<'a> Reader<'a> {
         Ok(b)
     }
 
+    #[inline(always)]
     fn array<const N: usize>(&mut self) -> Result<[u8; N], WireError> {
         let b = self.bytes(N)?;
         let mut a = [0u8; N];
@@ -357,14 +359,17 @@ impl<'a> Reader<'a> {
         Ok(a)
     }
 
+    #[inline(always)]
     fn u8(&mut self) -> Result<u8, WireError> {
         Ok(self.array::<1>()?[0])
     }
 
+    #[inline(always)]
     fn u16(&mut self) -> Result<usize, WireError> {
         Ok(u16::from_be_bytes(self.array()?).into())
     }
 
+    #[inline(always)]
     fn u32(&mut self) -> Result<usize, WireError> {
         usize::try_from(u32::from_be_bytes(self.array()?)).map_err(|_| truncated())
     }
@@ -445,17 +450,20 @@ impl<'a> Reader<'a> {
         })
     }
 
+    #[inline(always)]
     fn bin(&mut self, n: usize, depth: usize) -> Result<Value, WireError> {
         depth.checked_sub(1).ok_or_else(too_deep)?;
         Ok(Value::Bytes(self.bytes(n)?.to_vec()))
     }
 
+    #[inline(always)]
     fn str(&mut self, n: usize, depth: usize) -> Result<Value, WireError> {
         depth.checked_sub(2).ok_or_else(too_deep)?;
         Ok(Value::Str(text(self.bytes(n)?)?.to_owned()))
     }
 
     /// use_list=False: every array is a tuple.
+    #[inline]
     fn seq(&mut self, n: usize, depth: usize) -> Result<Value, WireError> {
         let d = depth.checked_sub(1).ok_or_else(too_deep)?;
         let mut items = Vec::with_capacity(n.min(self.data.len()).min(PREALLOC_MAX));

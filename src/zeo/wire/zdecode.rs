@@ -532,8 +532,59 @@ fn scalar(op: u8, data: &[u8], pos: &mut usize) -> Result<Option<Value>, ErrorKi
     }))
 }
 
-/// Pending values the fast path holds at most (a `storea` needs 7).
+/// Elements the fast path holds at most (a `storea` needs 7).
 const FAST_STACK: usize = 12;
+
+/// An element the fast path has read but not placed yet. Scalars are only checked when read
+/// and decoded where they end up (in a tuple's vector or the parts), so each 72-byte value
+/// is written once instead of being moved through a stack.
+#[derive(Clone, Copy)]
+enum Pending {
+    /// A scalar opcode, with the offset of its argument.
+    Scalar(u8, usize),
+    /// A tuple of scalars: its items' positions in `items`.
+    Tuple(usize, usize),
+    /// The message's name, interned.
+    Name(&'static str),
+}
+
+/// Check the scalar opcode `op` whose argument is at `pos`, and step over it: exactly the
+/// checks [`scalar`] makes, without building the value.
+fn skip_scalar(op: u8, data: &[u8], pos: &mut usize) -> Option<()> {
+    match op {
+        b'N' | 0x88 | 0x89 => {}
+        b'K' => {
+            take(data, pos, 1).ok()?;
+        }
+        b'M' => {
+            take(data, pos, 2).ok()?;
+        }
+        b'J' => {
+            take(data, pos, 4).ok()?;
+        }
+        0x8a => {
+            let n = take(data, pos, 1).ok()?[0] as usize;
+            long1(take(data, pos, n).ok()?)?;
+        }
+        b'G' => {
+            take(data, pos, 8).ok()?;
+        }
+        b'C' => {
+            let n = take(data, pos, 1).ok()?[0] as usize;
+            take(data, pos, n).ok()?;
+        }
+        b'B' => {
+            let n = u32le(data, pos).ok()? as usize;
+            take(data, pos, n).ok()?;
+        }
+        b'X' => {
+            let n = u32le(data, pos).ok()? as usize;
+            std::str::from_utf8(take(data, pos, n).ok()?).ok()?;
+        }
+        _ => return None,
+    }
+    Some(())
+}
 
 /// The usual message, read without the machine: `PROTO, MARK, msgid, flag, name, args,
 /// TUPLE, STOP`, where every element is a scalar or a tuple of scalars (`EMPTY_TUPLE`,
@@ -549,103 +600,104 @@ fn fast_message(data: &[u8]) -> Option<Parts> {
         return None;
     }
     let mut pos = data.len() - rest.len();
-    let mut st: [Value; FAST_STACK] = std::array::from_fn(|_| Value::Nil);
+    let mut st = [Pending::Name(""); FAST_STACK];
     let mut len = 0;
-    // Where an inner MARK is open; where the interned name sits (a Nil stands in for it).
+    // The scalars of the tuples built so far, in order (a tuple refers to a range).
+    let mut items = [Pending::Name(""); 2 * FAST_STACK];
+    let mut n_items = 0;
+    // Where an inner MARK is open.
     let mut inner: Option<usize> = None;
-    let mut name: Option<(usize, &'static str)> = None;
-    // A name that ends up inside a tuple is plain text after all (as `Item::Name`).
-    let unintern =
-        |st: &mut [Value; FAST_STACK], name: &mut Option<(usize, &'static str)>, from: usize| {
-            if let Some((at, k)) = *name {
-                if at >= from {
-                    st[at] = Value::Str(k.to_owned());
-                    *name = None;
-                }
-            }
-        };
-    let tuple = |st: &mut [Value; FAST_STACK], from: usize, to: usize| -> Option<Value> {
-        let items = &mut st[from..to];
-        // Tuples of scalars only: nesting stays far below MAX_DEPTH.
-        if items.iter().any(|v| matches!(v, Value::Tuple(_))) {
-            return None;
-        }
-        Some(Value::Tuple(
-            items
-                .iter_mut()
-                .map(|v| std::mem::replace(v, Value::Nil))
-                .collect(),
-        ))
-    };
     loop {
         let op = *data.get(pos)?;
         pos += 1;
-        let v = match op {
+        let p = match op {
             b'(' if inner.is_none() => {
                 inner = Some(len);
                 continue;
             }
-            b't' => match inner.take() {
-                Some(mark) => {
-                    unintern(&mut st, &mut name, mark);
-                    let v = tuple(&mut st, mark, len)?;
-                    len = mark;
-                    v
-                }
-                None => {
-                    if len != 4 || data.get(pos) != Some(&b'.') {
-                        return None;
-                    }
-                    let [msgid, flag, n, body] = {
-                        let [a, b, c, d, ..] = &mut st;
-                        [a, b, c, d].map(|v| std::mem::replace(v, Value::Nil))
-                    };
-                    return Some(Parts {
-                        msgid,
-                        flag,
-                        name: match name {
-                            Some((_, k)) => Name::Known(k),
-                            None => Name::Value(n),
-                        },
-                        body,
-                    });
-                }
-            },
-            b')' => Value::Tuple(Vec::new()),
-            0x85..=0x87 => {
-                let n = usize::from(op - 0x84);
-                let floor = inner.unwrap_or(0);
-                if len < floor + n {
+            b't' if inner.is_none() => {
+                if len != 4 || data.get(pos) != Some(&b'.') {
                     return None;
                 }
-                unintern(&mut st, &mut name, len - n);
-                let v = tuple(&mut st, len - n, len)?;
-                len -= n;
-                v
+                let items = &items[..n_items];
+                return Some(Parts {
+                    msgid: value(st[0], data, items)?,
+                    flag: value(st[1], data, items)?,
+                    name: match st[2] {
+                        Pending::Name(k) => Name::Known(k),
+                        p => Name::Value(value(p, data, items)?),
+                    },
+                    body: value(st[3], data, items)?,
+                });
             }
+            b't' | 0x85..=0x87 => {
+                let from = match (op, inner) {
+                    (b't', Some(mark)) => {
+                        inner = None;
+                        mark
+                    }
+                    _ => {
+                        let n = usize::from(op - 0x84);
+                        if len < inner.unwrap_or(0) + n {
+                            return None;
+                        }
+                        len - n
+                    }
+                };
+                // Tuples of scalars only: nesting stays far below MAX_DEPTH. A name that
+                // ends up inside one is plain text after all (as `Item::Name` in the
+                // machine): the offset of its text is where it was read.
+                let first = n_items;
+                for p in &st[from..len] {
+                    if matches!(p, Pending::Tuple(..)) || n_items == items.len() {
+                        return None;
+                    }
+                    items[n_items] = *p;
+                    n_items += 1;
+                }
+                len = from;
+                Pending::Tuple(first, n_items)
+            }
+            b')' => Pending::Tuple(n_items, n_items),
             b'X' if inner.is_none() && len == 2 => {
                 let start = pos;
                 let n = u32le(data, &mut pos).ok()? as usize;
                 let b = take(data, &mut pos, n).ok()?;
                 match super::Method::known(b) {
-                    Some(k) => {
-                        name = Some((len, k));
-                        Value::Nil
-                    }
+                    Some(k) => Pending::Name(k),
                     None => {
-                        pos = start;
-                        scalar(op, data, &mut pos).ok()??
+                        std::str::from_utf8(b).ok()?;
+                        Pending::Scalar(op, start)
                     }
                 }
             }
-            _ => scalar(op, data, &mut pos).ok()??,
+            _ => {
+                let start = pos;
+                skip_scalar(op, data, &mut pos)?;
+                Pending::Scalar(op, start)
+            }
         };
         if len == FAST_STACK {
             return None;
         }
-        st[len] = v;
+        st[len] = p;
         len += 1;
     }
+}
+
+/// A pending element's value (`items`: the scalars of tuples).
+fn value(p: Pending, data: &[u8], items: &[Pending]) -> Option<Value> {
+    Some(match p {
+        Pending::Scalar(op, mut at) => scalar(op, data, &mut at).ok()??,
+        Pending::Name(k) => Value::Str(k.to_owned()),
+        Pending::Tuple(from, to) => {
+            let mut v = Vec::with_capacity(to - from);
+            for p in items.get(from..to)? {
+                v.push(value(*p, data, &[])?);
+            }
+            Value::Tuple(v)
+        }
+    })
 }
 
 fn prefix(args: Vec<Value>) -> Value {
@@ -658,12 +710,11 @@ fn prefix(args: Vec<Value>) -> Value {
 
 /// A `LONG1` payload (little-endian two's complement) that fits `i64`.
 fn long1(b: &[u8]) -> Option<i64> {
-    let mut v = b.to_vec();
+    let mut v = b;
     // Drop redundant sign bytes first, as a 9-byte encoding can still fit.
-    while v.len() > 1 {
-        let (last, prev) = (v[v.len() - 1], v[v.len() - 2]);
+    while let [.., prev, last] = *v {
         if (last == 0 && prev & 0x80 == 0) || (last == 0xff && prev & 0x80 != 0) {
-            v.pop();
+            v = &v[..v.len() - 1];
         } else {
             break;
         }
@@ -677,7 +728,7 @@ fn long1(b: &[u8]) -> Option<i64> {
         0
     };
     let mut a = [fill; 8];
-    a[..v.len()].copy_from_slice(&v);
+    a[..v.len()].copy_from_slice(v);
     Some(i64::from_le_bytes(a))
 }
 
@@ -898,7 +949,54 @@ mod tests {
         }
     }
 
+    /// The `long1` before it stopped copying its bytes.
+    fn long1_copying(b: &[u8]) -> Option<i64> {
+        let mut v = b.to_vec();
+        while v.len() > 1 {
+            let (last, prev) = (v[v.len() - 1], v[v.len() - 2]);
+            if (last == 0 && prev & 0x80 == 0) || (last == 0xff && prev & 0x80 != 0) {
+                v.pop();
+            } else {
+                break;
+            }
+        }
+        if v.len() > 8 {
+            return None;
+        }
+        let fill = if v.last().is_some_and(|&x| x & 0x80 != 0) {
+            0xff
+        } else {
+            0
+        };
+        let mut a = [fill; 8];
+        a[..v.len()].copy_from_slice(&v);
+        Some(i64::from_le_bytes(a))
+    }
+
+    #[test]
+    fn wide_flat_messages_stay_in_bounds() {
+        for (id_len, n_args) in [(12, 0), (11, 9), (9, 9), (1, 12), (12, 12)] {
+            let id = Value::Tuple((0..id_len).map(Value::Int).collect());
+            let args: Vec<Value> = (0..n_args).map(Value::Int).collect();
+            let p =
+                super::super::encode_request(Encoding::Pickle, &id, false, "vote", &args).unwrap();
+            if let Some(fast) = fast_message(&p) {
+                assert_eq!(whole(fast), by_machine(&p).unwrap());
+            }
+            assert_eq!(
+                decode_message(&p).map(whole).unwrap(),
+                by_machine(&p).unwrap()
+            );
+        }
+    }
+
     proptest! {
+        #[test]
+        fn long1_as_before(b in proptest::collection::vec(
+            proptest::sample::select(&[0u8, 1, 0x7f, 0x80, 0xfe, 0xff][..]), 0..12)) {
+            prop_assert_eq!(long1(&b), long1_copying(&b));
+        }
+
         #[test]
         fn the_fast_path_reads_as_the_machine(
             id in flat_value(),
