@@ -405,7 +405,7 @@ def main():
     p.add_argument("--datadir", default="/dev/shm" if os.path.isdir("/dev/shm") else None)
     # Defaults are (full run, --quick); options given explicitly win over both.
     sizes = {"size_mb": (100, 20), "loads": (20000, 4000), "commits": (2000, 400),
-             "big_commits": (200, 40), "bench_objects": (50000, 20000),
+             "big_commits": (200, 40), "bench_objects": (200000, 40000),
              "bench_commits": (5000, 1000), "max_seconds": (60, 20), "rounds": (1, 1)}
     p.add_argument("--quick", action="store_true",
                    help="a check of the script, not a measurement: 1 round, a 20 MB "
@@ -415,7 +415,7 @@ def main():
     p.add_argument("--loads", type=int, help="default 20000 (--quick: 4000)")
     p.add_argument("--commits", type=int, help="default 2000 (--quick: 400)")
     p.add_argument("--big-commits", type=int, help="default 200 (--quick: 40)")
-    p.add_argument("--bench-objects", type=int, help="default 50000 (--quick: 20000)")
+    p.add_argument("--bench-objects", type=int, help="default 200000 (--quick: 40000)")
     p.add_argument("--bench-commits", type=int, help="default 5000 (--quick: 1000)")
     p.add_argument("--max-seconds", type=int, help="default 60 (--quick: 20)")
     p.add_argument("--rounds", type=int,

@@ -92,9 +92,9 @@ pub fn runtime(dispatch: &tracing::Dispatch) -> std::io::Result<tokio::runtime::
 /// Default number of shards: one per two CPUs the process may use, at most 8. A ZEO
 /// server's work is mostly the kernel's (its network stack runs on the same cores), and
 /// its clients often share the machine; measured on 2 CPUs with the clients on the same
-/// host, a second thread cost 1.7× the server CPU per commit (hand-offs of the commit lock
-/// between threads) and halved pipelined loads/s (server threads and clients preempting
-/// each other). One thread serves about 40,000 unpipelined loads/s.
+/// host, a second thread cost up to 1.7× the server CPU per commit (hand-offs of the commit
+/// lock between threads) and cut pipelined loads/s to a third (server threads and clients
+/// preempting each other). One thread serves about 40,000 unpipelined loads/s.
 pub fn default_count() -> usize {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     (cpus / 2).clamp(1, 8)
