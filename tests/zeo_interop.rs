@@ -8,20 +8,14 @@ mod support;
 
 use std::fs;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::Serve;
+use support::{Serve, path_str as s};
 
 const SCENARIOS: &str = include_str!("python/zeo_scenarios.py");
 
 fn scenario(args: &[&str]) -> String {
-    let out = support::run_python(SCENARIOS, args);
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().expect("utf-8 path")
+    support::python_stdout(SCENARIOS, args)
 }
 
 #[test]
@@ -181,122 +175,14 @@ fn transaction_timeout_aborts_releases_the_lock_and_closes() {
     assert_eq!(server.terminate(), 0);
 }
 
-fn openssl(dir: &Path, args: &[&str]) -> bool {
-    Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|st| st.success())
-}
-
 #[test]
 fn mutual_tls_from_a_toml_configuration() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    // A CA, a server certificate and a client certificate signed by it (v3 certificates,
-    // the client's with clientAuth: webpki refuses v1 certificates).
-    fs::write(
-        d.join("cext.cnf"),
-        "basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n",
-    )
-    .unwrap();
-    let ok = openssl(
-        d,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=test-ca",
-        ],
-    ) && openssl(
-        d,
-        &[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "server.key",
-            "-out",
-            "server.csr",
-            "-subj",
-            "/CN=localhost",
-        ],
-    ) && {
-        fs::write(
-            d.join("ext.cnf"),
-            "subjectAltName=IP:127.0.0.1,DNS:localhost\n",
-        )
-        .unwrap();
-        openssl(
-            d,
-            &[
-                "x509",
-                "-req",
-                "-in",
-                "server.csr",
-                "-CA",
-                "ca.pem",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-out",
-                "server.pem",
-                "-days",
-                "2",
-                "-extfile",
-                "ext.cnf",
-            ],
-        )
-    } && openssl(
-        d,
-        &[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "client.key",
-            "-out",
-            "client.csr",
-            "-subj",
-            "/CN=client",
-        ],
-    ) && openssl(
-        d,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "client.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "client.pem",
-            "-days",
-            "2",
-            "-extfile",
-            "cext.cnf",
-        ],
-    );
-    if !ok {
-        eprintln!("openssl is not available; skipping the TLS test");
+    // A CA, a server certificate and a client certificate signed by it.
+    let Some(certs) = support::tls::make_certs(d, None) else {
         return;
-    }
+    };
     fs::create_dir_all(d.join("etc")).unwrap();
     fs::write(
         d.join("etc/zeo.toml"),
@@ -311,9 +197,9 @@ fn mutual_tls_from_a_toml_configuration() {
     let out = scenario(&[
         "tls",
         &server.addr(),
-        s(&d.join("ca.pem")),
-        s(&d.join("client.pem")),
-        s(&d.join("client.key")),
+        s(&certs.ca),
+        s(&certs.client_cert),
+        s(&certs.client_key),
     ]);
     assert!(out.contains("OK tls"), "{out}");
     assert_eq!(server.terminate(), 0);

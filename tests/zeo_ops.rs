@@ -6,99 +6,15 @@ mod support;
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use support::tls::{self, Certs};
+use support::{Serve, Server, path_str as s};
 
 const SCENARIOS: &str = include_str!("python/zeo_ops.py");
 
-/// A running `zodbctl serve`, stopped (SIGKILL) when dropped.
-struct Server {
-    child: Child,
-    log: PathBuf,
-    port: u16,
-}
-
-impl Server {
-    /// Start `zodbctl serve ARGS` (which name the address) and wait for its "listening on"
-    /// line; the port is read from it when the address is `127.0.0.1:0`.
-    fn start(dir: &Path, args: &[&str]) -> Server {
-        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        let log = dir.join(format!("server-{n}.log"));
-        let out = fs::File::create(&log).expect("create log");
-        let child = support::zodbctl()
-            .arg("serve")
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().expect("dup"))
-            .stderr(out)
-            .spawn()
-            .expect("spawn zodbctl serve");
-        let mut s = Server {
-            child,
-            log,
-            port: 0,
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let text = s.log_text();
-            if let Some(i) = text.find("listening on ('") {
-                let rest = &text[i..];
-                if let Some(end) = rest.find(')') {
-                    let port = rest[..end].rsplit(", ").next().unwrap_or("");
-                    s.port = port.parse().expect("port in the listening line");
-                    return s;
-                }
-            }
-            if let Ok(Some(st)) = s.child.try_wait() {
-                panic!("server exited with {st}:\n{text}");
-            }
-            assert!(Instant::now() < deadline, "server did not start:\n{text}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn log_text(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// SIGTERM and wait: the exit code.
-    fn terminate(mut self) -> i32 {
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe {
-            libc::kill(self.child.id() as i32, libc::SIGTERM);
-        }
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok(Some(st)) = self.child.try_wait() {
-                let text = self.log_text();
-                assert!(!text.contains("panicked"), "server panicked:\n{text}");
-                return st.code().unwrap_or(-1);
-            }
-            assert!(
-                Instant::now() < deadline,
-                "server ignored SIGTERM:\n{}",
-                self.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn scenario(args: &[&str]) -> String {
-    let out = support::run_python(SCENARIOS, args);
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().expect("utf-8 path")
+    support::python_stdout(SCENARIOS, args)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -111,51 +27,43 @@ fn held(out: &str) -> f64 {
     out[i..].trim().parse().expect("a number of seconds")
 }
 
+/// The txn_timeout scenario against `server`: the other commit waited at least `min_held`
+/// seconds, and the server logged its timeout as `seconds`.
+fn assert_timeout(mut server: Server, seconds: &str, min_held: f64) {
+    let out = scenario(&["txn_timeout", &server.addr()]);
+    assert!(out.contains("OK txn_timeout"), "{out}");
+    assert!(held(&out) >= min_held, "{out}");
+    let log = server.log();
+    let logged = format!("Transaction timeout after {seconds} seconds");
+    assert!(log.contains(&logged), "{log}");
+    assert_eq!(server.terminate(), 0);
+}
+
 #[test]
 fn fractional_timeout_on_the_command_line() {
     let dir = tempfile::tempdir().unwrap();
     let fs_path = dir.path().join("Data.fs");
-    let server = Server::start(
-        dir.path(),
-        &["-a", "127.0.0.1:0", "-f", s(&fs_path), "-t", "0.5"],
-    );
-    let addr = format!("127.0.0.1:{}", server.port);
-    let out = scenario(&["txn_timeout", &addr]);
-    assert!(out.contains("OK txn_timeout"), "{out}");
+    let server = Serve::in_dir(dir.path())
+        .file(&fs_path)
+        .transaction_timeout(0.5)
+        .start();
     // The other commit waited for the half second (the lock holder was not dropped at once,
     // and the value was not truncated): a lower bound, which the timeout guarantees.
-    assert!(held(&out) >= 0.4, "{out}");
-    let log = server.log_text();
-    assert!(
-        log.contains("Transaction timeout after 0.5 seconds"),
-        "{log}"
-    );
-    assert_eq!(server.terminate(), 0);
+    assert_timeout(server, "0.5", 0.4);
 }
 
 #[test]
 fn fractional_timeout_from_the_toml_configuration() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    fs::create_dir_all(d.join("etc")).unwrap();
-    fs::create_dir_all(d.join("var")).unwrap();
-    fs::write(
-        d.join("etc/zeo.toml"),
+    let conf = support::write_config(
+        d,
+        "etc/zeo.toml",
         "[zeo]\naddress = \"127.0.0.1:0\"\ntransaction-timeout = 1.5\n\
          [storages.1]\npath = \"var/Data.fs\"\n[eventlog]\npath = \"STDERR\"\n",
-    )
-    .unwrap();
-    let server = Server::start(d, &["-C", s(&d.join("etc/zeo.toml"))]);
-    let addr = format!("127.0.0.1:{}", server.port);
-    let out = scenario(&["txn_timeout", &addr]);
-    assert!(out.contains("OK txn_timeout"), "{out}");
-    assert!(held(&out) >= 1.4, "{out}");
-    let log = server.log_text();
-    assert!(
-        log.contains("Transaction timeout after 1.5 seconds"),
-        "{log}"
     );
-    assert_eq!(server.terminate(), 0);
+    let server = Serve::in_dir(d).config(&conf).start();
+    assert_timeout(server, "1.5", 1.4);
 }
 
 #[test]
@@ -164,11 +72,11 @@ fn zero_negative_and_garbage_timeouts_are_usage_errors() {
     let fs_path = dir.path().join("Data.fs");
     let sock = dir.path().join("zeo.sock");
     for bad in ["0", "0.0", "-1", "-0.5", "abc", "inf", "nan"] {
-        let out = support::zodbctl()
-            .args(["serve", "-a", s(&sock), "-f", s(&fs_path), "-t", bad])
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
+        let out = Serve::in_dir(dir.path())
+            .unix(&sock)
+            .file(&fs_path)
+            .args(["-t", bad])
+            .run();
         let text = support::output_text(&out);
         assert_eq!(out.status.code(), Some(2), "-t {bad}: {text}");
         assert!(text.contains("greater than 0"), "-t {bad}: {text}");
@@ -180,11 +88,9 @@ fn zero_negative_and_garbage_timeouts_are_usage_errors() {
         "[zeo]\naddress = \"127.0.0.1:0\"\ntransaction-timeout = 0\n",
     )
     .unwrap();
-    let out = support::zodbctl()
-        .args(["serve", "-C", s(&dir.path().join("zeo.toml"))])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let out = Serve::in_dir(dir.path())
+        .config(&dir.path().join("zeo.toml"))
+        .run();
     let text = support::output_text(&out);
     assert_eq!(out.status.code(), Some(2), "{text}");
     assert!(
@@ -220,8 +126,11 @@ fn a_bare_port_serves_python_clients_over_ipv4_and_ipv6() {
     let dir = tempfile::tempdir().unwrap();
     let fs_path = dir.path().join("Data.fs");
     let port = support::free_port();
-    let server = Server::start(dir.path(), &["-a", &port.to_string(), "-f", s(&fs_path)]);
-    assert_eq!(server.port, port);
+    let mut server = Serve::in_dir(dir.path())
+        .address(&port.to_string())
+        .file(&fs_path)
+        .start();
+    assert_eq!(server.port(), port);
     let out = scenario(&["commit", &format!("127.0.0.1:{port}"), "v4"]);
     assert!(out.contains("OK commit v4"), "{out}");
     if ipv6_loopback() {
@@ -237,17 +146,16 @@ fn a_bare_port_serves_python_clients_over_ipv4_and_ipv6() {
 fn a_colon_port_in_the_configuration_listens_on_both_families() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    fs::create_dir_all(d.join("var")).unwrap();
     let port = support::free_port();
-    fs::write(
-        d.join("zeo.toml"),
-        format!(
+    let conf = support::write_config(
+        d,
+        "zeo.toml",
+        &format!(
             "[zeo]\naddress = \":{port}\"\n[storages.1]\npath = \"var/Data.fs\"\n\
              [eventlog]\npath = \"STDERR\"\n"
         ),
-    )
-    .unwrap();
-    let server = Server::start(d, &["-C", s(&d.join("zeo.toml"))]);
+    );
+    let mut server = Serve::in_dir(d).config(&conf).start();
     assert_eq!(greeting(&format!("127.0.0.1:{port}")).unwrap(), b"Z5");
     if ipv6_loopback() {
         assert_eq!(greeting(&format!("[::1]:{port}")).unwrap(), b"Z5");
@@ -259,17 +167,17 @@ fn a_colon_port_in_the_configuration_listens_on_both_families() {
 fn explicit_hosts_listen_only_where_they_say() {
     let dir = tempfile::tempdir().unwrap();
     let fs_path = dir.path().join("Data.fs");
-    let server = Server::start(dir.path(), &["-a", "127.0.0.1:0", "-f", s(&fs_path)]);
-    let port = server.port;
+    let mut server = Serve::in_dir(dir.path()).file(&fs_path).start();
+    let port = server.port();
     assert_eq!(greeting(&format!("127.0.0.1:{port}")).unwrap(), b"Z5");
     if ipv6_loopback() {
         assert!(greeting(&format!("[::1]:{port}")).is_err());
-        let v6 = Server::start(
-            dir.path(),
-            &["-a", "[::1]:0", "-f", s(&dir.path().join("v6.fs"))],
-        );
-        assert_eq!(greeting(&format!("[::1]:{}", v6.port)).unwrap(), b"Z5");
-        assert!(greeting(&format!("127.0.0.1:{}", v6.port)).is_err());
+        let mut v6 = Serve::in_dir(dir.path())
+            .address("[::1]:0")
+            .file(&dir.path().join("v6.fs"))
+            .start();
+        assert_eq!(greeting(&format!("[::1]:{}", v6.port())).unwrap(), b"Z5");
+        assert!(greeting(&format!("127.0.0.1:{}", v6.port())).is_err());
         assert_eq!(v6.terminate(), 0);
     }
     assert_eq!(server.terminate(), 0);
@@ -279,153 +187,16 @@ fn explicit_hosts_listen_only_where_they_say() {
 // TLS with a password-protected private key
 // ---------------------------------------------------------------------------------------------
 
-/// Run the `openssl` CLI in `dir`; panics with its output on failure.
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = std::process::Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run openssl");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        support::output_text(&out)
-    );
-}
-
-fn have_openssl() -> bool {
-    std::process::Command::new("openssl")
-        .arg("version")
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
-/// A CA, a client certificate it signed, and a server certificate whose key was generated
-/// encrypted, as an administrator would (`genpkey -aes-256-cbc -pass file:`): `server.key`
-/// (PKCS#8, PBES2 PBKDF2-HMAC-SHA256 AES-256-CBC), passphrase in `key.pass`.
-fn tls_fixture(d: &Path) {
-    fs::write(d.join("key.pass"), "correct horse battery\n").unwrap();
+/// The shared certificate rig with the server key encrypted, as an administrator would
+/// generate it (PKCS#8, PBES2 PBKDF2-HMAC-SHA256 AES-256-CBC), passphrase in `key.pass`; and
+/// for [`reencrypt`] and the mistakes, `out.pass` (the same) and `wrong.pass`. None without
+/// openssl.
+fn tls_fixture(d: &Path) -> Option<Certs> {
+    let certs = tls::make_certs(d, Some("correct horse battery"))?;
     // openssl reads the second line when -passin and -passout name the same file.
     fs::write(d.join("out.pass"), "correct horse battery\n").unwrap();
     fs::write(d.join("wrong.pass"), "incorrect horse\n").unwrap();
-    fs::write(
-        d.join("cext.cnf"),
-        "basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n",
-    )
-    .unwrap();
-    fs::write(
-        d.join("sext.cnf"),
-        // Complete enough for ZEO's client <ssl>, which verifies with VERIFY_X509_STRICT.
-        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n\
-         subjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid,issuer\n\
-         extendedKeyUsage=serverAuth\n",
-    )
-    .unwrap();
-    let ca = [
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=test-ca",
-        // ZEO's client <ssl> verifies with VERIFY_X509_STRICT, which wants key usage on a CA.
-        "-addext",
-        "keyUsage=critical,keyCertSign,cRLSign",
-    ];
-    openssl(d, &ca);
-    openssl(
-        d,
-        &[
-            "genpkey",
-            "-algorithm",
-            "RSA",
-            "-pkeyopt",
-            "rsa_keygen_bits:2048",
-            "-aes-256-cbc",
-            "-pass",
-            "file:key.pass",
-            "-out",
-            "server.key",
-        ],
-    );
-    openssl(
-        d,
-        &[
-            "req",
-            "-new",
-            "-key",
-            "server.key",
-            "-passin",
-            "file:key.pass",
-            "-out",
-            "server.csr",
-            "-subj",
-            "/CN=localhost",
-        ],
-    );
-    openssl(
-        d,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "server.pem",
-            "-days",
-            "2",
-            "-extfile",
-            "sext.cnf",
-        ],
-    );
-    openssl(
-        d,
-        &[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "client.key",
-            "-out",
-            "client.csr",
-            "-subj",
-            "/CN=client",
-        ],
-    );
-    openssl(
-        d,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "client.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "client.pem",
-            "-days",
-            "2",
-            "-extfile",
-            "cext.cnf",
-        ],
-    );
+    Some(certs)
 }
 
 /// The server key re-encrypted in another form: `openssl ARGS -in server.key -out NAME`.
@@ -441,35 +212,28 @@ fn reencrypt(d: &Path, name: &str, args: &[&str]) {
         "-out",
         name,
     ]);
-    openssl(d, &all);
+    tls::openssl(d, &all);
 }
 
 /// An instance configuration serving TLS with `key` and, if given, `key-password-file`.
 fn tls_toml(d: &Path, name: &str, key: &str, password_file: Option<&str>) -> PathBuf {
-    fs::create_dir_all(d.join("var")).unwrap();
     let pw = password_file.map_or(String::new(), |p| format!("key-password-file = \"{p}\"\n"));
-    let path = d.join(name);
-    fs::write(
-        &path,
-        format!(
+    support::write_config(
+        d,
+        name,
+        &format!(
             "[zeo]\naddress = \"127.0.0.1:0\"\npid-file = \"var/{name}.pid\"\n[zeo.tls]\n\
              certificate = \"server.pem\"\nkey = \"{key}\"\n{pw}authenticate = \"ca.pem\"\n\
              [storages.1]\npath = \"var/Data.fs\"\n[eventlog]\npath = \"STDERR\"\n"
         ),
     )
-    .unwrap();
-    path
 }
 
 #[test]
 fn encrypted_keys_serve_python_tls_clients() {
-    if !have_openssl() {
-        eprintln!("openssl is not available; skipping");
-        return;
-    }
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    tls_fixture(d);
+    let Some(certs) = tls_fixture(d) else { return };
     reencrypt(
         d,
         "scrypt.key",
@@ -492,28 +256,28 @@ fn encrypted_keys_serve_python_tls_clients() {
     // What runzeo's ssl module accepts...
     let mut args = vec![
         "python_loads_keys".to_string(),
-        s(&d.join("server.pem")).to_string(),
-        s(&d.join("key.pass")).to_string(),
+        s(&certs.server_cert).to_string(),
+        s(certs.key_pass.as_ref().expect("a passphrase")).to_string(),
     ];
     args.extend(keys.iter().map(|k| s(&d.join(k)).to_string()));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let out = scenario(&args);
     assert!(out.contains("OK python_loads_keys 5"), "{out}");
     // ...zodbctl serves with, to real ZEO clients.
-    let (ca, cert, ckey) = (d.join("ca.pem"), d.join("client.pem"), d.join("client.key"));
+    let (ca, cert, ckey) = (&certs.ca, &certs.client_cert, &certs.client_key);
     for key in keys {
         let conf = tls_toml(d, &format!("{key}.toml"), key, Some("key.pass"));
-        let server = Server::start(d, &["-C", s(&conf)]);
-        let addr = format!("127.0.0.1:{}", server.port);
+        let mut server = Serve::in_dir(d).config(&conf).start();
+        let addr = server.addr();
         if key == "server.key" {
             // Mutual TLS still: no client certificate, no connection.
-            let out = scenario(&["tls", &addr, s(&ca), s(&cert), s(&ckey)]);
+            let out = scenario(&["tls", &addr, s(ca), s(cert), s(ckey)]);
             assert!(out.contains("OK tls"), "{out}");
             // A ClientStorage configured as in zope.conf: <clientstorage> with <ssl>.
-            let out = scenario(&["tls_zconfig", &addr, s(&ca), s(&cert), s(&ckey)]);
+            let out = scenario(&["tls_zconfig", &addr, s(ca), s(cert), s(ckey)]);
             assert!(out.contains("OK tls_zconfig"), "{out}");
         } else {
-            let out = scenario(&["tls_commit", &addr, s(&ca), s(&cert), s(&ckey)]);
+            let out = scenario(&["tls_commit", &addr, s(ca), s(cert), s(ckey)]);
             assert!(out.contains("OK tls_commit"), "{key}: {out}");
         }
         assert_eq!(server.terminate(), 0, "{key}");
@@ -531,10 +295,10 @@ fn zeos_own_password_protected_test_key() {
     let key = fs::read_to_string(certs.join("serverpw_key.pem")).unwrap();
     assert!(key.contains("DEK-Info: DES-EDE3-CBC"), "{key}");
     fs::write(d.join("pw"), "1234\n").unwrap();
-    fs::create_dir_all(d.join("var")).unwrap();
-    fs::write(
-        d.join("zeo.toml"),
-        format!(
+    let conf = support::write_config(
+        d,
+        "zeo.toml",
+        &format!(
             "[zeo]\naddress = \"127.0.0.1:0\"\n[zeo.tls]\ncertificate = \"{}\"\nkey = \"{}\"\n\
              key-password-file = \"pw\"\nauthenticate = \"{}\"\n\
              [storages.1]\npath = \"var/Data.fs\"\n[eventlog]\npath = \"STDERR\"\n",
@@ -542,12 +306,11 @@ fn zeos_own_password_protected_test_key() {
             certs.join("serverpw_key.pem").display(),
             certs.join("client.pem").display(),
         ),
-    )
-    .unwrap();
-    let server = Server::start(d, &["-C", s(&d.join("zeo.toml"))]);
+    );
+    let mut server = Serve::in_dir(d).config(&conf).start();
     let out = scenario(&[
         "tls_commit",
-        &format!("127.0.0.1:{}", server.port),
+        &server.addr(),
         s(&certs.join("serverpw.pem")),
         s(&certs.join("client.pem")),
         s(&certs.join("client_key.pem")),
@@ -558,11 +321,9 @@ fn zeos_own_password_protected_test_key() {
 
 /// `zodbctl serve -C CONF`, expected to refuse to start: its output.
 fn refused(conf: &Path) -> String {
-    let out = support::zodbctl()
-        .args(["serve", "-C", s(conf)])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let out = Serve::in_dir(conf.parent().expect("a directory"))
+        .config(conf)
+        .run();
     let text = support::output_text(&out);
     assert_eq!(out.status.code(), Some(2), "{text}");
     assert!(!text.contains("listening on"), "{text}");
@@ -571,18 +332,14 @@ fn refused(conf: &Path) -> String {
 
 #[test]
 fn key_password_mistakes_are_usage_errors_before_listening() {
-    if !have_openssl() {
-        eprintln!("openssl is not available; skipping");
-        return;
-    }
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    tls_fixture(d);
-    let key = d.join("server.key");
+    let Some(certs) = tls_fixture(d) else { return };
+    let key = &certs.server_key;
 
     let text = refused(&tls_toml(d, "wrong.toml", "server.key", Some("wrong.pass")));
     assert!(text.contains("wrong passphrase"), "{text}");
-    assert!(text.contains(s(&key)), "{text}");
+    assert!(text.contains(s(key)), "{text}");
     assert!(text.contains("PBKDF2-HMAC-SHA256 AES-256-CBC"), "{text}");
 
     reencrypt(d, "legacy.key", &["rsa", "-aes256", "-traditional"]);
@@ -598,7 +355,7 @@ fn key_password_mistakes_are_usage_errors_before_listening() {
     let text = refused(&tls_toml(d, "none.toml", "server.key", None));
     assert!(text.contains("is encrypted"), "{text}");
     assert!(text.contains("key-password-file"), "{text}");
-    assert!(text.contains(s(&key)), "{text}");
+    assert!(text.contains(s(key)), "{text}");
 
     let text = refused(&tls_toml(
         d,
@@ -640,7 +397,7 @@ fn key_password_mistakes_are_usage_errors_before_listening() {
 
 #[test]
 fn encrypted_ec_keys_in_both_forms() {
-    if !have_openssl() {
+    if !tls::have_openssl() {
         eprintln!("openssl is not available; skipping");
         return;
     }
@@ -650,7 +407,7 @@ fn encrypted_ec_keys_in_both_forms() {
     fs::write(d.join("out.pass"), "ec pass\n").unwrap();
     // A self-signed P-256 certificate whose key is written encrypted (PKCS#8), and the same
     // key in OpenSSL's traditional SEC1 form (`EC PRIVATE KEY` with DEK-Info).
-    openssl(
+    tls::openssl(
         d,
         &[
             "req",
@@ -671,7 +428,7 @@ fn encrypted_ec_keys_in_both_forms() {
             "/CN=localhost",
         ],
     );
-    openssl(
+    tls::openssl(
         d,
         &[
             "ec",
@@ -693,20 +450,18 @@ fn encrypted_ec_keys_in_both_forms() {
     );
     let legacy = fs::read_to_string(d.join("ec-legacy.key")).unwrap();
     assert!(legacy.contains("BEGIN EC PRIVATE KEY") && legacy.contains("DEK-Info: AES-256-CBC"));
-    fs::create_dir_all(d.join("var")).unwrap();
     for key in ["ec.key", "ec-legacy.key"] {
-        let conf = d.join(format!("{key}.toml"));
-        fs::write(
-            &conf,
-            format!(
+        let conf = support::write_config(
+            d,
+            &format!("{key}.toml"),
+            &format!(
                 "[zeo]\naddress = \"127.0.0.1:0\"\npid-file = \"var/{key}.pid\"\n[zeo.tls]\n\
                  certificate = \"ec.pem\"\nkey = \"{key}\"\nkey-password-file = \"key.pass\"\n\
                  authenticate = \"ec.pem\"\n[storages.1]\npath = \"var/Data.fs\"\n\
                  [eventlog]\npath = \"STDERR\"\n"
             ),
-        )
-        .unwrap();
-        let server = Server::start(d, &["-C", s(&conf)]);
+        );
+        let mut server = Serve::in_dir(d).config(&conf).start();
         assert_eq!(server.terminate(), 0, "{key}");
     }
 }

@@ -2,7 +2,8 @@
 //! virtualenv with ZODB/ZEO/zdaemon (created under `target/` on first use), and
 //! - [`Serve`] / [`RunZeo`]: start `zodbctl serve` or the reference runzeo, listening, as a
 //!   [`Server`] that is killed when dropped (`serve.rs`);
-//! - [`damage`]: the verify/dump tests' damaged Data.fs copies.
+//! - [`damage`]: the verify/dump tests' damaged Data.fs copies;
+//! - [`tls`]: a CA with server and client certificates for the TLS tests (`openssl`).
 //!
 //! Each test binary includes this with `mod support;`; not every helper is used by each
 //! (hence the allowances: an unused helper or re-export is not a warning).
@@ -10,6 +11,7 @@
 
 pub mod damage;
 mod serve;
+pub mod tls;
 
 pub use serve::{RunZeo, Serve, Server};
 
@@ -138,6 +140,27 @@ pub fn run_python(script: &str, args: &[&str]) -> Output {
         String::from_utf8_lossy(&out.stderr)
     );
     out
+}
+
+/// [`run_python`]'s standard output, as text: what a scenario script printed.
+pub fn python_stdout(script: &str, args: &[&str]) -> String {
+    String::from_utf8_lossy(&run_python(script, args).stdout).into_owned()
+}
+
+/// A path as an argument list of `&str` wants it (the tests' paths are UTF-8).
+pub fn path_str(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+/// Write a server configuration at `dir/NAME` (NAME may be `etc/zeo.toml`), creating its
+/// folder and `dir/var` (where the configurations keep Data.fs and pid files); its path.
+pub fn write_config(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    for folder in [path.parent().unwrap_or(dir), &dir.join("var")] {
+        fs::create_dir_all(folder).unwrap_or_else(|e| panic!("{}: {e}", folder.display()));
+    }
+    fs::write(&path, text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    path
 }
 
 /// A `Command` running a Python snippet in the venv, for tests that need more control.

@@ -13,7 +13,7 @@ use std::ffi::{OsStr, OsString};
 use std::fs::{self, File};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -102,6 +102,13 @@ impl Serve {
         self
     }
 
+    /// `-a ADDRESS` as given: a bare port (every interface), `[::1]:0`, ... The port is read
+    /// back from the "listening on" line; [`addr`](Server::addr) says 127.0.0.1 with it.
+    pub fn address(mut self, address: &str) -> Serve {
+        self.address = Some(address.into());
+        self
+    }
+
     /// `-C FILE`: the configuration (TOML or ZConfig) gives the address and storages; TLS is
     /// configured this way. A TCP address in it should be 127.0.0.1:0.
     pub fn config(mut self, file: &Path) -> Serve {
@@ -133,7 +140,16 @@ impl Serve {
         Server::launch(Launch::Serve(self))
     }
 
-    fn plan(&self) -> Plan {
+    /// Run it to its exit, for a start that should fail: its status and output (captured,
+    /// not in a log file).
+    pub fn run(self) -> Output {
+        self.command()
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("run zodbctl serve: {e}"))
+    }
+
+    fn command(&self) -> Command {
         let mut cmd = super::zodbctl();
         if let Some(dir) = &self.instance {
             cmd.arg("-i").arg(dir);
@@ -143,10 +159,14 @@ impl Serve {
             cmd.arg("-a").arg(address);
         }
         cmd.args(&self.args);
+        cmd
+    }
+
+    fn plan(&self) -> Plan {
         let output = log_path(&self.dir, "serve");
         Plan {
             what: "zodbctl serve",
-            cmd,
+            cmd: self.command(),
             event_log: self.event_log.clone().unwrap_or_else(|| output.clone()),
             output,
             addr: None,
