@@ -7,7 +7,6 @@
 //! at most 1000 items between `MARK` and `APPENDS`/`SETITEMS`.
 
 use super::Value;
-use super::decode::normalize_le;
 
 pub const MARK: u8 = b'(';
 pub const STOP: u8 = b'.';
@@ -145,9 +144,26 @@ pub fn write_int(buf: &mut Vec<u8>, i: i64) {
         buf.push(b'J');
         buf.extend_from_slice(&v.to_le_bytes());
     } else {
-        let b = normalize_le(i.to_le_bytes().to_vec());
-        write_bigint(buf, &b);
+        // Written in place: transaction ids (about 2^47) take this branch on every message.
+        let n = long_len(i);
+        buf.extend_from_slice(&[0x8a, n as u8]);
+        buf.extend_from_slice(&i.to_le_bytes()[..n]);
     }
+}
+
+/// The length of `i` as minimal little-endian two's complement (what `LONG1` carries).
+pub fn long_len(i: i64) -> usize {
+    let b = i.to_le_bytes();
+    let mut n = 8;
+    while n > 1 {
+        let (last, prev) = (b[n - 1], b[n - 2]);
+        if (last == 0 && prev & 0x80 == 0) || (last == 0xff && prev & 0x80 != 0) {
+            n -= 1;
+        } else {
+            break;
+        }
+    }
+    n
 }
 
 /// An int given as minimal little-endian two's complement: `LONG1`, or `LONG4` from 256 bytes.

@@ -34,8 +34,8 @@ pub use record::{Record, decode_record, record_class, reference_oids, references
 pub mod ops {
     pub use super::encode::{
         APPEND, APPENDS, EMPTY_DICT, EMPTY_LIST, EMPTY_TUPLE, MARK, NEWFALSE, NEWTRUE, NONE,
-        PROTO_3, SETITEM, SETITEMS, STOP, TUPLE, TUPLE1, TUPLE2, TUPLE3, write_bigint, write_bytes,
-        write_float, write_int, write_str,
+        PROTO_3, SETITEM, SETITEMS, STOP, TUPLE, TUPLE1, TUPLE2, TUPLE3, long_len, write_bigint,
+        write_bytes, write_float, write_int, write_str,
     };
     /// Items per `APPENDS`/`SETITEMS` batch, as CPython's pickler.
     pub const BATCHSIZE: usize = 1000;
