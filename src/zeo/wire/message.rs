@@ -306,6 +306,20 @@ impl Parts {
             body,
         })
     }
+
+    /// The parts as the tuple they came from (tests compare the decoders through it).
+    #[cfg(test)]
+    pub(super) fn whole(self) -> Value {
+        Value::Tuple(vec![
+            self.msgid,
+            self.flag,
+            match self.name {
+                Name::Known(s) => Value::Str(s.into()),
+                Name::Value(v) => v,
+            },
+            self.body,
+        ])
+    }
 }
 
 impl Name {

@@ -547,19 +547,8 @@ mod tests {
             (Err(_), Err(_)) => {}
             (a, b) => panic!("readers disagree on {data:02x?}: {a:?} vs {b:?}"),
         }
-        let whole = |p: Parts| {
-            Value::Tuple(vec![
-                p.msgid,
-                p.flag,
-                match p.name {
-                    Name::Known(s) => Value::Str(s.into()),
-                    Name::Value(v) => v,
-                },
-                p.body,
-            ])
-        };
-        let want = decode_via_rmpv(data).and_then(Parts::of).map(whole);
-        match (decode_message(data).map(whole), want) {
+        let want = decode_via_rmpv(data).and_then(Parts::of).map(Parts::whole);
+        match (decode_message(data).map(Parts::whole), want) {
             (Ok(a), Ok(b)) => assert!(eq(&a, &b), "{data:02x?}: {a:?} vs {b:?}"),
             (Err(_), Err(_)) => {}
             (a, b) => panic!("message readers disagree on {data:02x?}: {a:?} vs {b:?}"),

@@ -835,7 +835,7 @@ mod tests {
         let load = b"\x80\x03(C\x08\x00\x00\x00\x00\x00\x00\x00\x01C\x08\x7f\xff\xff\xff\xff\xff\xff\xff\x86\x89X\n\x00\x00\x00loadBeforeC\x08\x00\x00\x00\x00\x00\x00\x00\x01C\x08\x7f\xff\xff\xff\xff\xff\xff\xff\x86t.";
         let p = decode_message(load).unwrap();
         assert!(matches!(p.name, Name::Known("loadBefore")));
-        assert_eq!(whole(p), decode(load).unwrap());
+        assert_eq!(p.whole(), decode(load).unwrap());
         // Unknown names stay text; a name that is not third is plain data.
         let odd = b"\x80\x03(K\x01\x89X\x03\x00\x00\x00fooX\x04\x00\x00\x00votet.";
         let p = decode_message(odd).unwrap();
@@ -858,24 +858,11 @@ mod tests {
         assert!(decode_message(listed).is_err());
     }
 
-    /// The parts as the tuple they came from.
-    fn whole(p: Parts) -> Value {
-        Value::Tuple(vec![
-            p.msgid,
-            p.flag,
-            match p.name {
-                Name::Known(s) => Value::Str(s.into()),
-                Name::Value(v) => v,
-            },
-            p.body,
-        ])
-    }
-
     /// decode_message accepts exactly the payloads whose value is a 4-element sequence, with
     /// the same elements.
     fn same_message(data: &[u8]) {
-        let want = decode(data).and_then(Parts::of).map(whole);
-        let got = decode_message(data).map(whole);
+        let want = decode(data).and_then(Parts::of).map(Parts::whole);
+        let got = decode_message(data).map(Parts::whole);
         match (got, want) {
             (Ok(a), Ok(b)) => assert_eq!(a, b, "{data:?}"),
             (Err(_), Err(_)) => {}
@@ -886,8 +873,8 @@ mod tests {
     /// The machine's reading of a message (without the fast path).
     fn by_machine(data: &[u8]) -> Result<Value, WireError> {
         match run(data, true)? {
-            Step::Message(p) => Ok(whole(p)),
-            Step::Done(v) => Parts::of(v).map(whole),
+            Step::Message(p) => Ok(p.whole()),
+            Step::Done(v) => Parts::of(v).map(Parts::whole),
             Step::More => unreachable!(),
         }
     }
@@ -945,7 +932,7 @@ mod tests {
                 super::super::encode_request(Encoding::Pickle, &id, oneway, method, &args).unwrap();
             let fast = fast_message(&p).expect(method);
             assert!(matches!(fast.name, Name::Known(m) if m == method));
-            assert_eq!(whole(fast), by_machine(&p).unwrap());
+            assert_eq!(fast.whole(), by_machine(&p).unwrap());
         }
     }
 
@@ -981,10 +968,10 @@ mod tests {
             let p =
                 super::super::encode_request(Encoding::Pickle, &id, false, "vote", &args).unwrap();
             if let Some(fast) = fast_message(&p) {
-                assert_eq!(whole(fast), by_machine(&p).unwrap());
+                assert_eq!(fast.whole(), by_machine(&p).unwrap());
             }
             assert_eq!(
-                decode_message(&p).map(whole).unwrap(),
+                decode_message(&p).map(Parts::whole).unwrap(),
                 by_machine(&p).unwrap()
             );
         }
@@ -1019,9 +1006,9 @@ mod tests {
             q.extend_from_slice(&p[at + 1..]);
             for data in [&p[..], &q[..], &q[..cut % (q.len() + 1)]] {
                 if let Some(fast) = fast_message(data) {
-                    prop_assert_eq!(whole(fast), by_machine(data).unwrap());
+                    prop_assert_eq!(fast.whole(), by_machine(data).unwrap());
                 }
-                let a = decode_message(data).map(whole);
+                let a = decode_message(data).map(Parts::whole);
                 let b = by_machine(data);
                 match (a, b) {
                     (Ok(a), Ok(b)) => prop_assert_eq!(a, b),
