@@ -28,6 +28,21 @@ fn two_dbs_see_each_others_commits_and_conflict() {
     assert_eq!(server.terminate(), 0);
 }
 
+/// The same with the connections on different network threads: the committer's thread
+/// writes the invalidation to the other client's socket itself, before its own reply.
+#[test]
+fn two_dbs_on_several_threads() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs_path = dir.path().join("Data.fs");
+    let mut server = Serve::in_dir(dir.path())
+        .file(&fs_path)
+        .args(["--threads", "2"])
+        .start();
+    let out = scenario(&["two_dbs", &server.addr()]);
+    assert!(out.contains("OK two_dbs"), "{out}");
+    assert_eq!(server.terminate(), 0);
+}
+
 #[test]
 fn persistent_client_caches_survive_a_server_restart() {
     let dir = tempfile::tempdir().unwrap();

@@ -90,13 +90,13 @@ def start_zodbctl(storage_conf=None, zeo_conf=None, port=None, keep=False,
             f.write(re.sub(r"address\s+\S+", "address 127.0.0.1:0", text))
             f.write("\n" + storage_conf + "\n")
             f.write("<eventlog>\n<logfile>\npath STDERR\n</logfile>\n</eventlog>\n")
-        cmd = [ARGS.zodbctl, "serve", "-C", conf]
+        cmd = [ARGS.zodbctl, "serve", "-C", conf] + threads_args()
         if ARGS.encoding == "msgpack":
             cmd.append("--msgpack")
         with open(log, "wb") as out:
             proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
         return _wait_listening(proc, log)
-    cmd = [ARGS.zodbctl, "serve", "-a", "127.0.0.1:0"]
+    cmd = [ARGS.zodbctl, "serve", "-a", "127.0.0.1:0"] + threads_args()
     if kind == "memory":
         cmd += ["--memory", "1"]
     else:
@@ -322,6 +322,10 @@ def _on_term(signum, frame):
     os._exit(1)
 
 
+def threads_args():
+    return ["--threads", str(ARGS.threads)] if ARGS.threads else []
+
+
 def main():
     global ARGS
     signal.signal(signal.SIGTERM, _on_term)
@@ -331,6 +335,7 @@ def main():
     p.add_argument("suites")
     p.add_argument("-k", action="append", default=[])
     p.add_argument("--server", choices=["zodbctl", "runzeo"], default="zodbctl")
+    p.add_argument("--threads", type=int, help="zodbctl serve --threads N")
     p.add_argument("-v", action="store_true")
     ARGS = p.parse_args()
     suite = build(ARGS.suites.split(","), ARGS.k)
