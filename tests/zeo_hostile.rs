@@ -958,8 +958,22 @@ impl Raw {
 
 #[test]
 fn abusive_clients() {
+    abusive_clients_with(&[]);
+}
+
+/// The same with the connections spread over several network threads: the Python client's
+/// commits then push invalidations to the abusive clients' sockets from another thread,
+/// which is where a client that does not read gets dropped.
+#[test]
+fn abusive_clients_on_several_threads() {
+    abusive_clients_with(&["--threads", "3"]);
+}
+
+fn abusive_clients_with(extra: &[&str]) {
     // A 3 s transaction timeout, so that a client sitting on the commit lock is dropped.
-    let mut rig = Rig::start_file(&["-t", "3"]);
+    let mut args = vec!["-t", "3"];
+    args.extend_from_slice(extra);
+    let mut rig = Rig::start_file(&args);
     let port = rig.server.port();
     let oid = rig.client.big_oid;
 
