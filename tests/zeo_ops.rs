@@ -11,7 +11,7 @@ use std::time::Duration;
 use support::tls::{self, Certs};
 use support::{Serve, Server, path_str as s};
 
-const SCENARIOS: &str = include_str!("python/zeo_ops.py");
+const SCENARIOS: &str = include_str!("python/zeo_scenarios.py");
 
 fn scenario(args: &[&str]) -> String {
     support::python_stdout(SCENARIOS, args)

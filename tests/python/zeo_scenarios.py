@@ -1,5 +1,5 @@
-"""Client-side scenarios for tests/zeo_interop.rs, each run against a `zodbctl serve` the
-Rust test started. usage: zeo_scenarios.py SCENARIO ARGS...
+"""Client-side scenarios for tests/zeo_interop.rs and tests/zeo_ops.rs, each run against a
+`zodbctl serve` the Rust test started. usage: zeo_scenarios.py SCENARIO ARGS...
 
 Every scenario prints "OK ..." on success and raises on failure.
 """
@@ -20,10 +20,11 @@ from ZODB.utils import p64, u64
 
 
 def addr(s):
+    """HOST:PORT, [V6]:PORT or a Unix socket path, as ZEO takes it."""
     if "/" in s:
         return s
     host, port = s.rsplit(":", 1)
-    return (host, int(port))
+    return (host.strip("[]"), int(port))
 
 
 def two_dbs(address):
@@ -298,10 +299,26 @@ def status(address):
 
 
 
+def commit(address, label):
+    """A DB commits under root[label] and a second DB reads it back."""
+    db = ZEO.DB(addr(address), wait_timeout=20)
+    tm = transaction.TransactionManager()
+    c = db.open(tm)
+    c.root()[label] = PersistentMapping(ok=True)
+    tm.commit()
+    db.close()
+    db = ZEO.DB(addr(address), wait_timeout=20)
+    c = db.open()
+    assert c.root()[label]["ok"] is True
+    db.close()
+    print("OK commit " + label)
+
+
 def txn_timeout(address):
     """A client that votes and then sits on the commit lock past transaction-timeout: the
     server aborts its transaction, releases the lock and closes its connection, so another
-    client commits."""
+    client commits. Prints how long that commit waited (the hog is reconnected
+    automatically, so its disconnection itself is too brief to watch)."""
     from ZODB.Connection import TransactionMetaData
     from ZODB.tests.MinPO import MinPO
     from ZODB.tests.StorageTestBase import zodb_pickle
@@ -328,11 +345,11 @@ def txn_timeout(address):
         raise AssertionError("the timed-out transaction was committed")
     hog.close()
     other.close()
-    print("OK txn_timeout waited=%.1f" % waited)
+    print("OK txn_timeout held=%.3f" % waited)
 
 
-def tls(address, ca, cert, key):
-    """A client with a certificate signed by the server's client CA."""
+def tls_commit(address, ca, cert, key):
+    """A client with a certificate signed by the server's client CA commits over TLS."""
     import ssl
     ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca)
     ctx.load_cert_chain(cert, key)
@@ -343,7 +360,13 @@ def tls(address, ca, cert, key):
     c.root()["tls"] = PersistentMapping(ok=True)
     tm.commit()
     db.close()
-    # Without a client certificate the server refuses the connection.
+    print("OK tls_commit")
+
+
+def tls(address, ca, cert, key):
+    """tls_commit, and without a client certificate the server refuses the connection."""
+    import ssl
+    tls_commit(address, ca, cert, key)
     ctx2 = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca)
     ctx2.check_hostname = False
     try:
@@ -402,7 +425,51 @@ def memory_snapshot(address):
     print("OK memory_snapshot")
 
 
+def tls_zconfig(address, ca, cert, key):
+    """The same client configured the way a zope.conf / ZODB config does it: a ZConfig
+    <clientstorage> with an <ssl> section (ZEO.zconfig builds the context)."""
+    from ZODB.config import databaseFromString
+    host, port = addr(address)
+    db = databaseFromString(
+        f"""
+        %import ZEO
+        <zodb>
+          <clientstorage>
+            server {host}:{port}
+            wait-timeout 20
+            <ssl>
+              certificate {cert}
+              key {key}
+              authenticate {ca}
+              check-hostname false
+            </ssl>
+          </clientstorage>
+        </zodb>
+        """
+    )
+    tm = transaction.TransactionManager()
+    c = db.open(tm)
+    c.root()["tls_zconfig"] = 1
+    tm.commit()
+    db.close()
+    print("OK tls_zconfig")
+
+
+def python_loads_keys(cert, password_file, *keys):
+    """Python's own ssl module (runzeo's TLS) loads each key with the passphrase, as
+    <ssl> password-function would hand it over."""
+    import ssl
+    with open(password_file) as f:
+        password = f.readline().rstrip("\r\n")
+    for key in keys:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(cert, key, password)
+    print("OK python_loads_keys %d" % len(keys))
+
+
 def zeo_tests_dir():
+    """Where ZEO keeps its test certificates (serverpw_key.pem is encrypted, passphrase
+    1234 from ZEO.tests.testssl.pwfunc)."""
     import ZEO.tests
     print(os.path.dirname(ZEO.tests.__file__))
 
