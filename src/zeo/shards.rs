@@ -60,14 +60,6 @@ impl Shards {
         &self.handles[i]
     }
 
-    pub fn len(&self) -> usize {
-        self.handles.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.handles.is_empty()
-    }
-
     /// Stop the extra threads once their connections are gone (the caller drained them).
     pub fn stop(self) {
         for (stop, thread) in self.threads {
