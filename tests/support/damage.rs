@@ -71,6 +71,17 @@ pub fn put_u16(f: &mut [u8], at: usize, v: u16) {
     f[at..at + 2].copy_from_slice(&v.to_be_bytes());
 }
 
+/// A copy of `base` with the `width`-byte (8 or 2) big-endian field at `at` set to `val`.
+fn with_field(base: &[u8], at: usize, val: u64, width: usize) -> Vec<u8> {
+    let mut f = base.to_vec();
+    if width == 8 {
+        put_u64(&mut f, at, val);
+    } else {
+        put_u16(&mut f, at, val as u16);
+    }
+    f
+}
+
 pub fn get_u64(f: &[u8], at: usize) -> u64 {
     u64::from_be_bytes(f[at..at + 8].try_into().unwrap())
 }
@@ -143,13 +154,10 @@ pub fn damaged_variants(base: &[u8]) -> Vec<(String, Vec<u8>)> {
         };
         let mut field = |name: &str, at: usize, vals: Vec<u64>, width: usize| {
             for val in vals {
-                let mut f = base.to_vec();
-                if width == 8 {
-                    put_u64(&mut f, at, val);
-                } else {
-                    put_u16(&mut f, at, val as u16);
-                }
-                add(format!("t{i}-{name}-{val:x}"), f);
+                add(
+                    format!("t{i}-{name}-{val:x}"),
+                    with_field(base, at, val, width),
+                );
             }
         };
         field(
@@ -199,13 +207,10 @@ pub fn damaged_variants(base: &[u8]) -> Vec<(String, Vec<u8>)> {
             let plen = get_u64(base, r + 34);
             let mut rec = |name: &str, at: usize, vals: Vec<u64>, width: usize| {
                 for val in vals {
-                    let mut f = base.to_vec();
-                    if width == 8 {
-                        put_u64(&mut f, at, val);
-                    } else {
-                        put_u16(&mut f, at, val as u16);
-                    }
-                    add(format!("t{i}-r{j}-{name}-{val:x}"), f);
+                    add(
+                        format!("t{i}-r{j}-{name}-{val:x}"),
+                        with_field(base, at, val, width),
+                    );
                 }
             };
             rec("oid", r, vec![0x77, u64::MAX], 8);
