@@ -144,6 +144,9 @@ pub struct Conn {
     next_iid: i64,
     upload: Option<Upload>,
     closing: bool,
+    /// Other connections' outboxes holding the invalidations of a commit this connection
+    /// finished in its current batch; written when the batch ends, before its own reply.
+    held: Vec<Outbox>,
 }
 
 /// Serve one accepted connection, its read side `rd` and its write side `sink`, until it
@@ -207,6 +210,7 @@ where
         next_iid: 0,
         upload: None,
         closing: false,
+        held: Vec::new(),
     };
     // Frames that came with the handshake.
     conn.on_frames(&mut input).await;
@@ -594,7 +598,33 @@ impl Conn {
                 }
             }
         }
+        if !self.held.is_empty() {
+            self.release_held().await;
+        }
         self.out.uncork();
+    }
+
+    /// Write the invalidations a commit of this batch pushed to the other clients, ahead of
+    /// this connection's own reply (the other clients hear of a commit before the committer,
+    /// as with runzeo).
+    ///
+    /// A client that waits for the commit lock the commit released is given one scheduler
+    /// turn first. On this thread its vote then proceeds at once, and its vote reply leaves
+    /// in the same `send` as the invalidation ahead of it, one system call and one client
+    /// wake-up instead of two; the invalidation is later by that vote's processing, and
+    /// still reaches its client before the committer's reply. A client waiting on another
+    /// thread, or none, changes nothing.
+    async fn release_held(&mut self) {
+        let waiters = self
+            .storage
+            .as_ref()
+            .is_some_and(|st| st.stats.waiting.load(Ordering::Relaxed) > 0);
+        if waiters {
+            tokio::task::yield_now().await;
+        }
+        for o in self.held.drain(..) {
+            o.flush();
+        }
     }
 
     fn send_reply(&self, msgid: &Value, v: Value) {
@@ -1508,7 +1538,7 @@ impl Conn {
                 return Err(Fail::Close("the commit's sync failed".into()));
             }
         };
-        let mut notified: Vec<Outbox> = Vec::new();
+        let mut notified = std::mem::take(&mut self.held);
         let result = durable.and_then(|()| {
             let _visible = st.visibility.write().unwrap_or_else(|e| e.into_inner());
             let mut seq = st.seq();
@@ -1531,11 +1561,9 @@ impl Conn {
             st.push_invalidation(&mut seq, tid, oids);
             commit.finish()
         });
-        // Written outside the locks, and before this connection's own reply (held until
-        // its batch ends): the other clients hear of the commit before the committer.
-        for o in &notified {
-            o.flush();
-        }
+        // Written outside the locks when this batch ends, before this connection's own
+        // reply: see `release_held`.
+        self.held = notified;
         // The committer's info and reply are queued before the lock is released: the next
         // commit's invalidation must reach this client after its own tid (§4.5 rule 3).
         let reply = match result {
@@ -1654,6 +1682,10 @@ impl Conn {
             None
         };
         self.abort_txn();
+        // Normally written when the batch ended; never left unsent.
+        for o in self.held.drain(..) {
+            o.flush();
+        }
         if let Some(st) = &self.storage {
             st.seq().conns.remove(&self.id);
         }
