@@ -479,15 +479,15 @@ fn pinned_v1_client_certificates_serve_python_clients() {
         return;
     };
     // Self-signed and listed in `authenticate`, as ZEO's examples set clients up.
-    let Some((pinned, pinned_key)) = tls::make_v1_client(d, "pinned", None) else {
+    let Some((pinned, pinned_key)) = tls::make_v1_cert(d, "pinned", None) else {
         return;
     };
     // Signed by the CA in `authenticate`, itself not listed: webpki cannot take it.
-    let Some((chained, chained_key)) = tls::make_v1_client(d, "chained", Some(&certs)) else {
+    let Some((chained, chained_key)) = tls::make_v1_cert(d, "chained", Some(&certs)) else {
         return;
     };
     // Self-signed and listed nowhere.
-    let Some((stranger, stranger_key)) = tls::make_v1_client(d, "stranger", None) else {
+    let Some((stranger, stranger_key)) = tls::make_v1_cert(d, "stranger", None) else {
         return;
     };
     // `authenticate` as a bundle: the CA, then the pinned certificate.
@@ -533,4 +533,38 @@ fn pinned_v1_client_certificates_serve_python_clients() {
     }
     let log = server.log();
     assert_eq!(server.terminate(), 0, "{log}");
+}
+
+#[test]
+fn a_v1_server_certificate_serves_python_clients() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let Some(certs) = tls::make_certs(d, None) else {
+        return;
+    };
+    let Some((server_cert, _)) = tls::make_v1_cert(d, "v1server", None) else {
+        return;
+    };
+    let conf = support::write_config(
+        d,
+        "zeo.toml",
+        "[zeo]\naddress = \"127.0.0.1:0\"\n[zeo.tls]\ncertificate = \"v1server.pem\"\n\
+         key = \"v1server.key\"\nauthenticate = \"ca.pem\"\n\
+         [storages.1]\npath = \"var/Data.fs\"\n[eventlog]\npath = \"STDERR\"\n",
+    );
+    let mut server = Serve::in_dir(d).config(&conf).start();
+    // The client trusts the server's certificate itself, as ZEO clients are set up.
+    let (cert, key) = (s(&certs.client_cert), s(&certs.client_key));
+    let out = scenario(&["tls_commit", &server.addr(), s(&server_cert), cert, key]);
+    assert!(out.contains("OK tls_commit"), "{out}");
+    assert_eq!(server.terminate(), 0);
+    // The server's key is still checked against its certificate.
+    let bad = support::write_config(
+        d,
+        "bad.toml",
+        "[zeo]\naddress = \"127.0.0.1:0\"\n[zeo.tls]\ncertificate = \"v1server.pem\"\n\
+         key = \"client.key\"\nauthenticate = \"ca.pem\"\n",
+    );
+    let text = refused(&bad);
+    assert!(text.contains("do not match"), "{text}");
 }

@@ -13,7 +13,8 @@
 //! signature alike, so for a pinned certificate the signature is verified here against the
 //! certificate's own SubjectPublicKeyInfo ([`cert_fields`] is the small DER walk that finds
 //! it). A version 1 certificate that is not pinned is refused with that reason: accepting it
-//! through a chain would mean verifying the chain without webpki.
+//! through a chain would mean verifying the chain without webpki. The server's own certificate
+//! may be version 1 too ([`certified_key`]).
 //!
 //! The key may be password-protected (`key-password-file`, standing in for `<ssl>`'s
 //! `password-function`): see [`key`] for the PEM forms that are decrypted.
@@ -26,8 +27,9 @@ use anyhow::{Context, Result, anyhow};
 use pkcs8::der::{self, Reader, SliceReader, TagMode, TagNumber, asn1::BitStringRef};
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
-use rustls::pki_types::{CertificateDer, SubjectPublicKeyInfoDer, UnixTime};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, SubjectPublicKeyInfoDer, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::sign::{CertifiedKey, SingleCertAndKey};
 use rustls::{
     CertificateError, DigitallySignedStruct, DistinguishedName, OtherError, PeerMisbehaved,
     SignatureScheme,
@@ -58,23 +60,67 @@ pub fn acceptor(cfg: &TlsConfig) -> Result<tokio_rustls::TlsAcceptor> {
     let key_path = cfg.key.as_ref().unwrap_or(&cfg.certificate);
     let key = key::load(key_path, cfg.key_password_file.as_deref())?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
-        .with_safe_default_protocol_versions()
-        .context("TLS protocol versions")?;
-    let config = match &cfg.authenticate {
-        Some(ca) => builder
-            .with_client_cert_verifier(Arc::new(ClientAuth::new(ca, &provider)?))
-            .with_single_cert(certs, key),
-        None => builder.with_no_client_auth().with_single_cert(certs, key),
-    }
-    .with_context(|| {
-        format!(
+    let server_key = certified_key(certs, key, &provider).map_err(|e| match e {
+        ServerKeyError::Certificate => anyhow!(
+            "the first certificate in {} is not a readable X.509 certificate",
+            cfg.certificate.display()
+        ),
+        ServerKeyError::Key(e) => anyhow!(
+            "the private key in {} cannot be used: {e}",
+            key_path.display()
+        ),
+        ServerKeyError::Mismatch => anyhow!(
             "the certificate in {} and the private key in {} do not match",
             cfg.certificate.display(),
             key_path.display()
-        )
+        ),
     })?;
+    let builder = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
+        .with_safe_default_protocol_versions()
+        .context("TLS protocol versions")?;
+    let builder = match &cfg.authenticate {
+        Some(ca) => builder.with_client_cert_verifier(Arc::new(ClientAuth::new(ca, &provider)?)),
+        None => builder.with_no_client_auth(),
+    };
+    let config = builder.with_cert_resolver(Arc::new(SingleCertAndKey::from(server_key)));
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+/// Why the server's certificate and key cannot be served.
+#[derive(Debug)]
+enum ServerKeyError {
+    Certificate,
+    Key(rustls::Error),
+    Mismatch,
+}
+
+/// The server's certificate chain with its key, checked to belong together.
+///
+/// rustls' own check (`with_single_cert`) parses the certificate with webpki, so it refuses a
+/// version 1 server certificate, which OpenSSL serves and ZEO clients accept when they trust
+/// it: the key's SubjectPublicKeyInfo is compared with the certificate's here instead.
+fn certified_key(
+    certs: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+    provider: &CryptoProvider,
+) -> Result<CertifiedKey, ServerKeyError> {
+    let cert_spki = certs
+        .first()
+        .and_then(|c| cert_fields(c).ok())
+        .map(|f| f.spki.to_vec())
+        .ok_or(ServerKeyError::Certificate)?;
+    let signer = provider
+        .key_provider
+        .load_private_key(key)
+        .map_err(ServerKeyError::Key)?;
+    // A key that cannot tell its public half is served as rustls would (it does not treat
+    // that as a mismatch either).
+    if let Some(key_spki) = signer.public_key()
+        && key_spki.as_ref() != cert_spki.as_slice()
+    {
+        return Err(ServerKeyError::Mismatch);
+    }
+    Ok(CertifiedKey::new(certs, signer))
 }
 
 /// Client-certificate verification: pinned certificates, else a chain to them.
@@ -357,8 +403,7 @@ mod tests {
 
     use super::*;
     use rustls::client::danger::{ServerCertVerified, ServerCertVerifier};
-    use rustls::pki_types::{PrivateKeyDer, ServerName};
-    use rustls::sign::{CertifiedKey, SingleCertAndKey};
+    use rustls::pki_types::ServerName;
     use rustls::{ClientConfig, ClientConnection, ServerConfig, ServerConnection};
     use rustls::{ProtocolVersion, SupportedProtocolVersion};
 
@@ -669,6 +714,22 @@ jmL4VSaWKYB6RPkP1HWGvkdEi7erN3ATSVq4+lmPfCdnDnh9l7Anc+Ejo8d9OUNG
                 "{version:?}: {text}"
             );
         }
+    }
+
+    #[test]
+    fn a_v1_server_certificate_goes_with_its_key_only() {
+        let p = provider();
+        let served = certified_key(vec![cert(RSA_V1_CERT)], key(RSA_V1_KEY), &p).expect("served");
+        assert_eq!(served.cert, vec![cert(RSA_V1_CERT)]);
+        for (c, k) in [(RSA_V1_CERT, EC_V1_KEY), (EC_V1_CERT, OTHER_P384_KEY)] {
+            let e = certified_key(vec![cert(c)], key(k), &p).map(|_| ());
+            assert!(matches!(e, Err(ServerKeyError::Mismatch)), "{e:?}");
+        }
+        let garbage = CertificateDer::from(b"\x30\x03\x02\x01\x00".to_vec());
+        let e = certified_key(vec![garbage], key(RSA_V1_KEY), &p).map(|_| ());
+        assert!(matches!(e, Err(ServerKeyError::Certificate)), "{e:?}");
+        let e = certified_key(Vec::new(), key(RSA_V1_KEY), &p).map(|_| ());
+        assert!(matches!(e, Err(ServerKeyError::Certificate)), "{e:?}");
     }
 
     #[test]

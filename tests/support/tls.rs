@@ -7,8 +7,7 @@
 //! let Some(certs) = support::tls::make_certs(dir, None) else { return };
 //! ```
 //!
-//! [`make_v1_client`] adds an X.509 version 1 client certificate, as older ZEO deployments
-//! have them.
+//! [`make_v1_cert`] adds an X.509 version 1 certificate, as older ZEO deployments have them.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -177,13 +176,13 @@ fn sign(dir: &Path, name: &str, ext: &str) {
     );
 }
 
-/// An X.509 version 1 client certificate `NAME.pem` with its key `NAME.key`, in `dir`:
+/// An X.509 version 1 certificate `NAME.pem` (for a client, or a server: it names no host) with its key `NAME.key`, in `dir`:
 /// self-signed (`openssl x509 -req -signkey`, what ZEO administrators ran for years), or
 /// signed by the CA of `ca` ([`make_certs`] in the same directory), with an empty extension
 /// file. None, with a note on standard error, when this OpenSSL writes version 3 all the same
 /// (3.2 and later add key identifiers by default: openssl/openssl#24601) — the caller skips;
 /// 3.0 writes version 1, which `openssl x509 -text` is asked to confirm.
-pub fn make_v1_client(dir: &Path, name: &str, ca: Option<&Certs>) -> Option<(PathBuf, PathBuf)> {
+pub fn make_v1_cert(dir: &Path, name: &str, ca: Option<&Certs>) -> Option<(PathBuf, PathBuf)> {
     let (csr, pem, key) = (
         format!("{name}.csr"),
         format!("{name}.pem"),
