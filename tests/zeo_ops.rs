@@ -479,22 +479,24 @@ fn pinned_v1_client_certificates_serve_python_clients() {
         return;
     };
     // Self-signed and listed in `authenticate`, as ZEO's examples set clients up.
-    let Some((pinned, pinned_key)) = tls::make_v1_cert(d, "pinned", None) else {
+    let Some((pinned, pinned_key)) = tls::make_v1_cert(d, "pinned", None, "2") else {
         return;
     };
     // Signed by the CA in `authenticate`, itself not listed: webpki cannot take it.
-    let Some((chained, chained_key)) = tls::make_v1_cert(d, "chained", Some(&certs)) else {
+    let Some((chained, chained_key)) = tls::make_v1_cert(d, "chained", Some(&certs), "2") else {
+        return;
+    };
+    // Pinned too, but expired (OpenSSL checks the dates of a certificate it finds in its
+    // trust store).
+    let Some((expired, expired_key)) = tls::make_v1_cert(d, "expired", None, "0") else {
         return;
     };
     // Self-signed and listed nowhere.
-    let Some((stranger, stranger_key)) = tls::make_v1_cert(d, "stranger", None) else {
+    let Some((stranger, stranger_key)) = tls::make_v1_cert(d, "stranger", None, "2") else {
         return;
     };
-    // `authenticate` as a bundle: the CA, then the pinned certificate.
-    let bundle = [
-        fs::read_to_string(&certs.ca).unwrap(),
-        fs::read_to_string(&pinned).unwrap(),
-    ];
+    // `authenticate` as a bundle: the CA, then the pinned certificates.
+    let bundle = [&certs.ca, &pinned, &expired].map(|p| fs::read_to_string(p).unwrap());
     fs::write(d.join("auth.pem"), bundle.concat()).unwrap();
     let conf = support::write_config(
         d,
@@ -531,7 +533,11 @@ fn pinned_v1_client_certificates_serve_python_clients() {
         let log = server.log();
         assert!(log[before..].contains(reason), "{}: {log}", s(cert));
     }
+    let before = server.log().len();
+    let out = scenario(&["tls_refused", &addr, ca, s(&expired), s(&expired_key)]);
+    assert!(out.contains("OK tls_refused"), "{out}");
     let log = server.log();
+    assert!(log[before..].contains("certificate expired"), "{log}");
     assert_eq!(server.terminate(), 0, "{log}");
 }
 
@@ -542,7 +548,7 @@ fn a_v1_server_certificate_serves_python_clients() {
     let Some(certs) = tls::make_certs(d, None) else {
         return;
     };
-    let Some((server_cert, _)) = tls::make_v1_cert(d, "v1server", None) else {
+    let Some((server_cert, _)) = tls::make_v1_cert(d, "v1server", None, "2") else {
         return;
     };
     let conf = support::write_config(

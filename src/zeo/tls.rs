@@ -216,6 +216,7 @@ impl ClientCertVerifier for ClientAuth {
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
         if self.is_pinned(end_entity) {
+            check_validity(end_entity, now)?;
             return Ok(ClientCertVerified::assertion());
         }
         // webpki would refuse this one for its version alone, and say so obscurely. (A
@@ -292,6 +293,8 @@ impl fmt::Debug for NotPinned {
 struct CertFields<'a> {
     /// The version field plus one, as X.509 numbers versions: 1, 2 or 3.
     version: u8,
+    /// The Validity, tag and length included: read by [`validity`] when it matters.
+    validity: &'a [u8],
     /// The SubjectPublicKeyInfo, tag and length included.
     spki: &'a [u8],
 }
@@ -315,16 +318,19 @@ fn cert_fields(cert: &[u8]) -> der::Result<CertFields<'_>> {
             let version = tbs
                 .context_specific::<u8>(TagNumber::N0, TagMode::Explicit)?
                 .unwrap_or(0);
-            // serialNumber, signature, issuer, validity, subject
-            for _ in 0..5 {
+            // serialNumber, signature, issuer
+            for _ in 0..3 {
                 tbs.tlv_bytes()?;
             }
+            let validity = tbs.tlv_bytes()?;
+            tbs.tlv_bytes()?; // subject
             let spki = tbs.tlv_bytes()?;
             while !tbs.is_finished() {
                 tbs.tlv_bytes()?;
             }
             Ok(CertFields {
                 version: version.saturating_add(1),
+                validity,
                 spki,
             })
         })?;
@@ -333,6 +339,47 @@ fn cert_fields(cert: &[u8]) -> der::Result<CertFields<'_>> {
         Ok(fields)
     })?;
     r.finish(fields)
+}
+
+/// notBefore and notAfter, from `Validity ::= SEQUENCE { notBefore Time, notAfter Time }`,
+/// `Time ::= CHOICE { UTCTime, GeneralizedTime }`.
+fn validity(tlv: &[u8]) -> der::Result<(UnixTime, UnixTime)> {
+    fn time<'a>(r: &mut impl Reader<'a>) -> der::Result<UnixTime> {
+        let since_epoch = match r.peek_tag()? {
+            der::Tag::UtcTime => r.decode::<der::asn1::UtcTime>()?.to_unix_duration(),
+            der::Tag::GeneralizedTime => {
+                r.decode::<der::asn1::GeneralizedTime>()?.to_unix_duration()
+            }
+            tag => return Err(tag.unexpected_error(None)),
+        };
+        Ok(UnixTime::since_unix_epoch(since_epoch))
+    }
+    let mut r = SliceReader::new(tlv)?;
+    let times = r.sequence(|v| Ok((time(v)?, time(v)?)))?;
+    r.finish(times)
+}
+
+/// Whether a pinned certificate is valid at `now`. Being listed in `authenticate` does not
+/// make a certificate timeless: OpenSSL checks the dates of the certificate it finds there.
+fn check_validity(cert: &CertificateDer<'_>, now: UnixTime) -> Result<(), rustls::Error> {
+    let (not_before, not_after) = cert_fields(cert.as_ref())
+        .and_then(|f| validity(f.validity))
+        .map_err(|_| CertificateError::BadEncoding)?;
+    if now < not_before {
+        return Err(CertificateError::NotValidYetContext {
+            time: now,
+            not_before,
+        }
+        .into());
+    }
+    if now > not_after {
+        return Err(CertificateError::ExpiredContext {
+            time: now,
+            not_after,
+        }
+        .into());
+    }
+    Ok(())
 }
 
 /// A pinned certificate's SubjectPublicKeyInfo, or the rustls error for a certificate that
@@ -714,6 +761,48 @@ jmL4VSaWKYB6RPkP1HWGvkdEi7erN3ATSVq4+lmPfCdnDnh9l7Anc+Ejo8d9OUNG
                 "{version:?}: {text}"
             );
         }
+    }
+
+    #[test]
+    fn pinned_certificates_are_valid_only_within_their_dates() {
+        let p = provider();
+        let auth = ClientAuth::from_certs(vec![cert(RSA_V1_CERT)], &p).expect("a verifier");
+        let c = cert(RSA_V1_CERT);
+        let (not_before, not_after) =
+            validity(cert_fields(&c).expect("DER").validity).expect("dates");
+        // 2026-11-21 08:58:41 to 2126-10-28 08:58:41, the second a GeneralizedTime.
+        assert_eq!(not_before.as_secs(), 1_795_251_521);
+        assert_eq!(not_after.as_secs(), 4_948_851_521);
+        let at = |secs| UnixTime::since_unix_epoch(std::time::Duration::from_secs(secs));
+        for ok in [not_before.as_secs(), 3_000_000_000, not_after.as_secs()] {
+            assert!(auth.verify_client_cert(&c, &[], at(ok)).is_ok(), "{ok}");
+        }
+        let e = auth
+            .verify_client_cert(&c, &[], at(1_000_000_000))
+            .map(|_| ());
+        assert!(
+            matches!(
+                e,
+                Err(rustls::Error::InvalidCertificate(
+                    CertificateError::NotValidYetContext { .. }
+                ))
+            ),
+            "{e:?}"
+        );
+        let e = auth
+            .verify_client_cert(&c, &[], at(not_after.as_secs() + 1))
+            .map(|_| ());
+        assert!(
+            matches!(
+                e,
+                Err(rustls::Error::InvalidCertificate(
+                    CertificateError::ExpiredContext { .. }
+                ))
+            ),
+            "{e:?}"
+        );
+        assert!(validity(b"\x30\x00").is_err());
+        assert!(validity(b"\x30\x02\x05\x00").is_err());
     }
 
     #[test]

@@ -179,10 +179,15 @@ fn sign(dir: &Path, name: &str, ext: &str) {
 /// An X.509 version 1 certificate `NAME.pem` (for a client, or a server: it names no host) with its key `NAME.key`, in `dir`:
 /// self-signed (`openssl x509 -req -signkey`, what ZEO administrators ran for years), or
 /// signed by the CA of `ca` ([`make_certs`] in the same directory), with an empty extension
-/// file. None, with a note on standard error, when this OpenSSL writes version 3 all the same
+/// file, valid for `days` (`"0"`: expired a second later). None, with a note on standard error, when this OpenSSL writes version 3 all the same
 /// (3.2 and later add key identifiers by default: openssl/openssl#24601) — the caller skips;
 /// 3.0 writes version 1, which `openssl x509 -text` is asked to confirm.
-pub fn make_v1_cert(dir: &Path, name: &str, ca: Option<&Certs>) -> Option<(PathBuf, PathBuf)> {
+pub fn make_v1_cert(
+    dir: &Path,
+    name: &str,
+    ca: Option<&Certs>,
+    days: &str,
+) -> Option<(PathBuf, PathBuf)> {
     let (csr, pem, key) = (
         format!("{name}.csr"),
         format!("{name}.pem"),
@@ -197,7 +202,7 @@ pub fn make_v1_cert(dir: &Path, name: &str, ca: Option<&Certs>) -> Option<(PathB
             &subject,
         ],
     );
-    let mut args = vec!["x509", "-req", "-in", &csr, "-out", &pem, "-days", "2"];
+    let mut args = vec!["x509", "-req", "-in", &csr, "-out", &pem, "-days", days];
     args.extend(["-extfile", "v1-empty.cnf"]);
     match ca {
         Some(_) => args.extend(["-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial"]),
