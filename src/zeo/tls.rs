@@ -5,7 +5,8 @@
 //! store, which is how ZEO's own examples and tests are set up: self-signed certificates, the
 //! client's certificate given as the server's `authenticate` file. webpki alone refuses such
 //! a certificate (a CA used as an end entity), so certificates listed in `authenticate` are
-//! also accepted as they are (pinned); anything else must chain to them.
+//! also accepted as they are (pinned), within their dates as OpenSSL checks them; anything
+//! else must chain to them.
 //!
 //! Pinned certificates may be X.509 version 1, what `openssl x509 -req -signkey` wrote for
 //! years (OpenSSL before 3.2 adds no extensions there), so older ZEO deployments have them and
