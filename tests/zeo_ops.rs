@@ -1,6 +1,7 @@
 //! Operational gaps of `zodbctl serve` an administrator would hit, proved with real Python
 //! ZEO clients: fractional transaction timeouts (`-t 0.5`, `transaction-timeout = 1.5`),
-//! bare-port addresses listening on IPv4 and IPv6, and TLS with a password-protected key.
+//! bare-port addresses listening on IPv4 and IPv6, TLS with a password-protected key, and
+//! X.509 version 1 client certificates pinned in `authenticate`.
 
 mod support;
 
@@ -464,4 +465,112 @@ fn encrypted_ec_keys_in_both_forms() {
         let mut server = Serve::in_dir(d).config(&conf).start();
         assert_eq!(server.terminate(), 0, "{key}");
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// X.509 version 1 client certificates
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn pinned_v1_client_certificates_serve_python_clients() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let Some(certs) = tls::make_certs(d, None) else {
+        return;
+    };
+    // Self-signed and listed in `authenticate`, as ZEO's examples set clients up.
+    let Some((pinned, pinned_key)) = tls::make_v1_cert(d, "pinned", None, "2") else {
+        return;
+    };
+    // Signed by the CA in `authenticate`, itself not listed: webpki cannot take it.
+    let Some((chained, chained_key)) = tls::make_v1_cert(d, "chained", Some(&certs), "2") else {
+        return;
+    };
+    // Pinned too, but expired (OpenSSL checks the dates of a certificate it finds in its
+    // trust store).
+    let Some((expired, expired_key)) = tls::make_v1_cert(d, "expired", None, "0") else {
+        return;
+    };
+    // Self-signed and listed nowhere.
+    let Some((stranger, stranger_key)) = tls::make_v1_cert(d, "stranger", None, "2") else {
+        return;
+    };
+    // `authenticate` as a bundle: the CA, then the pinned certificates.
+    let bundle = [&certs.ca, &pinned, &expired].map(|p| fs::read_to_string(p).unwrap());
+    fs::write(d.join("auth.pem"), bundle.concat()).unwrap();
+    let conf = support::write_config(
+        d,
+        "zeo.toml",
+        "[zeo]\naddress = \"127.0.0.1:0\"\n[zeo.tls]\ncertificate = \"server.pem\"\n\
+         key = \"server.key\"\nauthenticate = \"auth.pem\"\n\
+         [storages.1]\npath = \"var/Data.fs\"\n[eventlog]\npath = \"STDERR\"\n",
+    );
+    let mut server = Serve::in_dir(d).config(&conf).start();
+    let addr = server.addr();
+    let ca = s(&certs.ca);
+
+    // A real ZEO.DB with the pinned v1 certificate commits and reads back, over TLS 1.3 (what
+    // Python and zodbctl agree on) and over TLS 1.2.
+    let out = scenario(&["tls_commit", &addr, ca, s(&pinned), s(&pinned_key)]);
+    assert!(out.contains("OK tls_commit"), "{out}");
+    let out = scenario(&["tls_commit", &addr, ca, s(&pinned), s(&pinned_key), "1.2"]);
+    assert!(out.contains("OK tls_commit TLSv1.2"), "{out}");
+    // The CA-signed version 3 client still chains.
+    let (cert, key) = (s(&certs.client_cert), s(&certs.client_key));
+    let out = scenario(&["tls_commit", &addr, ca, cert, key]);
+    assert!(out.contains("OK tls_commit"), "{out}");
+
+    // A certificate not in `authenticate` is refused, and the server's log says why: a
+    // stranger, and a v1 certificate that only chains to the CA (Python's OpenSSL would take
+    // that one; webpki cannot, see docs/configuration.md).
+    let reason = "the client certificate is X.509 version 1 and not listed in `authenticate`: \
+                  a version 1 certificate is accepted only when it is itself listed there \
+                  (pinned), not through a chain to a CA";
+    for (cert, key) in [(&stranger, &stranger_key), (&chained, &chained_key)] {
+        let before = server.log().len();
+        let out = scenario(&["tls_refused", &addr, ca, s(cert), s(key)]);
+        assert!(out.contains("OK tls_refused"), "{out}");
+        let log = server.log();
+        assert!(log[before..].contains(reason), "{}: {log}", s(cert));
+    }
+    let before = server.log().len();
+    let out = scenario(&["tls_refused", &addr, ca, s(&expired), s(&expired_key)]);
+    assert!(out.contains("OK tls_refused"), "{out}");
+    let log = server.log();
+    assert!(log[before..].contains("certificate expired"), "{log}");
+    assert_eq!(server.terminate(), 0, "{log}");
+}
+
+#[test]
+fn a_v1_server_certificate_serves_python_clients() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let Some(certs) = tls::make_certs(d, None) else {
+        return;
+    };
+    let Some((server_cert, _)) = tls::make_v1_cert(d, "v1server", None, "2") else {
+        return;
+    };
+    let conf = support::write_config(
+        d,
+        "zeo.toml",
+        "[zeo]\naddress = \"127.0.0.1:0\"\n[zeo.tls]\ncertificate = \"v1server.pem\"\n\
+         key = \"v1server.key\"\nauthenticate = \"ca.pem\"\n\
+         [storages.1]\npath = \"var/Data.fs\"\n[eventlog]\npath = \"STDERR\"\n",
+    );
+    let mut server = Serve::in_dir(d).config(&conf).start();
+    // The client trusts the server's certificate itself, as ZEO clients are set up.
+    let (cert, key) = (s(&certs.client_cert), s(&certs.client_key));
+    let out = scenario(&["tls_commit", &server.addr(), s(&server_cert), cert, key]);
+    assert!(out.contains("OK tls_commit"), "{out}");
+    assert_eq!(server.terminate(), 0);
+    // The server's key is still checked against its certificate.
+    let bad = support::write_config(
+        d,
+        "bad.toml",
+        "[zeo]\naddress = \"127.0.0.1:0\"\n[zeo.tls]\ncertificate = \"v1server.pem\"\n\
+         key = \"client.key\"\nauthenticate = \"ca.pem\"\n",
+    );
+    let text = refused(&bad);
+    assert!(text.contains("do not match"), "{text}");
 }

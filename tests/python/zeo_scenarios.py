@@ -363,34 +363,59 @@ def txn_timeout(address):
     print("OK txn_timeout held=%.3f" % waited)
 
 
-def tls_commit(address, ca, cert, key):
-    """A client with a certificate signed by the server's client CA commits over TLS."""
+def tls_context(ca, cert=None, key=None, tls_max=None):
+    """A client context trusting `ca`, presenting `cert` if given, at most TLS `tls_max`
+    ("1.2") if given."""
     import ssl
     ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca)
-    ctx.load_cert_chain(cert, key)
+    if cert:
+        ctx.load_cert_chain(cert, key)
     ctx.check_hostname = False
+    if tls_max:
+        ctx.maximum_version = ssl.TLSVersion["TLSv" + tls_max.replace(".", "_")]
+    return ctx
+
+
+def tls_commit(address, ca, cert, key, tls_max=None):
+    """A client with a certificate the server authenticates commits over TLS, and a second
+    client reads it back."""
+    ctx = tls_context(ca, cert, key, tls_max)
+    if tls_max:
+        # The version the server agreed to, with this certificate: in TLS 1.2 the client's
+        # handshake ends only after the server has checked its certificate and signature.
+        import socket
+        with socket.create_connection(addr(address), 10) as raw:
+            with ctx.wrap_socket(raw) as s:
+                assert s.version() == "TLSv" + tls_max, s.version()
     db = ZEO.DB(addr(address), ssl=ctx, wait_timeout=20)
     tm = transaction.TransactionManager()
     c = db.open(tm)
     c.root()["tls"] = PersistentMapping(ok=True)
     tm.commit()
     db.close()
-    print("OK tls_commit")
+    db = ZEO.DB(addr(address), ssl=ctx, wait_timeout=20)
+    assert db.open().root()["tls"]["ok"] is True
+    db.close()
+    print("OK tls_commit" + (" TLSv" + tls_max if tls_max else ""))
 
 
-def tls(address, ca, cert, key):
-    """tls_commit, and without a client certificate the server refuses the connection."""
-    import ssl
-    tls_commit(address, ca, cert, key)
-    ctx2 = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca)
-    ctx2.check_hostname = False
+def tls_refused(address, ca, cert=None, key=None, tls_max=None):
+    """The server refuses a client with `cert` (or with none)."""
+    ctx = tls_context(ca, cert, key, tls_max)
     try:
-        cs = ZEO.ClientStorage.ClientStorage(addr(address), ssl=ctx2, wait_timeout=3)
+        cs = ZEO.ClientStorage.ClientStorage(addr(address), ssl=ctx, wait_timeout=3)
     except Exception:
         pass
     else:
         cs.close()
-        raise AssertionError("connected without a client certificate")
+        raise AssertionError("connected with client certificate %s" % cert)
+    print("OK tls_refused")
+
+
+def tls(address, ca, cert, key):
+    """tls_commit, and without a client certificate the server refuses the connection."""
+    tls_commit(address, ca, cert, key)
+    tls_refused(address, ca)
     print("OK tls")
 
 

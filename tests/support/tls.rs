@@ -6,6 +6,8 @@
 //! ```ignore
 //! let Some(certs) = support::tls::make_certs(dir, None) else { return };
 //! ```
+//!
+//! [`make_v1_cert`] adds an X.509 version 1 certificate, as older ZEO deployments have them.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -172,4 +174,50 @@ fn sign(dir: &Path, name: &str, ext: &str) {
             ext,
         ],
     );
+}
+
+/// An X.509 version 1 certificate `NAME.pem` (for a client, or a server: it names no host) with its key `NAME.key`, in `dir`:
+/// self-signed (`openssl x509 -req -signkey`, what ZEO administrators ran for years), or
+/// signed by the CA of `ca` ([`make_certs`] in the same directory), with an empty extension
+/// file, valid for `days` (`"0"`: expired a second later). None, with a note on standard error, when this OpenSSL writes version 3 all the same
+/// (3.2 and later add key identifiers by default: openssl/openssl#24601) — the caller skips;
+/// 3.0 writes version 1, which `openssl x509 -text` is asked to confirm.
+pub fn make_v1_cert(
+    dir: &Path,
+    name: &str,
+    ca: Option<&Certs>,
+    days: &str,
+) -> Option<(PathBuf, PathBuf)> {
+    let (csr, pem, key) = (
+        format!("{name}.csr"),
+        format!("{name}.pem"),
+        format!("{name}.key"),
+    );
+    fs::write(dir.join("v1-empty.cnf"), "").expect("write v1-empty.cnf");
+    let subject = format!("/CN={name}");
+    openssl(
+        dir,
+        &[
+            "req", "-newkey", "rsa:2048", "-nodes", "-keyout", &key, "-out", &csr, "-subj",
+            &subject,
+        ],
+    );
+    let mut args = vec!["x509", "-req", "-in", &csr, "-out", &pem, "-days", days];
+    args.extend(["-extfile", "v1-empty.cnf"]);
+    match ca {
+        Some(_) => args.extend(["-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial"]),
+        None => args.extend(["-signkey", &key]),
+    }
+    openssl(dir, &args);
+    let text = Command::new("openssl")
+        .args(["x509", "-noout", "-text", "-in", &pem])
+        .current_dir(dir)
+        .output()
+        .expect("run openssl x509 -text");
+    let text = String::from_utf8_lossy(&text.stdout);
+    if !text.contains("Version: 1 (0x0)") {
+        eprintln!("this openssl does not write X.509 version 1 certificates; skipping:\n{text}");
+        return None;
+    }
+    Some((dir.join(pem), dir.join(key)))
 }
