@@ -3,13 +3,15 @@
 //! - [`Serve`] / [`RunZeo`]: start `zodbctl serve` or the reference runzeo, listening, as a
 //!   [`Server`] that is killed when dropped (`serve.rs`);
 //! - [`damage`]: the verify/dump tests' damaged Data.fs copies;
-//! - [`tls`]: a CA with server and client certificates for the TLS tests (`openssl`).
+//! - [`tls`]: a CA with server and client certificates for the TLS tests (`openssl`);
+//! - [`raw`]: a ZEO connection driven frame by frame (hostile-input and ordering tests).
 //!
 //! Each test binary includes this with `mod support;`; not every helper is used by each
 //! (hence the allowances: an unused helper or re-export is not a warning).
 #![allow(dead_code, unused_imports)]
 
 pub mod damage;
+pub mod raw;
 mod serve;
 pub mod tls;
 
