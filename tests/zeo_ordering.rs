@@ -2,10 +2,11 @@
 //! (zeo-protocol.md §4.5), with a second client waiting for the commit lock, which is where
 //! the server hands the invalidation over with that client's vote reply.
 //!
-//! Three raw connections to one `zodbctl serve`: X commits, Y votes while X holds the lock
-//! (so it waits), Z only watches. On loopback a `send` has put its bytes in the receiver's
-//! socket buffer when it returns, so "Z can read the invalidation as soon as X has its reply"
-//! checks that the server wrote to Z before it answered X.
+//! Three raw connections to one `zodbctl serve` on a Unix socket: X commits, Y votes while X
+//! holds the lock (so it waits), Z only watches. A `send` on a Unix stream socket has put
+//! its bytes in the peer's receive queue when it returns (no network stack in between, unlike
+//! loopback TCP, where a busy machine may defer delivery), so "Z can read the invalidation as
+//! soon as X has its reply" checks that the server wrote to Z before it answered X.
 
 mod support;
 
@@ -78,15 +79,6 @@ fn silent_for(r: &mut Raw, d: Duration) -> bool {
     true
 }
 
-/// Something is in `r`'s socket buffer right now.
-fn readable_now(r: &Raw) -> bool {
-    r.s.set_nonblocking(true).expect("non-blocking");
-    let mut buf = [0u8; 1];
-    let got = r.s.peek(&mut buf).is_ok_and(|n| n > 0);
-    r.s.set_nonblocking(false).expect("blocking");
-    got
-}
-
 /// Begin transaction `txn` on `r` and store one new object in it; returns its oid.
 fn begin_and_store(r: &mut Raw, msgid: i64, txn: i64) -> Vec<u8> {
     r.call(msgid, "new_oids", &[Value::Int(1)]);
@@ -114,14 +106,15 @@ fn begin_and_store(r: &mut Raw, msgid: i64, txn: i64) -> Vec<u8> {
 fn commit_order(threads: &str) {
     let dir = tempfile::tempdir().expect("tempdir");
     let fs = dir.path().join("Data.fs");
+    let sock = dir.path().join("zeo.sock");
     let mut server = Serve::in_dir(dir.path())
+        .unix(&sock)
         .file(&fs)
         .args(["--threads", threads])
         .start();
-    let port = server.port();
-    let mut x = Raw::registered(port, b'Z');
-    let mut y = Raw::registered(port, b'Z');
-    let mut z = Raw::registered(port, b'Z');
+    let mut x = Raw::registered(sock.as_path(), b'Z');
+    let mut y = Raw::registered(sock.as_path(), b'Z');
+    let mut z = Raw::registered(sock.as_path(), b'Z');
     // What registration left behind (nothing expected) is not mistaken for a commit's.
     assert!(silent_for(&mut z, Duration::from_millis(50)));
 
@@ -142,7 +135,7 @@ fn commit_order(threads: &str) {
     x.call(12, "tpc_finish", &[Value::Int(1)]);
     let t1 = bytes(&reply_value(next_but_info(&mut x), 12));
     assert!(
-        readable_now(&z),
+        z.s.readable_now(),
         "X had its tpc_finish reply before Z's invalidation was written"
     );
     assert_eq!(invalidation(&next(&mut z)), (t1.clone(), vec![ox.clone()]));

@@ -2,8 +2,11 @@
 //! and replies as bytes on a blocking socket, with bounded waits. The hostile-input tests
 //! send it garbage; the ordering tests watch what arrives where, and when.
 
-use std::io::{ErrorKind, Read, Write};
-use std::net::TcpStream;
+use std::io::{self, ErrorKind, Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use zodbctl::zeo::wire::{self, Encoding, ServerMessage, Value};
@@ -17,14 +20,109 @@ pub enum Got {
     Nothing,
 }
 
+/// Where the server listens: a port on 127.0.0.1, or a Unix socket.
+pub enum Target {
+    Port(u16),
+    Unix(PathBuf),
+}
+
+impl From<u16> for Target {
+    fn from(port: u16) -> Target {
+        Target::Port(port)
+    }
+}
+
+impl From<&Path> for Target {
+    fn from(path: &Path) -> Target {
+        Target::Unix(path.to_path_buf())
+    }
+}
+
+/// The connection's socket.
+pub enum Sock {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl Sock {
+    pub fn set_read_timeout(&self, d: Option<Duration>) -> io::Result<()> {
+        match self {
+            Sock::Tcp(s) => s.set_read_timeout(d),
+            Sock::Unix(s) => s.set_read_timeout(d),
+        }
+    }
+
+    pub fn set_write_timeout(&self, d: Option<Duration>) -> io::Result<()> {
+        match self {
+            Sock::Tcp(s) => s.set_write_timeout(d),
+            Sock::Unix(s) => s.set_write_timeout(d),
+        }
+    }
+
+    pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
+        match self {
+            Sock::Tcp(s) => s.shutdown(how),
+            Sock::Unix(s) => s.shutdown(how),
+        }
+    }
+
+    /// Whether bytes are waiting to be read right now, without reading them.
+    pub fn readable_now(&self) -> bool {
+        let fd = match self {
+            Sock::Tcp(s) => s.as_raw_fd(),
+            Sock::Unix(s) => s.as_raw_fd(),
+        };
+        let mut byte = 0u8;
+        // SAFETY: a one-byte peek into a local, on a socket this connection owns.
+        let n = unsafe {
+            libc::recv(
+                fd,
+                (&raw mut byte).cast(),
+                1,
+                libc::MSG_PEEK | libc::MSG_DONTWAIT,
+            )
+        };
+        n > 0
+    }
+}
+
+impl Read for Sock {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Sock::Tcp(s) => s.read(buf),
+            Sock::Unix(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Sock {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Sock::Tcp(s) => s.write(buf),
+            Sock::Unix(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 pub struct Raw {
-    pub s: TcpStream,
+    pub s: Sock,
     pub enc: Encoding,
 }
 
 impl Raw {
-    pub fn connect(port: u16) -> Raw {
-        let s = TcpStream::connect(("127.0.0.1", port)).expect("connect to the server");
+    pub fn connect(to: impl Into<Target>) -> Raw {
+        let s = match to.into() {
+            Target::Port(port) => {
+                Sock::Tcp(TcpStream::connect(("127.0.0.1", port)).expect("connect to the server"))
+            }
+            Target::Unix(path) => {
+                Sock::Unix(UnixStream::connect(path).expect("connect to the server"))
+            }
+        };
         s.set_read_timeout(Some(Duration::from_millis(100)))
             .expect("read timeout");
         s.set_write_timeout(Some(WAIT)).expect("write timeout");
@@ -35,8 +133,8 @@ impl Raw {
     }
 
     /// Connect, read the announcement, answer `letter` + `5`.
-    pub fn handshake(port: u16, letter: u8) -> Raw {
-        let mut r = Raw::connect(port);
+    pub fn handshake(to: impl Into<Target>, letter: u8) -> Raw {
+        let mut r = Raw::connect(to);
         let ann = r.frame().expect("announcement");
         assert!(ann == b"Z5" || ann == b"M5", "announcement {ann:?}");
         r.send_frame(&[letter, b'5']);
@@ -49,8 +147,8 @@ impl Raw {
     }
 
     /// Handshake and a successful `register('1', False)`.
-    pub fn registered(port: u16, letter: u8) -> Raw {
-        let mut r = Raw::handshake(port, letter);
+    pub fn registered(to: impl Into<Target>, letter: u8) -> Raw {
+        let mut r = Raw::handshake(to, letter);
         r.call(1, "register", &[s("1"), Value::Bool(false)]);
         match r.reply(1) {
             Some(ServerMessage::Reply { .. }) => r,
