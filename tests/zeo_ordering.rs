@@ -13,7 +13,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use support::Serve;
-use support::raw::{Got, Raw, WAIT, b, s, short};
+use support::raw::{Got, Raw, b, s, short};
 use zodbctl::zeo::wire::{self, ServerMessage, Value};
 
 const Z64: [u8; 8] = [0; 8];
@@ -68,9 +68,10 @@ fn reply_value(m: ServerMessage, msgid: i64) -> Value {
 fn silent_for(r: &mut Raw, d: Duration) -> bool {
     let until = Instant::now() + d;
     let mut buf = [0u8; 1];
+    // Short polls, so the wait ends close to `until`.
+    r.s.set_read_timeout(Some(Duration::from_millis(20)))
+        .expect("read timeout");
     while Instant::now() < until {
-        r.s.set_read_timeout(Some(Duration::from_millis(20)))
-            .expect("read timeout");
         match r.read_some(&mut buf) {
             Got::Nothing => {}
             Got::Data(_) | Got::Closed => return false,
@@ -153,9 +154,6 @@ fn commit_order(threads: &str) {
         (t2.clone(), vec![oy.clone()])
     );
     assert_eq!(invalidation(&next(&mut z)), (t2, vec![oy]));
-    for r in [&mut x, &mut y, &mut z] {
-        r.s.set_read_timeout(Some(WAIT)).expect("read timeout");
-    }
     assert_eq!(server.terminate(), 0);
 }
 
