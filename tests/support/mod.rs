@@ -172,7 +172,7 @@ pub fn python_command(script: &str, args: &[&str]) -> Command {
     cmd
 }
 
-/// `tools/make_datafs.py` (the shared deterministic Data.fs generator, vendored).
+/// `tools/make_datafs.py`: the project's deterministic Data.fs generator (real ZODB, seeded).
 pub fn make_datafs_script() -> PathBuf {
     repo_root().join("tools/make_datafs.py")
 }
