@@ -137,8 +137,8 @@ pub struct CreateServerArgs {
     /// Without this option the instance serves one file storage named "1", like mkzeoinstance.
     #[arg(long = "storage", value_name = "NAME[=TYPE]")]
     pub storages: Vec<String>,
-    /// Run the server as this user when started as root.
-    #[arg(long, value_name = "USER")]
+    /// Run the server as this Unix user when started as root (`--user` is an old name).
+    #[arg(long = "unix-user", alias = "user", value_name = "USER")]
     pub user: Option<String>,
 }
 
@@ -158,11 +158,18 @@ pub struct CreateClientArgs {
     /// Program the instance runs (shell-style quoting); default `runwsgi -v etc/zope.ini`.
     #[arg(long, value_name = "CMD")]
     pub program: Option<String>,
+    /// The Python virtualenv Zope is installed in: the program becomes its `bin/runwsgi`
+    /// (absolute) and its `bin` leads the program's PATH.
+    #[arg(long, value_name = "VENV")]
+    pub python: Option<PathBuf>,
+    /// Zope's first user, with the Manager role: writes `inituser`, as mkwsgiinstance -u does.
+    #[arg(long, value_name = "USER:PASSWORD")]
+    pub admin: Option<String>,
     /// Where the Zope HTTP server listens: HOST:PORT or a Unix socket path.
     #[arg(long = "http", default_value = "127.0.0.1:8080", value_name = "ADDR")]
     pub http: String,
-    /// Run the program as this user when started as root.
-    #[arg(long, value_name = "USER")]
+    /// Run the program as this Unix user when started as root (`--user` is an old name).
+    #[arg(long = "unix-user", alias = "user", value_name = "USER")]
     pub user: Option<String>,
 }
 
@@ -182,6 +189,16 @@ pub struct CreateClusterArgs {
     /// Give file storages a blob directory.
     #[arg(long)]
     pub blobs: bool,
+    /// Program every client runs (shell-style quoting); default `runwsgi -v etc/zope.ini`.
+    #[arg(long, value_name = "CMD")]
+    pub program: Option<String>,
+    /// The Python virtualenv Zope is installed in: clients run its `bin/runwsgi` (absolute)
+    /// with its `bin` leading their PATH.
+    #[arg(long, value_name = "VENV")]
+    pub python: Option<PathBuf>,
+    /// Zope's first user, with the Manager role, in every client (writes `inituser`).
+    #[arg(long, value_name = "USER:PASSWORD")]
+    pub admin: Option<String>,
 }
 
 #[derive(Debug, Args)]

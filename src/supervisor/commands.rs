@@ -23,6 +23,7 @@ use super::config::{self, Target};
 use super::manager::{self, Mode};
 use super::protocol::{InstanceStatus, ParsedStatus};
 use super::settings::{ReadyCheck, Settings};
+use super::zope;
 use crate::cli::{
     CreateServerArgs, GlobalArgs, KillArgs, LogtailArgs, StartArgs, StatusArgs, UpArgs,
 };
@@ -180,9 +181,16 @@ fn exit_byte(code: i32) -> u8 {
 }
 
 fn run_foreground(s: &Settings) -> Result<u8> {
+    if let Err(e) = zope::precheck(s) {
+        return Err(usage(anyhow!("{}: {e}", s.name)));
+    }
     let filename = s.resolve_program().map_err(usage)?;
     if let Some((st, _)) = client::status(&s.socket) {
         println!("daemon process already running; pid={}", st.pid);
+        return Ok(1);
+    }
+    if let Err(e) = zope::prepare(s) {
+        eprintln!("zodbctl: {}: {e}", s.name);
         return Ok(1);
     }
     Ok(exit_byte(manager::run(
@@ -309,11 +317,55 @@ pub fn start(g: &GlobalArgs, args: &StartArgs) -> Result<u8> {
     if args.foreground {
         return run_foreground(&target.single("start --foreground")?);
     }
+    // Everything that can be checked is checked before anything starts, so that a missing
+    // program or package does not leave half a cluster running.
+    let problems: Vec<String> = target
+        .members()
+        .iter()
+        .filter(|s| client::status(&s.socket).is_none())
+        .filter_map(|s| zope::precheck(s).err().map(|e| format!("{}: {e}", s.name)))
+        .collect();
+    if !problems.is_empty() {
+        for p in &problems {
+            eprintln!("zodbctl: {p}");
+        }
+        return Err(usage(anyhow!("nothing was started")));
+    }
+    let mut started: Vec<&Settings> = Vec::new();
     for s in target.members() {
-        let code = start_one(s, &Out::new(&target, s))?;
+        let out = Out::new(&target, s);
+        let was_up = client::status(&s.socket).is_some();
+        let code = match zope::prepare(s) {
+            Ok(true) => {
+                out.line("created the /temp_folder mount point for sessions");
+                start_one(s, &out)?
+            }
+            Ok(false) => start_one(s, &out)?,
+            Err(e) => {
+                report_failure(s, &e);
+                1
+            }
+        };
         if code != 0 {
-            // Clients are not started against a server that is not ready.
+            // Clients are not started against a server that is not ready, and a cluster is
+            // not left half started: what this command started is stopped again.
+            if !started.is_empty() {
+                let names: Vec<&str> = started.iter().map(|m| m.name.as_str()).collect();
+                eprintln!(
+                    "zodbctl: {} did not start; stopping what this command started: {}",
+                    s.name,
+                    names.join(", ")
+                );
+                // The failed member's manager may still be retrying: stop it too.
+                stop_one(s, &out)?;
+                for m in started.iter().rev() {
+                    stop_one(m, &Out::new(&target, m))?;
+                }
+            }
             return Ok(code);
+        }
+        if !was_up {
+            started.push(s);
         }
     }
     Ok(0)

@@ -469,7 +469,7 @@ fn oid_list(oids: &[Oid]) -> Value {
 }
 
 fn tid_time(tid: &Tid) -> f64 {
-    crate::storage::memory::tid_to_unix(tid)
+    crate::storage::timestamp::tid_time(tid)
 }
 
 /// Extension items as map entries (an extension that is not a map contributes nothing).

@@ -1,23 +1,113 @@
 //! [`Backend`] over the non-historical memory storage (`crate::storage::memory`).
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use tracing::{info, warn};
 
 use super::backend::{
     Backend, Commit, HistoryEntry, IterNext, Loaded, Oid, StorageInfo, StoreError, Tid, TxnCursor,
     TxnMeta, UndoEntry,
 };
 use super::wire::Value;
-use crate::storage::memory::{MemCommit, MemError, MemoryStorage};
+use crate::storage::memory::{MemCommit, MemError, MemoryStorage, Startup};
 
 pub struct MemoryBackend {
     store: Arc<MemoryStorage>,
     read_only: bool,
+    snapshot: Option<Snapshots>,
+}
+
+/// The snapshot file of a memory storage and the thread that checkpoints it.
+struct Snapshots {
+    path: PathBuf,
+    /// Tells the checkpoint thread to end (`true`), with the condition variable it waits on.
+    stop: Arc<(Mutex<bool>, Condvar)>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 impl MemoryBackend {
     pub fn new(store: Arc<MemoryStorage>, read_only: bool) -> Self {
-        MemoryBackend { store, read_only }
+        MemoryBackend {
+            store,
+            read_only,
+            snapshot: None,
+        }
+    }
+
+    /// A backend for serving: the storage is brought up with [`MemoryStorage::start`] (from
+    /// `snapshot` when that file exists), and with a snapshot file its contents are written
+    /// there every `checkpoint` while they change (zero: never) and on [`close`](Backend::close).
+    pub fn open(
+        store: Arc<MemoryStorage>,
+        read_only: bool,
+        snapshot: Option<PathBuf>,
+        checkpoint: Duration,
+    ) -> Self {
+        let (how, problem) = store.start(snapshot.as_deref());
+        if let Some(e) = problem {
+            // The file is kept for inspection; the next checkpoint writes a new one beside it.
+            warn!(target: LOG, "storage '{}': {e}; starting empty", store.name());
+            if let Some(p) = &snapshot {
+                let mut aside = p.as_os_str().to_owned();
+                aside.push(".bad");
+                let _ = std::fs::rename(p, aside);
+            }
+        }
+        match (&how, &snapshot) {
+            (Startup::Restored(n), Some(p)) => {
+                info!(target: LOG, "storage '{}': {n} objects restored from {}", store.name(), p.display())
+            }
+            _ => info!(target: LOG, "storage '{}' starts empty", store.name()),
+        }
+        let snapshot = snapshot.map(|path| {
+            let stop = Arc::new((Mutex::new(false), Condvar::new()));
+            let thread = (!checkpoint.is_zero() && !read_only).then(|| {
+                let (store, path, stop) = (Arc::clone(&store), path.clone(), Arc::clone(&stop));
+                std::thread::Builder::new()
+                    .name(format!("checkpoint-{}", store.name()))
+                    .spawn(move || checkpoints(&store, &path, checkpoint, &stop))
+                    .ok()
+            });
+            Snapshots {
+                path,
+                stop,
+                thread: Mutex::new(thread.flatten()),
+            }
+        });
+        MemoryBackend {
+            store,
+            read_only,
+            snapshot,
+        }
+    }
+}
+
+const LOG: &str = "ZEO.runzeo";
+
+/// Write the snapshot every `every` when the storage changed since the last one, until told
+/// to stop. A failed write is logged and retried at the next checkpoint.
+fn checkpoints(store: &MemoryStorage, path: &Path, every: Duration, stop: &(Mutex<bool>, Condvar)) {
+    let mut saved = store.last_transaction();
+    let (lock, cv) = stop;
+    let mut stopped = lock.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        let (guard, _) = cv
+            .wait_timeout_while(stopped, every, |s| !*s)
+            .unwrap_or_else(|e| e.into_inner());
+        stopped = guard;
+        if *stopped {
+            return;
+        }
+        let last = store.last_transaction();
+        if last == saved {
+            continue;
+        }
+        match store.save(path) {
+            Ok(_) => saved = last,
+            Err(e) => warn!(target: LOG, "checkpoint of storage '{}' failed: {e}", store.name()),
+        }
     }
 }
 
@@ -146,6 +236,30 @@ impl Backend for MemoryBackend {
     }
 
     fn close(&self) -> Result<(), StoreError> {
+        let Some(snap) = &self.snapshot else {
+            return Ok(());
+        };
+        {
+            let (lock, cv) = &*snap.stop;
+            *lock.lock().unwrap_or_else(|e| e.into_inner()) = true;
+            cv.notify_all();
+        }
+        let thread = snap
+            .thread
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(t) = thread {
+            let _ = t.join();
+        }
+        if self.read_only {
+            return Ok(());
+        }
+        let n = self
+            .store
+            .save(&snap.path)
+            .map_err(|e| StoreError::Transaction(e.to_string()))?;
+        info!(target: LOG, "storage '{}': {n} objects saved to {}", self.store.name(), snap.path.display());
         Ok(())
     }
 }
