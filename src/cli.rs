@@ -354,13 +354,20 @@ pub struct KillArgs {
 
 #[derive(Debug, Args)]
 pub struct LogtailArgs {
-    /// Keep following the file as it grows.
+    /// Keep following the file as it grows (on a cluster: every member's, each line
+    /// prefixed with the member's name).
     #[arg(short, long)]
     pub follow: bool,
-    /// Number of lines to show.
+    /// Number of lines to show (per member on a cluster).
     #[arg(short = 'n', long, default_value_t = 20)]
     pub lines: usize,
-    /// Show this log file instead of the transcript.
+    /// On a cluster: only this member (its name in cluster.toml); `-i DIR/MEMBER` works too.
+    #[arg(short = 'm', long, value_name = "NAME")]
+    pub member: Option<String>,
+    /// Show this log file instead: a relative path is relative to the instance directory.
+    ///
+    /// By default a server shows its ZEO event log (log/zeo.log), a client its transcript;
+    /// `[runner] logfile` chooses another.
     #[arg(long, value_name = "FILE")]
     pub file: Option<PathBuf>,
 }

@@ -628,6 +628,46 @@ mod tests {
     }
 
     #[test]
+    fn snapshots_survive_a_restart_and_the_clock_moves_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let snap = dir.path().join("sessions.snapshot");
+        let s = MemoryStorage::new("m", Duration::from_secs(300));
+        assert_eq!(s.start(Some(&snap)).0, Startup::Empty);
+        // A fresh start has a root object, as a new ZODB database.
+        assert_eq!(s.current(&Z64).unwrap().1, EMPTY_ROOT);
+        let mut c = s.begin(None).unwrap();
+        let root_tid = s.current(&Z64).unwrap().0;
+        c.store(&Z64, &root_tid, b"root v2").unwrap();
+        c.store(&oid(5), &Z64, b"five").unwrap();
+        let t = c.finish();
+        assert_eq!(s.save(&snap).unwrap(), 2);
+
+        let again = MemoryStorage::new("m", Duration::from_secs(300));
+        assert_eq!(again.start(Some(&snap)).0, Startup::Restored(2));
+        assert_eq!(again.current(&oid(5)).unwrap(), (t, b"five".to_vec()));
+        assert_eq!(again.current(&Z64).unwrap().1, b"root v2");
+        assert!(again.last_transaction() > t, "the last tid moves past every tid given");
+        assert!(again.recent_transactions(10).is_empty());
+        assert_eq!(again.new_oids(1), [oid(6)]);
+
+        // After a crash without a snapshot: empty, a root, and a tid after everything before.
+        let crashed = MemoryStorage::new("m", Duration::from_secs(300));
+        assert_eq!(crashed.start(None).0, Startup::Empty);
+        assert!(crashed.last_transaction() > t);
+        assert!(crashed.current(&Z64).is_ok());
+
+        // A damaged file is reported, and the storage starts empty.
+        let bytes = std::fs::read(&snap).unwrap();
+        std::fs::write(&snap, &bytes[..bytes.len() - 3]).unwrap();
+        let damaged = MemoryStorage::new("m", Duration::from_secs(300));
+        let (how, problem) = damaged.start(Some(&snap));
+        assert_eq!(how, Startup::Empty);
+        assert!(problem.unwrap().to_string().contains("cut short"));
+        std::fs::write(&snap, b"nonsense").unwrap();
+        assert!(MemoryStorage::new("m", Duration::from_secs(1)).start(Some(&snap)).1.is_some());
+    }
+
+    #[test]
     fn commit_load_and_conflict() {
         let s = MemoryStorage::new("m", Duration::from_secs(300));
         let mut c = s.begin(None).unwrap();

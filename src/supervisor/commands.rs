@@ -513,26 +513,81 @@ pub fn fg(g: &GlobalArgs) -> Result<u8> {
 }
 
 pub fn logtail(g: &GlobalArgs, args: &LogtailArgs) -> Result<u8> {
-    let file = match &args.file {
-        Some(f) => f.clone(),
-        None => {
-            let target = config::load(g)?;
-            let s = target
-                .members()
-                .first()
-                .ok_or_else(|| anyhow!("no instance"))?;
-            s.logfile
-                .clone()
-                .or_else(|| s.transcript.clone())
-                .ok_or_else(|| {
-                    usage(anyhow!(
-                        "No default log file specified; use logtail --file FILE"
-                    ))
-                })?
+    // An absolute --file needs no instance (zdaemon's `logtail FILE`).
+    if let Some(f) = args.file.as_ref().filter(|f| f.is_absolute()) {
+        return tail_one(f, args);
+    }
+    let target = match config::load(g) {
+        Ok(t) => t,
+        // A relative --file outside any instance is relative to the current directory.
+        Err(_) if args.file.is_some() && args.member.is_none() => {
+            return tail_one(args.file.as_deref().unwrap_or(Path::new(".")), args);
         }
+        Err(e) => return Err(e),
     };
+    let members: Vec<&Settings> = match &args.member {
+        Some(name) => {
+            let found = target.members().iter().find(|s| &s.name == name);
+            match found {
+                Some(s) if target.is_cluster() => vec![s],
+                _ => {
+                    let names: Vec<&str> = target.members().iter().map(|s| s.name.as_str()).collect();
+                    return Err(usage(anyhow!(
+                        "-m {name}: no such member (this {} has: {})",
+                        if target.is_cluster() { "cluster" } else { "instance" },
+                        names.join(", ")
+                    )));
+                }
+            }
+        }
+        None => target.members().iter().collect(),
+    };
+    let files = members
+        .iter()
+        .map(|s| log_of(s, args.file.as_deref()).map(|f| (s.name.clone(), f)))
+        .collect::<Result<Vec<_>>>()?;
+    if let [(_, file)] = files.as_slice() {
+        return tail_one(file, args);
+    }
+    // A cluster: each member's last lines, then (with -f) every file followed at once.
+    let mut stdout = io::stdout().lock();
+    for (name, file) in &files {
+        match tail_lines(file, args.lines) {
+            Ok(lines) => {
+                for l in &lines {
+                    writeln!(stdout, "{name}: {l}")?;
+                }
+            }
+            Err(e) => writeln!(stdout, "{name}: ({}: {e})", file.display())?,
+        }
+    }
+    stdout.flush()?;
+    drop(stdout);
+    if args.follow {
+        follow_many(&files)?;
+    }
+    Ok(0)
+}
+
+/// The file `logtail` shows for one instance: `--file` (relative to the instance directory),
+/// else `[runner] logfile` (a server's ZEO event log by default), else the transcript.
+fn log_of(s: &Settings, file: Option<&Path>) -> Result<std::path::PathBuf> {
+    if let Some(f) = file {
+        return Ok(match &s.instance_dir {
+            Some(d) => instance::resolve_in(d, f),
+            None => f.to_path_buf(),
+        });
+    }
+    s.logfile.clone().or_else(|| s.transcript.clone()).ok_or_else(|| {
+        usage(anyhow!(
+            "No default log file specified; use logtail --file FILE"
+        ))
+    })
+}
+
+fn tail_one(file: &Path, args: &LogtailArgs) -> Result<u8> {
     let lines =
-        tail_lines(&file, args.lines).with_context(|| format!("reading {}", file.display()))?;
+        tail_lines(file, args.lines).with_context(|| format!("reading {}", file.display()))?;
     let mut stdout = io::stdout().lock();
     for l in &lines {
         writeln!(stdout, "{l}")?;
@@ -540,9 +595,92 @@ pub fn logtail(g: &GlobalArgs, args: &LogtailArgs) -> Result<u8> {
     stdout.flush()?;
     drop(stdout);
     if args.follow {
-        follow(&file)?;
+        follow(file)?;
     }
     Ok(0)
+}
+
+/// One followed file of `logtail -f` on a cluster: complete lines are printed with the
+/// member's name in front; rotation and truncation are handled as [`follow`] does.
+struct Followed {
+    name: String,
+    path: std::path::PathBuf,
+    file: Option<(std::fs::File, u64)>,
+    pos: u64,
+    partial: Vec<u8>,
+}
+
+impl Followed {
+    fn open(name: &str, path: &Path) -> Followed {
+        let mut f = Followed {
+            name: name.to_owned(),
+            path: path.to_path_buf(),
+            file: None,
+            pos: 0,
+            partial: Vec::new(),
+        };
+        if let Ok(file) = std::fs::File::open(path) {
+            let ino = file.metadata().map(|m| m.ino()).unwrap_or(0);
+            f.pos = file.metadata().map(|m| m.len()).unwrap_or(0);
+            f.file = Some((file, ino));
+        }
+        f
+    }
+
+    /// Print what was appended since the last call.
+    fn poll(&mut self, out: &mut dyn Write) -> io::Result<()> {
+        if self.file.is_none() {
+            // Not there yet (a member that never ran): pick it up from its start.
+            if let Ok(file) = std::fs::File::open(&self.path) {
+                let ino = file.metadata()?.ino();
+                self.file = Some((file, ino));
+                self.pos = 0;
+            }
+        }
+        let Some((f, ino)) = self.file.as_mut() else {
+            return Ok(());
+        };
+        let len = f.metadata()?.len();
+        if len < self.pos {
+            self.pos = 0;
+        }
+        f.seek(SeekFrom::Start(self.pos))?;
+        let mut chunk = Vec::new();
+        f.read_to_end(&mut chunk)?;
+        self.pos += chunk.len() as u64;
+        let replaced = std::fs::metadata(&self.path).is_ok_and(|m| m.ino() != *ino);
+        self.emit(&chunk, out)?;
+        if replaced {
+            // Rotated: the old file is finished; follow the new one from its start.
+            self.file = None;
+            self.pos = 0;
+        }
+        Ok(())
+    }
+
+    fn emit(&mut self, chunk: &[u8], out: &mut dyn Write) -> io::Result<()> {
+        self.partial.extend_from_slice(chunk);
+        while let Some(i) = self.partial.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = self.partial.drain(..=i).collect();
+            out.write_all(self.name.as_bytes())?;
+            out.write_all(b": ")?;
+            out.write_all(&line)?;
+        }
+        Ok(())
+    }
+}
+
+/// `logtail -f` on a cluster: every member's file, each line prefixed. Runs until interrupted.
+fn follow_many(files: &[(String, std::path::PathBuf)]) -> Result<()> {
+    let mut followed: Vec<Followed> = files.iter().map(|(n, p)| Followed::open(n, p)).collect();
+    let mut stdout = io::stdout();
+    loop {
+        for f in &mut followed {
+            f.poll(&mut stdout)?;
+        }
+        stdout.flush()?;
+        std::thread::sleep(Duration::from_millis(250));
+    }
 }
 
 /// `tail -F`: print what is appended; start over when the file is truncated or replaced

@@ -151,6 +151,13 @@ pub fn settings_of(inst: &Instance, name: Option<String>) -> Result<Settings> {
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     s.ready = ready;
+    s.instance_dir = Some(inst.dir.clone());
+    if let Some(c) = inst.server() {
+        // zeoctl's logtail showed the ZEO log; so does ours unless `[runner] logfile` says.
+        if s.logfile.is_none() && c.eventlog.stream().is_none() {
+            s.logfile = Some(inst.resolve(&c.eventlog.path));
+        }
+    }
     if let Some(c) = inst.client() {
         s.zope = Some(ZopeClient {
             dir: inst.dir.clone(),

@@ -76,6 +76,9 @@ pub struct Settings {
     pub daemon: bool,
     /// Set for a Zope client instance: what `start` checks and prepares before it starts it.
     pub zope: Option<ZopeClient>,
+    /// The instance directory, when the settings come from an instance (relative paths the
+    /// user gives, such as `logtail --file`, start there).
+    pub instance_dir: Option<PathBuf>,
 }
 
 /// A Zope client instance, as `start` needs to know it.
@@ -108,6 +111,7 @@ impl Settings {
             ready: None,
             daemon: true,
             zope: None,
+            instance_dir: None,
         }
     }
 
