@@ -110,6 +110,18 @@ pub enum Command {
     /// Write the man pages and shell completions (for maintainers).
     #[command(hide = true)]
     GenerateDocs(GenerateDocsArgs),
+
+    /// The daemon manager of one instance, as `start` runs it (internal: its settings come
+    /// from `start`; the argument only names the instance in `ps`).
+    #[command(hide = true)]
+    Manager(ManagerArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ManagerArgs {
+    /// The instance directory, shown in the process list.
+    #[arg(value_name = "DIR")]
+    pub label: String,
 }
 
 #[derive(Debug, Subcommand)]

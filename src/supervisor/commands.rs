@@ -231,6 +231,9 @@ fn start_one(s: &Settings, out: &Out) -> Result<u8> {
             // exists before supervisor commands), so the child may run any code after fork.
             match unsafe { nix::unistd::fork() }.context("fork")? {
                 ForkResult::Child => {
+                    exec_manager(s, &filename);
+                    // zodbctl could not be executed again: manage from here, under the
+                    // controller's process title.
                     let code = manager::run(s.clone(), filename, Mode::Daemon);
                     std::process::exit(code);
                 }
@@ -262,6 +265,50 @@ fn start_one(s: &Settings, out: &Out) -> Result<u8> {
             Ok(1)
         }
     }
+}
+
+/// The environment variable that carries a daemon manager's settings across the exec.
+const MANAGER_SETTINGS_ENV: &str = "ZODBCTL_MANAGER_SETTINGS";
+
+/// In the freshly forked manager: replace this process by `zodbctl manager DIR`, so that
+/// `ps` tells the instances apart (`zodbctl manager /srv/site/server`) instead of showing
+/// the command that started them. The pid stays the same, so the controller's wait is
+/// unaffected. Returns only if the exec failed.
+fn exec_manager(s: &Settings, filename: &Path) {
+    let Ok(exe) = std::env::current_exe() else {
+        return;
+    };
+    let Ok(json) = serde_json::to_string(&(s, filename)) else {
+        return;
+    };
+    let label = s
+        .instance_dir
+        .as_ref()
+        .map_or_else(|| s.name.clone(), |d| d.display().to_string());
+    let _ = std::process::Command::new(exe)
+        .arg0("zodbctl")
+        .arg("manager")
+        .arg(label)
+        .env(MANAGER_SETTINGS_ENV, json)
+        .exec();
+}
+
+/// `zodbctl manager DIR`: the daemon manager [`exec_manager`] started, in daemon mode.
+pub fn manager_process() -> Result<u8> {
+    let json = std::env::var(MANAGER_SETTINGS_ENV).map_err(|_| {
+        usage(anyhow!(
+            "`zodbctl manager` is run by `zodbctl start`; use `zodbctl -i DIR start`"
+        ))
+    })?;
+    let (s, filename): (Settings, std::path::PathBuf) =
+        serde_json::from_str(&json).context("the manager's settings")?;
+    // SAFETY: nothing else runs yet (the manager's first steps); the variable must not reach
+    // the supervised program.
+    unsafe { std::env::remove_var(MANAGER_SETTINGS_ENV) };
+    // `ps -e` and `top` show the short name (at most 15 bytes).
+    // SAFETY: PR_SET_NAME copies a NUL-terminated string of at most 16 bytes.
+    unsafe { libc::prctl(libc::PR_SET_NAME, c"zodbctl-manager".as_ptr()) };
+    Ok(exit_byte(manager::run(s, filename, Mode::Daemon)))
 }
 
 fn stop_one(s: &Settings, out: &Out) -> Result<u8> {

@@ -9,6 +9,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 /// zdaemon's defaults (§1.1, §3.2).
@@ -32,7 +33,7 @@ pub enum SettingsError {
 
 /// How the manager decides that a freshly spawned program is ready (zdaemon's
 /// `start-test-program`, generalised).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ReadyCheck {
     /// The ZEO handshake answers on this address (`HOST:PORT` or a Unix socket path): the
     /// server sends a sized frame `Z5` or `M5` first.
@@ -45,7 +46,9 @@ pub enum ReadyCheck {
     Command(Vec<String>),
 }
 
-#[derive(Debug, Clone, PartialEq)]
+/// Serializable: a daemon manager re-executes zodbctl (for a process title that names its
+/// instance) and receives its settings as JSON.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Settings {
     /// Name shown by cluster commands and `status --json` (the instance directory's name).
     pub name: String,
@@ -82,7 +85,7 @@ pub struct Settings {
 }
 
 /// A Zope client instance, as `start` needs to know it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ZopeClient {
     /// The instance directory (`etc/zope.conf`, `inituser`, `var/`).
     pub dir: PathBuf,
