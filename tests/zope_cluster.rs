@@ -64,7 +64,8 @@ fn base64(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = String::new();
     for chunk in b.chunks(3) {
-        let n = chunk.iter().fold(0u32, |acc, &x| (acc << 8) | u32::from(x)) << (8 * (3 - chunk.len()));
+        let n =
+            chunk.iter().fold(0u32, |acc, &x| (acc << 8) | u32::from(x)) << (8 * (3 - chunk.len()));
         for i in 0..4 {
             if i <= chunk.len() {
                 out.push(T[(n >> (18 - 6 * i) & 63) as usize] as char);
@@ -185,7 +186,15 @@ fn a_real_zope_cluster_with_sessions_survives_server_restarts() {
     let (p1, p2) = (base + 1, base + 2);
     let admin = format!("{}:{}", ADMIN.0, ADMIN.1);
     let out = support::zodbctl()
-        .args(["create", "cluster", "--clients", "2", "--sessions", "--admin", &admin])
+        .args([
+            "create",
+            "cluster",
+            "--clients",
+            "2",
+            "--sessions",
+            "--admin",
+            &admin,
+        ])
         .arg("--python")
         .arg(&venv)
         .args(["--base-port", &base.to_string()])
@@ -259,10 +268,13 @@ fn a_real_zope_cluster_with_sessions_survives_server_restarts() {
         .unwrap();
         assert!(r.status < 400, "add {id}: {}\n{}", r.headers, r.body);
     }
-    assert!(support::wait_until(Duration::from_secs(20), || serves(p2, "/getsess")));
+    assert!(support::wait_until(Duration::from_secs(20), || serves(
+        p2, "/getsess"
+    )));
     let cookie = set_session(p1, None, "hello").expect("a session through client1");
     assert!(
-        support::wait_until(Duration::from_secs(20), || get_session(p2, &cookie).as_deref()
+        support::wait_until(Duration::from_secs(20), || get_session(p2, &cookie)
+            .as_deref()
             == Some("hello")),
         "client2 never saw client1's session value"
     );
@@ -273,11 +285,13 @@ fn a_real_zope_cluster_with_sessions_survives_server_restarts() {
     assert!(out.status.success(), "{}", support::output_text(&out));
     let t = Instant::now();
     assert!(
-        support::wait_until(RECOVERY, || serves(p1, "/manage_main") && serves(p2, "/manage_main")),
+        support::wait_until(RECOVERY, || serves(p1, "/manage_main")
+            && serves(p2, "/manage_main")),
         "clients not serving {RECOVERY:?} after the server's restart"
     );
     assert!(
-        support::wait_until(RECOVERY, || get_session(p2, &cookie).as_deref() == Some("hello")
+        support::wait_until(RECOVERY, || get_session(p2, &cookie).as_deref()
+            == Some("hello")
             && get_session(p1, &cookie).as_deref() == Some("hello")),
         "the session value did not survive a clean restart of the server"
     );

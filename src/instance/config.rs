@@ -943,8 +943,9 @@ mod tests {
 
     #[test]
     fn wrong_keys_for_a_type_are_refused() {
-        let e = toml::from_str::<ServerConfig>("[storages.s]\ntype = \"memory\"\nblob-dir = \"x\"\n")
-            .unwrap_err();
+        let e =
+            toml::from_str::<ServerConfig>("[storages.s]\ntype = \"memory\"\nblob-dir = \"x\"\n")
+                .unwrap_err();
         assert!(e.message().contains("does not apply"), "{e}");
         let e = toml::from_str::<ServerConfig>("[zeo]\nadress = \"x\"\n").unwrap_err();
         assert!(e.message().contains("unknown field"), "{e}");

@@ -597,7 +597,10 @@ pub fn inituser_line(user: &str, password: &str) -> String {
 
 /// The PATH a client in the virtualenv `venv` runs with: its `bin` first.
 fn venv_path(venv: &Path) -> String {
-    format!("{}:/usr/local/bin:/usr/bin:/bin", venv.join("bin").display())
+    format!(
+        "{}:/usr/local/bin:/usr/bin:/bin",
+        venv.join("bin").display()
+    )
 }
 
 impl ClientSpec {

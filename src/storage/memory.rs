@@ -317,9 +317,8 @@ impl MemoryStorage {
             for (oid, tid, data) in live {
                 buf.extend_from_slice(oid);
                 buf.extend_from_slice(tid);
-                let len = u32::try_from(data.len()).map_err(|_| {
-                    io(std::io::Error::other("an object larger than 4 GB"))
-                })?;
+                let len = u32::try_from(data.len())
+                    .map_err(|_| io(std::io::Error::other("an object larger than 4 GB")))?;
                 buf.extend_from_slice(&len.to_be_bytes());
                 buf.extend_from_slice(data);
             }
@@ -648,7 +647,10 @@ mod tests {
         assert_eq!(again.start(Some(&snap)).0, Startup::Restored(2));
         assert_eq!(again.current(&oid(5)).unwrap(), (t, b"five".to_vec()));
         assert_eq!(again.current(&Z64).unwrap().1, b"root v2");
-        assert!(again.last_transaction() > t, "the last tid moves past every tid given");
+        assert!(
+            again.last_transaction() > t,
+            "the last tid moves past every tid given"
+        );
         assert!(again.recent_transactions(10).is_empty());
         assert_eq!(again.new_oids(1), [oid(6)]);
 
@@ -666,7 +668,12 @@ mod tests {
         assert_eq!(how, Startup::Empty);
         assert!(problem.unwrap().to_string().contains("cut short"));
         std::fs::write(&snap, b"nonsense").unwrap();
-        assert!(MemoryStorage::new("m", Duration::from_secs(1)).start(Some(&snap)).1.is_some());
+        assert!(
+            MemoryStorage::new("m", Duration::from_secs(1))
+                .start(Some(&snap))
+                .1
+                .is_some()
+        );
     }
 
     #[test]

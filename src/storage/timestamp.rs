@@ -103,7 +103,13 @@ impl TimeStamp {
     /// and clients compare `history()`/`undoLog()` times with runzeo's.
     pub fn time_time(self) -> f64 {
         let minute_of_day = (self.a() % 1440) as i32;
-        c_abst(self.year(), self.month() - 1, self.day() - 1, minute_of_day, 0) + self.second()
+        c_abst(
+            self.year(),
+            self.month() - 1,
+            self.day() - 1,
+            minute_of_day,
+            0,
+        ) + self.second()
             - c_abst(1970, 0, 0, 0, 0)
     }
 

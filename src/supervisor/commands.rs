@@ -578,10 +578,15 @@ pub fn logtail(g: &GlobalArgs, args: &LogtailArgs) -> Result<u8> {
             match found {
                 Some(s) if target.is_cluster() => vec![s],
                 _ => {
-                    let names: Vec<&str> = target.members().iter().map(|s| s.name.as_str()).collect();
+                    let names: Vec<&str> =
+                        target.members().iter().map(|s| s.name.as_str()).collect();
                     return Err(usage(anyhow!(
                         "-m {name}: no such member (this {} has: {})",
-                        if target.is_cluster() { "cluster" } else { "instance" },
+                        if target.is_cluster() {
+                            "cluster"
+                        } else {
+                            "instance"
+                        },
                         names.join(", ")
                     )));
                 }
@@ -625,11 +630,14 @@ fn log_of(s: &Settings, file: Option<&Path>) -> Result<std::path::PathBuf> {
             None => f.to_path_buf(),
         });
     }
-    s.logfile.clone().or_else(|| s.transcript.clone()).ok_or_else(|| {
-        usage(anyhow!(
-            "No default log file specified; use logtail --file FILE"
-        ))
-    })
+    s.logfile
+        .clone()
+        .or_else(|| s.transcript.clone())
+        .ok_or_else(|| {
+            usage(anyhow!(
+                "No default log file specified; use logtail --file FILE"
+            ))
+        })
 }
 
 fn tail_one(file: &Path, args: &LogtailArgs) -> Result<u8> {

@@ -302,9 +302,8 @@ pub fn prepare(s: &Settings) -> Result<bool, String> {
     if !is_runwsgi(&program) {
         return Ok(false);
     }
-    let python = client_python(s, &program).ok_or_else(|| {
-        format!("can't tell which Python runs {}", program.display())
-    })?;
+    let python = client_python(s, &program)
+        .ok_or_else(|| format!("can't tell which Python runs {}", program.display()))?;
     let conf = z.dir.join("etc/zope.conf");
     let out = run_bounded(
         python_cmd(s, z, &python)
@@ -409,11 +408,8 @@ mod tests {
     fn bounded_runs_end() {
         let out = run_bounded(Command::new("sh").args(["-c", "echo hi"]), CHECK_TIMEOUT).unwrap();
         assert_eq!(out.stdout, b"hi\n");
-        let e = run_bounded(
-            Command::new("sleep").arg("5"),
-            Duration::from_millis(100),
-        )
-        .unwrap_err();
+        let e =
+            run_bounded(Command::new("sleep").arg("5"), Duration::from_millis(100)).unwrap_err();
         assert!(e.contains("was stopped"), "{e}");
     }
 }

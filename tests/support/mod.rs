@@ -138,7 +138,10 @@ fn make_venv(name: &str, requirement_files: &[&str]) -> PathBuf {
     for f in requirement_files {
         pip.arg("-r").arg(repo_root().join(f));
     }
-    run_ok(&mut pip, &format!("pip install -r {}", requirement_files.join(" -r ")));
+    run_ok(
+        &mut pip,
+        &format!("pip install -r {}", requirement_files.join(" -r ")),
+    );
     fs::write(&stamp, &wanted).expect("write venv stamp");
     python
 }
