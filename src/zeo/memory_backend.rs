@@ -57,7 +57,14 @@ impl MemoryBackend {
         }
         match (&how, &snapshot) {
             (Startup::Restored(n), Some(p)) => {
-                info!(target: LOG, "storage '{}': {n} objects restored from {}", store.name(), p.display())
+                info!(target: LOG, "storage '{}': {n} objects restored from {}", store.name(), p.display());
+                if checkpoint.is_zero() && !read_only {
+                    // Without checkpoints the file is only true until the first commit: a
+                    // crash must then come back empty, not to this old state.
+                    if let Err(e) = std::fs::remove_file(p) {
+                        warn!(target: LOG, "can't remove {}: {e}", p.display());
+                    }
+                }
             }
             _ => info!(target: LOG, "storage '{}' starts empty", store.name()),
         }
@@ -65,9 +72,10 @@ impl MemoryBackend {
             let stop = Arc::new((Mutex::new(false), Condvar::new()));
             let thread = (!checkpoint.is_zero() && !read_only).then(|| {
                 let (store, path, stop) = (Arc::clone(&store), path.clone(), Arc::clone(&stop));
+                let saved = store.last_transaction();
                 std::thread::Builder::new()
                     .name(format!("checkpoint-{}", store.name()))
-                    .spawn(move || checkpoints(&store, &path, checkpoint, &stop))
+                    .spawn(move || checkpoints(&store, &path, checkpoint, &stop, saved))
                     .ok()
             });
             Snapshots {
@@ -88,8 +96,15 @@ const LOG: &str = "ZEO.runzeo";
 
 /// Write the snapshot every `every` when the storage changed since the last one, until told
 /// to stop. A failed write is logged and retried at the next checkpoint.
-fn checkpoints(store: &MemoryStorage, path: &Path, every: Duration, stop: &(Mutex<bool>, Condvar)) {
-    let mut saved = store.last_transaction();
+/// `saved` is the last transaction the file (or the start) reflects, read before the thread
+/// exists: a commit made before the thread first runs must still count as a change.
+fn checkpoints(
+    store: &MemoryStorage,
+    path: &Path,
+    every: Duration,
+    stop: &(Mutex<bool>, Condvar),
+    mut saved: Tid,
+) {
     let (lock, cv) = stop;
     let mut stopped = lock.lock().unwrap_or_else(|e| e.into_inner());
     loop {
@@ -324,4 +339,54 @@ impl Commit for MemoryCommit {
     }
 
     fn abort(self: Box<Self>) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn commit(b: &MemoryBackend, oid: u8, data: &[u8]) {
+        let meta = TxnMeta {
+            tid: None,
+            user: Vec::new(),
+            description: Vec::new(),
+            extension: Value::Map(vec![]),
+            status: b' ',
+        };
+        let mut c = b.begin(&meta).unwrap();
+        let o = [0, 0, 0, 0, 0, 0, 0, oid];
+        let serial = b.get_tid(&o).unwrap_or([0; 8]);
+        c.store(&o, &serial, data).unwrap();
+        c.vote().unwrap();
+        c.finish().unwrap();
+    }
+
+    #[test]
+    fn checkpoints_and_the_snapshot_on_close() {
+        let dir = tempfile::tempdir().unwrap();
+        let snap = dir.path().join("s.snapshot");
+        let store = || MemoryStorage::new("s", Duration::from_secs(300));
+        let b = MemoryBackend::open(
+            store(),
+            false,
+            Some(snap.clone()),
+            Duration::from_millis(30),
+        );
+        commit(&b, 1, b"one");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !snap.exists() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(snap.exists(), "a checkpoint was written");
+        commit(&b, 2, b"two");
+        b.close().unwrap();
+        let again = MemoryBackend::open(store(), false, Some(snap.clone()), Duration::ZERO);
+        assert!(again.get_tid(&[0, 0, 0, 0, 0, 0, 0, 2]).is_ok());
+        assert!(again.last_transaction() > b.last_transaction());
+        // Without checkpoints the restored file is consumed: a crash comes back empty.
+        assert!(!snap.exists());
+        drop(again);
+        let empty = MemoryBackend::open(store(), false, Some(snap), Duration::ZERO);
+        assert!(empty.get_tid(&[0, 0, 0, 0, 0, 0, 0, 2]).is_err());
+    }
 }
