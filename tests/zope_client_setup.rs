@@ -322,3 +322,29 @@ fn the_manager_names_its_instance_in_ps() {
     );
     assert_eq!(comm.trim(), "zodbctl-manager");
 }
+
+#[test]
+fn a_sessions_client_started_alone_needs_its_server_up() {
+    let tmp = tempfile::tempdir().unwrap();
+    // A stand-in virtualenv: its python "has" every module (prints no missing one).
+    let venv = tmp.path().join("venv");
+    script(&venv.join("bin/python"), "#!/bin/sh\nexit 0\n");
+    script(&venv.join("bin/runwsgi"), "#!/bin/sh\nexec sleep 60\n");
+    let dir = tmp.path().join("site");
+    let base = support::free_port();
+    ok(&support::zodbctl()
+        .args(["create", "cluster", "--clients", "1", "--sessions"])
+        .args(["--base-port", &base.to_string()])
+        .arg("--python")
+        .arg(&venv)
+        .arg(&dir)
+        .output()
+        .unwrap());
+    let out = support::run_in(&dir.join("client1"), &["start"]);
+    let text = support::output_text(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("start the server first"), "{text}");
+    assert!(!dir.join("client1/var/zodbctl-sessions.done").exists());
+    let st = support::run_in(&dir.join("client1"), &["status"]);
+    assert_eq!(st.status.code(), Some(3), "nothing was started");
+}

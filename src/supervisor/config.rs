@@ -162,6 +162,15 @@ pub fn settings_of(inst: &Instance, name: Option<String>) -> Result<Settings> {
         s.zope = Some(ZopeClient {
             dir: inst.dir.clone(),
             sessions: c.zope.sessions.is_some(),
+            servers: c
+                .zeoclient
+                .servers
+                .iter()
+                .map(|a| match a {
+                    instance::Address::Unix(p) => inst.resolve(p).display().to_string(),
+                    a => a.connectable().to_string(),
+                })
+                .collect(),
         });
     }
     Ok(s)

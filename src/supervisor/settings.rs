@@ -91,6 +91,8 @@ pub struct ZopeClient {
     pub dir: PathBuf,
     /// A sessions storage is mounted at `/temp_folder`: the mount point must be created once.
     pub sessions: bool,
+    /// Its ZEO servers (connectable addresses), which the one-time step needs up.
+    pub servers: Vec<String>,
 }
 
 impl Settings {

@@ -304,6 +304,19 @@ pub fn prepare(s: &Settings) -> Result<bool, String> {
     }
     let python = client_python(s, &program)
         .ok_or_else(|| format!("can't tell which Python runs {}", program.display()))?;
+    // Zope would wait for a server that is down until the step times out: say so at once.
+    if !z.servers.is_empty()
+        && !z
+            .servers
+            .iter()
+            .any(|a| super::ready::zeo_handshake(a).is_ok())
+    {
+        return Err(format!(
+            "the sessions mount point is created on the first start, which needs the ZEO server, \
+             but none answers at {}; start the server first (or the whole cluster)",
+            z.servers.join(", ")
+        ));
+    }
     let conf = z.dir.join("etc/zope.conf");
     let out = run_bounded(
         python_cmd(s, z, &python)
@@ -371,6 +384,7 @@ mod tests {
         s.zope = Some(ZopeClient {
             dir: PathBuf::from("/tmp"),
             sessions: true,
+            servers: Vec::new(),
         });
         let e = precheck(&s).unwrap_err();
         assert!(e.contains("can't find program 'runwsgi' on PATH"), "{e}");
@@ -398,6 +412,7 @@ mod tests {
         s.zope = Some(ZopeClient {
             dir: dir.path().to_path_buf(),
             sessions: false,
+            servers: Vec::new(),
         });
         let e = precheck(&s).unwrap_err();
         assert!(e.contains("cannot import Zope2"), "{e}");
