@@ -217,8 +217,9 @@ pub struct MemoryStorageConfig {
     /// `checkpoint-seconds`, and read back on start, so sessions survive a restart. Default:
     /// unset (nothing survives a restart).
     pub path: Option<PathBuf>,
-    /// With `path`: also write the snapshot this often while the contents change (0 = only
-    /// on a clean stop). Default 10 seconds.
+    /// With `path`: also write the snapshot this often while the contents change, so that a
+    /// crash comes back to the last checkpoint instead of empty (0 = only on a clean stop).
+    /// Default 0.
     pub checkpoint_seconds: Seconds,
 }
 
@@ -232,8 +233,10 @@ impl Default for MemoryStorageConfig {
     }
 }
 
-/// How often a memory storage with a snapshot file writes it while its contents change.
-pub const DEFAULT_CHECKPOINT_SECONDS: u64 = 10;
+/// How often a memory storage with a snapshot file writes it while its contents change: by
+/// default never (only on a clean stop), so a crash comes back empty, as a crashed
+/// TemporaryStorage would.
+pub const DEFAULT_CHECKPOINT_SECONDS: u64 = 0;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

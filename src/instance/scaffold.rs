@@ -401,7 +401,9 @@ fn render_storages(config: &ServerConfig) -> String {
                 if let Some(p) = &m.path {
                     let _ = writeln!(
                         out,
-                        "# Saved here on a clean stop and every checkpoint-seconds, read on start.\n\
+                        "# Saved here on a clean stop, read on start (and consumed: after a crash the\n\
+                         # storage comes back empty). checkpoint-seconds = 10 also writes it every 10 s\n\
+                         # while it changes, so that a crash loses at most that much.\n\
                          path = {}\ncheckpoint-seconds = {}",
                         toml_path(p),
                         m.checkpoint_seconds

@@ -430,7 +430,16 @@ impl MemoryStorage {
         if self.current(&Z64).is_err() {
             c.restore(&Z64, Some(EMPTY_ROOT));
         }
+        let start = u64::from_be_bytes(c.tid());
         c.finish();
+        // New oids start above every oid handed out before, even after a crash that lost
+        // them: clients may still hold ghosts of those oids, which must never name a
+        // different object. Oids from the start tid on qualify: a run hands out far fewer
+        // oids than the tid advances between two starts (2^32 per minute).
+        {
+            let mut inner = self.write();
+            inner.next_oid = inner.next_oid.max(start);
+        }
         // The start transaction is not news to anyone: keep it out of the invalidation queue.
         self.write().recent.clear();
         (how, problem)
@@ -652,13 +661,15 @@ mod tests {
             "the last tid moves past every tid given"
         );
         assert!(again.recent_transactions(10).is_empty());
-        assert_eq!(again.new_oids(1), [oid(6)]);
+        assert!(again.new_oids(1)[0] > oid(5));
 
         // After a crash without a snapshot: empty, a root, and a tid after everything before.
         let crashed = MemoryStorage::new("m", Duration::from_secs(300));
         assert_eq!(crashed.start(None).0, Startup::Empty);
         assert!(crashed.last_transaction() > t);
         assert!(crashed.current(&Z64).is_ok());
+        // ... and no oid given out before the crash is given out again.
+        assert!(crashed.new_oids(1)[0] > again.new_oids(1)[0]);
 
         // A damaged file is reported, and the storage starts empty.
         let bytes = std::fs::read(&snap).unwrap();
