@@ -382,7 +382,9 @@ pub fn start(g: &GlobalArgs, args: &StartArgs) -> Result<u8> {
     for s in target.members() {
         let out = Out::new(&target, s);
         let was_up = client::status(&s.socket).is_some();
-        let code = match zope::prepare(s) {
+        // A running member is left as it is (start_one says so).
+        let prepared = if was_up { Ok(false) } else { zope::prepare(s) };
+        let code = match prepared {
             Ok(true) => {
                 out.line("created the /temp_folder mount point for sessions");
                 start_one(s, &out)?
