@@ -218,8 +218,8 @@ pub struct MemoryStorageConfig {
     /// unset (nothing survives a restart).
     pub path: Option<PathBuf>,
     /// With `path`: also write the snapshot this often while the contents change, so that a
-    /// crash comes back to the last checkpoint instead of empty (0 = only on a clean stop).
-    /// Default 0.
+    /// crash comes back to the last checkpoint (0 = only on a clean stop: a crash comes back
+    /// empty). Default 10 seconds.
     pub checkpoint_seconds: Seconds,
 }
 
@@ -233,10 +233,11 @@ impl Default for MemoryStorageConfig {
     }
 }
 
-/// How often a memory storage with a snapshot file writes it while its contents change: by
-/// default never (only on a clean stop), so a crash comes back empty, as a crashed
-/// TemporaryStorage would.
-pub const DEFAULT_CHECKPOINT_SECONDS: u64 = 0;
+/// How often a memory storage with a snapshot file writes it while its contents change.
+/// Not never: Zope clients keep the mounted `/temp_folder` container cached, and a sessions
+/// storage that comes back empty after a crash leaves them failing with POSKeyError until
+/// they are restarted; from a checkpoint that container is there.
+pub const DEFAULT_CHECKPOINT_SECONDS: u64 = 10;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -401,9 +401,8 @@ fn render_storages(config: &ServerConfig) -> String {
                 if let Some(p) = &m.path {
                     let _ = writeln!(
                         out,
-                        "# Saved here on a clean stop, read on start (and consumed: after a crash the\n\
-                         # storage comes back empty). checkpoint-seconds = 10 also writes it every 10 s\n\
-                         # while it changes, so that a crash loses at most that much.\n\
+                        "# Saved here on a clean stop and every checkpoint-seconds while it changes,\n\
+                         # read on start: a crash loses at most the last checkpoint-seconds.\n\
                          path = {}\ncheckpoint-seconds = {}",
                         toml_path(p),
                         m.checkpoint_seconds
