@@ -36,15 +36,22 @@ impl MemoryBackend {
         }
     }
 
-    /// A backend for serving: the storage is brought up with [`MemoryStorage::start`] (from
-    /// `snapshot` when that file exists), and with a snapshot file its contents are written
-    /// there every `checkpoint` while they change (zero: never) and on [`close`](Backend::close).
+    /// A backend for serving. With a `snapshot` file (the configured `path`, which `create`
+    /// always writes) the storage is brought up with [`MemoryStorage::start`] (from the file
+    /// when it exists: a fresh last tid, a root object when empty), its contents are written
+    /// there every `checkpoint` while they change (zero: never) and on
+    /// [`close`](Backend::close). Without one it starts as a brand-new storage (last
+    /// transaction zero, no objects), as `serve --memory` always has: ZODB's own storage
+    /// tests expect exactly that.
     pub fn open(
         store: Arc<MemoryStorage>,
         read_only: bool,
         snapshot: Option<PathBuf>,
         checkpoint: Duration,
     ) -> Self {
+        if snapshot.is_none() {
+            return MemoryBackend::new(store, read_only);
+        }
         let (how, problem) = store.start(snapshot.as_deref());
         if let Some(e) = problem {
             // The file is kept for inspection; the next checkpoint writes a new one beside it.
