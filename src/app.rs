@@ -32,5 +32,6 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::Logreopen => supervisor::commands::logreopen(g),
         Command::Up(args) => supervisor::commands::up(g, args),
         Command::GenerateDocs(args) => docs::generate(&args.out).map(|()| 0),
+        Command::Manager(_) => supervisor::commands::manager_process(),
     }
 }

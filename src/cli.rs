@@ -110,6 +110,18 @@ pub enum Command {
     /// Write the man pages and shell completions (for maintainers).
     #[command(hide = true)]
     GenerateDocs(GenerateDocsArgs),
+
+    /// The daemon manager of one instance, as `start` runs it (internal: its settings come
+    /// from `start`; the argument only names the instance in `ps`).
+    #[command(hide = true)]
+    Manager(ManagerArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ManagerArgs {
+    /// The instance directory, shown in the process list.
+    #[arg(value_name = "DIR")]
+    pub label: String,
 }
 
 #[derive(Debug, Subcommand)]
@@ -137,8 +149,8 @@ pub struct CreateServerArgs {
     /// Without this option the instance serves one file storage named "1", like mkzeoinstance.
     #[arg(long = "storage", value_name = "NAME[=TYPE]")]
     pub storages: Vec<String>,
-    /// Run the server as this user when started as root.
-    #[arg(long, value_name = "USER")]
+    /// Run the server as this Unix user when started as root (`--user` is an old name).
+    #[arg(long = "unix-user", alias = "user", value_name = "USER")]
     pub user: Option<String>,
 }
 
@@ -158,11 +170,18 @@ pub struct CreateClientArgs {
     /// Program the instance runs (shell-style quoting); default `runwsgi -v etc/zope.ini`.
     #[arg(long, value_name = "CMD")]
     pub program: Option<String>,
+    /// The Python virtualenv Zope is installed in: the program becomes its `bin/runwsgi`
+    /// (absolute) and its `bin` leads the program's PATH.
+    #[arg(long, value_name = "VENV")]
+    pub python: Option<PathBuf>,
+    /// Zope's first user, with the Manager role: writes `inituser`, as mkwsgiinstance -u does.
+    #[arg(long, value_name = "USER:PASSWORD")]
+    pub admin: Option<String>,
     /// Where the Zope HTTP server listens: HOST:PORT or a Unix socket path.
     #[arg(long = "http", default_value = "127.0.0.1:8080", value_name = "ADDR")]
     pub http: String,
-    /// Run the program as this user when started as root.
-    #[arg(long, value_name = "USER")]
+    /// Run the program as this Unix user when started as root (`--user` is an old name).
+    #[arg(long = "unix-user", alias = "user", value_name = "USER")]
     pub user: Option<String>,
 }
 
@@ -182,6 +201,16 @@ pub struct CreateClusterArgs {
     /// Give file storages a blob directory.
     #[arg(long)]
     pub blobs: bool,
+    /// Program every client runs (shell-style quoting); default `runwsgi -v etc/zope.ini`.
+    #[arg(long, value_name = "CMD")]
+    pub program: Option<String>,
+    /// The Python virtualenv Zope is installed in: clients run its `bin/runwsgi` (absolute)
+    /// with its `bin` leading their PATH.
+    #[arg(long, value_name = "VENV")]
+    pub python: Option<PathBuf>,
+    /// Zope's first user, with the Manager role, in every client (writes `inituser`).
+    #[arg(long, value_name = "USER:PASSWORD")]
+    pub admin: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -337,13 +366,20 @@ pub struct KillArgs {
 
 #[derive(Debug, Args)]
 pub struct LogtailArgs {
-    /// Keep following the file as it grows.
+    /// Keep following the file as it grows (on a cluster: every member's, each line
+    /// prefixed with the member's name).
     #[arg(short, long)]
     pub follow: bool,
-    /// Number of lines to show.
+    /// Number of lines to show (per member on a cluster).
     #[arg(short = 'n', long, default_value_t = 20)]
     pub lines: usize,
-    /// Show this log file instead of the transcript.
+    /// On a cluster: only this member (its name in cluster.toml); `-i DIR/MEMBER` works too.
+    #[arg(short = 'm', long, value_name = "NAME")]
+    pub member: Option<String>,
+    /// Show this log file instead: a relative path is relative to the instance directory.
+    ///
+    /// By default a server shows its ZEO event log (log/zeo.log), a client its transcript;
+    /// `[runner] logfile` chooses another.
     #[arg(long, value_name = "FILE")]
     pub file: Option<PathBuf>,
 }

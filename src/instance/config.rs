@@ -213,15 +213,31 @@ pub struct MemoryStorageConfig {
     /// Old revisions are kept this long (for readers of older snapshots and conflict
     /// resolution), then dropped. Default 300 seconds.
     pub history_seconds: Seconds,
+    /// Snapshot file: the contents are written here on a clean stop and every
+    /// `checkpoint-seconds`, and read back on start, so sessions survive a restart. Default:
+    /// unset (nothing survives a restart).
+    pub path: Option<PathBuf>,
+    /// With `path`: also write the snapshot this often while the contents change, so that a
+    /// crash comes back to the last checkpoint (0 = only on a clean stop: a crash comes back
+    /// empty). Default 10 seconds.
+    pub checkpoint_seconds: Seconds,
 }
 
 impl Default for MemoryStorageConfig {
     fn default() -> MemoryStorageConfig {
         MemoryStorageConfig {
             history_seconds: Seconds::secs(300),
+            path: None,
+            checkpoint_seconds: Seconds::secs(DEFAULT_CHECKPOINT_SECONDS),
         }
     }
 }
+
+/// How often a memory storage with a snapshot file writes it while its contents change.
+/// Not never: Zope clients keep the mounted `/temp_folder` container cached, and a sessions
+/// storage that comes back empty after a crash leaves them failing with POSKeyError until
+/// they are restarted; from a checkpoint that container is there.
+pub const DEFAULT_CHECKPOINT_SECONDS: u64 = 10;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -249,6 +265,8 @@ pub struct RawStorage {
     pack_keep_old: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     history_seconds: Option<Seconds>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    checkpoint_seconds: Option<Seconds>,
 }
 
 impl TryFrom<RawStorage> for StorageConfig {
@@ -256,8 +274,11 @@ impl TryFrom<RawStorage> for StorageConfig {
     fn try_from(r: RawStorage) -> Result<StorageConfig, String> {
         match r.kind {
             StorageType::File => {
-                if r.history_seconds.is_some() {
-                    return Err("key `history-seconds` applies only to type = \"memory\"".into());
+                if r.history_seconds.is_some() || r.checkpoint_seconds.is_some() {
+                    return Err(
+                        "keys `history-seconds` and `checkpoint-seconds` apply only to type = \"memory\""
+                            .into(),
+                    );
                 }
                 let path = r.path.ok_or(
                     "a file storage needs `path` (the Data.fs, e.g. \"var/Data.fs\")".to_owned(),
@@ -275,7 +296,6 @@ impl TryFrom<RawStorage> for StorageConfig {
             }
             StorageType::Memory => {
                 for (set, key) in [
-                    (r.path.is_some(), "path"),
                     (r.blob_dir.is_some(), "blob-dir"),
                     (r.read_only.is_some(), "read-only"),
                     (r.pack_gc.is_some(), "pack-gc"),
@@ -283,12 +303,19 @@ impl TryFrom<RawStorage> for StorageConfig {
                 ] {
                     if set {
                         return Err(format!(
-                            "key `{key}` does not apply to type = \"memory\" (allowed: history-seconds)"
+                            "key `{key}` does not apply to type = \"memory\" (allowed: history-seconds, path, checkpoint-seconds)"
                         ));
                     }
                 }
+                if r.path.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
+                    return Err("`path` is empty".into());
+                }
                 Ok(StorageConfig::Memory(MemoryStorageConfig {
                     history_seconds: r.history_seconds.unwrap_or(Seconds::secs(300)),
+                    path: r.path,
+                    checkpoint_seconds: r
+                        .checkpoint_seconds
+                        .unwrap_or(Seconds::secs(DEFAULT_CHECKPOINT_SECONDS)),
                 }))
             }
         }
@@ -306,15 +333,17 @@ impl From<StorageConfig> for RawStorage {
                 pack_gc: Some(f.pack_gc),
                 pack_keep_old: Some(f.pack_keep_old),
                 history_seconds: None,
+                checkpoint_seconds: None,
             },
             StorageConfig::Memory(m) => RawStorage {
                 kind: StorageType::Memory,
-                path: None,
+                path: m.path,
                 blob_dir: None,
                 read_only: None,
                 pack_gc: None,
                 pack_keep_old: None,
                 history_seconds: Some(m.history_seconds),
+                checkpoint_seconds: Some(m.checkpoint_seconds),
             },
         }
     }
@@ -461,13 +490,15 @@ fn default_transcript() -> PathBuf {
 
 /// `ready-check = { address = "127.0.0.1:8080" }` (a TCP/Unix connect succeeds; for a ZEO
 /// address the server answers the handshake), `{ http = "http://127.0.0.1:8080/" }` (any
-/// HTTP response), or `{ command = "curl -fs http://..." }` (exits 0).
+/// HTTP response), `{ command = "curl -fs http://..." }` (exits 0), or `"none"` (ready as
+/// soon as it is started: for a program that listens nowhere).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub enum ReadyCheck {
     Address(Address),
     Http(String),
     Command(CommandLine),
+    None,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -729,10 +760,17 @@ impl ServerConfig {
             }
         }
         for storage in self.storages.values_mut() {
-            if let StorageConfig::File(f) = storage {
-                resolve(dir, &mut f.path);
-                if let Some(b) = &mut f.blob_dir {
-                    resolve(dir, b);
+            match storage {
+                StorageConfig::File(f) => {
+                    resolve(dir, &mut f.path);
+                    if let Some(b) = &mut f.blob_dir {
+                        resolve(dir, b);
+                    }
+                }
+                StorageConfig::Memory(m) => {
+                    if let Some(p) = &mut m.path {
+                        resolve(dir, p);
+                    }
                 }
             }
         }
@@ -909,8 +947,9 @@ mod tests {
 
     #[test]
     fn wrong_keys_for_a_type_are_refused() {
-        let e = toml::from_str::<ServerConfig>("[storages.s]\ntype = \"memory\"\npath = \"x\"\n")
-            .unwrap_err();
+        let e =
+            toml::from_str::<ServerConfig>("[storages.s]\ntype = \"memory\"\nblob-dir = \"x\"\n")
+                .unwrap_err();
         assert!(e.message().contains("does not apply"), "{e}");
         let e = toml::from_str::<ServerConfig>("[zeo]\nadress = \"x\"\n").unwrap_err();
         assert!(e.message().contains("unknown field"), "{e}");
@@ -1038,9 +1077,15 @@ mod proptests {
                     pack_keep_old: f[2],
                 })
             }),
-            seconds().prop_map(|history_seconds| {
-                StorageConfig::Memory(MemoryStorageConfig { history_seconds })
-            }),
+            (seconds(), proptest::option::of(path()), seconds()).prop_map(
+                |(history_seconds, path, checkpoint_seconds)| {
+                    StorageConfig::Memory(MemoryStorageConfig {
+                        history_seconds,
+                        path,
+                        checkpoint_seconds,
+                    })
+                }
+            ),
         ]
     }
 

@@ -58,6 +58,8 @@ struct PlannedFile {
 pub struct Plan {
     dirs: Vec<(PathBuf, Option<u32>)>,
     files: Vec<PlannedFile>,
+    /// Files made mode 0600 once written.
+    private: Vec<PathBuf>,
 }
 
 impl Plan {
@@ -80,6 +82,11 @@ impl Plan {
             content,
             executable: true,
         });
+    }
+    /// A file only its owner reads (credentials).
+    fn private_file(&mut self, path: PathBuf, content: String) {
+        self.private.push(path.clone());
+        self.file(path, content);
     }
 
     /// Paths of the files this plan writes.
@@ -113,6 +120,10 @@ impl Plan {
                 std::fs::set_permissions(&f.path, std::fs::Permissions::from_mode(0o755))
                     .with_context(|| format!("setting the mode of {}", f.path.display()))?;
                 writeln!(out, "Changed mode for {} to 755", f.path.display())?;
+            }
+            if self.private.contains(&f.path) {
+                std::fs::set_permissions(&f.path, std::fs::Permissions::from_mode(0o600))
+                    .with_context(|| format!("setting the mode of {}", f.path.display()))?;
             }
         }
         writeln!(out, "All done.")?;
@@ -319,7 +330,12 @@ impl ServerSpec {
 
     fn storage_config(&self, name: &str, kind: StorageKindArg) -> StorageConfig {
         match kind {
-            StorageKindArg::Memory => StorageConfig::Memory(MemoryStorageConfig::default()),
+            // Written on a clean stop and at checkpoints, read on start: sessions survive a
+            // server restart.
+            StorageKindArg::Memory => StorageConfig::Memory(MemoryStorageConfig {
+                path: Some(PathBuf::from(format!("var/{name}.snapshot"))),
+                ..MemoryStorageConfig::default()
+            }),
             StorageKindArg::File => {
                 let (path, blobs) = if name == "1" {
                     ("var/Data.fs".to_owned(), "var/blobs".to_owned())
@@ -378,10 +394,20 @@ fn render_storages(config: &ServerConfig) -> String {
             StorageConfig::Memory(m) => {
                 let _ = writeln!(
                     out,
-                    "# In memory, not historical: sessions and other data that may be lost on restart.\n\
+                    "# In memory, not historical: sessions and other short-lived data.\n\
                      type = \"memory\"\nhistory-seconds = {}",
                     m.history_seconds
                 );
+                if let Some(p) = &m.path {
+                    let _ = writeln!(
+                        out,
+                        "# Saved here on a clean stop and every checkpoint-seconds while it changes,\n\
+                         # read on start: a crash loses at most the last checkpoint-seconds.\n\
+                         path = {}\ncheckpoint-seconds = {}",
+                        toml_path(p),
+                        m.checkpoint_seconds
+                    );
+                }
             }
         }
         out.push('\n');
@@ -492,6 +518,90 @@ pub struct ClientSpec {
     pub http: Address,
     pub user: Option<String>,
     pub sessions: Option<String>,
+    /// `--python VENV` (absolute): its `bin` leads the program's PATH.
+    pub python: Option<PathBuf>,
+    /// `--admin USER:PASSWORD`: Zope's first user, written to `inituser`.
+    pub admin: Option<(String, String)>,
+}
+
+/// `--program`, `--python` and `--admin` of `create client|cluster`, checked: the program
+/// (`--program`, else the virtualenv's `bin/runwsgi -v etc/zope.ini`), the virtualenv made
+/// absolute, and the first user.
+type ZopeOptions = (
+    Option<CommandLine>,
+    Option<PathBuf>,
+    Option<(String, String)>,
+);
+
+fn zope_options(
+    program: Option<&str>,
+    python: Option<&Path>,
+    admin: Option<&str>,
+) -> Result<ZopeOptions> {
+    let venv = match python {
+        Some(v) => {
+            let v = absolute(v)?;
+            let runwsgi = v.join("bin/runwsgi");
+            if !v.join("bin").is_dir() {
+                return Err(usage(anyhow!(
+                    "--python {}: not a virtualenv (no bin/ directory)",
+                    v.display()
+                )));
+            }
+            if !runwsgi.is_file() {
+                eprintln!(
+                    "zodbctl: warning: {} does not exist yet; install Zope there: {}/bin/pip install 'Zope[wsgi]' ZEO",
+                    runwsgi.display(),
+                    v.display()
+                );
+            }
+            Some(v)
+        }
+        None => None,
+    };
+    let program = match (program, &venv) {
+        (Some(p), _) => Some(p.parse().map_err(|e| usage(anyhow!("--program: {e}")))?),
+        (None, Some(v)) => Some(CommandLine(vec![
+            v.join("bin/runwsgi").display().to_string(),
+            "-v".into(),
+            "etc/zope.ini".into(),
+        ])),
+        (None, None) => None,
+    };
+    let admin = match admin {
+        Some(a) => Some(parse_admin(a)?),
+        None => None,
+    };
+    Ok((program, venv, admin))
+}
+
+/// `USER:PASSWORD`, both non-empty (the password may contain ':').
+fn parse_admin(a: &str) -> Result<(String, String)> {
+    match a.split_once(':') {
+        Some((u, p)) if !u.is_empty() && !p.is_empty() && !u.chars().any(char::is_whitespace) => {
+            Ok((u.to_owned(), p.to_owned()))
+        }
+        _ => Err(usage(anyhow!(
+            "--admin: expected USER:PASSWORD (a user name without spaces, a non-empty password)"
+        ))),
+    }
+}
+
+/// Zope's `inituser` line, as mkwsgiinstance writes it without bcrypt: `USER:{SHA256}HEX`
+/// (AuthEncoding's SHA256 scheme: the hex digest of the UTF-8 password).
+pub fn inituser_line(user: &str, password: &str) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(password.as_bytes());
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    format!("{user}:{{SHA256}}{hex}\n")
+}
+
+/// The PATH a client in the virtualenv `venv` runs with: its `bin` first.
+fn venv_path(venv: &Path) -> String {
+    format!(
+        "{}:/usr/local/bin:/usr/bin:/bin",
+        venv.join("bin").display()
+    )
 }
 
 impl ClientSpec {
@@ -512,10 +622,11 @@ impl ClientSpec {
             Some(s) => s.parse().map_err(|e| usage(anyhow!("--cache-size: {e}")))?,
             None => ByteSize::mib(128),
         };
-        let program = match &args.program {
-            Some(p) => Some(p.parse().map_err(|e| usage(anyhow!("--program: {e}")))?),
-            None => None,
-        };
+        let (program, python, admin) = zope_options(
+            args.program.as_deref(),
+            args.python.as_deref(),
+            args.admin.as_deref(),
+        )?;
         let http: Address = args
             .http
             .parse()
@@ -528,6 +639,8 @@ impl ClientSpec {
             http,
             user: args.user.clone(),
             sessions: None,
+            python,
+            admin,
         })
     }
 
@@ -545,6 +658,9 @@ impl ClientSpec {
         c.zope.sessions = self.sessions.clone();
         c.runner.program = self.program.clone();
         c.runner.user = self.user.clone();
+        if let Some(v) = &self.python {
+            c.environment.insert("PATH".into(), venv_path(v));
+        }
         c
     }
 }
@@ -673,6 +789,24 @@ pub fn plan_client(dir: &Path, spec: &ClientSpec) -> Result<(Plan, ClientConfig)
         Some(u) => format!("user = {}\n", toml_str(u)),
         None => "# Run as this user when started as root:\n# user = \"zope\"\n".into(),
     };
+    let environment_lines = if config.environment.is_empty() {
+        "\n# The program's environment, e.g. a virtualenv's bin first on its PATH:\n\
+         # [environment]\n# PATH = \"/srv/venv/bin:/usr/local/bin:/usr/bin:/bin\"\n"
+            .to_owned()
+    } else {
+        let mut t = String::from(
+            "\n# The program's environment (its PATH is where the program is looked up).\n[environment]\n",
+        );
+        for (k, v) in &config.environment {
+            let key = if k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                k.clone()
+            } else {
+                toml_str(k)
+            };
+            let _ = writeln!(t, "{key} = {}", toml_str(v));
+        }
+        t
+    };
     let program_line = match &spec.program {
         Some(p) => format!("program = {}", toml_str(&p.to_string())),
         None => format!(
@@ -692,6 +826,7 @@ pub fn plan_client(dir: &Path, spec: &ClientSpec) -> Result<(Plan, ClientConfig)
             ("SESSIONS", sessions),
             ("PROGRAM", program_line),
             ("USER", user_line),
+            ("ENVIRONMENT", environment_lines),
         ],
     )?;
     let toml_file = dir.join(CLIENT_TOML);
@@ -717,6 +852,11 @@ pub fn plan_client(dir: &Path, spec: &ClientSpec) -> Result<(Plan, ClientConfig)
     plan.file(dir.join("etc/zope.conf"), render_zope_conf(&config, dir)?);
     plan.file(dir.join("etc/zope.ini"), render_zope_ini(&config, dir)?);
     plan.file(dir.join("etc/site.zcml"), tpl::SITE_ZCML.to_owned());
+    if let Some((user, password)) = &spec.admin {
+        // Zope adds this user (Manager) to the root user folder on its first start and then
+        // deletes the file; it holds a hash, not the password.
+        plan.private_file(dir.join("inituser"), inituser_line(user, password));
+    }
     plan.file(
         dir.join("etc/logrotate.conf"),
         fill(tpl::CLIENT_LOGROTATE, &vars)?,
@@ -745,6 +885,11 @@ pub fn create_client(args: &CreateClientArgs) -> Result<u8> {
 pub const SESSIONS_STORAGE: &str = "sessions";
 
 pub fn plan_cluster(dir: &Path, args: &CreateClusterArgs) -> Result<(Plan, ClusterConfig)> {
+    let (program, python, admin) = zope_options(
+        args.program.as_deref(),
+        args.python.as_deref(),
+        args.admin.as_deref(),
+    )?;
     let server_address = Address::localhost(args.base_port);
     let mut storages = vec![("1".to_owned(), StorageKindArg::File)];
     if args.sessions {
@@ -779,10 +924,12 @@ pub fn plan_cluster(dir: &Path, args: &CreateClusterArgs) -> Result<(Plan, Clust
             servers: vec![server_address.clone()],
             storage: "1".into(),
             cache_size: ByteSize::mib(128),
-            program: None,
+            program: program.clone(),
             http: Address::localhost(port),
             user: None,
             sessions: args.sessions.then(|| SESSIONS_STORAGE.to_owned()),
+            python: python.clone(),
+            admin: admin.clone(),
         };
         let (p, _) = plan_client(&dir.join(&name), &spec)?;
         plans.push(p);
@@ -821,6 +968,7 @@ pub fn plan_cluster(dir: &Path, args: &CreateClusterArgs) -> Result<(Plan, Clust
     for p in plans {
         plan.dirs.extend(p.dirs);
         plan.files.extend(p.files);
+        plan.private.extend(p.private);
     }
     Ok((plan, cluster))
 }
@@ -885,6 +1033,8 @@ mod tests {
             http: "127.0.0.1:8081".parse().unwrap(),
             user: None,
             sessions: Some("sessions".into()),
+            python: None,
+            admin: None,
         };
         let (_, config) = plan_client(Path::new("/srv/c$1"), &spec).unwrap();
         let conf = render_zope_conf(&config, Path::new("/srv/c$1")).unwrap();
@@ -1037,6 +1187,8 @@ mod drift_tests {
             http: "127.0.0.1:8080".parse().unwrap(),
             user: None,
             sessions: Some("sessions".into()),
+            python: None,
+            admin: None,
         };
         let (plan, config) = plan_client(&dir, &spec).unwrap();
         plan.execute(&mut std::io::sink()).unwrap();

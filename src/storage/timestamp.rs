@@ -96,10 +96,21 @@ impl TimeStamp {
         SCONV * f64::from(self.b())
     }
 
-    /// Seconds since the Unix epoch (`TimeStamp.timeTime()`), real calendar for Y/M/D.
+    /// Seconds since the Unix epoch, bit for bit what `persistent`'s C `TimeStamp.timeTime()`
+    /// returns: whole seconds since 1900 as a double, plus the seconds of the low word, minus
+    /// the epoch's offset, in that order. The order matters: adding the fraction to a number
+    /// near 4e9 before subtracting rounds differently from adding it to seconds since 1970,
+    /// and clients compare `history()`/`undoLog()` times with runzeo's.
     pub fn time_time(self) -> f64 {
-        let days = days_from_civil(self.year(), self.month(), self.day());
-        (days * 86400 + i64::from(self.hour() * 3600 + self.minute() * 60)) as f64 + self.second()
+        let minute_of_day = (self.a() % 1440) as i32;
+        c_abst(
+            self.year(),
+            self.month() - 1,
+            self.day() - 1,
+            minute_of_day,
+            0,
+        ) + self.second()
+            - c_abst(1970, 0, 0, 0, 0)
     }
 
     /// `x.laterThan(y)`: `x` if it is after `y`, else the smallest timestamp after `y`
@@ -149,6 +160,39 @@ impl fmt::Display for TimeStamp {
     }
 }
 
+/// `tid`'s time as `TimeStamp(tid).timeTime()` gives it (see [`TimeStamp::time_time`]).
+pub fn tid_time(tid: &[u8; 8]) -> f64 {
+    TimeStamp::from_tid(Tid(u64::from_be_bytes(*tid))).time_time()
+}
+
+/// Days before each month, without and with Feb 29 (`joff` in persistent's `_timestamp.c`).
+const JOFF: [[i32; 12]; 2] = [
+    [0, 31, 59, 90, 120, 151, 181, 212, 243, 273, 304, 334],
+    [0, 31, 60, 91, 121, 152, 182, 213, 244, 274, 305, 335],
+];
+
+/// `_yad`: days from 1900-01-01 to the start of year `y`, in the C code's own arithmetic
+/// (integer divisions truncating towards zero, then doubles).
+fn c_yad(y: i32) -> f64 {
+    let mut y = y - 1900;
+    let d = f64::from((y - 1) * 365);
+    let s = if y > 0 {
+        y -= 1;
+        1.0
+    } else {
+        y = -y;
+        -1.0
+    };
+    d + s * f64::from(y / 4 - y / 100 + (y + 300) / 400)
+}
+
+/// `_abst`: seconds since 1900 of month `mo` (0-based), day `d` (0-based), minute of the day
+/// `m` and second `s`, evaluated in the same order as the C expression.
+fn c_abst(y: i32, mo: u32, d: u32, m: i32, s: i32) -> f64 {
+    let joff = JOFF[usize::from(is_leap(y))][(mo % 12) as usize];
+    (c_yad(y) + f64::from(joff) + f64::from(d)) * 86400.0 + f64::from(m * 60) + f64::from(s)
+}
+
 fn is_leap(y: i32) -> bool {
     y % 4 == 0 && (y % 100 != 0 || y % 400 == 0)
 }
@@ -163,6 +207,7 @@ fn month_len(y: i32, m: u32) -> u32 {
 }
 
 /// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+#[cfg(test)]
 fn days_from_civil(y: i32, m: u32, d: u32) -> i64 {
     let y = i64::from(y) - i64::from(m <= 2);
     let era = y.div_euclid(400);

@@ -23,6 +23,7 @@ use super::config::{self, Target};
 use super::manager::{self, Mode};
 use super::protocol::{InstanceStatus, ParsedStatus};
 use super::settings::{ReadyCheck, Settings};
+use super::zope;
 use crate::cli::{
     CreateServerArgs, GlobalArgs, KillArgs, LogtailArgs, StartArgs, StatusArgs, UpArgs,
 };
@@ -180,9 +181,16 @@ fn exit_byte(code: i32) -> u8 {
 }
 
 fn run_foreground(s: &Settings) -> Result<u8> {
+    if let Err(e) = zope::precheck(s) {
+        return Err(usage(anyhow!("{}: {e}", s.name)));
+    }
     let filename = s.resolve_program().map_err(usage)?;
     if let Some((st, _)) = client::status(&s.socket) {
         println!("daemon process already running; pid={}", st.pid);
+        return Ok(1);
+    }
+    if let Err(e) = zope::prepare(s) {
+        eprintln!("zodbctl: {}: {e}", s.name);
         return Ok(1);
     }
     Ok(exit_byte(manager::run(
@@ -223,6 +231,9 @@ fn start_one(s: &Settings, out: &Out) -> Result<u8> {
             // exists before supervisor commands), so the child may run any code after fork.
             match unsafe { nix::unistd::fork() }.context("fork")? {
                 ForkResult::Child => {
+                    exec_manager(s, &filename);
+                    // zodbctl could not be executed again: manage from here, under the
+                    // controller's process title.
                     let code = manager::run(s.clone(), filename, Mode::Daemon);
                     std::process::exit(code);
                 }
@@ -254,6 +265,50 @@ fn start_one(s: &Settings, out: &Out) -> Result<u8> {
             Ok(1)
         }
     }
+}
+
+/// The environment variable that carries a daemon manager's settings across the exec.
+const MANAGER_SETTINGS_ENV: &str = "ZODBCTL_MANAGER_SETTINGS";
+
+/// In the freshly forked manager: replace this process by `zodbctl manager DIR`, so that
+/// `ps` tells the instances apart (`zodbctl manager /srv/site/server`) instead of showing
+/// the command that started them. The pid stays the same, so the controller's wait is
+/// unaffected. Returns only if the exec failed.
+fn exec_manager(s: &Settings, filename: &Path) {
+    let Ok(exe) = std::env::current_exe() else {
+        return;
+    };
+    let Ok(json) = serde_json::to_string(&(s, filename)) else {
+        return;
+    };
+    let label = s
+        .instance_dir
+        .as_ref()
+        .map_or_else(|| s.name.clone(), |d| d.display().to_string());
+    let _ = std::process::Command::new(exe)
+        .arg0("zodbctl")
+        .arg("manager")
+        .arg(label)
+        .env(MANAGER_SETTINGS_ENV, json)
+        .exec();
+}
+
+/// `zodbctl manager DIR`: the daemon manager [`exec_manager`] started, in daemon mode.
+pub fn manager_process() -> Result<u8> {
+    let json = std::env::var(MANAGER_SETTINGS_ENV).map_err(|_| {
+        usage(anyhow!(
+            "`zodbctl manager` is run by `zodbctl start`; use `zodbctl -i DIR start`"
+        ))
+    })?;
+    let (s, filename): (Settings, std::path::PathBuf) =
+        serde_json::from_str(&json).context("the manager's settings")?;
+    // SAFETY: nothing else runs yet (the manager's first steps); the variable must not reach
+    // the supervised program.
+    unsafe { std::env::remove_var(MANAGER_SETTINGS_ENV) };
+    // `ps -e` and `top` show the short name (at most 15 bytes).
+    // SAFETY: PR_SET_NAME copies a NUL-terminated string of at most 16 bytes.
+    unsafe { libc::prctl(libc::PR_SET_NAME, c"zodbctl-manager".as_ptr()) };
+    Ok(exit_byte(manager::run(s, filename, Mode::Daemon)))
 }
 
 fn stop_one(s: &Settings, out: &Out) -> Result<u8> {
@@ -309,11 +364,57 @@ pub fn start(g: &GlobalArgs, args: &StartArgs) -> Result<u8> {
     if args.foreground {
         return run_foreground(&target.single("start --foreground")?);
     }
+    // Everything that can be checked is checked before anything starts, so that a missing
+    // program or package does not leave half a cluster running.
+    let problems: Vec<String> = target
+        .members()
+        .iter()
+        .filter(|s| client::status(&s.socket).is_none())
+        .filter_map(|s| zope::precheck(s).err().map(|e| format!("{}: {e}", s.name)))
+        .collect();
+    if !problems.is_empty() {
+        for p in &problems {
+            eprintln!("zodbctl: {p}");
+        }
+        return Err(usage(anyhow!("nothing was started")));
+    }
+    let mut started: Vec<&Settings> = Vec::new();
     for s in target.members() {
-        let code = start_one(s, &Out::new(&target, s))?;
+        let out = Out::new(&target, s);
+        let was_up = client::status(&s.socket).is_some();
+        // A running member is left as it is (start_one says so).
+        let prepared = if was_up { Ok(false) } else { zope::prepare(s) };
+        let code = match prepared {
+            Ok(true) => {
+                out.line("created the /temp_folder mount point for sessions");
+                start_one(s, &out)?
+            }
+            Ok(false) => start_one(s, &out)?,
+            Err(e) => {
+                report_failure(s, &e);
+                1
+            }
+        };
         if code != 0 {
-            // Clients are not started against a server that is not ready.
+            // Clients are not started against a server that is not ready, and a cluster is
+            // not left half started: what this command started is stopped again.
+            if !started.is_empty() {
+                let names: Vec<&str> = started.iter().map(|m| m.name.as_str()).collect();
+                eprintln!(
+                    "zodbctl: {} did not start; stopping what this command started: {}",
+                    s.name,
+                    names.join(", ")
+                );
+                // The failed member's manager may still be retrying: stop it too.
+                stop_one(s, &out)?;
+                for m in started.iter().rev() {
+                    stop_one(m, &Out::new(&target, m))?;
+                }
+            }
             return Ok(code);
+        }
+        if !was_up {
+            started.push(s);
         }
     }
     Ok(0)
@@ -461,26 +562,89 @@ pub fn fg(g: &GlobalArgs) -> Result<u8> {
 }
 
 pub fn logtail(g: &GlobalArgs, args: &LogtailArgs) -> Result<u8> {
-    let file = match &args.file {
-        Some(f) => f.clone(),
-        None => {
-            let target = config::load(g)?;
-            let s = target
-                .members()
-                .first()
-                .ok_or_else(|| anyhow!("no instance"))?;
-            s.logfile
-                .clone()
-                .or_else(|| s.transcript.clone())
-                .ok_or_else(|| {
-                    usage(anyhow!(
-                        "No default log file specified; use logtail --file FILE"
-                    ))
-                })?
+    // An absolute --file needs no instance (zdaemon's `logtail FILE`).
+    if let Some(f) = args.file.as_ref().filter(|f| f.is_absolute()) {
+        return tail_one(f, args);
+    }
+    let target = match config::load(g) {
+        Ok(t) => t,
+        // A relative --file outside any instance is relative to the current directory.
+        Err(_) if args.file.is_some() && args.member.is_none() => {
+            return tail_one(args.file.as_deref().unwrap_or(Path::new(".")), args);
         }
+        Err(e) => return Err(e),
     };
+    let members: Vec<&Settings> = match &args.member {
+        Some(name) => {
+            let found = target.members().iter().find(|s| &s.name == name);
+            match found {
+                Some(s) if target.is_cluster() => vec![s],
+                _ => {
+                    let names: Vec<&str> =
+                        target.members().iter().map(|s| s.name.as_str()).collect();
+                    return Err(usage(anyhow!(
+                        "-m {name}: no such member (this {} has: {})",
+                        if target.is_cluster() {
+                            "cluster"
+                        } else {
+                            "instance"
+                        },
+                        names.join(", ")
+                    )));
+                }
+            }
+        }
+        None => target.members().iter().collect(),
+    };
+    let files = members
+        .iter()
+        .map(|s| log_of(s, args.file.as_deref()).map(|f| (s.name.clone(), f)))
+        .collect::<Result<Vec<_>>>()?;
+    if let [(_, file)] = files.as_slice() {
+        return tail_one(file, args);
+    }
+    // A cluster: each member's last lines, then (with -f) every file followed at once.
+    let mut stdout = io::stdout().lock();
+    for (name, file) in &files {
+        match tail_lines(file, args.lines) {
+            Ok(lines) => {
+                for l in &lines {
+                    writeln!(stdout, "{name}: {l}")?;
+                }
+            }
+            Err(e) => writeln!(stdout, "{name}: ({}: {e})", file.display())?,
+        }
+    }
+    stdout.flush()?;
+    drop(stdout);
+    if args.follow {
+        follow_many(&files)?;
+    }
+    Ok(0)
+}
+
+/// The file `logtail` shows for one instance: `--file` (relative to the instance directory),
+/// else `[runner] logfile` (a server's ZEO event log by default), else the transcript.
+fn log_of(s: &Settings, file: Option<&Path>) -> Result<std::path::PathBuf> {
+    if let Some(f) = file {
+        return Ok(match &s.instance_dir {
+            Some(d) => instance::resolve_in(d, f),
+            None => f.to_path_buf(),
+        });
+    }
+    s.logfile
+        .clone()
+        .or_else(|| s.transcript.clone())
+        .ok_or_else(|| {
+            usage(anyhow!(
+                "No default log file specified; use logtail --file FILE"
+            ))
+        })
+}
+
+fn tail_one(file: &Path, args: &LogtailArgs) -> Result<u8> {
     let lines =
-        tail_lines(&file, args.lines).with_context(|| format!("reading {}", file.display()))?;
+        tail_lines(file, args.lines).with_context(|| format!("reading {}", file.display()))?;
     let mut stdout = io::stdout().lock();
     for l in &lines {
         writeln!(stdout, "{l}")?;
@@ -488,9 +652,92 @@ pub fn logtail(g: &GlobalArgs, args: &LogtailArgs) -> Result<u8> {
     stdout.flush()?;
     drop(stdout);
     if args.follow {
-        follow(&file)?;
+        follow(file)?;
     }
     Ok(0)
+}
+
+/// One followed file of `logtail -f` on a cluster: complete lines are printed with the
+/// member's name in front; rotation and truncation are handled as [`follow`] does.
+struct Followed {
+    name: String,
+    path: std::path::PathBuf,
+    file: Option<(std::fs::File, u64)>,
+    pos: u64,
+    partial: Vec<u8>,
+}
+
+impl Followed {
+    fn open(name: &str, path: &Path) -> Followed {
+        let mut f = Followed {
+            name: name.to_owned(),
+            path: path.to_path_buf(),
+            file: None,
+            pos: 0,
+            partial: Vec::new(),
+        };
+        if let Ok(file) = std::fs::File::open(path) {
+            let ino = file.metadata().map(|m| m.ino()).unwrap_or(0);
+            f.pos = file.metadata().map(|m| m.len()).unwrap_or(0);
+            f.file = Some((file, ino));
+        }
+        f
+    }
+
+    /// Print what was appended since the last call.
+    fn poll(&mut self, out: &mut dyn Write) -> io::Result<()> {
+        if self.file.is_none() {
+            // Not there yet (a member that never ran): pick it up from its start.
+            if let Ok(file) = std::fs::File::open(&self.path) {
+                let ino = file.metadata()?.ino();
+                self.file = Some((file, ino));
+                self.pos = 0;
+            }
+        }
+        let Some((f, ino)) = self.file.as_mut() else {
+            return Ok(());
+        };
+        let len = f.metadata()?.len();
+        if len < self.pos {
+            self.pos = 0;
+        }
+        f.seek(SeekFrom::Start(self.pos))?;
+        let mut chunk = Vec::new();
+        f.read_to_end(&mut chunk)?;
+        self.pos += chunk.len() as u64;
+        let replaced = std::fs::metadata(&self.path).is_ok_and(|m| m.ino() != *ino);
+        self.emit(&chunk, out)?;
+        if replaced {
+            // Rotated: the old file is finished; follow the new one from its start.
+            self.file = None;
+            self.pos = 0;
+        }
+        Ok(())
+    }
+
+    fn emit(&mut self, chunk: &[u8], out: &mut dyn Write) -> io::Result<()> {
+        self.partial.extend_from_slice(chunk);
+        while let Some(i) = self.partial.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = self.partial.drain(..=i).collect();
+            out.write_all(self.name.as_bytes())?;
+            out.write_all(b": ")?;
+            out.write_all(&line)?;
+        }
+        Ok(())
+    }
+}
+
+/// `logtail -f` on a cluster: every member's file, each line prefixed. Runs until interrupted.
+fn follow_many(files: &[(String, std::path::PathBuf)]) -> Result<()> {
+    let mut followed: Vec<Followed> = files.iter().map(|(n, p)| Followed::open(n, p)).collect();
+    let mut stdout = io::stdout();
+    loop {
+        for f in &mut followed {
+            f.poll(&mut stdout)?;
+        }
+        stdout.flush()?;
+        std::thread::sleep(Duration::from_millis(250));
+    }
 }
 
 /// `tail -F`: print what is appended; start over when the file is truncated or replaced

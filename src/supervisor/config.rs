@@ -7,17 +7,18 @@
 //!
 //! * a server's program defaults to `zodbctl serve -C <its config>`, and it is ready when the
 //!   ZEO handshake answers on its address;
-//! * a client's program defaults to `runwsgi -v etc/zope.ini`, ready when its HTTP address
-//!   accepts connections; a client running a program of its own has no readiness check
-//!   unless it configures `ready-check` (nothing says that program listens on the HTTP
-//!   address);
+//! * a client's program defaults to `runwsgi -v etc/zope.ini` (looked up on the instance's
+//!   `[environment] PATH`), ready when its HTTP address accepts connections, whatever the
+//!   program is, as long as the file has a `[zope]` table; `ready-check = "none"` or another
+//!   check says otherwise (a client.toml without `[zope]` running a program of its own has no
+//!   readiness check: nothing says that program listens on the HTTP address);
 //! * zdaemon's `start-test-program` is the readiness check when `ready-check` is unset.
 
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, anyhow};
 
-use super::settings::{ReadyCheck, Settings};
+use super::settings::{ReadyCheck, Settings, ZopeClient};
 use crate::cli::GlobalArgs;
 use crate::error::usage;
 use crate::instance::{self, Instance, InstanceConfig, RunnerConfig};
@@ -110,18 +111,22 @@ pub fn settings_of(inst: &Instance, name: Option<String>) -> Result<Settings> {
             let file = std::path::absolute(&inst.file).unwrap_or_else(|_| inst.file.clone());
             let ready = match (&c.runner.ready_check, &c.runner.start_test_program) {
                 (None, Some(test)) => Some(ReadyCheck::Command(test.0.clone())),
-                (Some(check), _) => Some(convert_check(check, true)),
-                (None, None) => Some(convert_check(&c.ready_check(), true)),
+                (Some(check), _) => convert_check(check, true),
+                (None, None) => convert_check(&c.ready_check(), true),
             };
             (&c.runner, &c.environment, c.program(&exe, &file).0, ready)
         }
         InstanceConfig::Client(c) => {
             let ready = match (&c.runner.ready_check, &c.runner.start_test_program) {
-                (Some(check), _) => Some(convert_check(check, false)),
+                (Some(check), _) => convert_check(check, false),
                 (None, Some(test)) => Some(ReadyCheck::Command(test.0.clone())),
-                (None, None) if c.runner.program.is_none() => {
-                    Some(convert_check(&c.ready_check(), false))
+                // A Zope client is ready when its HTTP address answers, whatever runs it
+                // (runwsgi from a virtualenv, a wrapper script): "started" is not "serving".
+                (None, None) if c.runner.program.is_none() || has_zope_table(inst) => {
+                    convert_check(&c.ready_check(), false)
                 }
+                // A client.toml with neither a [zope] table nor the default program runs
+                // something that need not listen on the default HTTP address.
                 (None, None) => None,
             };
             (&c.runner, &c.environment, c.program().0, ready)
@@ -146,7 +151,38 @@ pub fn settings_of(inst: &Instance, name: Option<String>) -> Result<Settings> {
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     s.ready = ready;
+    s.instance_dir = Some(inst.dir.clone());
+    if let Some(c) = inst.server() {
+        // zeoctl's logtail showed the ZEO log; so does ours unless `[runner] logfile` says.
+        if s.logfile.is_none() && c.eventlog.stream().is_none() {
+            s.logfile = Some(inst.resolve(&c.eventlog.path));
+        }
+    }
+    if let Some(c) = inst.client() {
+        s.zope = Some(ZopeClient {
+            dir: inst.dir.clone(),
+            sessions: c.zope.sessions.is_some(),
+            servers: c
+                .zeoclient
+                .servers
+                .iter()
+                .map(|a| match a {
+                    instance::Address::Unix(p) => inst.resolve(p).display().to_string(),
+                    a => a.connectable().to_string(),
+                })
+                .collect(),
+        });
+    }
     Ok(s)
+}
+
+/// Whether the client configuration file has a `[zope]` table (every client `zodbctl create`
+/// writes has one; the serde model fills in defaults, so only the text can tell).
+fn has_zope_table(inst: &Instance) -> bool {
+    std::fs::read_to_string(&inst.file)
+        .ok()
+        .and_then(|t| t.parse::<toml::Table>().ok())
+        .is_some_and(|t| t.contains_key("zope"))
 }
 
 fn apply_runner(s: &mut Settings, inst: &Instance, r: &RunnerConfig) {
@@ -169,8 +205,8 @@ fn apply_runner(s: &mut Settings, inst: &Instance, r: &RunnerConfig) {
 
 /// The instance module's check in the manager's terms: an address is probed with the ZEO
 /// handshake for a server, with a plain connection for a client.
-fn convert_check(c: &instance::ReadyCheck, server: bool) -> ReadyCheck {
-    match c {
+fn convert_check(c: &instance::ReadyCheck, server: bool) -> Option<ReadyCheck> {
+    Some(match c {
         instance::ReadyCheck::Address(a) => {
             let addr = a.connectable().to_string();
             if server {
@@ -181,7 +217,8 @@ fn convert_check(c: &instance::ReadyCheck, server: bool) -> ReadyCheck {
         }
         instance::ReadyCheck::Http(url) => ReadyCheck::Http(url.clone()),
         instance::ReadyCheck::Command(cmd) => ReadyCheck::Command(cmd.0.clone()),
-    }
+        instance::ReadyCheck::None => return None,
+    })
 }
 
 #[cfg(test)]
@@ -238,5 +275,27 @@ mod tests {
         );
         let s = settings_of(&inst, None).unwrap();
         assert_eq!(s.ready, Some(ReadyCheck::Connect("127.0.0.1:8080".into())));
+    }
+
+    #[test]
+    fn a_zope_client_is_ready_on_its_http_address_whatever_the_program() {
+        let dir = tempfile::tempdir().unwrap();
+        let inst = instance_from(
+            dir.path(),
+            "etc/client.toml",
+            "[zeoclient]\nservers = [\"127.0.0.1:8100\"]\n[zope]\nhttp-address = \"127.0.0.1:8181\"\n\
+             [runner]\nprogram = \"/venv/bin/runwsgi -v etc/zope.ini\"\n",
+        );
+        let s = settings_of(&inst, None).unwrap();
+        assert_eq!(s.ready, Some(ReadyCheck::Connect("127.0.0.1:8181".into())));
+        assert_eq!(s.zope.as_ref().map(|z| z.sessions), Some(false));
+        // The configuration may say otherwise.
+        let inst = instance_from(
+            dir.path(),
+            "etc/client.toml",
+            "[zeoclient]\nservers = [\"127.0.0.1:8100\"]\n[zope]\n[runner]\nprogram = \"sleep 9\"\n\
+             ready-check = \"none\"\n",
+        );
+        assert_eq!(settings_of(&inst, None).unwrap().ready, None);
     }
 }

@@ -12,3 +12,4 @@ pub mod manager;
 pub mod protocol;
 pub mod ready;
 pub mod settings;
+pub mod zope;

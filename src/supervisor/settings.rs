@@ -9,6 +9,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 /// zdaemon's defaults (§1.1, §3.2).
@@ -32,7 +33,7 @@ pub enum SettingsError {
 
 /// How the manager decides that a freshly spawned program is ready (zdaemon's
 /// `start-test-program`, generalised).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ReadyCheck {
     /// The ZEO handshake answers on this address (`HOST:PORT` or a Unix socket path): the
     /// server sends a sized frame `Z5` or `M5` first.
@@ -45,7 +46,9 @@ pub enum ReadyCheck {
     Command(Vec<String>),
 }
 
-#[derive(Debug, Clone, PartialEq)]
+/// Serializable: a daemon manager re-executes zodbctl (for a process title that names its
+/// instance) and receives its settings as JSON.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Settings {
     /// Name shown by cluster commands and `status --json` (the instance directory's name).
     pub name: String,
@@ -74,6 +77,22 @@ pub struct Settings {
     pub ready: Option<ReadyCheck>,
     /// `false` = `daemon off`: `start` runs the manager in the foreground.
     pub daemon: bool,
+    /// Set for a Zope client instance: what `start` checks and prepares before it starts it.
+    pub zope: Option<ZopeClient>,
+    /// The instance directory, when the settings come from an instance (relative paths the
+    /// user gives, such as `logtail --file`, start there).
+    pub instance_dir: Option<PathBuf>,
+}
+
+/// A Zope client instance, as `start` needs to know it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ZopeClient {
+    /// The instance directory (`etc/zope.conf`, `inituser`, `var/`).
+    pub dir: PathBuf,
+    /// A sessions storage is mounted at `/temp_folder`: the mount point must be created once.
+    pub sessions: bool,
+    /// Its ZEO servers (connectable addresses), which the one-time step needs up.
+    pub servers: Vec<String>,
 }
 
 impl Settings {
@@ -96,11 +115,34 @@ impl Settings {
             environment: Vec::new(),
             ready: None,
             daemon: true,
+            zope: None,
+            instance_dir: None,
         }
     }
 
+    /// The `PATH` the program runs with: the instance's `[environment] PATH` when set, else
+    /// zodbctl's own.
+    pub fn program_path_var(&self) -> OsString {
+        self.environment
+            .iter()
+            .rev()
+            .find(|(k, _)| k == "PATH")
+            .map(|(_, v)| OsString::from(v))
+            .or_else(|| std::env::var_os("PATH"))
+            .filter(|p| !p.is_empty())
+            .unwrap_or_else(|| OsString::from("/bin:/usr/bin:/usr/local/bin"))
+    }
+
+    /// Find `name` on the program's `PATH` ([`program_path_var`](Self::program_path_var)).
+    pub fn find_on_path(&self, name: &str) -> Option<PathBuf> {
+        std::env::split_paths(&self.program_path_var())
+            .map(|d| d.join(name))
+            .find(|p| is_executable(p))
+    }
+
     /// Resolve the program file as zdaemon does (§2.6): a word with `/` must exist; otherwise
-    /// search `$PATH`; the result must be executable.
+    /// search the `PATH` the program will run with (the instance's `[environment] PATH` when
+    /// it sets one: that is where a virtualenv's `runwsgi` is); the result must be executable.
     pub fn resolve_program(&self) -> Result<PathBuf, SettingsError> {
         let first = self.program.first().ok_or(SettingsError::NoProgram)?;
         let path = if first.contains('/') {
@@ -110,12 +152,7 @@ impl Settings {
             }
             std::path::absolute(&p).unwrap_or(p)
         } else {
-            let dirs = std::env::var_os("PATH")
-                .filter(|p| !p.is_empty())
-                .unwrap_or_else(|| OsString::from("/bin:/usr/bin:/usr/local/bin"));
-            std::env::split_paths(&dirs)
-                .map(|d| d.join(first))
-                .find(|p| is_executable(p))
+            self.find_on_path(first)
                 .ok_or_else(|| SettingsError::NotOnPath(first.clone()))?
         };
         if !is_executable(&path) {
@@ -147,5 +184,23 @@ mod tests {
             s.resolve_program(),
             Err(SettingsError::CantStat(_))
         ));
+    }
+
+    #[test]
+    fn the_instance_path_finds_the_program() {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("venv/bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        let prog = bin.join("my-runwsgi");
+        std::fs::write(&prog, "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(&prog, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let mut s = Settings::new("t", vec!["my-runwsgi".into()], "/tmp/x".into());
+        assert!(matches!(
+            s.resolve_program(),
+            Err(SettingsError::NotOnPath(_))
+        ));
+        s.environment
+            .push(("PATH".into(), format!("/nowhere:{}", bin.display())));
+        assert_eq!(s.resolve_program().unwrap(), prog);
     }
 }

@@ -115,6 +115,8 @@ fn build_config(g: &GlobalArgs, args: &ServeArgs) -> Result<ServerConfig> {
             name: name.clone(),
             kind: StorageKind::Memory {
                 history: DEFAULT_HISTORY,
+                snapshot: None,
+                checkpoint: Duration::ZERO,
             },
         });
     }
@@ -204,6 +206,8 @@ fn config_from_instance(inst: crate::instance::Instance) -> Result<ServerConfig>
             },
             Stor::Memory(m) => StorageKind::Memory {
                 history: m.history_seconds.duration(),
+                snapshot: m.path.as_ref().map(|p| inst.resolve(p)),
+                checkpoint: m.checkpoint_seconds.duration(),
             },
         };
         c.storages.push(StorageConfig {
@@ -219,11 +223,17 @@ fn open_storages(config: &ServerConfig) -> Result<Vec<(String, Arc<StorageState>
     let mut out = Vec::new();
     for s in &config.storages {
         let backend: Arc<dyn Backend> = match &s.kind {
-            StorageKind::Memory { history } => {
+            StorageKind::Memory {
+                history,
+                snapshot,
+                checkpoint,
+            } => {
                 info!(target: "ZEO.runzeo", "({pid}) opening storage '{}' using MemoryStorage", s.name);
-                Arc::new(MemoryBackend::new(
+                Arc::new(MemoryBackend::open(
                     crate::storage::memory::MemoryStorage::new(&s.name, *history),
                     config.read_only,
+                    snapshot.clone(),
+                    *checkpoint,
                 ))
             }
             StorageKind::File {

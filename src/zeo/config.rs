@@ -89,8 +89,14 @@ pub enum StorageKind {
         blob_dir: Option<PathBuf>,
         read_only: bool,
     },
-    /// The non-historical session storage: superseded revisions live `history` long.
-    Memory { history: Duration },
+    /// The non-historical session storage: superseded revisions live `history` long. With a
+    /// `snapshot` file its contents survive a clean restart (and a crash, as of the last
+    /// checkpoint, written every `checkpoint` while they change; zero: on stop only).
+    Memory {
+        history: Duration,
+        snapshot: Option<PathBuf>,
+        checkpoint: Duration,
+    },
 }
 
 #[derive(Debug, Clone)]

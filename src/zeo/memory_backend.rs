@@ -1,23 +1,135 @@
 //! [`Backend`] over the non-historical memory storage (`crate::storage::memory`).
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use tracing::{info, warn};
 
 use super::backend::{
     Backend, Commit, HistoryEntry, IterNext, Loaded, Oid, StorageInfo, StoreError, Tid, TxnCursor,
     TxnMeta, UndoEntry,
 };
 use super::wire::Value;
-use crate::storage::memory::{MemCommit, MemError, MemoryStorage};
+use crate::storage::memory::{MemCommit, MemError, MemoryStorage, Startup};
 
 pub struct MemoryBackend {
     store: Arc<MemoryStorage>,
     read_only: bool,
+    snapshot: Option<Snapshots>,
+}
+
+/// The snapshot file of a memory storage and the thread that checkpoints it.
+struct Snapshots {
+    path: PathBuf,
+    /// Tells the checkpoint thread to end (`true`), with the condition variable it waits on.
+    stop: Arc<(Mutex<bool>, Condvar)>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 impl MemoryBackend {
     pub fn new(store: Arc<MemoryStorage>, read_only: bool) -> Self {
-        MemoryBackend { store, read_only }
+        MemoryBackend {
+            store,
+            read_only,
+            snapshot: None,
+        }
+    }
+
+    /// A backend for serving. With a `snapshot` file (the configured `path`, which `create`
+    /// always writes) the storage is brought up with [`MemoryStorage::start`] (from the file
+    /// when it exists: a fresh last tid, a root object when empty), its contents are written
+    /// there every `checkpoint` while they change (zero: never) and on
+    /// [`close`](Backend::close). Without one it starts as a brand-new storage (last
+    /// transaction zero, no objects), as `serve --memory` always has: ZODB's own storage
+    /// tests expect exactly that.
+    pub fn open(
+        store: Arc<MemoryStorage>,
+        read_only: bool,
+        snapshot: Option<PathBuf>,
+        checkpoint: Duration,
+    ) -> Self {
+        if snapshot.is_none() {
+            return MemoryBackend::new(store, read_only);
+        }
+        let (how, problem) = store.start(snapshot.as_deref());
+        if let Some(e) = problem {
+            // The file is kept for inspection; the next checkpoint writes a new one beside it.
+            warn!(target: LOG, "storage '{}': {e}; starting empty", store.name());
+            if let Some(p) = &snapshot {
+                let mut aside = p.as_os_str().to_owned();
+                aside.push(".bad");
+                let _ = std::fs::rename(p, aside);
+            }
+        }
+        match (&how, &snapshot) {
+            (Startup::Restored(n), Some(p)) => {
+                info!(target: LOG, "storage '{}': {n} objects restored from {}", store.name(), p.display());
+                if checkpoint.is_zero() && !read_only {
+                    // Without checkpoints the file is only true until the first commit: a
+                    // crash must then come back empty, not to this old state.
+                    if let Err(e) = std::fs::remove_file(p) {
+                        warn!(target: LOG, "can't remove {}: {e}", p.display());
+                    }
+                }
+            }
+            _ => info!(target: LOG, "storage '{}' starts empty", store.name()),
+        }
+        let snapshot = snapshot.map(|path| {
+            let stop = Arc::new((Mutex::new(false), Condvar::new()));
+            let thread = (!checkpoint.is_zero() && !read_only).then(|| {
+                let (store, path, stop) = (Arc::clone(&store), path.clone(), Arc::clone(&stop));
+                let saved = store.last_transaction();
+                std::thread::Builder::new()
+                    .name(format!("checkpoint-{}", store.name()))
+                    .spawn(move || checkpoints(&store, &path, checkpoint, &stop, saved))
+                    .ok()
+            });
+            Snapshots {
+                path,
+                stop,
+                thread: Mutex::new(thread.flatten()),
+            }
+        });
+        MemoryBackend {
+            store,
+            read_only,
+            snapshot,
+        }
+    }
+}
+
+const LOG: &str = "ZEO.runzeo";
+
+/// Write the snapshot every `every` when the storage changed since the last one, until told
+/// to stop. A failed write is logged and retried at the next checkpoint.
+/// `saved` is the last transaction the file (or the start) reflects, read before the thread
+/// exists: a commit made before the thread first runs must still count as a change.
+fn checkpoints(
+    store: &MemoryStorage,
+    path: &Path,
+    every: Duration,
+    stop: &(Mutex<bool>, Condvar),
+    mut saved: Tid,
+) {
+    let (lock, cv) = stop;
+    let mut stopped = lock.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        let (guard, _) = cv
+            .wait_timeout_while(stopped, every, |s| !*s)
+            .unwrap_or_else(|e| e.into_inner());
+        stopped = guard;
+        if *stopped {
+            return;
+        }
+        let last = store.last_transaction();
+        if last == saved {
+            continue;
+        }
+        match store.save(path) {
+            Ok(_) => saved = last,
+            Err(e) => warn!(target: LOG, "checkpoint of storage '{}' failed: {e}", store.name()),
+        }
     }
 }
 
@@ -146,6 +258,26 @@ impl Backend for MemoryBackend {
     }
 
     fn close(&self) -> Result<(), StoreError> {
+        let Some(snap) = &self.snapshot else {
+            return Ok(());
+        };
+        {
+            let (lock, cv) = &*snap.stop;
+            *lock.lock().unwrap_or_else(|e| e.into_inner()) = true;
+            cv.notify_all();
+        }
+        let thread = snap.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(t) = thread {
+            let _ = t.join();
+        }
+        if self.read_only {
+            return Ok(());
+        }
+        let n = self
+            .store
+            .save(&snap.path)
+            .map_err(|e| StoreError::Transaction(e.to_string()))?;
+        info!(target: LOG, "storage '{}': {n} objects saved to {}", self.store.name(), snap.path.display());
         Ok(())
     }
 }
@@ -214,4 +346,54 @@ impl Commit for MemoryCommit {
     }
 
     fn abort(self: Box<Self>) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn commit(b: &MemoryBackend, oid: u8, data: &[u8]) {
+        let meta = TxnMeta {
+            tid: None,
+            user: Vec::new(),
+            description: Vec::new(),
+            extension: Value::Map(vec![]),
+            status: b' ',
+        };
+        let mut c = b.begin(&meta).unwrap();
+        let o = [0, 0, 0, 0, 0, 0, 0, oid];
+        let serial = b.get_tid(&o).unwrap_or([0; 8]);
+        c.store(&o, &serial, data).unwrap();
+        c.vote().unwrap();
+        c.finish().unwrap();
+    }
+
+    #[test]
+    fn checkpoints_and_the_snapshot_on_close() {
+        let dir = tempfile::tempdir().unwrap();
+        let snap = dir.path().join("s.snapshot");
+        let store = || MemoryStorage::new("s", Duration::from_secs(300));
+        let b = MemoryBackend::open(
+            store(),
+            false,
+            Some(snap.clone()),
+            Duration::from_millis(30),
+        );
+        commit(&b, 1, b"one");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !snap.exists() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(snap.exists(), "a checkpoint was written");
+        commit(&b, 2, b"two");
+        b.close().unwrap();
+        let again = MemoryBackend::open(store(), false, Some(snap.clone()), Duration::ZERO);
+        assert!(again.get_tid(&[0, 0, 0, 0, 0, 0, 0, 2]).is_ok());
+        assert!(again.last_transaction() > b.last_transaction());
+        // Without checkpoints the restored file is consumed: a crash comes back empty.
+        assert!(!snap.exists());
+        drop(again);
+        let empty = MemoryBackend::open(store(), false, Some(snap), Duration::ZERO);
+        assert!(empty.get_tid(&[0, 0, 0, 0, 0, 0, 0, 2]).is_err());
+    }
 }

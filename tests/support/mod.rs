@@ -80,15 +80,45 @@ pub fn python() -> PathBuf {
 }
 
 fn create_venv() -> PathBuf {
+    make_venv("pyenv", &["tests/requirements.txt"])
+}
+
+/// The virtualenv with real Zope (`tests/requirements-zope.txt` on top of
+/// `tests/requirements.txt`), created once under `target/pyenv-zope` like [`python`]'s; its
+/// directory. A venv of its own, so that installing Zope never changes what the other tests'
+/// venv holds while they run.
+pub fn zope_venv() -> PathBuf {
+    static VENV: OnceLock<PathBuf> = OnceLock::new();
+    VENV.get_or_init(|| {
+        let python = make_venv(
+            "pyenv-zope",
+            &["tests/requirements.txt", "tests/requirements-zope.txt"],
+        );
+        python
+            .parent()
+            .and_then(Path::parent)
+            .expect("venv/bin/python")
+            .to_path_buf()
+    })
+    .clone()
+}
+
+/// Create (once, under an flock) `target/NAME` with the requirement files installed; its
+/// Python. Rebuilt when the files change.
+fn make_venv(name: &str, requirement_files: &[&str]) -> PathBuf {
     let target = target_dir();
     fs::create_dir_all(&target).expect("create target dir");
-    let venv = target.join("pyenv");
+    let venv = target.join(name);
     let python = venv.join("bin/python");
-    let requirements = repo_root().join("tests/requirements.txt");
-    let wanted = fs::read_to_string(&requirements).expect("read tests/requirements.txt");
+    let wanted: String = requirement_files
+        .iter()
+        .map(|f| {
+            fs::read_to_string(repo_root().join(f)).unwrap_or_else(|e| panic!("read {f}: {e}"))
+        })
+        .collect();
     let stamp = venv.join("requirements.txt");
 
-    let lock = File::create(target.join("pyenv.lock")).expect("create pyenv.lock");
+    let lock = File::create(target.join(format!("{name}.lock"))).expect("create venv lock");
     // SAFETY: flock on a descriptor we own; released when `lock` is dropped.
     let rc = unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) };
     assert_eq!(rc, 0, "flock target/pyenv.lock");
@@ -103,18 +133,14 @@ fn create_venv() -> PathBuf {
         Command::new(&base).args(["-m", "venv"]).arg(&venv),
         "python3 -m venv",
     );
+    let mut pip = Command::new(&python);
+    pip.args(["-m", "pip", "install", "-q", "--disable-pip-version-check"]);
+    for f in requirement_files {
+        pip.arg("-r").arg(repo_root().join(f));
+    }
     run_ok(
-        Command::new(&python)
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "-q",
-                "--disable-pip-version-check",
-                "-r",
-            ])
-            .arg(&requirements),
-        "pip install -r tests/requirements.txt",
+        &mut pip,
+        &format!("pip install -r {}", requirement_files.join(" -r ")),
     );
     fs::write(&stamp, &wanted).expect("write venv stamp");
     python
@@ -172,7 +198,7 @@ pub fn python_command(script: &str, args: &[&str]) -> Command {
     cmd
 }
 
-/// `tools/make_datafs.py` (the shared deterministic Data.fs generator, vendored).
+/// `tools/make_datafs.py`: the project's deterministic Data.fs generator (real ZODB, seeded).
 pub fn make_datafs_script() -> PathBuf {
     repo_root().join("tools/make_datafs.py")
 }

@@ -121,7 +121,7 @@ pub(super) fn oid_list(oids: &[Oid]) -> Value {
 }
 
 pub(super) fn tid_time(tid: &Tid) -> f64 {
-    crate::storage::memory::tid_to_unix(tid)
+    crate::storage::timestamp::tid_time(tid)
 }
 
 /// `oid_repr`/`tid_repr`: 0x + hex without leading zero bytes.
