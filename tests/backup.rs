@@ -71,7 +71,11 @@ fn repozo(args: &[&str]) -> Output {
 
 fn repozo_ok(args: &[&str]) {
     let out = repozo(args);
-    assert!(out.status.success(), "repozo {args:?}: {}", output_text(&out));
+    assert!(
+        out.status.success(),
+        "repozo {args:?}: {}",
+        output_text(&out)
+    );
 }
 
 fn zodbctl_ok(args: &[&str]) -> String {
@@ -160,7 +164,11 @@ fn repozo_restores_and_verifies_our_repositories() {
         assert_eq!(files.len(), 4, "{files:?}");
         let ext = if gzip { "fsz" } else { "fs" };
         assert!(files[0].ends_with(&format!(".{ext}")), "{files:?}");
-        assert!(files[1..].iter().all(|f| f.ends_with(&format!(".delta{ext}"))));
+        assert!(
+            files[1..]
+                .iter()
+                .all(|f| f.ends_with(&format!(".delta{ext}")))
+        );
 
         repozo_ok(&["-V", "-r", path_str(&repo)]);
         repozo_ok(&["-V", "-Q", "-r", path_str(&repo)]);
@@ -168,7 +176,14 @@ fn repozo_restores_and_verifies_our_repositories() {
         repozo_ok(&["-R", "-w", "-r", path_str(&repo), "-o", path_str(&out)]);
         assert_same_file(&src, &out);
         let ours = dir.path().join(format!("{name}-by-zodbctl.fs"));
-        zodbctl_ok(&["restore", "-r", path_str(&repo), "-o", path_str(&ours), "--verify"]);
+        zodbctl_ok(&[
+            "restore",
+            "-r",
+            path_str(&repo),
+            "-o",
+            path_str(&ours),
+            "--verify",
+        ]);
         assert_same_file(&src, &ours);
         check_restored(&[&out, &ours]);
         // And zodbctl's own verification of the repository.
@@ -224,7 +239,14 @@ fn date_picks_the_same_chain_as_repozo() {
     zodbctl_ok(&args);
     append(&src, 3, "a");
     zodbctl_ok(&args);
-    let full = ["backup", "-f", path_str(&src), "-r", path_str(&repo), "--full"];
+    let full = [
+        "backup",
+        "-f",
+        path_str(&src),
+        "-r",
+        path_str(&repo),
+        "--full",
+    ];
     append(&src, 3, "b");
     zodbctl_ok(&full);
     append(&src, 3, "c");
@@ -248,9 +270,25 @@ fn date_picks_the_same_chain_as_repozo() {
     for (i, d) in dates.iter().enumerate() {
         let theirs = dir.path().join(format!("r{i}.fs"));
         let ours = dir.path().join(format!("z{i}.fs"));
-        let r = repozo(&["-R", "-r", path_str(&repo), "-D", d, "-o", path_str(&theirs)]);
+        let r = repozo(&[
+            "-R",
+            "-r",
+            path_str(&repo),
+            "-D",
+            d,
+            "-o",
+            path_str(&theirs),
+        ]);
         let z = zodbctl()
-            .args(["restore", "-r", path_str(&repo), "-D", d, "-o", path_str(&ours)])
+            .args([
+                "restore",
+                "-r",
+                path_str(&repo),
+                "-D",
+                d,
+                "-o",
+                path_str(&ours),
+            ])
             .output()
             .unwrap();
         assert_eq!(
@@ -263,7 +301,11 @@ fn date_picks_the_same_chain_as_repozo() {
         if r.status.success() {
             assert_same_file(&theirs, &ours);
         } else {
-            assert!(output_text(&z).contains("No files in repository"), "{}", output_text(&z));
+            assert!(
+                output_text(&z).contains("No files in repository"),
+                "{}",
+                output_text(&z)
+            );
         }
     }
 }
@@ -296,7 +338,10 @@ fn incremental_restore_appends_only_the_missing_increments() {
     zodbctl_ok(&["restore", "-r", path_str(&repo), "-o", path_str(&full)]);
     assert_same_file(&full, &out);
     assert_same_file(&src, &out);
-    assert_same_file(&full.with_extension("fs.index"), &out.with_extension("fs.index"));
+    assert_same_file(
+        &full.with_extension("fs.index"),
+        &out.with_extension("fs.index"),
+    );
     check_restored(&[&out]);
 
     // Up to date: nothing written.
@@ -424,13 +469,17 @@ fn blobs_are_backed_up_incrementally_and_restore_readable() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
-    assert!(output_text(&out).contains("is missing"), "{}", output_text(&out));
+    assert!(
+        output_text(&out).contains("is missing"),
+        "{}",
+        output_text(&out)
+    );
 }
 
 /// A client committing through ZEO, one object per transaction, printing each tid once
 /// `tpc_finish` has returned (acknowledged), until the stop file appears (bounded).
 const COMMITTER: &str = r#"
-import os, sys, time, transaction, ZODB, ZEO
+import os, sys, time, transaction, ZODB, ZEO.ClientStorage
 from ZODB.utils import u64
 host, port = sys.argv[1].rsplit(':', 1)
 stop, me = sys.argv[2], sys.argv[3]
@@ -501,15 +550,27 @@ fn backups_while_clients_commit_restore_consistent() {
     let mut logs = Vec::new();
     for c in 0..2 {
         let log = dir.path().join(format!("acks{c}.txt"));
-        let child = python_command(COMMITTER, &[&server.addr(), path_str(&stop), &format!("c{c}")])
-            .stdout(fs::File::create(&log).unwrap())
-            .stderr(fs::File::create(dir.path().join(format!("client{c}.err"))).unwrap())
-            .spawn()
-            .unwrap();
+        let child = python_command(
+            COMMITTER,
+            &[&server.addr(), path_str(&stop), &format!("c{c}")],
+        )
+        .stdout(fs::File::create(&log).unwrap())
+        .stderr(fs::File::create(dir.path().join(format!("client{c}.err"))).unwrap())
+        .spawn()
+        .unwrap();
         clients.push(child);
         logs.push(log);
     }
-    assert!(support::wait_until(Duration::from_secs(60), || acked(&logs).len() >= 20));
+    let started = support::wait_until(Duration::from_secs(60), || acked(&logs).len() >= 20);
+    if !started {
+        let errs: Vec<String> = (0..2)
+            .map(|c| {
+                fs::read_to_string(dir.path().join(format!("client{c}.err"))).unwrap_or_default()
+            })
+            .collect();
+        fs::write(&stop, b"").unwrap();
+        panic!("the clients did not commit: {errs:?}");
+    }
     let repo = dir.path().join("repo");
     fs::create_dir(&repo).unwrap();
     for round in 0..3 {
@@ -528,7 +589,10 @@ fn backups_while_clients_commit_restore_consistent() {
                 .filter_map(|l| l.trim().parse().ok())
                 .collect();
         for t in &before {
-            assert!(present.contains(t), "round {round}: acknowledged tid {t} is missing");
+            assert!(
+                present.contains(t),
+                "round {round}: acknowledged tid {t} is missing"
+            );
         }
         // The restored file is a prefix of the live one.
         let live = fs::read(&src).unwrap();
@@ -556,7 +620,13 @@ fn bad_input_gives_clear_errors_and_keeps_good_files() {
     assert_eq!(out.status.code(), Some(2), "{}", output_text(&out));
     assert!(output_text(&out).contains(path_str(&missing)));
     let out = zodbctl()
-        .args(["restore", "-r", path_str(&dir.path().join("nope")), "-o", "x.fs"])
+        .args([
+            "restore",
+            "-r",
+            path_str(&dir.path().join("nope")),
+            "-o",
+            "x.fs",
+        ])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
@@ -587,12 +657,28 @@ fn bad_input_gives_clear_errors_and_keeps_good_files() {
     bad[10] ^= 1;
     fs::write(&damaged, &bad).unwrap();
     let out = zodbctl()
-        .args(["restore", "-r", path_str(&repo), "-o", path_str(&good), "-w", "-F"])
+        .args([
+            "restore",
+            "-r",
+            path_str(&repo),
+            "-o",
+            path_str(&good),
+            "-w",
+            "-F",
+        ])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
-    assert!(output_text(&out).contains(&files[1]), "{}", output_text(&out));
-    assert!(output_text(&out).contains("checksum"), "{}", output_text(&out));
+    assert!(
+        output_text(&out).contains(&files[1]),
+        "{}",
+        output_text(&out)
+    );
+    assert!(
+        output_text(&out).contains("checksum"),
+        "{}",
+        output_text(&out)
+    );
     assert_eq!(fs::read(&good).unwrap(), good_bytes);
     assert!(!dir.path().join("good.fs.part").exists());
     let out = zodbctl()
@@ -605,11 +691,22 @@ fn bad_input_gives_clear_errors_and_keeps_good_files() {
     // A truncated one: even without -w the size check catches it.
     fs::write(&damaged, &saved[..saved.len() - 5]).unwrap();
     let out = zodbctl()
-        .args(["restore", "-r", path_str(&repo), "-o", path_str(&good), "-F"])
+        .args([
+            "restore",
+            "-r",
+            path_str(&repo),
+            "-o",
+            path_str(&good),
+            "-F",
+        ])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
-    assert!(output_text(&out).contains("should be"), "{}", output_text(&out));
+    assert!(
+        output_text(&out).contains("should be"),
+        "{}",
+        output_text(&out)
+    );
     assert_eq!(fs::read(&good).unwrap(), good_bytes);
 
     // A chain file deleted: the .dat disagrees; refused, naming the file.
@@ -619,7 +716,11 @@ fn bad_input_gives_clear_errors_and_keeps_good_files() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
-    assert!(output_text(&out).contains(&files[1]), "{}", output_text(&out));
+    assert!(
+        output_text(&out).contains(&files[1]),
+        "{}",
+        output_text(&out)
+    );
     assert_eq!(fs::read(&good).unwrap(), good_bytes);
     // ... and the next backup starts a new chain.
     let r = zodbctl_json(&args);
@@ -634,7 +735,15 @@ fn bad_input_gives_clear_errors_and_keeps_good_files() {
     let r = zodbctl_json(&["backup", "-f", path_str(&src), "-r", path_str(&repo2)]);
     assert_eq!(r["kind"], "full", "{r}");
     assert!(r["reason"].as_str().unwrap().contains("pack"), "{r}");
-    let r = zodbctl_json(&["backup", "-f", path_str(&src), "-r", path_str(&repo2), "-Q", "-k"]);
+    let r = zodbctl_json(&[
+        "backup",
+        "-f",
+        path_str(&src),
+        "-r",
+        path_str(&repo2),
+        "-Q",
+        "-k",
+    ]);
     assert_eq!(r["kind"], "unchanged", "{r}");
     repozo_ok(&["-V", "-r", path_str(&repo2)]);
 }
@@ -669,11 +778,20 @@ fn instance_backup_restore_and_the_repozo_wrapper() {
     // bin/repozo: repozo's flags, grouped as cron lines write them.
     let repozo_sh = inst.join("bin/repozo");
     append_blobs(&datafs, 2, "b", &inst.join("var/blobs"));
-    let out = std::process::Command::new(&repozo_sh).args(["-BQz", "-v"]).output().unwrap();
+    let out = std::process::Command::new(&repozo_sh)
+        .args(["-BQz", "-v"])
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", output_text(&out));
-    let out = std::process::Command::new(&repozo_sh).args(["-V"]).output().unwrap();
+    let out = std::process::Command::new(&repozo_sh)
+        .args(["-V"])
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", output_text(&out));
-    let stdout_copy = std::process::Command::new(&repozo_sh).args(["-R"]).output().unwrap();
+    let stdout_copy = std::process::Command::new(&repozo_sh)
+        .args(["-R"])
+        .output()
+        .unwrap();
     assert!(stdout_copy.status.success());
     assert_eq!(stdout_copy.stdout, fs::read(&datafs).unwrap());
     let out_fs = dir.path().join("wrapped.fs");
@@ -683,14 +801,24 @@ fn instance_backup_restore_and_the_repozo_wrapper() {
         .unwrap();
     assert!(out.status.success(), "{}", output_text(&out));
     assert_same_file(&datafs, &out_fs);
-    let bad = std::process::Command::new(&repozo_sh).args(["-B", "-R"]).output().unwrap();
+    let bad = std::process::Command::new(&repozo_sh)
+        .args(["-B", "-R"])
+        .output()
+        .unwrap();
     assert_eq!(bad.status.code(), Some(1));
 
     // Restore into the instance: refused while the server runs, done when it is stopped.
     let server = Serve::in_dir(&inst).instance(&inst).start();
-    let out = zodbctl().args(["-i", path_str(&inst), "restore"]).output().unwrap();
+    let out = zodbctl()
+        .args(["-i", path_str(&inst), "restore"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", output_text(&out));
-    assert!(output_text(&out).contains("in use"), "{}", output_text(&out));
+    assert!(
+        output_text(&out).contains("in use"),
+        "{}",
+        output_text(&out)
+    );
     drop(server);
     let before = fs::read(&datafs).unwrap();
     fs::remove_file(&datafs).unwrap();

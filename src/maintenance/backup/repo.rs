@@ -378,7 +378,7 @@ mod tests {
     #[test]
     fn stems_and_dates() {
         assert_eq!(stem_at(0), "1970-01-01-00-00-00");
-        assert_eq!(stem_at(1_795_000_000 + 59), "2026-11-18-08-27-39");
+        assert_eq!(stem_at(1_795_000_000 + 59), "2026-11-18-11-07-39");
         assert!(check_date("2026-11-21").is_ok());
         assert!(check_date("2026-11-21-02-59-17").is_ok());
         assert!(check_date("2026-11").is_err());
