@@ -16,6 +16,9 @@ _zodbctl() {
             ",$1")
                 cmd="zodbctl"
                 ;;
+            zodbctl,backup)
+                cmd="zodbctl__subcmd__backup"
+                ;;
             zodbctl,bench)
                 cmd="zodbctl__subcmd__bench"
                 ;;
@@ -48,6 +51,9 @@ _zodbctl() {
                 ;;
             zodbctl,restart)
                 cmd="zodbctl__subcmd__restart"
+                ;;
+            zodbctl,restore)
+                cmd="zodbctl__subcmd__restore"
                 ;;
             zodbctl,serve)
                 cmd="zodbctl__subcmd__serve"
@@ -97,6 +103,9 @@ _zodbctl() {
             zodbctl__subcmd__create__subcmd__help,server)
                 cmd="zodbctl__subcmd__create__subcmd__help__subcmd__server"
                 ;;
+            zodbctl__subcmd__help,backup)
+                cmd="zodbctl__subcmd__help__subcmd__backup"
+                ;;
             zodbctl__subcmd__help,bench)
                 cmd="zodbctl__subcmd__help__subcmd__bench"
                 ;;
@@ -129,6 +138,9 @@ _zodbctl() {
                 ;;
             zodbctl__subcmd__help,restart)
                 cmd="zodbctl__subcmd__help__subcmd__restart"
+                ;;
+            zodbctl__subcmd__help,restore)
+                cmd="zodbctl__subcmd__help__subcmd__restore"
                 ;;
             zodbctl__subcmd__help,serve)
                 cmd="zodbctl__subcmd__help__subcmd__serve"
@@ -170,12 +182,70 @@ _zodbctl() {
 
     case "${cmd}" in
         zodbctl)
-            opts="-i -C -h -V --instance --config --help --version create import show serve bench verify dump start stop restart status kill wait fg logtail logreopen up generate-docs help"
+            opts="-i -C -h -V --instance --config --help --version create import show serve bench verify dump backup restore start stop restart status kill wait fg logtail logreopen up generate-docs help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --instance)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -i)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -C)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        zodbctl__subcmd__backup)
+            opts="-f -r -F -Q -z -k -i -C -h -V --file --repository --storage --full --quick --gzip --no-gzip --kill-old-on-full --keep --blob-dir --no-blobs --verify --json --instance --config --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -f)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --repository)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -r)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --storage)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --keep)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --blob-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --instance)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -602,8 +672,22 @@ _zodbctl() {
             return 0
             ;;
         zodbctl__subcmd__help)
-            opts="create import show serve bench verify dump start stop restart status kill wait fg logtail logreopen up generate-docs help"
+            opts="create import show serve bench verify dump backup restore start stop restart status kill wait fg logtail logreopen up generate-docs help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        zodbctl__subcmd__help__subcmd__backup)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -798,6 +882,20 @@ _zodbctl() {
             return 0
             ;;
         zodbctl__subcmd__help__subcmd__restart)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        zodbctl__subcmd__help__subcmd__restore)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -1070,6 +1168,68 @@ _zodbctl() {
                 return 0
             fi
             case "${prev}" in
+                --instance)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -i)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -C)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        zodbctl__subcmd__restore)
+            opts="-r -o -D -w -F -i -C -h -V --repository --output --storage --date --verify --blob-dir --no-blobs --full --json --instance --config --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --repository)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -r)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --output)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -o)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --storage)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --date)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -D)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --blob-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --instance)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0

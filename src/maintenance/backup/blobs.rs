@@ -66,15 +66,14 @@ fn looks_like_blob(data: &[u8]) -> bool {
         .any(|w| w == CLASS)
 }
 
+/// Revisions found (oid, tid, size) and blob records whose file is missing (oid, tid).
+pub type Referenced = (Vec<(Oid, Tid, u64)>, Vec<(Oid, Tid)>);
+
 /// The blob revisions the transactions in `[start, end)` of `fs` reference: every data
 /// record whose revision file exists in `source` (a Blob subclass is found by its file),
 /// plus the records that are blobs by their class but whose file is missing (returned
 /// apart, to be reported).
-pub fn referenced(
-    fs: &FileStorage,
-    first_tid: Tid,
-    source: &BlobDir,
-) -> Result<(Vec<(Oid, Tid, u64)>, Vec<(Oid, Tid)>)> {
+pub fn referenced(fs: &FileStorage, first_tid: Tid, source: &BlobDir) -> Result<Referenced> {
     let mut found = Vec::new();
     let mut missing = Vec::new();
     for txn in fs.iter_transactions(Some(first_tid), None)? {

@@ -421,7 +421,6 @@ fn copy_file_range_all(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Read as _;
 
     fn sample(n: usize) -> Vec<u8> {
         (0..n)

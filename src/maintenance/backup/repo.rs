@@ -309,6 +309,10 @@ impl DatLine {
     pub fn len(&self) -> u64 {
         self.end - self.start
     }
+
+    pub fn is_empty(&self) -> bool {
+        self.end == self.start
+    }
 }
 
 /// The `<path>` column for a new backup file: the repository as given joined with the name,
