@@ -60,42 +60,52 @@ fresh() {
 }
 
 BYTES=$(stat -c %s "$DATA")
-echo "Data.fs: $BYTES bytes; $(nproc) cores; $(uname -r)"
+echo "Data.fs: $BYTES bytes; $(nproc) cores; load $(cut -d' ' -f1-3 /proc/loadavg)"
 warm "$DATA"
-T_MD5=$(t md5sum "$DATA"); row "md5sum Data.fs" "$T_MD5"
-T_MD5=$(t md5sum "$DATA"); row "md5sum Data.fs (again)" "$T_MD5"
-rm -f "$R/cp.fs"
-T_CP=$(t cp "$DATA" "$R/cp.fs"); row "cp Data.fs" "$T_CP"
-rm -f "$R/cp.fs"
+
+# The figures the goals compare are taken in ROUNDS interleaved rounds, keeping each
+# one's best time (the machine is shared: the best run is the one least disturbed).
+ROUNDS=${ROUNDS:-3}
+min() {
+    if [ -z "$1" ]; then echo "$2"; else echo "$1 $2" | awk '{ print ($2 < $1) ? $2 : $1 }'; fi
+}
+T_MD5=; T_CP=; T_FULL=; T_R=; T_RV=
+for round in $(seq "$ROUNDS"); do
+    x=$(t md5sum "$DATA"); T_MD5=$(min "$T_MD5" "$x"); row "md5sum Data.fs" "$x"
+    rm -f "$R/cp.fs"
+    x=$(t cp "$DATA" "$R/cp.fs"); T_CP=$(min "$T_CP" "$x"); row "cp Data.fs" "$x"
+    rm -f "$R/cp.fs"
+    fresh "$R/ours"
+    x=$(t "$ZODBCTL" backup -f "$DATA" -r "$R/ours"); T_FULL=$(min "$T_FULL" "$x")
+    row "zodbctl backup (full)" "$x"
+    rm -f "$R/restored.fs"*
+    x=$(t "$ZODBCTL" restore -r "$R/ours" -o "$R/restored.fs"); T_R=$(min "$T_R" "$x")
+    row "zodbctl restore" "$x"
+    cmp "$DATA" "$R/restored.fs"
+    rm -f "$R/restored.fs"*
+    x=$(t "$ZODBCTL" restore -w -r "$R/ours" -o "$R/restored.fs"); T_RV=$(min "$T_RV" "$x")
+    row "zodbctl restore --verify" "$x"
+    cmp "$DATA" "$R/restored.fs"
+    rm -f "$R/restored.fs"*
+done
+T_FULL2=$T_FULL
+T_R2=$T_R
 
 fresh "$R/repozo"
 T_RZ_FULL=$(t repozo -B -r "$R/repozo" -f "$DATA"); row "repozo -B (full)" "$T_RZ_FULL"
-fresh "$R/ours"
-T_FULL=$(t "$ZODBCTL" backup -f "$DATA" -r "$R/ours"); row "zodbctl backup (full)" "$T_FULL"
-fresh "$R/ours"
-T_FULL2=$(t "$ZODBCTL" backup -f "$DATA" -r "$R/ours"); row "zodbctl backup (full, again)" "$T_FULL2"
+rm -f "$R/restored.fs"*
+T_RZ_R=$(t repozo -R -r "$R/ours" -o "$R/restored.fs"); row "repozo -R" "$T_RZ_R"
+rm -f "$R/restored.fs"*
 
-fresh "$R/repozo-z"
-T_RZ_GZ=$(t repozo -B -z -r "$R/repozo-z" -f "$DATA"); row "repozo -B -z (full, gzip)" "$T_RZ_GZ"
 fresh "$R/ours-z"
 T_GZ=$(t "$ZODBCTL" backup -z -f "$DATA" -r "$R/ours-z"); row "zodbctl backup -z (full, gzip)" "$T_GZ"
+fresh "$R/repozo-z"
+T_RZ_GZ=$(t repozo -B -z -r "$R/repozo-z" -f "$DATA"); row "repozo -B -z (full, gzip)" "$T_RZ_GZ"
 RZ_GZ_SIZE=$(du -b "$R"/repozo-z/*.fsz | awk '{print $1}')
 GZ_SIZE=$(du -b "$R"/ours-z/*.fsz | awk '{print $1}')
 echo "  gzip sizes: repozo $RZ_GZ_SIZE, zodbctl $GZ_SIZE bytes"
-
-rm -f "$R/restored.fs"*
-warm "$R"/ours/*.fs
-T_RZ_R=$(t repozo -R -r "$R/ours" -o "$R/restored.fs"); row "repozo -R" "$T_RZ_R"
-rm -f "$R/restored.fs"*
-T_R=$(t "$ZODBCTL" restore -r "$R/ours" -o "$R/restored.fs"); row "zodbctl restore" "$T_R"
-cmp "$DATA" "$R/restored.fs"
-rm -f "$R/restored.fs"*
-T_R2=$(t "$ZODBCTL" restore -r "$R/ours" -o "$R/restored.fs"); row "zodbctl restore (again)" "$T_R2"
-rm -f "$R/restored.fs"*
-T_RV=$(t "$ZODBCTL" restore -w -r "$R/ours" -o "$R/restored.fs"); row "zodbctl restore --verify" "$T_RV"
-cmp "$DATA" "$R/restored.fs"
-rm -f "$R/restored.fs"*
 T_RGZ=$(t "$ZODBCTL" restore -r "$R/ours-z" -o "$R/restored.fs"); row "zodbctl restore (gzip repository)" "$T_RGZ"
+cmp "$DATA" "$R/restored.fs"
 rm -f "$R/restored.fs"*
 
 # Quick incremental: a full backup, 10 MB of new transactions, `backup -Q`. The -Q check
@@ -143,12 +153,13 @@ T_I=$(t "$ZODBCTL" backup -f "$DATA" -r "$R/ours"); row "zodbctl backup (10 MB n
 echo
 awk -v md5="$T_MD5" -v cp="$T_CP" -v full="$T_FULL2" -v rzfull="$T_RZ_FULL" \
     -v gz="$T_GZ" -v rzgz="$T_RZ_GZ" -v r="$T_R2" -v rv="$T_RV" -v rzr="$T_RZ_R" \
-    -v q="$T_Q" -v bytes="$BYTES" 'BEGIN {
+    -v q="$T_Q" -v i="$T_I" -v bytes="$BYTES" 'BEGIN {
     printf "full backup / md5sum            %.2f  (goal <= 1.25)\n", full / md5
     printf "repozo full / zodbctl full      %.1fx\n", rzfull / full
-    printf "restore throughput / cp's       %.0f%%  (goal >= 80%%)\n", 100 * cp / r
+    printf "restore throughput / cp          %.0f%%  (goal >= 80%%)\n", 100 * cp / r
     printf "restore --verify / md5sum       %.2f  (goal <= 1.25)\n", rv / md5
     printf "repozo -R / zodbctl restore     %.1fx\n", rzr / r
     printf "repozo -z / zodbctl -z          %.1fx  (goal >= 5)\n", rzgz / gz
     printf "quick incremental (10 MB)       %.2f s, %.0f MB/s of new data\n", q, 10 / q
+    printf "incremental (10 MB), not quick  %.2f s (hashes the whole backed-up prefix)\n", i
 }'
