@@ -16,6 +16,9 @@ _zodbctl() {
             ",$1")
                 cmd="zodbctl"
                 ;;
+            zodbctl,backup)
+                cmd="zodbctl__subcmd__backup"
+                ;;
             zodbctl,bench)
                 cmd="zodbctl__subcmd__bench"
                 ;;
@@ -46,11 +49,11 @@ _zodbctl() {
             zodbctl,logtail)
                 cmd="zodbctl__subcmd__logtail"
                 ;;
-            zodbctl,manager)
-                cmd="zodbctl__subcmd__manager"
-                ;;
             zodbctl,restart)
                 cmd="zodbctl__subcmd__restart"
+                ;;
+            zodbctl,restore)
+                cmd="zodbctl__subcmd__restore"
                 ;;
             zodbctl,serve)
                 cmd="zodbctl__subcmd__serve"
@@ -100,6 +103,9 @@ _zodbctl() {
             zodbctl__subcmd__create__subcmd__help,server)
                 cmd="zodbctl__subcmd__create__subcmd__help__subcmd__server"
                 ;;
+            zodbctl__subcmd__help,backup)
+                cmd="zodbctl__subcmd__help__subcmd__backup"
+                ;;
             zodbctl__subcmd__help,bench)
                 cmd="zodbctl__subcmd__help__subcmd__bench"
                 ;;
@@ -130,11 +136,11 @@ _zodbctl() {
             zodbctl__subcmd__help,logtail)
                 cmd="zodbctl__subcmd__help__subcmd__logtail"
                 ;;
-            zodbctl__subcmd__help,manager)
-                cmd="zodbctl__subcmd__help__subcmd__manager"
-                ;;
             zodbctl__subcmd__help,restart)
                 cmd="zodbctl__subcmd__help__subcmd__restart"
+                ;;
+            zodbctl__subcmd__help,restore)
+                cmd="zodbctl__subcmd__help__subcmd__restore"
                 ;;
             zodbctl__subcmd__help,serve)
                 cmd="zodbctl__subcmd__help__subcmd__serve"
@@ -176,12 +182,70 @@ _zodbctl() {
 
     case "${cmd}" in
         zodbctl)
-            opts="-i -C -h -V --instance --config --help --version create import show serve bench verify dump start stop restart status kill wait fg logtail logreopen up generate-docs manager help"
+            opts="-i -C -h -V --instance --config --help --version create import show serve bench verify dump backup restore start stop restart status kill wait fg logtail logreopen up generate-docs help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --instance)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -i)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -C)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        zodbctl__subcmd__backup)
+            opts="-f -r -F -Q -z -k -i -C -h -V --file --repository --storage --full --quick --gzip --no-gzip --kill-old-on-full --keep --blob-dir --no-blobs --verify --json --instance --config --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -f)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --repository)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -r)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --storage)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --keep)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --blob-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --instance)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -302,7 +366,7 @@ _zodbctl() {
             return 0
             ;;
         zodbctl__subcmd__create__subcmd__client)
-            opts="-i -C -h -V --server --storage --cache-size --program --python --admin --http --unix-user --instance --config --help --version"
+            opts="-i -C -h -V --server --storage --cache-size --program --http --user --instance --config --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -324,19 +388,11 @@ _zodbctl() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
-                --python)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --admin)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
                 --http)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
-                --unix-user)
+                --user)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -364,7 +420,7 @@ _zodbctl() {
             return 0
             ;;
         zodbctl__subcmd__create__subcmd__cluster)
-            opts="-i -C -h -V --clients --base-port --sessions --blobs --program --python --admin --instance --config --help --version"
+            opts="-i -C -h -V --clients --base-port --sessions --blobs --instance --config --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -375,18 +431,6 @@ _zodbctl() {
                     return 0
                     ;;
                 --base-port)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --program)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --python)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --admin)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -484,7 +528,7 @@ _zodbctl() {
             return 0
             ;;
         zodbctl__subcmd__create__subcmd__server)
-            opts="-a -i -C -h -V --address --blobs --storage --unix-user --instance --config --help --version"
+            opts="-a -i -C -h -V --address --blobs --storage --user --instance --config --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -502,7 +546,7 @@ _zodbctl() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
-                --unix-user)
+                --user)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -628,8 +672,22 @@ _zodbctl() {
             return 0
             ;;
         zodbctl__subcmd__help)
-            opts="create import show serve bench verify dump start stop restart status kill wait fg logtail logreopen up generate-docs manager help"
+            opts="create import show serve bench verify dump backup restore start stop restart status kill wait fg logtail logreopen up generate-docs help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        zodbctl__subcmd__help__subcmd__backup)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -823,7 +881,7 @@ _zodbctl() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        zodbctl__subcmd__help__subcmd__manager)
+        zodbctl__subcmd__help__subcmd__restart)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -837,7 +895,7 @@ _zodbctl() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        zodbctl__subcmd__help__subcmd__restart)
+        zodbctl__subcmd__help__subcmd__restore)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -1062,7 +1120,7 @@ _zodbctl() {
             return 0
             ;;
         zodbctl__subcmd__logtail)
-            opts="-f -n -m -i -C -h -V --follow --lines --member --file --instance --config --help --version"
+            opts="-f -n -i -C -h -V --follow --lines --file --instance --config --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1073,14 +1131,6 @@ _zodbctl() {
                     return 0
                     ;;
                 -n)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --member)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                -m)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -1111,7 +1161,7 @@ _zodbctl() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        zodbctl__subcmd__manager)
+        zodbctl__subcmd__restart)
             opts="-i -C -h -V --instance --config --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -1141,13 +1191,45 @@ _zodbctl() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        zodbctl__subcmd__restart)
-            opts="-i -C -h -V --instance --config --help --version"
+        zodbctl__subcmd__restore)
+            opts="-r -o -D -w -F -i -C -h -V --repository --output --storage --date --verify --blob-dir --no-blobs --full --json --instance --config --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --repository)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -r)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --output)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -o)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --storage)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --date)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -D)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --blob-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --instance)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0

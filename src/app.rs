@@ -21,6 +21,8 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::Bench(args) => zeo::commands::bench(g, args),
         Command::Verify(args) => maintenance::verify::run(g, args),
         Command::Dump(args) => maintenance::dump::run(g, args),
+        Command::Backup(args) => maintenance::backup::command::backup(g, args),
+        Command::Restore(args) => maintenance::backup::command::restore(g, args),
         Command::Start(args) => supervisor::commands::start(g, args),
         Command::Stop => supervisor::commands::stop(g),
         Command::Restart => supervisor::commands::restart(g),

@@ -75,6 +75,23 @@ pub enum Command {
     /// Print the records of a Data.fs, as fsdump does.
     Dump(DumpArgs),
 
+    /// Back up a Data.fs and its blobs into a repozo repository (full or incremental).
+    ///
+    /// The repository is byte for byte repozo's (repozo restores and verifies it); blob
+    /// revisions go beside it. With an instance (-i), every file storage is backed up into
+    /// `<[backup] repository>/<storage name>` with the instance's [backup] settings; with
+    /// -f and -r, options are repozo's. `--verify` checks a repository instead (repozo -V).
+    Backup(BackupArgs),
+
+    /// Restore a Data.fs (and its blobs) from a repozo repository.
+    ///
+    /// Picks the restore point as repozo does (the newest full backup not after --date and
+    /// its incrementals), writes OUTPUT.part and renames it, copies the .index. When OUTPUT
+    /// already holds an earlier restore of the same chain (checked against the .dat md5s),
+    /// only the missing increments are appended. With an instance (-i), restores into its
+    /// storage, refusing while the server runs.
+    Restore(RestoreArgs),
+
     /// Start the instance (or every instance of a cluster) under its manager.
     Start(StartArgs),
 
@@ -338,6 +355,89 @@ pub struct DumpArgs {
     /// Print every header field of every record instead (fsdump's `Dumper`).
     #[arg(short, long)]
     pub verbose: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// The Data.fs to back up (with -r); default: the instance's file storages.
+    #[arg(
+        short = 'f',
+        long = "file",
+        value_name = "PATH",
+        requires = "repository"
+    )]
+    pub file: Option<PathBuf>,
+    /// The repository directory (must exist); default: the instance's, under its
+    /// [backup] repository (created when missing).
+    #[arg(short = 'r', long, value_name = "DIR")]
+    pub repository: Option<PathBuf>,
+    /// Only the instance's storage of this name.
+    #[arg(long, value_name = "NAME", conflicts_with = "file")]
+    pub storage: Option<String>,
+    /// Make a full backup, even when an incremental one would do.
+    #[arg(short = 'F', long)]
+    pub full: bool,
+    /// Decide from the last .dat line only (compare the last backed-up chunk, not all);
+    /// with --verify: check sizes only, not md5s.
+    #[arg(short = 'Q', long)]
+    pub quick: bool,
+    /// Write gzip-compressed backup files (default with an instance: its [backup] gzip).
+    #[arg(short = 'z', long, overrides_with = "no_gzip")]
+    pub gzip: bool,
+    /// Write plain backup files.
+    #[arg(long)]
+    pub no_gzip: bool,
+    /// After a full backup, delete the older backups (with their .dat, .index and blobs).
+    #[arg(short = 'k', long)]
+    pub kill_old_on_full: bool,
+    /// Keep only the newest N full backups and their incrementals (0: all).
+    #[arg(long, value_name = "N")]
+    pub keep: Option<usize>,
+    /// The blob directory to back up with the file (default with an instance: the
+    /// storage's, when [backup] blobs is true).
+    #[arg(long, value_name = "DIR")]
+    pub blob_dir: Option<PathBuf>,
+    /// Do not back up blobs.
+    #[arg(long, conflicts_with = "blob_dir")]
+    pub no_blobs: bool,
+    /// Check the repository instead (repozo -V): every chain file present, sizes and md5s
+    /// right (sizes only with --quick), blob files present. Exit status 1 on a problem.
+    #[arg(long)]
+    pub verify: bool,
+    /// Print the result as JSON (one object per storage).
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// The repository directory; default: the instance's.
+    #[arg(short = 'r', long, value_name = "DIR")]
+    pub repository: Option<PathBuf>,
+    /// The file to write ("-": standard output); default: the instance's Data.fs.
+    #[arg(short = 'o', long, value_name = "PATH")]
+    pub output: Option<PathBuf>,
+    /// With an instance: the storage of this name.
+    #[arg(long, value_name = "NAME")]
+    pub storage: Option<String>,
+    /// Restore the state as of this UTC time, yyyy-mm-dd[-hh[-mm[-ss]]] (as repozo -D).
+    #[arg(short = 'D', long, value_name = "DATE")]
+    pub date: Option<String>,
+    /// Check each backup file's size and md5 against the .dat while restoring (repozo -w).
+    #[arg(short = 'w', long)]
+    pub verify: bool,
+    /// Restore the blobs into this directory (default with an instance: the storage's).
+    #[arg(long, value_name = "DIR")]
+    pub blob_dir: Option<PathBuf>,
+    /// Do not restore blobs.
+    #[arg(long, conflicts_with = "blob_dir")]
+    pub no_blobs: bool,
+    /// Rewrite the whole file even when an earlier restore could be extended.
+    #[arg(short = 'F', long)]
+    pub full: bool,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -42,6 +42,9 @@ pub struct ServerConfig {
     /// Environment variables set for the program (names keep their case).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub environment: BTreeMap<String, String>,
+    /// `zodbctl backup` / `restore` of this instance's file storages.
+    #[serde(default)]
+    pub backup: BackupConfig,
 }
 
 impl Default for ServerConfig {
@@ -52,6 +55,38 @@ impl Default for ServerConfig {
             eventlog: EventLogConfig::default(),
             runner: RunnerConfig::default(),
             environment: BTreeMap::new(),
+            backup: BackupConfig::default(),
+        }
+    }
+}
+
+/// `[backup]`: where and how `zodbctl backup` keeps the instance's backups.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct BackupConfig {
+    /// The directory holding one repozo repository per file storage, `<repository>/<name>`
+    /// (created when missing). Default `var/backups`.
+    pub repository: PathBuf,
+    /// Keep the newest N full backups with their incrementals; 0 keeps everything.
+    /// Default 2.
+    pub keep: usize,
+    /// Compress backup files (`.fsz`/`.deltafsz`). Default true.
+    pub gzip: bool,
+    /// Back up the storage's blob directory with it. Default true.
+    pub blobs: bool,
+    /// Decide incremental backups from the last `.dat` line only (repozo's `-Q`). Default
+    /// false.
+    pub quick: bool,
+}
+
+impl Default for BackupConfig {
+    fn default() -> BackupConfig {
+        BackupConfig {
+            repository: PathBuf::from("var/backups"),
+            keep: 2,
+            gzip: true,
+            blobs: true,
+            quick: false,
         }
     }
 }
@@ -776,6 +811,7 @@ impl ServerConfig {
         }
         resolve(dir, &mut self.eventlog.path);
         self.runner.resolve_paths(dir);
+        resolve(dir, &mut self.backup.repository);
     }
 }
 
@@ -1152,6 +1188,7 @@ mod proptests {
                     eventlog: EventLogConfig::default(),
                     runner,
                     environment,
+                    backup: BackupConfig::default(),
                 },
             )
     }

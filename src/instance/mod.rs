@@ -20,9 +20,9 @@ use std::path::{Path, PathBuf};
 
 pub use address::{Address, AddressError};
 pub use config::{
-    ClientConfig, ClusterConfig, ClusterMember, EventLogConfig, FileStorageConfig, MemberKind,
-    MemoryStorageConfig, ReadyCheck, RunnerConfig, ServerConfig, StorageConfig, TlsConfig,
-    ZeoClientConfig, ZeoConfig, ZopeConfig,
+    BackupConfig, ClientConfig, ClusterConfig, ClusterMember, EventLogConfig, FileStorageConfig,
+    MemberKind, MemoryStorageConfig, ReadyCheck, RunnerConfig, ServerConfig, StorageConfig,
+    TlsConfig, ZeoClientConfig, ZeoConfig, ZopeConfig,
 };
 pub use error::{ConfigError, Notice};
 pub use units::{ByteSize, CommandLine, ExitCodes, LogLevel, Seconds, Umask};

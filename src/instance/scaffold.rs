@@ -30,6 +30,7 @@ mod tpl {
     pub const SERVER_TOML: &str = include_str!("../../templates/server/zeo.toml");
     pub const ZEOCTL: &str = include_str!("../../templates/server/zeoctl");
     pub const RUNZEO: &str = include_str!("../../templates/server/runzeo");
+    pub const REPOZO: &str = include_str!("../../templates/server/repozo");
     pub const SERVER_LOGROTATE: &str = include_str!("../../templates/server/logrotate.conf");
     pub const CRONTAB: &str = include_str!("../../templates/server/crontab");
     pub const SERVER_UNIT: &str = include_str!("../../templates/server/zodbctl.service");
@@ -484,6 +485,7 @@ pub fn plan_server(dir: &Path, spec: &ServerSpec) -> Result<(Plan, ServerConfig)
     );
     plan.script(dir.join("bin/zeoctl"), fill(tpl::ZEOCTL, &vars)?);
     plan.script(dir.join("bin/runzeo"), fill(tpl::RUNZEO, &vars)?);
+    plan.script(dir.join("bin/repozo"), fill(tpl::REPOZO, &vars)?);
     Ok((plan, config))
 }
 

@@ -1,10 +1,12 @@
-//! Offline maintenance of FileStorage files: verify (fstest), dump (fsdump).
+//! Offline maintenance of FileStorage files: verify (fstest), dump (fsdump), backup and
+//! restore (repozo, [`backup`]).
 //!
 //! [`fstest`] is fstest's structural checker, [`deep`] the further checks of
 //! `verify --deep`, [`dump`] fsdump and its `Dumper`; [`verify`] and [`dump`] are the
 //! command edges. They read the file on their own (the engine's reader repairs and
 //! refuses where these tools must report), with the layouts of [`crate::storage::format`].
 
+pub mod backup;
 pub mod deep;
 pub mod dump;
 pub mod fstest;

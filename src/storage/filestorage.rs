@@ -388,6 +388,17 @@ impl FileStorage {
         read(&self.inner.state).pos
     }
 
+    /// Write the oid index of the committed part in Python's `Data.fs.index` format to
+    /// `path` (through a temporary file), returning the position it covers. For backups:
+    /// repozo keeps such a file beside every backup file, and a restore copies it so that
+    /// the restored file opens without a rescan. The index and the position come from the
+    /// same snapshot, so they agree even while a writer commits.
+    pub fn save_index_to(&self, path: &Path) -> Result<u64> {
+        let st = read(&self.inner.state);
+        write_index_file(path, st.pos, &st.index).map_err(|e| StorageError::io(path, None, e))?;
+        Ok(st.pos)
+    }
+
     /// `lastTransaction()`: the tid of the last committed transaction (`Tid::ZERO` when
     /// there is none).
     pub fn last_transaction(&self) -> Tid {
