@@ -15,7 +15,7 @@ use std::net::{TcpStream, ToSocketAddrs};
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
-use crate::zeo::client::Client;
+use crate::zeo::client::{Client, ClientError};
 use crate::zeo::wire::Value;
 
 pub type StatusMap = serde_json::Map<String, serde_json::Value>;
@@ -71,7 +71,10 @@ impl ZeoWatch {
             let conn = match self.conns.get_mut(name) {
                 Some(c) => c,
                 None => {
-                    let mut c = Client::connect(&self.addr, timeout).map_err(|e| e.to_string())?;
+                    let mut c = Client::connect(&self.addr, timeout).map_err(|e| match e {
+                        ClientError::Connect { source, .. } => format!("cannot connect: {source}"),
+                        e => e.to_string(),
+                    })?;
                     c.register(name, true)
                         .map_err(|e| format!("register {name:?}: {e}"))?;
                     self.conns.entry(name.clone()).or_insert(c)

@@ -219,10 +219,7 @@ fn banner_lines(snap: &Snapshot) -> Vec<String> {
             && let Some(e) = &s.error
             && running
         {
-            out.push(format!(
-                " ⚠ {}: ZEO server at {} unreachable: {e}",
-                i.name, s.address
-            ));
+            out.push(format!(" ⚠ {} unreachable at {}: {e}", i.name, s.address));
         }
     }
     if out.len() > BANNER_LINES {
@@ -290,6 +287,16 @@ fn draw_instances(
                 && let Some(d) = s.delay
             {
                 shown = format!("backoff {}", duration(d));
+            }
+            if let Some(s) = st
+                && state == "stopped"
+                && let Some(why) = &s.last_exit
+            {
+                // How it ended, in the state column's width: `exited 1`, `SIGKILL`.
+                shown = match why.strip_prefix("exit status ") {
+                    Some(code) => format!("exited {code}"),
+                    None => why.rsplit(' ').next().unwrap_or(why).to_owned(),
+                };
             }
             let kind = i.kind.name();
             let ready = match st {
@@ -411,12 +418,12 @@ fn draw_storages(
     let mut widths = vec![
         Constraint::Length(name_w),
         Constraint::Length(6),
-        Constraint::Length(7),
+        Constraint::Length(6),
         Constraint::Length(7),
         Constraint::Length(if wide { 19 } else { 8 }),
+        Constraint::Length(5),
         Constraint::Length(6),
         Constraint::Length(6),
-        Constraint::Length(7),
         Constraint::Length(4),
         Constraint::Length(if wide { 16 } else { 6 }),
         Constraint::Length(4),
@@ -501,7 +508,8 @@ fn storage_row(s: &StorageInfo, now: f64, wide: bool) -> Row<'static> {
     let lock = match (&s.lock_holder, s.lock_time) {
         (Some(h), Some(lt)) if wide => format!("{h} {}", duration((now - lt).max(0.0))),
         (Some(h), _) => h.clone(),
-        (None, Some(lt)) => format!("held {}", duration((now - lt).max(0.0))),
+        (None, Some(lt)) if wide => format!("held {}", duration((now - lt).max(0.0))),
+        (None, Some(lt)) => duration((now - lt).max(0.0)),
         (None, None) if s.connections.is_some() => "free".into(),
         (None, None) => "–".into(),
     };
@@ -806,25 +814,18 @@ fn clock(t: f64) -> String {
 }
 
 fn clock_short(t: f64) -> String {
-    let ts = TimeStamp::from_unix(t);
-    format!(
-        "{:02}:{:02}:{:02}",
-        ts.hour(),
-        ts.minute(),
-        ts.second() as u32
-    )
+    let s = t.max(0.0) as u64;
+    format!("{:02}:{:02}:{:02}", s / 3600 % 24, s / 60 % 60, s % 60)
 }
 
 fn datetime(t: f64) -> String {
-    let ts = TimeStamp::from_unix(t);
+    let ts = TimeStamp::from_unix(t.floor());
     format!(
-        "{}-{:02}-{:02} {:02}:{:02}:{:02}",
+        "{}-{:02}-{:02} {}",
         ts.year(),
         ts.month(),
         ts.day(),
-        ts.hour(),
-        ts.minute(),
-        ts.second() as u32
+        clock_short(t)
     )
 }
 
