@@ -64,6 +64,9 @@ _zodbctl() {
             zodbctl,stop)
                 cmd="zodbctl__subcmd__stop"
                 ;;
+            zodbctl,top)
+                cmd="zodbctl__subcmd__top"
+                ;;
             zodbctl,up)
                 cmd="zodbctl__subcmd__up"
                 ;;
@@ -145,6 +148,9 @@ _zodbctl() {
             zodbctl__subcmd__help,stop)
                 cmd="zodbctl__subcmd__help__subcmd__stop"
                 ;;
+            zodbctl__subcmd__help,top)
+                cmd="zodbctl__subcmd__help__subcmd__top"
+                ;;
             zodbctl__subcmd__help,up)
                 cmd="zodbctl__subcmd__help__subcmd__up"
                 ;;
@@ -170,7 +176,7 @@ _zodbctl() {
 
     case "${cmd}" in
         zodbctl)
-            opts="-i -C -h -V --instance --config --help --version create import show serve bench verify dump start stop restart status kill wait fg logtail logreopen up generate-docs help"
+            opts="-i -C -h -V --instance --config --help --version create import show serve bench verify dump start stop restart status kill wait fg logtail logreopen up top generate-docs help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -602,7 +608,7 @@ _zodbctl() {
             return 0
             ;;
         zodbctl__subcmd__help)
-            opts="create import show serve bench verify dump start stop restart status kill wait fg logtail logreopen up generate-docs help"
+            opts="create import show serve bench verify dump start stop restart status kill wait fg logtail logreopen up top generate-docs help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -868,6 +874,20 @@ _zodbctl() {
             return 0
             ;;
         zodbctl__subcmd__help__subcmd__stop)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        zodbctl__subcmd__help__subcmd__top)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -1264,6 +1284,40 @@ _zodbctl() {
                 return 0
             fi
             case "${prev}" in
+                --instance)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -i)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -C)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        zodbctl__subcmd__top)
+            opts="-i -C -h -V --interval --once --json --read-only --mouse --instance --config --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --interval)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --instance)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0

@@ -390,9 +390,7 @@ fn action_key(ui: &mut Ui, snap: &Snapshot, spec: &actions::ActionSpec) -> Optio
         ui.note(format!("{}: actions are disabled (--read-only)", spec.name));
         return None;
     }
-    let Some(inst) = selected(snap, ui) else {
-        return None;
-    };
+    let inst = selected(snap, ui)?;
     if inst.kind == Kind::Remote {
         ui.note(format!(
             "{}: a server given by address has no manager; use -i on its instance",
