@@ -134,11 +134,11 @@ pub fn spawn(req: Request, member: &Member, report: impl Fn(ActionEvent) + Send 
             ActionKind::Logreopen => Control::Logreopen,
             ActionKind::Kill => Control::Kill(req.signal.unwrap_or(Signal::SIGTERM)),
         };
-        let result = if control == Control::Start
+        let result = if matches!(control, Control::Start | Control::Restart)
             && crate::supervisor::client::status(&settings.socket).is_none()
         {
-            // A new manager is forked by `start`, which is only safe in a single-threaded
-            // process: run that same command as a child process.
+            // No manager: `start` (and `restart`, which then starts) forks a new one, which is
+            // only safe in a single-threaded process: run that same command as a child.
             match dir {
                 Some(d) => start_in_child(&d, report.as_ref()),
                 None => Err("no instance directory".into()),
