@@ -16,9 +16,6 @@ _zodbctl() {
             ",$1")
                 cmd="zodbctl"
                 ;;
-            zodbctl,backup)
-                cmd="zodbctl__subcmd__backup"
-                ;;
             zodbctl,bench)
                 cmd="zodbctl__subcmd__bench"
                 ;;
@@ -52,9 +49,6 @@ _zodbctl() {
             zodbctl,restart)
                 cmd="zodbctl__subcmd__restart"
                 ;;
-            zodbctl,restore)
-                cmd="zodbctl__subcmd__restore"
-                ;;
             zodbctl,serve)
                 cmd="zodbctl__subcmd__serve"
                 ;;
@@ -69,6 +63,9 @@ _zodbctl() {
                 ;;
             zodbctl,stop)
                 cmd="zodbctl__subcmd__stop"
+                ;;
+            zodbctl,top)
+                cmd="zodbctl__subcmd__top"
                 ;;
             zodbctl,up)
                 cmd="zodbctl__subcmd__up"
@@ -103,9 +100,6 @@ _zodbctl() {
             zodbctl__subcmd__create__subcmd__help,server)
                 cmd="zodbctl__subcmd__create__subcmd__help__subcmd__server"
                 ;;
-            zodbctl__subcmd__help,backup)
-                cmd="zodbctl__subcmd__help__subcmd__backup"
-                ;;
             zodbctl__subcmd__help,bench)
                 cmd="zodbctl__subcmd__help__subcmd__bench"
                 ;;
@@ -139,9 +133,6 @@ _zodbctl() {
             zodbctl__subcmd__help,restart)
                 cmd="zodbctl__subcmd__help__subcmd__restart"
                 ;;
-            zodbctl__subcmd__help,restore)
-                cmd="zodbctl__subcmd__help__subcmd__restore"
-                ;;
             zodbctl__subcmd__help,serve)
                 cmd="zodbctl__subcmd__help__subcmd__serve"
                 ;;
@@ -156,6 +147,9 @@ _zodbctl() {
                 ;;
             zodbctl__subcmd__help,stop)
                 cmd="zodbctl__subcmd__help__subcmd__stop"
+                ;;
+            zodbctl__subcmd__help,top)
+                cmd="zodbctl__subcmd__help__subcmd__top"
                 ;;
             zodbctl__subcmd__help,up)
                 cmd="zodbctl__subcmd__help__subcmd__up"
@@ -182,70 +176,12 @@ _zodbctl() {
 
     case "${cmd}" in
         zodbctl)
-            opts="-i -C -h -V --instance --config --help --version create import show serve bench verify dump backup restore start stop restart status kill wait fg logtail logreopen up generate-docs help"
+            opts="-i -C -h -V --instance --config --help --version create import show serve bench verify dump start stop restart status kill wait fg logtail logreopen up top generate-docs help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
-                --instance)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                -i)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --config)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                -C)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                *)
-                    COMPREPLY=()
-                    ;;
-            esac
-            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-            return 0
-            ;;
-        zodbctl__subcmd__backup)
-            opts="-f -r -F -Q -z -k -i -C -h -V --file --repository --storage --full --quick --gzip --no-gzip --kill-old-on-full --keep --blob-dir --no-blobs --verify --json --instance --config --help --version"
-            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
-                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-                return 0
-            fi
-            case "${prev}" in
-                --file)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                -f)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --repository)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                -r)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --storage)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --keep)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --blob-dir)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
                 --instance)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -672,22 +608,8 @@ _zodbctl() {
             return 0
             ;;
         zodbctl__subcmd__help)
-            opts="create import show serve bench verify dump backup restore start stop restart status kill wait fg logtail logreopen up generate-docs help"
+            opts="create import show serve bench verify dump start stop restart status kill wait fg logtail logreopen up top generate-docs help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
-                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-                return 0
-            fi
-            case "${prev}" in
-                *)
-                    COMPREPLY=()
-                    ;;
-            esac
-            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-            return 0
-            ;;
-        zodbctl__subcmd__help__subcmd__backup)
-            opts=""
-            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -895,20 +817,6 @@ _zodbctl() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        zodbctl__subcmd__help__subcmd__restore)
-            opts=""
-            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
-                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-                return 0
-            fi
-            case "${prev}" in
-                *)
-                    COMPREPLY=()
-                    ;;
-            esac
-            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-            return 0
-            ;;
         zodbctl__subcmd__help__subcmd__serve)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -966,6 +874,20 @@ _zodbctl() {
             return 0
             ;;
         zodbctl__subcmd__help__subcmd__stop)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        zodbctl__subcmd__help__subcmd__top)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -1191,68 +1113,6 @@ _zodbctl() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        zodbctl__subcmd__restore)
-            opts="-r -o -D -w -F -i -C -h -V --repository --output --storage --date --verify --blob-dir --no-blobs --full --json --instance --config --help --version"
-            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
-                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-                return 0
-            fi
-            case "${prev}" in
-                --repository)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                -r)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --output)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                -o)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --storage)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --date)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                -D)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --blob-dir)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --instance)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                -i)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --config)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                -C)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                *)
-                    COMPREPLY=()
-                    ;;
-            esac
-            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-            return 0
-            ;;
         zodbctl__subcmd__serve)
             opts="-a -f -t -i -C -h -V --address --filename --timeout --pid-file --blob-dir --read-only --msgpack --log-file --memory --threads --instance --config --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
@@ -1424,6 +1284,40 @@ _zodbctl() {
                 return 0
             fi
             case "${prev}" in
+                --instance)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -i)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -C)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        zodbctl__subcmd__top)
+            opts="-i -C -h -V --interval --once --json --read-only --mouse --instance --config --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --interval)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --instance)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0

@@ -4,7 +4,7 @@
 use anyhow::Result;
 
 use crate::cli::{Cli, Command, CreateCommand};
-use crate::{docs, instance, maintenance, supervisor, zeo};
+use crate::{docs, instance, maintenance, supervisor, tui, zeo};
 
 /// Run one command and return its exit status.
 pub fn run(cli: Cli) -> Result<u8> {
@@ -33,6 +33,7 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::Logtail(args) => supervisor::commands::logtail(g, args),
         Command::Logreopen => supervisor::commands::logreopen(g),
         Command::Up(args) => supervisor::commands::up(g, args),
+        Command::Top(args) => tui::run(g, args),
         Command::GenerateDocs(args) => docs::generate(&args.out).map(|()| 0),
         Command::Manager(_) => supervisor::commands::manager_process(),
     }

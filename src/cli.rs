@@ -124,6 +124,15 @@ pub enum Command {
     /// Create a server instance if DIR has none, start it, and wait until it serves.
     Up(UpArgs),
 
+    /// Live dashboard of a cluster, an instance or any ZEO servers, with actions (like top).
+    ///
+    /// Shows every instance (state, readiness, pid, uptime, restarts, CPU, memory), the
+    /// storages of the selected server (size, last transaction, commits/s and loads/s with
+    /// sparklines, connections, commit lock) and its log. Actions on the selected instance run
+    /// the same code as start, stop, restart, logreopen and kill; destructive ones ask first.
+    /// Press ? for the keys. Colours are off when NO_COLOR is set.
+    Top(TopArgs),
+
     /// Write the man pages and shell completions (for maintainers).
     #[command(hide = true)]
     GenerateDocs(GenerateDocsArgs),
@@ -491,6 +500,41 @@ pub struct UpArgs {
     /// Address of the server created when DIR has no instance yet.
     #[arg(short, long, default_value = "127.0.0.1:8100", value_name = "ADDR")]
     pub address: String,
+}
+
+#[derive(Debug, Args)]
+pub struct TopArgs {
+    /// ZEO servers to watch instead of an instance: HOST:PORT, [V6]:PORT or a Unix socket
+    /// path; any ZEO 5 server, runzeo included (read with the ruok status request).
+    #[arg(value_name = "ADDR")]
+    pub addresses: Vec<String>,
+    /// Seconds between refreshes (fractions allowed).
+    #[arg(long, default_value = "1", value_name = "SECONDS", value_parser = parse_interval)]
+    pub interval: std::time::Duration,
+    /// Print one frame as plain text and exit (two samples, one interval apart, for rates).
+    #[arg(long)]
+    pub once: bool,
+    /// Print the snapshot the screen is drawn from as JSON and exit.
+    #[arg(long, conflicts_with = "once")]
+    pub json: bool,
+    /// Disable every action (start, stop, restart, logreopen, kill).
+    #[arg(long)]
+    pub read_only: bool,
+    /// Use the mouse: the wheel scrolls, a click selects (the terminal's own text selection
+    /// then needs Shift).
+    #[arg(long)]
+    pub mouse: bool,
+}
+
+/// A refresh interval: seconds, at least 0.1, at most an hour.
+fn parse_interval(s: &str) -> Result<std::time::Duration, String> {
+    let bad =
+        || "the interval is a number of seconds from 0.1 to 3600, such as 1 or 0.5".to_string();
+    let v: f64 = s.trim().parse().map_err(|_| bad())?;
+    if !(0.1..=3600.0).contains(&v) {
+        return Err(bad());
+    }
+    Ok(std::time::Duration::from_secs_f64(v))
 }
 
 #[derive(Debug, Args)]

@@ -3,8 +3,8 @@
 //! The modules follow the product: `instance` (configuration and scaffolding), `storage`
 //! (the FileStorage engine, no networking), `pickle` (a pickle codec that executes nothing),
 //! `zeo` (wire protocol and server), `supervisor` (zdaemon-style manager and control client),
-//! `maintenance` (verify, dump and the other offline tools). `cli` declares the command line;
-//! `app` maps it onto those modules.
+//! `maintenance` (verify, dump and the other offline tools), `tui` (the `top` dashboard).
+//! `cli` declares the command line; `app` maps it onto those modules.
 
 pub mod app;
 pub mod cli;
@@ -16,4 +16,5 @@ pub mod maintenance;
 pub mod pickle;
 pub mod storage;
 pub mod supervisor;
+pub mod tui;
 pub mod zeo;

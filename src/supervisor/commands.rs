@@ -40,9 +40,18 @@ const MANAGER_GRACE: Duration = Duration::from_secs(10);
 /// Transcript lines shown when a start fails.
 const TAIL_ON_FAILURE: usize = 10;
 
+/// Where a command's messages go: the terminal, or a dashboard (`zodbctl top`), which runs the
+/// same functions on a worker thread and shows their lines in its activity line.
+#[derive(Clone)]
+pub enum Sink {
+    Terminal,
+    Lines(std::sync::Arc<dyn Fn(String) + Send + Sync>),
+}
+
 /// Writes each message line, prefixed with the instance name inside a cluster.
 struct Out {
     prefix: String,
+    sink: Sink,
     /// Whether the current wait loop printed dots (a cluster's lines skip the empty line).
     dots: std::cell::Cell<bool>,
 }
@@ -55,20 +64,81 @@ impl Out {
             } else {
                 String::new()
             },
+            sink: Sink::Terminal,
             dots: std::cell::Cell::new(false),
         }
     }
 
     fn line(&self, msg: &str) {
-        println!("{}{msg}", self.prefix);
+        match &self.sink {
+            Sink::Terminal => println!("{}{msg}", self.prefix),
+            Sink::Lines(f) => f(format!("{}{msg}", self.prefix)),
+        }
+    }
+
+    /// A line of a failure report (standard error on a terminal).
+    fn error_line(&self, msg: &str) {
+        match &self.sink {
+            Sink::Terminal => eprintln!("{msg}"),
+            Sink::Lines(f) => f(msg.to_owned()),
+        }
+    }
+
+    /// zdaemon's progress dots, on a terminal only.
+    fn dot(&self) {
+        if let Sink::Terminal = self.sink {
+            print!(". ");
+            self.dots.set(true);
+            let _ = io::stdout().flush();
+        }
     }
 
     /// The end of a wait loop: a newline after the dots, then the message (zdaemon's form).
     fn finish(&self, msg: &str) {
-        if self.prefix.is_empty() || self.dots.replace(false) {
+        if matches!(self.sink, Sink::Terminal)
+            && (self.prefix.is_empty() || self.dots.replace(false))
+        {
             println!();
         }
         self.line(msg);
+    }
+}
+
+/// A control action on one instance, as the CLI commands of the same name do it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Control {
+    Start,
+    Stop,
+    Restart,
+    Kill(Signal),
+    Logreopen,
+}
+
+/// Run `action` on one instance with its messages (prefixed with the instance name) sent to
+/// `sink`: the dashboard's entry point into the code behind `start`, `stop`, `restart`,
+/// `kill` and `logreopen`. Returns the command's exit status.
+///
+/// `Start` needs a running manager here: a new manager is forked, and forking is only safe
+/// from a single-threaded process, which a caller with threads is not (it runs
+/// `zodbctl -i DIR start` instead).
+pub fn control(s: &Settings, action: Control, sink: Sink) -> Result<u8> {
+    let out = Out {
+        prefix: format!("{}: ", s.name),
+        sink,
+        dots: std::cell::Cell::new(false),
+    };
+    match action {
+        Control::Start => start_one(s, &out),
+        Control::Stop => stop_one(s, &out),
+        Control::Restart => restart_one(s, &out),
+        Control::Kill(sig) => {
+            send_signal(s, &out, sig);
+            Ok(0)
+        }
+        Control::Logreopen => {
+            logreopen_one(s, &out);
+            Ok(0)
+        }
     }
 }
 
@@ -123,22 +193,20 @@ fn await_manager(
         let secs = start.elapsed().as_secs();
         if secs > dots {
             dots = secs;
-            print!(". ");
-            out.dots.set(true);
-            let _ = io::stdout().flush();
+            out.dot();
         }
     }
 }
 
 /// The last lines of the transcript, for a failure report.
-fn report_failure(s: &Settings, why: &str) {
-    eprintln!("zodbctl: {}: {why}", s.name);
+fn report_failure(s: &Settings, out: &Out, why: &str) {
+    out.error_line(&format!("zodbctl: {}: {why}", s.name));
     if let Some(t) = &s.transcript {
         match tail_lines(t, TAIL_ON_FAILURE) {
             Ok(lines) if !lines.is_empty() => {
-                eprintln!("last lines of {}:", t.display());
+                out.error_line(&format!("last lines of {}:", t.display()));
                 for l in lines {
-                    eprintln!("  {l}");
+                    out.error_line(&format!("  {l}"));
                 }
             }
             _ => {}
@@ -146,7 +214,9 @@ fn report_failure(s: &Settings, why: &str) {
     }
 }
 
-fn tail_lines(path: &Path, n: usize) -> io::Result<Vec<String>> {
+/// The last `n` lines of a file, reading at most its last 64 KiB (`logtail`, the dashboard's
+/// log pane).
+pub fn tail_lines(path: &Path, n: usize) -> io::Result<Vec<String>> {
     let mut f = std::fs::File::open(path)?;
     let len = f.metadata()?.len();
     // Enough for n ordinary log lines without reading a large file whole.
@@ -250,13 +320,14 @@ fn start_one(s: &Settings, out: &Out) -> Result<u8> {
         }
         Waited::ManagerGone(why) => {
             out.finish("daemon manager not running");
-            report_failure(s, why.as_deref().unwrap_or("the manager is gone"));
+            report_failure(s, out, why.as_deref().unwrap_or("the manager is gone"));
             Ok(1)
         }
         Waited::TimedOut => {
             out.finish("Program took too long to start");
             report_failure(
                 s,
+                out,
                 &format!(
                     "not ready after {} s (start-timeout); the manager keeps trying",
                     s.start_timeout.as_secs()
@@ -348,12 +419,12 @@ fn restart_one(s: &Settings, out: &Out) -> Result<u8> {
         }
         Waited::ManagerGone(why) => {
             out.finish("daemon manager not running");
-            report_failure(s, why.as_deref().unwrap_or("the manager is gone"));
+            report_failure(s, out, why.as_deref().unwrap_or("the manager is gone"));
             Ok(1)
         }
         Waited::TimedOut => {
             out.finish("Program took too long to start");
-            report_failure(s, "not ready within start-timeout");
+            report_failure(s, out, "not ready within start-timeout");
             Ok(1)
         }
     }
@@ -786,15 +857,18 @@ fn follow(path: &Path) -> Result<()> {
 pub fn logreopen(g: &GlobalArgs) -> Result<u8> {
     let target = config::load(g)?;
     for s in target.members() {
-        let out = Out::new(&target, s);
-        if client::status(&s.socket).is_none() {
-            out.line("daemon manager not running");
-            continue;
-        }
-        let _ = client::request(&s.socket, "reopen_transcript");
-        send_signal(s, &out, Signal::SIGUSR2);
+        logreopen_one(s, &Out::new(&target, s));
     }
     Ok(0)
+}
+
+fn logreopen_one(s: &Settings, out: &Out) {
+    if client::status(&s.socket).is_none() {
+        out.line("daemon manager not running");
+        return;
+    }
+    let _ = client::request(&s.socket, "reopen_transcript");
+    send_signal(s, out, Signal::SIGUSR2);
 }
 
 pub fn up(g: &GlobalArgs, args: &UpArgs) -> Result<u8> {
