@@ -21,6 +21,7 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::Bench(args) => zeo::commands::bench(g, args),
         Command::Verify(args) => maintenance::verify::run(g, args),
         Command::Dump(args) => maintenance::dump::run(g, args),
+        Command::Pack(args) => maintenance::pack::run(g, args),
         Command::Start(args) => supervisor::commands::start(g, args),
         Command::Stop => supervisor::commands::stop(g),
         Command::Restart => supervisor::commands::restart(g),

@@ -8,6 +8,7 @@
 pub mod deep;
 pub mod dump;
 pub mod fstest;
+pub mod pack;
 pub mod pyrepr;
 mod reader;
 pub mod target;
