@@ -25,6 +25,7 @@ import ZODB.serialize
 from BTrees.OOBTree import OOBTree
 from persistent.mapping import PersistentMapping
 from ZODB.blob import Blob
+from ZODB.Connection import TransactionMetaData
 
 
 def make(path, blobs):
@@ -70,7 +71,7 @@ def make(path, blobs):
     orphan = root["orphan"]
     del root["orphan"]
     transaction.commit()
-    t = transaction.Transaction()
+    t = TransactionMetaData()
     st.tpc_begin(t)
     st.deleteObject(orphan._p_oid, orphan._p_serial, t)
     st.tpc_vote(t)

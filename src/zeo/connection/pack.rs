@@ -1,8 +1,9 @@
 //! `pack(t, wait)` (zeo-protocol.md §3.9): through the backend, off the shard threads.
 //!
-//! The pack runs on a blocking thread (`spawn_blocking`): it reads and writes the whole
-//! file, and the engine takes its commit lock only for the final swap (storage/pack), so
-//! commits of every connection go on meanwhile. With `wait` false the reply is sent at
+//! The pack runs on a thread of its own, at a lower CPU priority (nice +10): it reads and
+//! writes the whole file, and a pack competing for the CPU on equal terms would show in the
+//! commit latency of every client. The engine takes its commit lock only for the final swap
+//! (storage/pack), so commits of every connection go on meanwhile. With `wait` false the reply is sent at
 //! once and the pack goes on in the background. Progress and the result go to the server
 //! log (`pack(time=…) started...`, `pack(time=…) complete: …`, as operators grep for
 //! them); after a pack that changed the file every connection of the storage gets
@@ -27,10 +28,20 @@ impl Conn {
         info!(target: LOG_STORAGE, "({label}) pack(time={t}) started...");
         let job = async move {
             let backend = Arc::clone(&st.backend);
-            let done = tokio::task::spawn_blocking(move || backend.pack(t))
-                .await
-                .map_err(|e| StoreError::Io(format!("the pack task failed: {e}")))
-                .and_then(|r| r);
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let spawned = std::thread::Builder::new()
+                .name("zodbctl-pack".into())
+                .spawn(move || {
+                    lower_priority();
+                    let _ = tx.send(backend.pack(t));
+                });
+            let done = match spawned {
+                Ok(_) => rx
+                    .await
+                    .map_err(|_| StoreError::Io("the pack thread ended without a result".into()))
+                    .and_then(|r| r),
+                Err(e) => Err(StoreError::Io(format!("cannot start the pack thread: {e}"))),
+            };
             match done {
                 Ok(summary) => {
                     info!(target: LOG_STORAGE, "({label}) pack(time={t}) complete: {summary}");
@@ -62,5 +73,15 @@ impl Conn {
             tokio::spawn(job);
         }
         Ok(Some(Value::Nil))
+    }
+}
+
+/// Nice the calling thread by 10 (Linux: `setpriority` on a thread id affects that thread
+/// only). Best effort: a failure leaves the pack at normal priority.
+fn lower_priority() {
+    // SAFETY: gettid and setpriority take no pointers.
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        let _ = libc::setpriority(libc::PRIO_PROCESS, tid, 10);
     }
 }
