@@ -154,7 +154,8 @@ fn kill_9_during_packs() {
         seed ^= seed << 17;
         let at = Duration::from_millis(50 + seed % 1500);
         std::thread::sleep(at);
-        eprintln!("round {round}: kill -9 at {at:?}");
+        let packing = dir.path().join("Data.fs.pack").exists();
+        eprintln!("round {round}: kill -9 at {at:?} (Data.fs.pack present: {packing})");
         server.kill();
         for (child, ack) in &mut writers {
             wait_child(child, Duration::from_secs(60));

@@ -140,3 +140,49 @@ fn offline_pack_refuses_a_locked_file_and_packs_a_generated_one() {
         support::output_text(&out)
     );
 }
+
+#[test]
+fn instance_pack_is_offline_when_stopped_and_through_the_server_when_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let inst = dir.path().join("zeo");
+    let port = support::free_port();
+    let out = support::zodbctl_cmd()
+        .args(["create", "server"])
+        .arg(&inst)
+        .args(["--address", &format!("127.0.0.1:{port}")])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", support::output_text(&out));
+    let crontab = std::fs::read_to_string(inst.join("etc/crontab")).unwrap();
+    assert!(crontab.contains("pack -d 7"), "{crontab}");
+    // No Data.fs yet: nothing to pack, not an error.
+    let out = support::zodbctl_cmd()
+        .arg("-i")
+        .arg(&inst)
+        .arg("pack")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", support::output_text(&out));
+    let datafs = inst.join("var/Data.fs");
+    support::make_datafs(&datafs, "2", None);
+    let pack = |expect: &str| {
+        let out = support::zodbctl_cmd()
+            .arg("-i")
+            .arg(&inst)
+            .args(["pack", "--json"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", support::output_text(&out));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v[0]["mode"], expect, "{v}");
+    };
+    pack("offline");
+    assert!(inst.join("var/Data.fs.pack.json").exists());
+    let mut server = support::Serve::in_dir(&inst).instance(&inst).start();
+    pack("server");
+    let log = server.stop();
+    assert!(
+        log.contains("pack(time=") || server.logs().contains("pack(time="),
+        "{log}"
+    );
+}

@@ -243,11 +243,21 @@ fn instance_targets(g: &GlobalArgs, args: &PackArgs) -> Result<Vec<Target>> {
     server.resolve_paths(&inst.dir);
     let addr = server.zeo.address.connectable().to_string();
     let mut out = Vec::new();
+    let mut found_any = false;
     for (name, s) in &server.storages {
         if args.storage.as_ref().is_some_and(|w| w != name) {
             continue;
         }
         let StorageConfig::File(f) = s else { continue };
+        if !f.path.exists() {
+            eprintln!(
+                "{}: storage {name:?} has no Data.fs yet; nothing to pack",
+                f.path.display()
+            );
+            found_any = true;
+            continue;
+        }
+        found_any = true;
         let running = storage::lock::LockFile::acquire(&lock_path(&f.path)).is_err();
         if running {
             out.push(Target::Server {
@@ -269,7 +279,7 @@ fn instance_targets(g: &GlobalArgs, args: &PackArgs) -> Result<Vec<Target>> {
             });
         }
     }
-    if out.is_empty() {
+    if !found_any {
         return Err(usage(anyhow!(
             "{} has no file storage{}",
             inst.file.display(),

@@ -273,12 +273,8 @@ impl Reach {
 /// state or a record the scanner cannot read (logged: the pack keeps going and keeps the
 /// record itself, only what it alone refers to may be collected).
 fn refs_at(df: &DataFile, oid: Oid, pos: u64) -> Result<Vec<u64>> {
-    let r = df.record_of(pos, oid)?;
-    let data = if r.has_data() {
-        Some(df.record_data(&r)?)
-    } else {
-        df.resolve(oid, r.back, r.pos)?.map(|(d, _, _)| d)
-    };
+    // One read for header and data in the common case (a small record).
+    let (_, data) = df.record_with_state(pos, oid)?;
     let Some(data) = data else {
         return Ok(Vec::new());
     };
