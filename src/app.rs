@@ -23,6 +23,7 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::Dump(args) => maintenance::dump::run(g, args),
         Command::Backup(args) => maintenance::backup::command::backup(g, args),
         Command::Restore(args) => maintenance::backup::command::restore(g, args),
+        Command::Pack(args) => maintenance::pack::run(g, args),
         Command::Start(args) => supervisor::commands::start(g, args),
         Command::Stop => supervisor::commands::stop(g),
         Command::Restart => supervisor::commands::restart(g),

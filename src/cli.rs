@@ -92,6 +92,18 @@ pub enum Command {
     /// storage, refusing while the server runs.
     Restore(RestoreArgs),
 
+    /// Pack storages: through a ZEO server (as zeopack), or offline on a Data.fs.
+    ///
+    /// Without TARGET: every FileStorage of the server instance (-i, -C), through its
+    /// server when it is running, offline when it is stopped. A TARGET ending in .fs (or an
+    /// existing file) is packed offline (the server must be stopped). Any other TARGET is a
+    /// ZEO server, HOST:PORT[:NAME] or UNIX_PATH[:NAME], zodbctl's or runzeo.
+    ///
+    /// Exit status: 0 on success; 1 when a pack fails (the remaining targets are not
+    /// packed) or no server could be reached; servers that cannot be reached are reported
+    /// and skipped, as zeopack does.
+    Pack(PackArgs),
+
     /// Start the instance (or every instance of a cluster) under its manager.
     Start(StartArgs),
 
@@ -542,4 +554,45 @@ pub struct GenerateDocsArgs {
     /// The checkout's top directory; man/ and completions/ are written below it.
     #[arg(long, default_value = ".")]
     pub out: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct PackArgs {
+    /// A Data.fs, or ZEO servers as HOST:PORT[:NAME] or UNIX_PATH[:NAME]; default: the
+    /// instance's storages.
+    #[arg(value_name = "TARGET")]
+    pub targets: Vec<String>,
+    /// Without TARGET: only the instance's storage of this name.
+    #[arg(long, value_name = "NAME", conflicts_with = "targets")]
+    pub storage: Option<String>,
+    /// The storage name for servers given without :NAME (zeopack's -S; default 1).
+    #[arg(short = 'S', value_name = "NAME", default_value = "1")]
+    pub server_storage: String,
+    /// The blob directory of a Data.fs packed offline (default: the instance's).
+    #[arg(long, value_name = "DIR")]
+    pub blob_dir: Option<PathBuf>,
+    /// Pack to this many days before the reference time (default: the instance's
+    /// pack-days, else 0).
+    #[arg(short = 'd', long, value_name = "DAYS")]
+    pub days: Option<f64>,
+    /// The reference time: today at this local time (default: now).
+    #[arg(short = 't', long, value_name = "HH[:MM[:SS]]")]
+    pub time: Option<String>,
+    /// Pack to exactly this time, in seconds since the epoch (UTC), instead of -t and -d.
+    #[arg(long, value_name = "SECONDS", conflicts_with_all = ["time", "days"])]
+    pub at: Option<f64>,
+    /// Offline: pack without garbage collection (keep unreachable objects). A server packs
+    /// with its own pack-gc setting.
+    #[arg(long)]
+    pub no_gc: bool,
+    /// Offline: keep the previous file as Data.fs.old (the default, or the instance's
+    /// pack-keep-old).
+    #[arg(long, overrides_with = "no_keep_old")]
+    pub keep_old: bool,
+    /// Offline: do not keep Data.fs.old (nor the blob directory's .old).
+    #[arg(long, overrides_with = "keep_old")]
+    pub no_keep_old: bool,
+    /// Print the results as JSON (one object per target, in an array) instead of a line each.
+    #[arg(long)]
+    pub json: bool,
 }

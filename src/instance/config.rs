@@ -229,6 +229,8 @@ pub struct FileStorageConfig {
     pub pack_gc: bool,
     /// Pack keeps the previous file as `Data.fs.old`. Default true.
     pub pack_keep_old: bool,
+    /// `zodbctl pack` without `-d` packs to this many days ago. Default 0 (now).
+    pub pack_days: u32,
 }
 
 impl FileStorageConfig {
@@ -239,6 +241,7 @@ impl FileStorageConfig {
             read_only: false,
             pack_gc: true,
             pack_keep_old: true,
+            pack_days: 0,
         }
     }
 }
@@ -299,6 +302,8 @@ pub struct RawStorage {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pack_keep_old: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pack_days: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     history_seconds: Option<Seconds>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     checkpoint_seconds: Option<Seconds>,
@@ -327,6 +332,7 @@ impl TryFrom<RawStorage> for StorageConfig {
                     read_only: r.read_only.unwrap_or(false),
                     pack_gc: r.pack_gc.unwrap_or(true),
                     pack_keep_old: r.pack_keep_old.unwrap_or(true),
+                    pack_days: r.pack_days.unwrap_or(0),
                 }))
             }
             StorageType::Memory => {
@@ -335,6 +341,7 @@ impl TryFrom<RawStorage> for StorageConfig {
                     (r.read_only.is_some(), "read-only"),
                     (r.pack_gc.is_some(), "pack-gc"),
                     (r.pack_keep_old.is_some(), "pack-keep-old"),
+                    (r.pack_days.is_some(), "pack-days"),
                 ] {
                     if set {
                         return Err(format!(
@@ -367,6 +374,9 @@ impl From<StorageConfig> for RawStorage {
                 read_only: Some(f.read_only),
                 pack_gc: Some(f.pack_gc),
                 pack_keep_old: Some(f.pack_keep_old),
+                // Left out at its default, so configurations written before it stay as
+                // they were.
+                pack_days: (f.pack_days != 0).then_some(f.pack_days),
                 history_seconds: None,
                 checkpoint_seconds: None,
             },
@@ -377,6 +387,7 @@ impl From<StorageConfig> for RawStorage {
                 read_only: None,
                 pack_gc: None,
                 pack_keep_old: None,
+                pack_days: None,
                 history_seconds: Some(m.history_seconds),
                 checkpoint_seconds: Some(m.checkpoint_seconds),
             },
@@ -1111,6 +1122,7 @@ mod proptests {
                     read_only: f[0],
                     pack_gc: f[1],
                     pack_keep_old: f[2],
+                    pack_days: u32::from(f[0]) * 7,
                 })
             }),
             (seconds(), proptest::option::of(path()), seconds()).prop_map(

@@ -489,6 +489,7 @@ impl Mapper {
             read_only: k.bool("read-only")?.unwrap_or(false),
             pack_gc: k.bool("pack-gc")?.unwrap_or(true),
             pack_keep_old: k.bool("pack-keep-old")?.unwrap_or(true),
+            pack_days: 0,
         })
     }
 

@@ -10,6 +10,7 @@ pub mod backup;
 pub mod deep;
 pub mod dump;
 pub mod fstest;
+pub mod pack;
 pub mod pyrepr;
 mod reader;
 pub mod target;

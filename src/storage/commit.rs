@@ -246,7 +246,7 @@ impl Transaction {
         let storage = self.storage().clone();
         let prev = read(&storage.inner.state).index.get(oid);
         if let Some(p) = prev {
-            let committed = storage.inner.df.record_of(p, oid)?.h.tid;
+            let committed = storage.df().record_of(p, oid)?.h.tid;
             if committed != serial {
                 return Err(StorageError::Conflict {
                     oid,
@@ -313,8 +313,8 @@ impl Transaction {
     pub fn delete(&mut self, oid: Oid, serial: Tid) -> Result<()> {
         self.check_not_voted()?;
         let storage = self.storage().clone();
-        let prev = storage.current_pos(oid)?;
-        let committed = storage.inner.df.record_of(prev, oid)?.h.tid;
+        let (prev, _) = storage.current_pos(oid)?;
+        let committed = storage.df().record_of(prev, oid)?.h.tid;
         if committed != serial {
             return Err(StorageError::Conflict {
                 oid,
@@ -397,7 +397,7 @@ impl Transaction {
     pub fn undo(&mut self, undo_tid: Tid) -> Result<Vec<Oid>> {
         self.check_not_voted()?;
         let storage = self.storage().clone();
-        let df = &storage.inner.df;
+        let df = &storage.df();
         let end = storage.size();
         let tpos = storage
             .find_transaction(undo_tid)?
@@ -460,7 +460,7 @@ impl Transaction {
         storage: &FileStorage,
         r: &RecordHeader,
     ) -> std::result::Result<(u64, u64, Option<Tid>), String> {
-        let df = &storage.inner.df;
+        let df = &storage.df();
         let oid = r.h.oid;
         let pre = r.h.prev;
         let ipos = read(&storage.inner.state).index.get(oid).unwrap_or(0);
@@ -547,7 +547,7 @@ impl Transaction {
     pub fn vote(&mut self) -> Result<()> {
         self.check_not_voted()?;
         let storage = self.storage().clone();
-        let df = &storage.inner.df;
+        let df = &storage.df();
         let head = encode_txn_head(
             self.tid,
             Status::Checkpoint,
@@ -604,7 +604,7 @@ impl Transaction {
             self.vote()?;
         }
         let storage = self.storage().clone();
-        let df = &storage.inner.df;
+        let df = &storage.df();
         let status_pos = self.base + 16;
         crash_hook::reached(crash_hook::Stage::BeforeFinish);
         if let Err(e) = df.file.write_all_at(&[self.status.byte()], status_pos) {
@@ -649,7 +649,7 @@ impl Transaction {
             }
             // `end` is durable (make_durable ran) and we still hold the commit lock, so
             // nothing below it can be truncated: it may be mapped (datafile.rs).
-            storage.inner.df.committed_grew(end);
+            storage.df().committed_grew(end);
         }
         self.voted = false;
         self.durable = false;
@@ -688,7 +688,7 @@ impl Transaction {
         self.blob_files.clear();
         if self.voted {
             self.voted = false;
-            let df = &storage.inner.df;
+            let df = &storage.df();
             df.file
                 .set_len(self.base)
                 .and_then(|()| df.file.sync_data())

@@ -83,6 +83,9 @@ pub enum StorageError {
     /// The storage was closed.
     #[error("{} is closed", path.display())]
     Closed { path: PathBuf },
+    /// A pack that cannot run or failed (nothing was changed).
+    #[error("pack: {0}")]
+    Pack(String),
 }
 
 fn at(pos: Option<u64>) -> String {

@@ -98,13 +98,23 @@ impl OpenOptions {
     }
 }
 
-/// What is visible to readers: changed only by `finish`, under the write lock.
+/// What is visible to readers: changed by `finish` and by a pack's swap, under the write
+/// lock. The data file handles live here, beside the index, so that a reader always gets an
+/// index position together with the file it is a position in: a pack's swap replaces both at
+/// once (pack/mod.rs, "The swap"), and a reader that took the old pair keeps reading the old,
+/// still open and mapped, file.
 #[derive(Debug)]
 pub(crate) struct Visible {
     pub index: OidIndex,
     /// End of the last committed transaction.
     pub pos: u64,
     pub last_tid: Tid,
+    pub df: Arc<DataFile>,
+    /// The same file, never mapped: for iterators and other sequential passes (undo log,
+    /// recent transactions). Mapping what they read would make the process's resident set
+    /// grow with every page a pass has seen, where `pread` leaves those pages to the page
+    /// cache; the map is for the random loads it makes cheaper.
+    pub scan_df: Arc<DataFile>,
 }
 
 /// The commit gate: at most one [`CommitLock`] exists per storage.
@@ -121,12 +131,8 @@ pub(crate) struct Gate {
 
 #[derive(Debug)]
 pub(crate) struct Inner {
-    pub df: Arc<DataFile>,
-    /// The same file, never mapped: for iterators and other sequential passes (undo log,
-    /// recent transactions). Mapping what they read would make the process's resident set
-    /// grow with every page a pass has seen, where `pread` leaves those pages to the page
-    /// cache; the map is for the random loads it makes cheaper.
-    pub scan_df: Arc<DataFile>,
+    /// The path of `Data.fs` (the files themselves are in [`Visible`]).
+    pub path: PathBuf,
     pub read_only: bool,
     pub fs21: bool,
     pub state: RwLock<Visible>,
@@ -138,6 +144,8 @@ pub(crate) struct Inner {
     pub quota: Option<u64>,
     pub sync_on_vote: bool,
     pub closed: AtomicBool,
+    /// A pack is running (one at a time, pack/mod.rs).
+    pub packing: AtomicBool,
     /// Set when a failure left the file in an unknown state: no more commits.
     pub broken: Mutex<Option<String>>,
     /// Held for the storage's lifetime; released when the last clone is dropped.
@@ -160,7 +168,7 @@ impl std::fmt::Debug for FileStorage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let st = read(&self.inner.state);
         f.debug_struct("FileStorage")
-            .field("path", &self.inner.df.path)
+            .field("path", &self.inner.path)
             .field("read_only", &self.inner.read_only)
             .field("objects", &st.index.len())
             .field("size", &st.pos)
@@ -246,6 +254,8 @@ impl FileStorage {
             // A transaction buffer left behind by a crash (we hold the lock, so no writer
             // is using it; Python truncates it at every open for the same reason).
             scan::remove_if_exists(&suffixed(path, ".tmp"))?;
+            // What an interrupted pack left (the old file is intact, pack/mod.rs).
+            super::pack::remove_stale(path)?;
         }
         if opts.create {
             df.file
@@ -327,14 +337,15 @@ impl FileStorage {
         );
         Ok(FileStorage {
             inner: Arc::new(Inner {
-                df: Arc::new(df),
-                scan_df: Arc::new(DataFile::new(scan_file, path)),
+                path: path.to_path_buf(),
                 read_only,
                 fs21,
                 state: RwLock::new(Visible {
                     index,
                     pos: outcome.pos,
                     last_tid: outcome.last_tid,
+                    df: Arc::new(df),
+                    scan_df: Arc::new(DataFile::new(scan_file, path)),
                 }),
                 max_oid: Mutex::new(max_oid),
                 gate: Mutex::new(Gate {
@@ -347,6 +358,7 @@ impl FileStorage {
                 quota: opts.quota,
                 sync_on_vote: opts.sync_on_vote,
                 closed: AtomicBool::new(false),
+                packing: AtomicBool::new(false),
                 broken: Mutex::new(None),
                 _lock: lock,
                 used_index,
@@ -357,7 +369,7 @@ impl FileStorage {
 
     /// The path of `Data.fs`.
     pub fn path(&self) -> &Path {
-        &self.inner.df.path
+        &self.inner.path
     }
 
     pub fn is_read_only(&self) -> bool {
@@ -412,24 +424,38 @@ impl FileStorage {
 
     /// The position of `oid`'s current record: a read lock and an index lookup (a direct
     /// load in a dense bucket, see [`OidIndex::get`]).
-    pub(crate) fn current_pos(&self, oid: Oid) -> Result<u64> {
+    /// Together with the file it is a position in (see [`Visible`]).
+    pub(crate) fn current_pos(&self, oid: Oid) -> Result<(u64, Arc<DataFile>)> {
+        let st = read(&self.inner.state);
         // Not `ok_or`: that builds (and drops, out of line) an unused error on every hit.
-        match read(&self.inner.state).index.get(oid) {
-            Some(pos) => Ok(pos),
+        match st.index.get(oid) {
+            Some(pos) => Ok((pos, Arc::clone(&st.df))),
             None => Err(StorageError::PosKey { oid, tid: None }),
         }
     }
 
+    /// The mapped data file (for loads): the current one, which a pack may replace.
+    pub(crate) fn df(&self) -> Arc<DataFile> {
+        Arc::clone(&read(&self.inner.state).df)
+    }
+
+    /// The unmapped handle of the current data file and the committed end in it, read
+    /// together (a pack's swap replaces both).
+    pub(crate) fn scan_view(&self) -> (Arc<DataFile>, u64) {
+        let st = read(&self.inner.state);
+        (Arc::clone(&st.scan_df), st.pos)
+    }
+
     fn current_record(&self, oid: Oid) -> Result<RecordHeader> {
-        let pos = self.current_pos(oid)?;
-        self.inner.df.record_of(pos, oid)
+        let (pos, df) = self.current_pos(oid)?;
+        df.record_of(pos, oid)
     }
 
     /// `load(oid)`: the current data and its tid. `PosKey` for an unknown oid or a deleted
     /// object.
     pub fn load(&self, oid: Oid) -> Result<(Vec<u8>, Tid)> {
-        let pos = self.current_pos(oid)?;
-        let (r, state) = self.inner.df.record_with_state(pos, oid)?;
+        let (pos, df) = self.current_pos(oid)?;
+        let (r, state) = df.record_with_state(pos, oid)?;
         match state {
             Some(data) => Ok((data, r.h.tid)),
             None => Err(StorageError::PosKey { oid, tid: None }),
@@ -448,24 +474,32 @@ impl FileStorage {
     /// The tid of the current record even when it is a deletion (what conflict checks
     /// compare against); `None` for an unknown oid.
     pub fn committed_tid(&self, oid: Oid) -> Result<Option<Tid>> {
-        let pos = read(&self.inner.state).index.get(oid);
+        let (pos, df) = {
+            let st = read(&self.inner.state);
+            (st.index.get(oid), Arc::clone(&st.df))
+        };
         match pos {
-            Some(p) => Ok(Some(self.inner.df.record_of(p, oid)?.h.tid)),
+            Some(p) => Ok(Some(df.record_of(p, oid)?.h.tid)),
             None => Ok(None),
         }
     }
 
-    /// Walk `prev` pointers from the current record.
-    fn walk_prev(&self, oid: Oid, mut f: impl FnMut(&RecordHeader) -> Result<bool>) -> Result<()> {
-        let mut pos = self.current_pos(oid)?;
+    /// Walk `prev` pointers from the current record; returns the file walked (one file for
+    /// the whole walk, even when a pack swaps files meanwhile).
+    fn walk_prev(
+        &self,
+        oid: Oid,
+        mut f: impl FnMut(&DataFile, &RecordHeader) -> Result<bool>,
+    ) -> Result<Arc<DataFile>> {
+        let (mut pos, df) = self.current_pos(oid)?;
         loop {
-            let r = self.inner.df.record_of(pos, oid)?;
-            if !f(&r)? || r.h.prev == 0 {
-                return Ok(());
+            let r = df.record_of(pos, oid)?;
+            if !f(&df, &r)? || r.h.prev == 0 {
+                return Ok(df);
             }
             if r.h.prev >= pos {
                 return Err(StorageError::corrupted(
-                    &self.inner.df.path,
+                    &self.inner.path,
                     pos,
                     format!(
                         "previous-record pointer {} does not point backwards",
@@ -480,7 +514,7 @@ impl FileStorage {
     /// `loadSerial(oid, serial)`: the data of the revision written by `serial`.
     pub fn load_serial(&self, oid: Oid, serial: Tid) -> Result<Vec<u8>> {
         let mut found = None;
-        self.walk_prev(oid, |r| {
+        let df = self.walk_prev(oid, |_, r| {
             if r.h.tid == serial {
                 found = Some(*r);
                 return Ok(false);
@@ -492,7 +526,7 @@ impl FileStorage {
             tid: Some(serial),
         };
         match found {
-            Some(r) => self.inner.df.record_state(&r)?.ok_or(missing),
+            Some(r) => df.record_state(&r)?.ok_or(missing),
             None => Err(missing),
         }
     }
@@ -503,7 +537,7 @@ impl FileStorage {
     pub fn load_before(&self, oid: Oid, tid: Tid) -> Result<Option<Revision>> {
         let mut end = None;
         let mut found = None;
-        self.walk_prev(oid, |r| {
+        let df = self.walk_prev(oid, |_, r| {
             if r.h.tid < tid {
                 found = Some(*r);
                 return Ok(false);
@@ -514,7 +548,7 @@ impl FileStorage {
         let Some(r) = found else {
             return Ok(None);
         };
-        match self.inner.df.record_state(&r)? {
+        match df.record_state(&r)? {
             Some(data) => Ok(Some(Revision {
                 data,
                 start: r.h.tid,
@@ -530,13 +564,16 @@ impl FileStorage {
     /// `history(oid, size)`: up to `size` revisions, newest first.
     pub fn history(&self, oid: Oid, size: usize) -> Result<Vec<HistoryEntry>> {
         let mut out = Vec::new();
-        let end = self.size();
-        self.walk_prev(oid, |r| {
+        // The walk reached these records from the index, so their transactions are
+        // committed; `size()` could belong to another file after a pack's swap, so only
+        // the header's own consistency is checked here.
+        let end = u64::MAX;
+        self.walk_prev(oid, |df, r| {
             if out.len() >= size {
                 return Ok(false);
             }
-            let th = self.inner.df.txn_header(r.h.tloc, end)?;
-            let (user, description, extension) = self.inner.df.txn_meta(r.h.tloc, &th)?;
+            let th = df.txn_header(r.h.tloc, end)?;
+            let (user, description, extension) = df.txn_meta(r.h.tloc, &th)?;
             out.push(HistoryEntry {
                 tid: r.h.tid,
                 time: r.h.tid.timestamp().time_time(),
@@ -596,18 +633,18 @@ impl FileStorage {
     pub(crate) fn check_writable(&self) -> Result<()> {
         if self.inner.read_only {
             return Err(StorageError::ReadOnly {
-                path: self.inner.df.path.clone(),
+                path: self.inner.path.clone(),
             });
         }
         if self.inner.closed.load(Ordering::SeqCst) {
             return Err(StorageError::Closed {
-                path: self.inner.df.path.clone(),
+                path: self.inner.path.clone(),
             });
         }
         if let Some(why) = lock(&self.inner.broken).as_ref() {
             return Err(StorageError::Transaction(format!(
                 "{}: no more commits after an earlier failure: {why}",
-                self.inner.df.path.display()
+                self.inner.path.display()
             )));
         }
         Ok(())
@@ -666,7 +703,7 @@ impl FileStorage {
 
     pub(crate) fn blobs(&self) -> Result<&BlobDir> {
         self.inner.blobs.as_ref().ok_or_else(|| StorageError::Blob {
-            path: self.inner.df.path.clone(),
+            path: self.inner.path.clone(),
             msg: "this storage has no blob directory".into(),
         })
     }
@@ -708,7 +745,7 @@ impl Inner {
         if *saved == Some(st.pos) {
             return Ok(());
         }
-        save_index(&self.df, st.pos, &st.index)?;
+        save_index(&st.df, st.pos, &st.index)?;
         *saved = Some(st.pos);
         Ok(())
     }

@@ -210,10 +210,9 @@ impl FileStorage {
         start: Option<Tid>,
         stop: Option<Tid>,
     ) -> Result<TransactionIter> {
-        let df = self.inner.scan_df.clone();
-        let end = self.size();
+        let (df, end) = self.scan_view();
         let pos = match start {
-            Some(s) => self.first_at_or_after(s, end)?,
+            Some(s) => self.first_at_or_after(&df, s, end)?,
             None => FILE_HDR_LEN,
         };
         Ok(TransactionIter {
@@ -228,7 +227,7 @@ impl FileStorage {
     /// The data records of a transaction returned by an iterator.
     pub fn transaction_records(&self, txn: &TransactionInfo) -> Result<RecordIter> {
         Ok(RecordIter {
-            df: Some(self.inner.scan_df.clone()),
+            df: Some(self.scan_view().0),
             pos: txn.pos + txn.hlen,
             tend: txn.pos + txn.tlen,
         })
@@ -236,8 +235,7 @@ impl FileStorage {
 
     /// Position of the first transaction with tid ≥ `start` (or `end`). Walks from whichever
     /// end the tids suggest is closer, as Python's iterator does.
-    fn first_at_or_after(&self, start: Tid, end: u64) -> Result<u64> {
-        let df = &self.inner.scan_df;
+    fn first_at_or_after(&self, df: &DataFile, start: Tid, end: u64) -> Result<u64> {
         if end <= FILE_HDR_LEN {
             return Ok(end);
         }
@@ -274,13 +272,13 @@ impl FileStorage {
     }
 
     /// Walk committed transactions backwards from the end: `f(tpos, header)` returns false
-    /// to stop.
+    /// to stop. The walk reads one snapshot of the file (a pack's swap does not move it).
     pub(crate) fn walk_back(
         &self,
-        mut f: impl FnMut(u64, &TxnHeader) -> Result<bool>,
+        mut f: impl FnMut(&DataFile, u64, &TxnHeader) -> Result<bool>,
     ) -> Result<()> {
-        let df = &self.inner.scan_df;
-        let end = self.size();
+        let (df, end) = self.scan_view();
+        let df = &*df;
         let mut pos = end;
         while pos > FILE_HDR_LEN {
             let tpos = prev_txn_pos(df, pos)?;
@@ -292,7 +290,7 @@ impl FileStorage {
                     "transaction length does not match the redundant length that follows it",
                 ));
             }
-            if !f(tpos, &h)? {
+            if !f(df, tpos, &h)? {
                 break;
             }
             pos = tpos;
@@ -303,7 +301,7 @@ impl FileStorage {
     /// Position of the committed transaction `tid` (`_txn_find`), if any.
     pub(crate) fn find_transaction(&self, tid: Tid) -> Result<Option<u64>> {
         let mut found = None;
-        self.walk_back(|tpos, h| {
+        self.walk_back(|_, tpos, h| {
             if h.tid == tid {
                 found = Some(tpos);
                 return Ok(false);
@@ -316,8 +314,8 @@ impl FileStorage {
     /// `_data_find`: the position of `oid`'s last record in the transaction at `tpos` when
     /// it is a backpointer record or holds exactly `data`; else 0.
     pub(crate) fn data_find(&self, tpos: u64, oid: Oid, data: Option<&[u8]>) -> Result<u64> {
-        let df = &self.inner.scan_df;
-        let h = df.txn_header(tpos, self.size())?;
+        let (df, end) = self.scan_view();
+        let h = df.txn_header(tpos, end)?;
         let tend = tpos + h.tlen;
         let mut pos = tpos + h.hlen();
         let mut found = None;
@@ -353,8 +351,7 @@ impl FileStorage {
         let last = usize::try_from(last).unwrap_or(0);
         let mut i = 0usize;
         let mut out = Vec::new();
-        let df = &self.inner.scan_df;
-        self.walk_back(|tpos, h| {
+        self.walk_back(|df, tpos, h| {
             if i >= last {
                 return Ok(false);
             }
@@ -386,12 +383,11 @@ impl FileStorage {
     /// The last `n` committed transactions as (tid, oids written), oldest first: what a
     /// server needs to pre-fill its invalidation queue at start.
     pub fn recent_transactions(&self, n: usize) -> Result<Vec<(Tid, Vec<Oid>)>> {
-        let df = &self.inner.scan_df;
         let mut out = Vec::new();
         if n == 0 {
             return Ok(out);
         }
-        self.walk_back(|tpos, h| {
+        self.walk_back(|df, tpos, h| {
             if h.status != Status::Undone {
                 let mut oids = Vec::new();
                 let mut seen = std::collections::HashSet::new();

@@ -97,6 +97,9 @@
 //! * `FS21` files are readable (read-only); Python 3 refuses them.
 //! * A backpointer is checked to point backwards at a record of the same oid, so a
 //!   damaged pointer is reported instead of followed.
+//! * Pack keeps a superset where ZODB 6.4's loses data or fails (§9.9: dangling
+//!   references, future backpointers with or without GC), never holds the commit lock for
+//!   the copy, and never leaves `Data.fs` missing or half-written (see [`pack`]).
 //!
 //! # Modules
 //!
@@ -104,7 +107,9 @@
 //! [`timestamp`]; [`error`]; [`index`] (the compact in-memory index, ~8 bytes per
 //! object); [`indexfile`] (Python's `Data.fs.index`); [`blob`] (the blob directory);
 //! [`lock`] (the lock file); `scan` (open-time scan and recovery); `commit`; `iter`;
-//! `txnbuf` (the records of the transaction being committed). [`memory`] is the ZEO
+//! `txnbuf` (the records of the transaction being committed); [`pack`] (pack with GC and
+//! blobs, online: [`FileStorage::pack`], its phases, locks and crash invariants, and the
+//! `<Data.fs>.pack.json` record). [`memory`] is the ZEO
 //! server's non-historical memory storage (owned by the server work).
 
 pub mod blob;
@@ -118,6 +123,7 @@ pub mod indexfile;
 mod iter;
 pub mod lock;
 pub mod memory;
+pub mod pack;
 mod scan;
 pub mod timestamp;
 mod txnbuf;
@@ -131,6 +137,7 @@ pub use error::{Result, StorageError};
 pub use filestorage::{FileStorage, HistoryEntry, IterNext, OpenOptions, Revision};
 pub use format::Status;
 pub use iter::{DataRecord, RecordIter, TransactionInfo, TransactionIter, UndoInfo};
+pub use pack::{Outcome as PackOutcome, PackOptions, PackReport, Phase as PackPhase};
 pub use scan::ScanOutcome;
 pub use timestamp::TimeStamp;
 pub use types::{Oid, Tid, TxnMeta};

@@ -894,7 +894,7 @@ mod committed_map {
     use crate::storage::datafile::{REMAP_GROWTH_DIVISOR, REMAP_MIN_GROWTH};
 
     fn mapped(fs: &FileStorage) -> u64 {
-        fs.inner.df.mapped_len()
+        fs.df().mapped_len()
     }
 
     /// A payload of `len` bytes that names its oid and version.
@@ -1127,7 +1127,7 @@ mod committed_map {
         let (_d, path) = tmp();
         let fs = FileStorage::open(&path).unwrap();
         let c = commit(&fs, &[(Oid(0), Tid::ZERO, b"small")]);
-        fs.inner.df.disable_map();
+        fs.df().disable_map();
         let mut serial = Tid::ZERO;
         for v in 0..30 {
             serial = commit(&fs, &[(Oid(1), serial, &big(1, v, 100_000))]).tid;

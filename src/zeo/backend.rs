@@ -174,6 +174,13 @@ pub trait Backend: Send + Sync {
     fn begin(&self, meta: &TxnMeta) -> Result<Box<dyn Commit>, StoreError>;
     /// Flush and close (write the index, release the lock file).
     fn close(&self) -> Result<(), StoreError>;
+    /// Pack to the unix time `t` (`pack(t, wait)`, zeo-protocol.md §3.9), blocking until
+    /// done (the server calls it off its network threads); returns a one-line summary for
+    /// the log. Storages without history have nothing to pack.
+    fn pack(&self, t: f64) -> Result<String, StoreError> {
+        let _ = t;
+        Ok("nothing to pack (the storage keeps no history)".into())
+    }
 }
 
 /// One commit in progress, between the server's vote and finish/abort.

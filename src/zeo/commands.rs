@@ -94,6 +94,8 @@ fn build_config(g: &GlobalArgs, args: &ServeArgs) -> Result<ServerConfig> {
                         path: path.clone(),
                         blob_dir: args.blob_dir.clone(),
                         read_only: false,
+                        pack_gc: true,
+                        pack_keep_old: true,
                     },
                 });
             } else if args.blob_dir.is_some() {
@@ -203,6 +205,8 @@ fn config_from_instance(inst: crate::instance::Instance) -> Result<ServerConfig>
                 path: inst.resolve(&f.path),
                 blob_dir: f.blob_dir.as_ref().map(|b| inst.resolve(b)),
                 read_only: f.read_only,
+                pack_gc: f.pack_gc,
+                pack_keep_old: f.pack_keep_old,
             },
             Stor::Memory(m) => StorageKind::Memory {
                 history: m.history_seconds.duration(),
@@ -240,6 +244,8 @@ fn open_storages(config: &ServerConfig) -> Result<Vec<(String, Arc<StorageState>
                 path,
                 blob_dir,
                 read_only,
+                pack_gc,
+                pack_keep_old,
             } => {
                 info!(target: "ZEO.runzeo", "({pid}) opening storage '{}' using FileStorage", s.name);
                 let mut opts = crate::storage::OpenOptions::new();
@@ -250,7 +256,7 @@ fn open_storages(config: &ServerConfig) -> Result<Vec<(String, Arc<StorageState>
                 let fs = opts
                     .open(path)
                     .with_context(|| format!("opening storage '{}'", s.name))?;
-                Arc::new(FileBackend::new(fs))
+                Arc::new(FileBackend::new(fs).with_pack_options(*pack_gc, *pack_keep_old))
             }
         };
         out.push((

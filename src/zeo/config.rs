@@ -88,6 +88,9 @@ pub enum StorageKind {
         path: PathBuf,
         blob_dir: Option<PathBuf>,
         read_only: bool,
+        /// Pack options (`pack-gc`, `pack-keep-old`).
+        pack_gc: bool,
+        pack_keep_old: bool,
     },
     /// The non-historical session storage: superseded revisions live `history` long. With a
     /// `snapshot` file its contents survive a clean restart (and a crash, as of the last

@@ -15,11 +15,23 @@ use crate::storage::{self as fs, FileStorage, Status, StorageError};
 
 pub struct FileBackend {
     fs: FileStorage,
+    /// `pack-gc` and `pack-keep-old` of the storage's configuration.
+    pack: fs::PackOptions,
 }
 
 impl FileBackend {
     pub fn new(fs: FileStorage) -> Self {
-        FileBackend { fs }
+        FileBackend {
+            fs,
+            pack: fs::PackOptions::default(),
+        }
+    }
+
+    /// Pack with these options (GC, keep-old).
+    pub fn with_pack_options(mut self, gc: bool, keep_old: bool) -> Self {
+        self.pack.gc = gc;
+        self.pack.keep_old = keep_old;
+        self
     }
 }
 
@@ -284,6 +296,22 @@ impl Backend for FileBackend {
         }
         .map_err(err)?;
         Ok(Box::new(FileCommit(txn)))
+    }
+
+    fn pack(&self, t: f64) -> Result<String, StoreError> {
+        // Progress to the log, a line per phase (operators follow long packs there).
+        let path = self.fs.path().display().to_string();
+        let last = std::sync::Mutex::new(None);
+        let mut opts = self.pack.clone();
+        opts.progress = Some(std::sync::Arc::new(move |phase: fs::PackPhase, _, _| {
+            let mut l = last.lock().unwrap_or_else(|e| e.into_inner());
+            if *l != Some(phase) {
+                *l = Some(phase);
+                tracing::info!(target: "ZODB.FileStorage.pack", "{path}: {}", phase.label());
+            }
+        }));
+        let r = self.fs.pack(t, &opts).map_err(err)?;
+        Ok(r.summary())
     }
 
     fn close(&self) -> Result<(), StoreError> {

@@ -22,8 +22,10 @@
 //!   committer's own `tpc_finish` reply and the lock release (§4.5).
 //! - `tpc_finish` of an unknown transaction, or without a vote, is an error; `new_oid` works;
 //!   explicit tids that do not increase are refused at vote.
-//! - `pack` is not served yet: it answers `builtins.NotImplementedError`, and `get_info`
-//!   says `supports_pack: False`.
+//! - `pack(t, wait)` runs the engine's online pack off the network threads
+//!   (`connection/pack.rs`); commits and loads go on meanwhile (the engine takes its commit
+//!   lock only for the final swap, so a vote at that moment waits a few milliseconds);
+//!   `get_info` says `supports_pack: True`; the memory storage's pack is a no-op.
 //! - Bounds: request frames (`max-frame-size`), unsent replies per connection (a client that
 //!   does not read is closed), data buffered per transaction, iterators per connection.
 

@@ -18,6 +18,7 @@ mod commit;
 mod frames;
 mod iteration;
 mod loads;
+mod pack;
 mod undo;
 
 use args::*;
@@ -441,11 +442,7 @@ impl Conn {
                     .collect(),
                 )))
             }
-            "pack" => Err(Fail::args(
-                "builtins.NotImplementedError",
-                "pack is not available on this zodbctl server yet; \
-                 pack the storage offline or with runzeo",
-            )),
+            "pack" => self.pack(a).await,
             "undoLog" => self.undo_info(a, None).await,
             "undoInfo" => {
                 let spec = match arg(a, 2) {
@@ -603,8 +600,7 @@ impl Conn {
                 sv("supports_record_iternext"),
                 Value::Bool(info.supports_record_iternext),
             ),
-            // Honest about what this server cannot do yet: `pack` answers an error.
-            (sv("supports_pack"), Value::Bool(false)),
+            (sv("supports_pack"), Value::Bool(true)),
             (sv("interfaces"), Value::Tuple(ifaces)),
         ]))
     }
