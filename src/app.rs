@@ -31,6 +31,7 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::Logtail(args) => supervisor::commands::logtail(g, args),
         Command::Logreopen => supervisor::commands::logreopen(g),
         Command::Up(args) => supervisor::commands::up(g, args),
+        Command::Check(args) => crate::metrics::check::run(g, args),
         Command::GenerateDocs(args) => docs::generate(&args.out).map(|()| 0),
     }
 }

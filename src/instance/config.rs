@@ -42,6 +42,18 @@ pub struct ServerConfig {
     /// Environment variables set for the program (names keep their case).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub environment: BTreeMap<String, String>,
+    /// The Prometheus endpoint (`/metrics`, `/healthz`, `/readyz`); off when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<MetricsConfig>,
+}
+
+/// `[metrics]`: where the server's HTTP endpoint for Prometheus and probes listens.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// HOST:PORT, e.g. "127.0.0.1:8099" (the endpoint has no authentication: keep it on a
+    /// private address).
+    pub address: String,
 }
 
 impl Default for ServerConfig {
@@ -52,6 +64,7 @@ impl Default for ServerConfig {
             eventlog: EventLogConfig::default(),
             runner: RunnerConfig::default(),
             environment: BTreeMap::new(),
+            metrics: None,
         }
     }
 }
@@ -1107,6 +1120,7 @@ mod proptests {
                     eventlog: EventLogConfig::default(),
                     runner,
                     environment,
+                    metrics: None,
                 },
             )
     }

@@ -267,6 +267,7 @@ impl Mapper {
             }),
             runner: runner.unwrap_or_default(),
             environment,
+            metrics: None,
         })
     }
 

@@ -45,6 +45,7 @@ use super::errors::Fail;
 use super::outbox::{Outbox, Sink};
 use super::server::ServerCtx;
 use super::shared::{Registered, StorageState};
+use super::stats::{Refused, SERVER};
 use super::wire::{Encoding, Incoming, Request, Value};
 
 const LOG_SERVER: &str = "ZEO.asyncio.server";
@@ -123,6 +124,8 @@ struct Txn {
     /// Present between a successful vote and finish/abort.
     commit: Option<Box<dyn Commit>>,
     undo_oids: Vec<Oid>,
+    /// When the vote arrived, for the commit latency histogram.
+    voted_at: Option<std::time::Instant>,
 }
 
 enum Iter {
@@ -179,6 +182,7 @@ where
     out.send(announce);
     let mut input = FrameReader::new(rd, ctx.config.max_frame);
     let id = ctx.next_conn.fetch_add(1, Ordering::Relaxed);
+    SERVER.connections_total.fetch_add(1, Ordering::Relaxed);
     info!(target: LOG_SERVER, "Connected server protocol {peer}");
 
     let first = tokio::time::timeout(HANDSHAKE_TIMEOUT, input.next_owned()).await;
@@ -192,16 +196,19 @@ where
         Ok(Ok(Some(hs))) if hs.len() == 2 && hs[1] == b'5' && hs[0] == b'M' => Encoding::Msgpack,
         Ok(Ok(Some(hs))) if hs.len() == 2 && hs[1] == b'5' && hs[0] == b'Z' => Encoding::Pickle,
         Ok(Ok(Some(hs))) => {
+            SERVER.refused(Refused::Handshake);
             error!(target: LOG_SERVER, "bad handshake {}", py_repr(&hs));
             out.kill();
             return;
         }
         Ok(Err(e)) => {
+            SERVER.refused(Refused::FrameSize);
             error!(target: LOG_SERVER, "{peer}: {e}");
             out.kill();
             return;
         }
         Ok(Ok(None)) | Err(_) => {
+            SERVER.refused(Refused::Handshake);
             out.kill();
             return;
         }
@@ -286,6 +293,7 @@ impl Conn {
                 Ok(Some(payload)) => self.on_frame(payload).await,
                 Ok(None) => break,
                 Err(e) => {
+                    SERVER.refused(Refused::FrameSize);
                     error!(target: LOG_SERVER, "({}) {e}; closing", self.label);
                     self.closing = true;
                 }
@@ -582,6 +590,7 @@ impl Conn {
             // Queued under the sequencer: no invalidation after `last` can precede it.
             self.send_reply(&req.msgid, bv(&last));
         }
+        st.stats.connections.fetch_add(1, Ordering::Relaxed);
         self.storage = Some(st);
         Ok(None)
     }
@@ -624,6 +633,7 @@ impl Conn {
         }
         if let Some(st) = &self.storage {
             st.seq().conns.remove(&self.id);
+            st.stats.connections.fetch_sub(1, Ordering::Relaxed);
         }
         self.iters.clear();
         match in_txn {
