@@ -69,14 +69,15 @@ fn same(args: &[&str], what: &str) -> String {
 fn python_commit(addr: &str) {
     support::run_python(
         "import sys, ZEO, transaction\n\
-         db = ZEO.DB(sys.argv[1], wait_timeout=30)\n\
+         h, p = sys.argv[1].rsplit(':', 1)\n\
+         db = ZEO.DB((h, int(p)), wait_timeout=30)\n\
          c = db.open(); r = c.root(); r['n'] = r.get('n', 0) + 1\n\
          transaction.commit(); db.close()\n",
         &[addr],
     );
 }
 
-fn nagios_scenarios(server: &mut support::serve::Server, dir: &Path, what: &str) {
+fn nagios_scenarios(server: &mut support::Server, dir: &Path, what: &str) {
     let addr = server.addr();
     // Empty storage: a warning, with the same message.
     let out = same(&[&addr], &format!("{what}: empty"));
@@ -164,7 +165,8 @@ fn http_get(port: u16, path: &str) -> (u16, String) {
 const PROM_SCRIPT: &str = r#"
 import sys, json, urllib.request, ZEO, transaction
 from prometheus_client.parser import text_string_to_metric_families
-addr, port, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+h, p = sys.argv[1].rsplit(':', 1)
+addr, port, n = (h, int(p)), sys.argv[2], int(sys.argv[3])
 
 def scrape():
     text = urllib.request.urlopen(f'http://127.0.0.1:{port}/metrics', timeout=10).read().decode()
@@ -192,7 +194,7 @@ db.close()
 print(json.dumps({'before': before, 'after': after}))
 "#;
 
-fn metrics_server(dir: &Path, fs: &Path) -> (support::serve::Server, u16) {
+fn metrics_server(dir: &Path, fs: &Path) -> (support::Server, u16) {
     let port = support::free_port();
     let server = support::Serve::in_dir(dir)
         .file(fs)
