@@ -467,7 +467,11 @@ pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
         "m" => 60.0,
         "h" => 3600.0,
         "d" => 86400.0,
-        _ => return Err(format!("{s:?}: use a number with s, m, h, d or ms, e.g. 30s")),
+        _ => {
+            return Err(format!(
+                "{s:?}: use a number with s, m, h, d or ms, e.g. 30s"
+            ));
+        }
     };
     let v: f64 = num
         .trim()

@@ -101,7 +101,13 @@ fn nagios_scenarios(server: &mut support::Server, dir: &Path, what: &str) {
         let b = theirs(&[&addr, "-m", "-s", sb, "-u", "seconds"]);
         assert_eq!(a.status.code(), b.status.code(), "{what}: -s round {round}");
         let (na, nb) = (perf_names(&stdout(&a)), perf_names(&stdout(&b)));
-        assert_eq!(na, nb, "{what}: -s round {round}\n{}\n{}", stdout(&a), stdout(&b));
+        assert_eq!(
+            na,
+            nb,
+            "{what}: -s round {round}\n{}\n{}",
+            stdout(&a),
+            stdout(&b)
+        );
         if round == 1 {
             assert!(na.contains(&"commits".to_owned()), "{na:?}");
         }
@@ -122,7 +128,12 @@ fn nagios_scenarios(server: &mut support::Server, dir: &Path, what: &str) {
 
     // zeoup's form, read-only and with a probe commit.
     let o = run(support::zodbctl().args(["check", &addr, "--write"]));
-    assert_eq!(o.status.code(), Some(0), "{what}: check --write\n{}", support::output_text(&o));
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{what}: check --write\n{}",
+        support::output_text(&o)
+    );
     assert!(stdout(&o).contains("probe committed"), "{}", stdout(&o));
     let o = run(support::zodbctl().args(["check", &unknown]));
     assert_eq!(o.status.code(), Some(2), "{}", support::output_text(&o));
@@ -130,7 +141,10 @@ fn nagios_scenarios(server: &mut support::Server, dir: &Path, what: &str) {
     // Stopped: the same "Can't connect [Errno 111] Connection refused".
     server.kill();
     let out = same(&[&addr], &format!("{what}: stopped"));
-    assert!(out.starts_with("Can't connect [Errno 111]"), "{what}: {out}");
+    assert!(
+        out.starts_with("Can't connect [Errno 111]"),
+        "{what}: {out}"
+    );
     assert_eq!(out, stdout(&theirs(&[&addr])), "{what}: stopped");
     assert_eq!(ours(&[&addr]).status.code(), Some(2));
 }
@@ -209,10 +223,15 @@ fn metrics_parse_and_count_python_clients() {
     let fs = dir.path().join("Data.fs");
     let (mut server, port) = metrics_server(dir.path(), &fs);
     let n = 7;
-    let out = support::python_stdout(PROM_SCRIPT, &[&server.addr(), &port.to_string(), &n.to_string()]);
+    let out = support::python_stdout(
+        PROM_SCRIPT,
+        &[&server.addr(), &port.to_string(), &n.to_string()],
+    );
     let v: serde_json::Value = serde_json::from_str(out.trim()).expect("script JSON");
     let d = |name: &str| {
-        v["after"][name].as_f64().unwrap_or_else(|| panic!("{name} missing: {v}"))
+        v["after"][name]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{name} missing: {v}"))
             - v["before"][name].as_f64().unwrap_or(0.0)
     };
     assert_eq!(d("zeo_commits_total"), n as f64, "{v}");
@@ -221,10 +240,22 @@ fn metrics_parse_and_count_python_clients() {
     assert!(d("zeo_stores_total") >= n as f64, "{v}");
     assert!(d("zeo_loads_total") >= 1.0, "{v}");
     assert!(d("zeo_received_bytes_total") > 0.0, "{v}");
-    assert!(v["after"]["zodb_storage_size_bytes"].as_f64().unwrap() > 0.0, "{v}");
+    assert!(
+        v["after"]["zodb_storage_size_bytes"].as_f64().unwrap() > 0.0,
+        "{v}"
+    );
     assert_eq!(v["after"]["zeo_up"], 1.0, "{v}");
-    assert!(v["after"]["process_resident_memory_bytes"].as_f64().unwrap() > 0.0, "{v}");
-    assert!(v["after"]["process_open_fds"].as_f64().unwrap() > 0.0, "{v}");
+    assert!(
+        v["after"]["process_resident_memory_bytes"]
+            .as_f64()
+            .unwrap()
+            > 0.0,
+        "{v}"
+    );
+    assert!(
+        v["after"]["process_open_fds"].as_f64().unwrap() > 0.0,
+        "{v}"
+    );
     // The histograms' totals agree with the commit counter since the start.
     assert_eq!(
         v["after"]["zeo_commit_duration_seconds_count"],
@@ -255,23 +286,26 @@ fn readyz_fails_while_a_storage_is_indexed() {
     let mut saw_not_ready = false;
     let mut ready = false;
     while Instant::now() < deadline {
-        match TcpStream::connect(("127.0.0.1", port)) {
-            Ok(_) => match http_get(port, "/readyz").0 {
+        // Not listening yet (the thread starts first thing, but the process must start).
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            match http_get(port, "/readyz").0 {
                 503 => saw_not_ready = true,
                 200 => {
                     ready = true;
                     break;
                 }
                 other => panic!("/readyz answered {other}"),
-            },
-            Err(_) => {}
+            }
         }
         std::thread::sleep(Duration::from_millis(5));
     }
     let _ = child.kill();
     let _ = child.wait();
     let log = std::fs::read_to_string(dir.path().join("serve.log")).unwrap_or_default();
-    assert!(saw_not_ready, "never saw /readyz fail while indexing:\n{log}");
+    assert!(
+        saw_not_ready,
+        "never saw /readyz fail while indexing:\n{log}"
+    );
     assert!(ready, "/readyz never passed:\n{log}");
 }
 
@@ -294,7 +328,11 @@ fn bad_input_on_the_metrics_port_leaves_zeo_serving() {
     let mut slow = TcpStream::connect(("127.0.0.1", port)).unwrap();
     slow.write_all(b"GET /metr").unwrap();
     // Malformed requests.
-    for junk in [&b"\x00\x01\x02\r\n\r\n"[..], b"GET\r\n\r\n", b"BREW /metrics HTCPCP/1.0\r\n\r\n"] {
+    for junk in [
+        &b"\x00\x01\x02\r\n\r\n"[..],
+        b"GET\r\n\r\n",
+        b"BREW /metrics HTCPCP/1.0\r\n\r\n",
+    ] {
         let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         s.write_all(junk).unwrap();
@@ -346,12 +384,19 @@ fn instance_check_and_status_figures() {
     assert!(o.status.success(), "{}", support::output_text(&o));
     assert!(inst.join("bin/zeoup").exists() && inst.join("bin/zeo-nagios").exists());
     let toml = std::fs::read_to_string(inst.join("etc/zeo.toml")).unwrap();
-    assert!(toml.contains(&format!("[metrics]\naddress = \"127.0.0.1:{mport}\"")), "{toml}");
+    assert!(
+        toml.contains(&format!("[metrics]\naddress = \"127.0.0.1:{mport}\"")),
+        "{toml}"
+    );
 
     // Not started: the manager is reported down, the server unreachable.
     let o = support::run_in(&inst, &["check"]);
     assert_eq!(o.status.code(), Some(2), "{}", support::output_text(&o));
-    assert!(stdout(&o).contains("daemon manager not running"), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("daemon manager not running"),
+        "{}",
+        stdout(&o)
+    );
 
     let o = support::run_in(&inst, &["start"]);
     assert!(o.status.success(), "{}", support::output_text(&o));
@@ -359,15 +404,27 @@ fn instance_check_and_status_figures() {
         python_commit(&format!("127.0.0.1:{zport}"));
         std::fs::write(
             inst.join("var/Data.fs.pack.json"),
-            format!(r#"{{"finished": {}}}"#, std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() - 7200),
+            format!(
+                r#"{{"finished": {}}}"#,
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_secs()
+                    - 7200
+            ),
         )
         .unwrap();
         let o = support::run_in(&inst, &["check"]);
         let text = stdout(&o);
         assert_eq!(o.status.code(), Some(0), "{}", support::output_text(&o));
-        for want in ["program: running", "server: 127.0.0.1", "storage 1: last transaction",
-                     "disk 1:", "pack 1: last pack finished 2.0 h ago", "backup 1: no backup recorded"] {
+        for want in [
+            "program: running",
+            "server: 127.0.0.1",
+            "storage 1: last transaction",
+            "disk 1:",
+            "pack 1: last pack finished 2.0 h ago",
+            "backup 1: no backup recorded",
+        ] {
             assert!(text.contains(want), "{want}:\n{text}");
         }
         let o = support::run_in(&inst, &["check", "--json", "--warn-pack-age", "1h"]);
@@ -382,11 +439,23 @@ fn instance_check_and_status_figures() {
         // status: the server's figures.
         let o = support::run_in(&inst, &["status", "--json"]);
         let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-        assert!(v["server"]["storages"]["1"]["size"].as_u64().unwrap() > 0, "{v}");
-        assert!(v["server"]["storages"]["1"]["last_commit_age"].as_f64().is_some(), "{v}");
+        assert!(
+            v["server"]["storages"]["1"]["size"].as_u64().unwrap() > 0,
+            "{v}"
+        );
+        assert!(
+            v["server"]["storages"]["1"]["last_commit_age"]
+                .as_f64()
+                .is_some(),
+            "{v}"
+        );
         assert!(v["server"]["connections"].is_u64(), "{v}");
         let o = support::run_in(&inst, &["status", "-l"]);
-        assert!(stdout(&o).contains("server: connections="), "{}", stdout(&o));
+        assert!(
+            stdout(&o).contains("server: connections="),
+            "{}",
+            stdout(&o)
+        );
         // The Prometheus endpoint from the configuration.
         assert_eq!(http_get(mport, "/readyz").0, 200);
     });

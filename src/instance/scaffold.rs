@@ -427,9 +427,11 @@ pub fn plan_server(dir: &Path, spec: &ServerSpec) -> Result<(Plan, ServerConfig)
                 "METRICS",
                 match &spec.metrics {
                     Some(a) => format!("[metrics]\naddress = {}\n", toml_str(a)),
-                    None => "# Prometheus metrics, /healthz and /readyz over HTTP (off by default):\n\
+                    None => {
+                        "# Prometheus metrics, /healthz and /readyz over HTTP (off by default):\n\
                              # [metrics]\n# address = \"127.0.0.1:8099\"\n"
-                        .into(),
+                            .into()
+                    }
                 },
             ),
         ],
@@ -789,7 +791,10 @@ pub fn plan_cluster(dir: &Path, args: &CreateClusterArgs) -> Result<(Plan, Clust
             "127.0.0.1:{}",
             match args.base_port.checked_sub(1) {
                 Some(p) if p > 0 => p,
-                _ => args.base_port.saturating_add(args.clients).saturating_add(1),
+                _ => args
+                    .base_port
+                    .saturating_add(args.clients)
+                    .saturating_add(1),
             }
         )),
     };

@@ -131,7 +131,11 @@ pub fn run(g: &GlobalArgs, args: &CheckArgs) -> Result<u8> {
         }
         None => check_instances(g, args)?,
     };
-    let worst = verdicts.iter().map(|v| v.status).max().unwrap_or(Level::Unknown);
+    let worst = verdicts
+        .iter()
+        .map(|v| v.status)
+        .max()
+        .unwrap_or(Level::Unknown);
     if args.json {
         let doc = json!({"status": worst, "exit": worst.code(), "checks": verdicts});
         println!("{}", serde_json::to_string_pretty(&doc)?);
@@ -202,12 +206,22 @@ fn py_repr(s: &str) -> String {
 /// Python's `str()` of a float.
 fn py_float(v: f64) -> String {
     if !v.is_finite() {
-        return if v.is_nan() { "nan".into() } else if v > 0.0 { "inf".into() } else { "-inf".into() };
+        return if v.is_nan() {
+            "nan".into()
+        } else if v > 0.0 {
+            "inf".into()
+        } else {
+            "-inf".into()
+        };
     }
     let a = v.abs();
     if v == 0.0 || (1e-4..1e16).contains(&a) {
         let s = format!("{v:?}");
-        if s.contains('.') || s.contains('e') { s } else { format!("{s}.0") }
+        if s.contains('.') || s.contains('e') {
+            s
+        } else {
+            format!("{s}.0")
+        }
     } else {
         // Python: mantissa, 'e', sign, at least two exponent digits.
         let s = format!("{v:e}");
@@ -292,7 +306,12 @@ fn nagios(addr: &str, name: Option<&str>, args: &CheckArgs) -> (String, u8) {
         // serde_json's map is sorted by key, as zeo-nagios's `sorted(data.items())`.
         for (sid, sdata) in &data {
             for n in NODIFF_NAMES {
-                new_metric(&mut metrics, sid, n, py_value(sdata.get(n).unwrap_or(&Json::Null)));
+                new_metric(
+                    &mut metrics,
+                    sid,
+                    n,
+                    py_value(sdata.get(n).unwrap_or(&Json::Null)),
+                );
             }
         }
         if let Some(status) = &args.status_path {
@@ -418,7 +437,12 @@ fn check_server(r: &mut Report, addr: &str, storage: &str, args: &CheckArgs) {
     let mut c = match Client::connect(addr, args.timeout) {
         Ok(c) => c,
         Err(e) => {
-            r.add("connect", Level::Critical, format!("Can't connect to {addr}: {e}"), None);
+            r.add(
+                "connect",
+                Level::Critical,
+                format!("Can't connect to {addr}: {e}"),
+                None,
+            );
             return;
         }
     };
@@ -442,7 +466,12 @@ fn check_server(r: &mut Report, addr: &str, storage: &str, args: &CheckArgs) {
             return;
         }
         Err(e) => {
-            r.add("register", Level::Critical, format!("register failed: {e}"), None);
+            r.add(
+                "register",
+                Level::Critical,
+                format!("register failed: {e}"),
+                None,
+            );
             return;
         }
     };
@@ -460,7 +489,12 @@ fn check_server(r: &mut Report, addr: &str, storage: &str, args: &CheckArgs) {
     match c.last_transaction() {
         Ok(tid) => last_txn_verdict(r, storage, tid, args),
         Err(e) => {
-            r.add("lastTransaction", Level::Critical, format!("failed: {e}"), None);
+            r.add(
+                "lastTransaction",
+                Level::Critical,
+                format!("failed: {e}"),
+                None,
+            );
             return;
         }
     }
@@ -489,15 +523,30 @@ fn check_server(r: &mut Report, addr: &str, storage: &str, args: &CheckArgs) {
             }
         }
         Ok(Value::Nil) | Err(ClientError::Remote { .. }) if last == [0; 8] => {
-            r.add("root", Level::Warning, "no root object yet (empty storage)".into(), None);
+            r.add(
+                "root",
+                Level::Warning,
+                "no root object yet (empty storage)".into(),
+                None,
+            );
             None
         }
         Ok(other) => {
-            r.add("root", Level::Critical, format!("unexpected reply {other:?}"), None);
+            r.add(
+                "root",
+                Level::Critical,
+                format!("unexpected reply {other:?}"),
+                None,
+            );
             return;
         }
         Err(e) => {
-            r.add("root", Level::Critical, format!("loading the root failed: {e}"), None);
+            r.add(
+                "root",
+                Level::Critical,
+                format!("loading the root failed: {e}"),
+                None,
+            );
             return;
         }
     };
@@ -510,7 +559,11 @@ fn check_server(r: &mut Report, addr: &str, storage: &str, args: &CheckArgs) {
             Ok(tid) => r.add(
                 "write",
                 Level::Ok,
-                format!("probe committed as {} in {}", tid_hex(&tid), ms(t.elapsed())),
+                format!(
+                    "probe committed as {} in {}",
+                    tid_hex(&tid),
+                    ms(t.elapsed())
+                ),
                 Some(json!(t.elapsed().as_secs_f64())),
             ),
             Err(e) if is_conflict(&e) => r.add(
@@ -519,7 +572,12 @@ fn check_server(r: &mut Report, addr: &str, storage: &str, args: &CheckArgs) {
                 "probe met a ConflictError: another client committed; the server commits".into(),
                 None,
             ),
-            Err(e) => r.add("write", Level::Critical, format!("commit failed: {e}"), None),
+            Err(e) => r.add(
+                "write",
+                Level::Critical,
+                format!("commit failed: {e}"),
+                None,
+            ),
         }
     }
     c.close();
@@ -577,7 +635,12 @@ fn check_instances(g: &GlobalArgs, args: &CheckArgs) -> Result<Vec<Verdict>> {
         };
         let settings = crate::supervisor::config::settings_of(&inst, Some(name.clone()))?;
         match crate::supervisor::client::json_status(&settings.socket) {
-            None => r.add("manager", Level::Critical, "daemon manager not running".into(), None),
+            None => r.add(
+                "manager",
+                Level::Critical,
+                "daemon manager not running".into(),
+                None,
+            ),
             Some(st) => {
                 let level = match st.state.as_str() {
                     "running" => Level::Ok,
@@ -585,7 +648,9 @@ fn check_instances(g: &GlobalArgs, args: &CheckArgs) -> Result<Vec<Verdict>> {
                     _ => Level::Critical,
                 };
                 let pid = st.pid.map_or(String::new(), |p| format!(", pid {p}"));
-                let up = st.uptime.map_or(String::new(), |u| format!(", up {}", age_text(u)));
+                let up = st
+                    .uptime
+                    .map_or(String::new(), |u| format!(", up {}", age_text(u)));
                 r.add("program", level, format!("{}{pid}{up}", st.state), None);
             }
         }
@@ -608,7 +673,10 @@ fn check_server_instance(r: &mut Report, inst: &Instance, args: &CheckArgs) {
             r.add(
                 "server",
                 Level::Ok,
-                format!("{addr} answered in {}, {conns} connections", ms(t.elapsed())),
+                format!(
+                    "{addr} answered in {}, {conns} connections",
+                    ms(t.elapsed())
+                ),
                 Some(json!(conns)),
             );
             Some(d)
@@ -621,7 +689,12 @@ fn check_server_instance(r: &mut Report, inst: &Instance, args: &CheckArgs) {
     if let (Some(data), Some(sc)) = (&data, inst.server()) {
         for name in sc.storages.keys() {
             let Some(s) = data.get(name) else {
-                r.add(&format!("storage {name}"), Level::Critical, "not served".into(), None);
+                r.add(
+                    &format!("storage {name}"),
+                    Level::Critical,
+                    "not served".into(),
+                    None,
+                );
                 continue;
             };
             let tid = s
@@ -665,7 +738,8 @@ fn disk_verdict(r: &mut Report, name: &str, path: &Path, args: &CheckArgs) {
     let probe = if path.exists() {
         path.to_path_buf()
     } else {
-        path.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+        path.parent()
+            .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
     };
     let check = format!("disk {name}");
     match super::exposition::disk_space(&probe) {
@@ -705,7 +779,12 @@ fn age_verdict(r: &mut Report, name: &str, path: &Path, kind: Kind, args: &Check
     };
     let check = format!("{} {name}", kind.name());
     match records::last(path, kind) {
-        Last::Absent => r.add(&check, Level::Ok, format!("no {} recorded", kind.name()), None),
+        Last::Absent => r.add(
+            &check,
+            Level::Ok,
+            format!("no {} recorded", kind.name()),
+            None,
+        ),
         Last::Unreadable(e) => r.add(&check, Level::Unknown, e, None),
         Last::Finished(t) => {
             let age = now_unix() - t;
@@ -782,7 +861,10 @@ mod tests {
 
     #[test]
     fn targets() {
-        assert_eq!(split_target("127.0.0.1:8100"), ("127.0.0.1:8100".into(), None));
+        assert_eq!(
+            split_target("127.0.0.1:8100"),
+            ("127.0.0.1:8100".into(), None)
+        );
         assert_eq!(
             split_target("127.0.0.1:8100:1"),
             ("127.0.0.1:8100".into(), Some("1".into()))

@@ -170,13 +170,38 @@ impl Collector for Scrape {
 
         // Server.
         let ready = if self.0.ready() { 1.0 } else { 0.0 };
-        gauge(e, "zeo_up", "1 when every storage is open and the server accepts connections", ready)?;
+        gauge(
+            e,
+            "zeo_up",
+            "1 when every storage is open and the server accepts connections",
+            ready,
+        )?;
         if let Some(t) = SERVER.start_time() {
-            gauge(e, "zeo_start_time_seconds", "Unix time the ZEO server started serving", t)?;
+            gauge(
+                e,
+                "zeo_start_time_seconds",
+                "Unix time the ZEO server started serving",
+                t,
+            )?;
         }
-        counter(e, "zeo_received_bytes", "Bytes received from ZEO clients", SERVER.bytes_in.load(Ordering::Relaxed))?;
-        counter(e, "zeo_sent_bytes", "Bytes sent to ZEO clients", SERVER.bytes_out.load(Ordering::Relaxed))?;
-        counter(e, "zeo_connections_accepted", "ZEO connections accepted", SERVER.connections_total.load(Ordering::Relaxed))?;
+        counter(
+            e,
+            "zeo_received_bytes",
+            "Bytes received from ZEO clients",
+            SERVER.bytes_in.load(Ordering::Relaxed),
+        )?;
+        counter(
+            e,
+            "zeo_sent_bytes",
+            "Bytes sent to ZEO clients",
+            SERVER.bytes_out.load(Ordering::Relaxed),
+        )?;
+        counter(
+            e,
+            "zeo_connections_accepted",
+            "ZEO connections accepted",
+            SERVER.connections_total.load(Ordering::Relaxed),
+        )?;
         {
             let mut m = e.encode_descriptor(
                 "zeo_connections_refused",
@@ -194,40 +219,159 @@ impl Collector for Scrape {
                     .encode_counter::<NoLabelSet, _, u64>(&a.load(Ordering::Relaxed), None)?;
             }
         }
-        counter(e, "zeo_slow_clients_closed", "Connections closed because the client did not read its replies", SERVER.slow_closed.load(Ordering::Relaxed))?;
+        counter(
+            e,
+            "zeo_slow_clients_closed",
+            "Connections closed because the client did not read its replies",
+            SERVER.slow_closed.load(Ordering::Relaxed),
+        )?;
 
         // Storages.
         let r = rows.as_slice();
-        per_storage(e, r, "zeo_connections", "Registered client connections", G, |r| load_i(&r.st.stats.connections))?;
-        per_storage(e, r, "zeo_loads", "Objects loaded (loadBefore)", C, |r| load_u(&r.st.stats.loads))?;
-        per_storage(e, r, "zeo_stores", "Object stores received", C, |r| load_u(&r.st.stats.stores))?;
-        per_storage(e, r, "zeo_commits", "Transactions committed", C, |r| load_u(&r.st.stats.commits))?;
-        per_storage(e, r, "zeo_aborts", "Transactions aborted", C, |r| load_u(&r.st.stats.aborts))?;
-        per_storage(e, r, "zeo_conflicts", "Votes that failed with a conflict", C, |r| load_u(&r.st.stats.conflicts))?;
-        per_storage(e, r, "zeo_undos", "Transactions undone", C, |r| load_u(&r.st.stats.undos))?;
-        per_storage(e, r, "zeo_active_transactions", "Transactions begun and not yet finished or aborted", G, |r| load_i(&r.st.stats.active_txns))?;
-        per_storage(e, r, "zeo_commit_lock_waiting", "Votes waiting for the commit lock", G, |r| load_i(&r.st.stats.waiting))?;
-        per_storage(e, r, "zeo_commit_lock_held_seconds", "How long the current holder has held the commit lock (0 when free)", G, |r| Some(r.st.stats.lock_held_seconds()))?;
-        histogram(e, r, "zeo_commit_lock_hold_seconds", "Time the commit lock was held, vote to finish or abort", |s| s.stats.lock_hold.snapshot())?;
-        histogram(e, r, "zeo_commit_duration_seconds", "Commit latency, vote received to tpc_finish answered", |s| s.stats.commit_latency.snapshot())?;
-        per_storage(e, r, "zeo_invalidation_queue_length", "Entries in the invalidation queue", G, |r| Some(r.invalq as f64))?;
-        per_storage(e, r, "zodb_objects", "Objects in the storage (len(storage))", G, |r| Some(r.objects as f64))?;
-        per_storage(e, r, "zodb_storage_size_bytes", "Size of the storage (the committed end of the Data.fs)", G, |r| Some(r.size as f64))?;
-        per_storage(e, r, "zodb_last_transaction_timestamp_seconds", "Unix time of the last committed transaction (its tid)", G, |r| r.last_tid_time)?;
-        per_storage(e, r, "zeo_last_commit_timestamp_seconds", "Unix time of the last commit through this server process", G, |r| {
-            match r.st.stats.last_commit_us.load(Ordering::Relaxed) {
+        per_storage(
+            e,
+            r,
+            "zeo_connections",
+            "Registered client connections",
+            G,
+            |r| load_i(&r.st.stats.connections),
+        )?;
+        per_storage(e, r, "zeo_loads", "Objects loaded (loadBefore)", C, |r| {
+            load_u(&r.st.stats.loads)
+        })?;
+        per_storage(e, r, "zeo_stores", "Object stores received", C, |r| {
+            load_u(&r.st.stats.stores)
+        })?;
+        per_storage(e, r, "zeo_commits", "Transactions committed", C, |r| {
+            load_u(&r.st.stats.commits)
+        })?;
+        per_storage(e, r, "zeo_aborts", "Transactions aborted", C, |r| {
+            load_u(&r.st.stats.aborts)
+        })?;
+        per_storage(
+            e,
+            r,
+            "zeo_conflicts",
+            "Votes that failed with a conflict",
+            C,
+            |r| load_u(&r.st.stats.conflicts),
+        )?;
+        per_storage(e, r, "zeo_undos", "Transactions undone", C, |r| {
+            load_u(&r.st.stats.undos)
+        })?;
+        per_storage(
+            e,
+            r,
+            "zeo_active_transactions",
+            "Transactions begun and not yet finished or aborted",
+            G,
+            |r| load_i(&r.st.stats.active_txns),
+        )?;
+        per_storage(
+            e,
+            r,
+            "zeo_commit_lock_waiting",
+            "Votes waiting for the commit lock",
+            G,
+            |r| load_i(&r.st.stats.waiting),
+        )?;
+        per_storage(
+            e,
+            r,
+            "zeo_commit_lock_held_seconds",
+            "How long the current holder has held the commit lock (0 when free)",
+            G,
+            |r| Some(r.st.stats.lock_held_seconds()),
+        )?;
+        histogram(
+            e,
+            r,
+            "zeo_commit_lock_hold_seconds",
+            "Time the commit lock was held, vote to finish or abort",
+            |s| s.stats.lock_hold.snapshot(),
+        )?;
+        histogram(
+            e,
+            r,
+            "zeo_commit_duration_seconds",
+            "Commit latency, vote received to tpc_finish answered",
+            |s| s.stats.commit_latency.snapshot(),
+        )?;
+        per_storage(
+            e,
+            r,
+            "zeo_invalidation_queue_length",
+            "Entries in the invalidation queue",
+            G,
+            |r| Some(r.invalq as f64),
+        )?;
+        per_storage(
+            e,
+            r,
+            "zodb_objects",
+            "Objects in the storage (len(storage))",
+            G,
+            |r| Some(r.objects as f64),
+        )?;
+        per_storage(
+            e,
+            r,
+            "zodb_storage_size_bytes",
+            "Size of the storage (the committed end of the Data.fs)",
+            G,
+            |r| Some(r.size as f64),
+        )?;
+        per_storage(
+            e,
+            r,
+            "zodb_last_transaction_timestamp_seconds",
+            "Unix time of the last committed transaction (its tid)",
+            G,
+            |r| r.last_tid_time,
+        )?;
+        per_storage(
+            e,
+            r,
+            "zeo_last_commit_timestamp_seconds",
+            "Unix time of the last commit through this server process",
+            G,
+            |r| match r.st.stats.last_commit_us.load(Ordering::Relaxed) {
                 0 => None,
                 us => Some(us as f64 / 1e6),
-            }
-        })?;
-        per_storage(e, r, "zodb_filesystem_avail_bytes", "Bytes available to the server on the file system of the Data.fs", G, |r| r.disk.map(|d| d.0))?;
-        per_storage(e, r, "zodb_filesystem_size_bytes", "Size of the file system of the Data.fs", G, |r| r.disk.map(|d| d.1))?;
-        per_storage(e, r, "zodb_last_pack_timestamp_seconds", "Unix time the last successful pack finished (absent: no record)", G, |r| {
-            r.file.as_deref().and_then(|f| finished(f, Kind::Pack))
-        })?;
-        per_storage(e, r, "zodb_last_backup_timestamp_seconds", "Unix time the last successful backup finished (absent: no record)", G, |r| {
-            r.file.as_deref().and_then(|f| finished(f, Kind::Backup))
-        })?;
+            },
+        )?;
+        per_storage(
+            e,
+            r,
+            "zodb_filesystem_avail_bytes",
+            "Bytes available to the server on the file system of the Data.fs",
+            G,
+            |r| r.disk.map(|d| d.0),
+        )?;
+        per_storage(
+            e,
+            r,
+            "zodb_filesystem_size_bytes",
+            "Size of the file system of the Data.fs",
+            G,
+            |r| r.disk.map(|d| d.1),
+        )?;
+        per_storage(
+            e,
+            r,
+            "zodb_last_pack_timestamp_seconds",
+            "Unix time the last successful pack finished (absent: no record)",
+            G,
+            |r| r.file.as_deref().and_then(|f| finished(f, Kind::Pack)),
+        )?;
+        per_storage(
+            e,
+            r,
+            "zodb_last_backup_timestamp_seconds",
+            "Unix time the last successful backup finished (absent: no record)",
+            G,
+            |r| r.file.as_deref().and_then(|f| finished(f, Kind::Backup)),
+        )?;
 
         process_metrics(e)
     }
@@ -237,10 +381,7 @@ impl Collector for Scrape {
 pub fn disk_space(file: &Path) -> Option<(f64, f64)> {
     let s = nix::sys::statvfs::statvfs(file).ok()?;
     let frag = s.fragment_size() as f64;
-    Some((
-        s.blocks_available() as f64 * frag,
-        s.blocks() as f64 * frag,
-    ))
+    Some((s.blocks_available() as f64 * frag, s.blocks() as f64 * frag))
 }
 
 /// The standard `process_*` metrics, from `/proc/self` (Linux); left out where unreadable.
@@ -256,27 +397,64 @@ fn process_metrics(e: &mut DescriptorEncoder) -> Fmt {
             // Field numbers (proc(5)) minus 3: state is field 3.
             if let (Some(ut), Some(st)) = (num(11), num(12)) {
                 let c = ConstCounter::new((ut + st) / ticks);
-                c.encode(e.encode_descriptor("process_cpu_seconds", "Total user and system CPU time spent in seconds", None, c.metric_type())?)?;
+                c.encode(e.encode_descriptor(
+                    "process_cpu_seconds",
+                    "Total user and system CPU time spent in seconds",
+                    None,
+                    c.metric_type(),
+                )?)?;
             }
             if let Some(n) = num(17) {
-                gauge(e, "process_threads", "Number of OS threads in the process", n)?;
+                gauge(
+                    e,
+                    "process_threads",
+                    "Number of OS threads in the process",
+                    n,
+                )?;
             }
             if let Some(v) = num(20) {
-                gauge(e, "process_virtual_memory_bytes", "Virtual memory size in bytes", v)?;
+                gauge(
+                    e,
+                    "process_virtual_memory_bytes",
+                    "Virtual memory size in bytes",
+                    v,
+                )?;
             }
             if let Some(rss) = num(21) {
-                gauge(e, "process_resident_memory_bytes", "Resident memory size in bytes", rss * page)?;
+                gauge(
+                    e,
+                    "process_resident_memory_bytes",
+                    "Resident memory size in bytes",
+                    rss * page,
+                )?;
             }
             if let (Some(start), Some(btime)) = (num(19), boot_time()) {
-                gauge(e, "process_start_time_seconds", "Start time of the process since unix epoch in seconds", btime + start / ticks)?;
+                gauge(
+                    e,
+                    "process_start_time_seconds",
+                    "Start time of the process since unix epoch in seconds",
+                    btime + start / ticks,
+                )?;
             }
         }
     }
     if let Ok(dir) = std::fs::read_dir("/proc/self/fd") {
-        gauge(e, "process_open_fds", "Number of open file descriptors", dir.count() as f64)?;
+        gauge(
+            e,
+            "process_open_fds",
+            "Number of open file descriptors",
+            dir.count() as f64,
+        )?;
     }
-    if let Ok((soft, _)) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE) {
-        gauge(e, "process_max_fds", "Maximum number of open file descriptors", soft as f64)?;
+    if let Ok((soft, _)) =
+        nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+    {
+        gauge(
+            e,
+            "process_max_fds",
+            "Maximum number of open file descriptors",
+            soft as f64,
+        )?;
     }
     Ok(())
 }

@@ -175,7 +175,12 @@ fn route(head: &[u8], exposed: &Arc<Exposed>) -> Vec<u8> {
             if exposed.ready() {
                 response(200, "text/plain", b"ready\n", head_only)
             } else {
-                response(503, "text/plain", b"not ready: storages opening\n", head_only)
+                response(
+                    503,
+                    "text/plain",
+                    b"not ready: storages opening\n",
+                    head_only,
+                )
             }
         }
         _ => response(404, "text/plain", b"not found\n", head_only),

@@ -70,7 +70,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let fs = dir.path().join("Data.fs");
         assert_eq!(last(&fs, Kind::Pack), Last::Absent);
-        std::fs::write(record_path(&fs, Kind::Pack), r#"{"finished": 1700000000.5}"#).unwrap();
+        std::fs::write(
+            record_path(&fs, Kind::Pack),
+            r#"{"finished": 1700000000.5}"#,
+        )
+        .unwrap();
         assert_eq!(last(&fs, Kind::Pack), Last::Finished(1700000000.5));
         std::fs::write(record_path(&fs, Kind::Backup), "{}").unwrap();
         assert!(matches!(last(&fs, Kind::Backup), Last::Unreadable(_)));

@@ -154,7 +154,10 @@ mod tests {
             Addr::Tcp("127.0.0.1".into(), 8100)
         );
         assert_eq!(Addr::parse("[::1]:8100"), Addr::Tcp("::1".into(), 8100));
-        assert_eq!(Addr::parse("var/zeo.sock"), Addr::Unix("var/zeo.sock".into()));
+        assert_eq!(
+            Addr::parse("var/zeo.sock"),
+            Addr::Unix("var/zeo.sock".into())
+        );
         assert_eq!(Addr::parse("host:port"), Addr::Unix("host:port".into()));
         let e = std::io::Error::from_raw_os_error(111);
         assert_eq!(py_oserror(&e), "[Errno 111] Connection refused");

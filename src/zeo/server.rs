@@ -221,7 +221,9 @@ pub async fn run(
 
     // Every storage is open and the listener accepts: ready (`/readyz`).
     SERVER.mark_started();
-    SERVER.serving.store(true, std::sync::atomic::Ordering::Relaxed);
+    SERVER
+        .serving
+        .store(true, std::sync::atomic::Ordering::Relaxed);
 
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
@@ -266,7 +268,9 @@ pub async fn run(
         }
     };
 
-    SERVER.serving.store(false, std::sync::atomic::Ordering::Relaxed);
+    SERVER
+        .serving
+        .store(false, std::sync::atomic::Ordering::Relaxed);
     // Connections abort any transaction in progress and close; a commit already in its
     // finish step completes first (it runs to the end before the connection looks again).
     let _ = shutdown_tx.send(true);

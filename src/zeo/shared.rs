@@ -196,10 +196,7 @@ impl StorageState {
             ("size".into(), Value::Int(info.size as i64)),
             ("objects".into(), Value::Int(info.length as i64)),
             ("undos".into(), int(&s.undos)),
-            (
-                "lock-held".into(),
-                Value::Float(s.lock_held_seconds()),
-            ),
+            ("lock-held".into(), Value::Float(s.lock_held_seconds())),
         ]
     }
 }
