@@ -19,6 +19,9 @@ _zodbctl() {
             zodbctl,bench)
                 cmd="zodbctl__subcmd__bench"
                 ;;
+            zodbctl,check)
+                cmd="zodbctl__subcmd__check"
+                ;;
             zodbctl,create)
                 cmd="zodbctl__subcmd__create"
                 ;;
@@ -45,9 +48,6 @@ _zodbctl() {
                 ;;
             zodbctl,logtail)
                 cmd="zodbctl__subcmd__logtail"
-                ;;
-            zodbctl,pack)
-                cmd="zodbctl__subcmd__pack"
                 ;;
             zodbctl,restart)
                 cmd="zodbctl__subcmd__restart"
@@ -103,6 +103,9 @@ _zodbctl() {
             zodbctl__subcmd__help,bench)
                 cmd="zodbctl__subcmd__help__subcmd__bench"
                 ;;
+            zodbctl__subcmd__help,check)
+                cmd="zodbctl__subcmd__help__subcmd__check"
+                ;;
             zodbctl__subcmd__help,create)
                 cmd="zodbctl__subcmd__help__subcmd__create"
                 ;;
@@ -129,9 +132,6 @@ _zodbctl() {
                 ;;
             zodbctl__subcmd__help,logtail)
                 cmd="zodbctl__subcmd__help__subcmd__logtail"
-                ;;
-            zodbctl__subcmd__help,pack)
-                cmd="zodbctl__subcmd__help__subcmd__pack"
                 ;;
             zodbctl__subcmd__help,restart)
                 cmd="zodbctl__subcmd__help__subcmd__restart"
@@ -176,7 +176,7 @@ _zodbctl() {
 
     case "${cmd}" in
         zodbctl)
-            opts="-i -C -h -V --instance --config --help --version create import show serve bench verify dump pack start stop restart status kill wait fg logtail logreopen up generate-docs help"
+            opts="-i -C -h -V --instance --config --help --version create import show serve bench verify dump start stop restart status kill wait fg logtail logreopen up check generate-docs help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -246,6 +246,84 @@ _zodbctl() {
                     ;;
                 --phases)
                     COMPREPLY=($(compgen -W "add update cold-read warm-read mixed" -- "${cur}"))
+                    return 0
+                    ;;
+                --instance)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -i)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -C)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        zodbctl__subcmd__check)
+            opts="-m -s -u -i -C -h -V --nagios --json --write --output-metrics --status-path --time-units --timeout --warn-disk --crit-disk --warn-lock --crit-lock --warn-commit-age --warn-pack-age --warn-backup-age --instance --config --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --status-path)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -s)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --time-units)
+                    COMPREPLY=($(compgen -W "seconds minutes hours days" -- "${cur}"))
+                    return 0
+                    ;;
+                -u)
+                    COMPREPLY=($(compgen -W "seconds minutes hours days" -- "${cur}"))
+                    return 0
+                    ;;
+                --timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --warn-disk)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --crit-disk)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --warn-lock)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --crit-lock)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --warn-commit-age)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --warn-pack-age)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --warn-backup-age)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --instance)
@@ -464,7 +542,7 @@ _zodbctl() {
             return 0
             ;;
         zodbctl__subcmd__create__subcmd__server)
-            opts="-a -i -C -h -V --address --blobs --storage --user --instance --config --help --version"
+            opts="-a -i -C -h -V --address --blobs --storage --user --metrics --instance --config --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -483,6 +561,10 @@ _zodbctl() {
                     return 0
                     ;;
                 --user)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --metrics)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -608,7 +690,7 @@ _zodbctl() {
             return 0
             ;;
         zodbctl__subcmd__help)
-            opts="create import show serve bench verify dump pack start stop restart status kill wait fg logtail logreopen up generate-docs help"
+            opts="create import show serve bench verify dump start stop restart status kill wait fg logtail logreopen up check generate-docs help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -622,6 +704,20 @@ _zodbctl() {
             return 0
             ;;
         zodbctl__subcmd__help__subcmd__bench)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        zodbctl__subcmd__help__subcmd__check)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -790,20 +886,6 @@ _zodbctl() {
             return 0
             ;;
         zodbctl__subcmd__help__subcmd__logtail)
-            opts=""
-            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
-                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-                return 0
-            fi
-            case "${prev}" in
-                *)
-                    COMPREPLY=()
-                    ;;
-            esac
-            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-            return 0
-            ;;
-        zodbctl__subcmd__help__subcmd__pack)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -1083,68 +1165,6 @@ _zodbctl() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        zodbctl__subcmd__pack)
-            opts="-S -d -t -i -C -h -V --storage --blob-dir --days --time --at --no-gc --keep-old --no-keep-old --json --instance --config --help --version"
-            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
-                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-                return 0
-            fi
-            case "${prev}" in
-                --storage)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                -S)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --blob-dir)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --days)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                -d)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --time)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                -t)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --at)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --instance)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                -i)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --config)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                -C)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                *)
-                    COMPREPLY=()
-                    ;;
-            esac
-            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-            return 0
-            ;;
         zodbctl__subcmd__restart)
             opts="-i -C -h -V --instance --config --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
@@ -1176,7 +1196,7 @@ _zodbctl() {
             return 0
             ;;
         zodbctl__subcmd__serve)
-            opts="-a -f -t -i -C -h -V --address --filename --timeout --pid-file --blob-dir --read-only --msgpack --log-file --memory --threads --instance --config --help --version"
+            opts="-a -f -t -i -C -h -V --address --filename --timeout --pid-file --blob-dir --read-only --msgpack --log-file --memory --metrics --threads --instance --config --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1219,6 +1239,10 @@ _zodbctl() {
                     return 0
                     ;;
                 --memory)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --metrics)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -35,7 +35,6 @@ complete -c zodbctl -n "__fish_zodbctl_needs_command" -f -a "serve" -d 'Run the 
 complete -c zodbctl -n "__fish_zodbctl_needs_command" -f -a "bench" -d 'Generate load against any ZEO server and report ops/s and latencies'
 complete -c zodbctl -n "__fish_zodbctl_needs_command" -f -a "verify" -d 'Check a Data.fs for damage, as fstest does'
 complete -c zodbctl -n "__fish_zodbctl_needs_command" -f -a "dump" -d 'Print the records of a Data.fs, as fsdump does'
-complete -c zodbctl -n "__fish_zodbctl_needs_command" -f -a "pack" -d 'Pack storages: through a ZEO server (as zeopack), or offline on a Data.fs'
 complete -c zodbctl -n "__fish_zodbctl_needs_command" -f -a "start" -d 'Start the instance (or every instance of a cluster) under its manager'
 complete -c zodbctl -n "__fish_zodbctl_needs_command" -f -a "stop" -d 'Stop the program and its manager'
 complete -c zodbctl -n "__fish_zodbctl_needs_command" -f -a "restart" -d 'Stop and start the program again (the manager keeps running)'
@@ -46,6 +45,7 @@ complete -c zodbctl -n "__fish_zodbctl_needs_command" -f -a "fg" -d 'Run the pro
 complete -c zodbctl -n "__fish_zodbctl_needs_command" -f -a "logtail" -d 'Show the end of the transcript or log file'
 complete -c zodbctl -n "__fish_zodbctl_needs_command" -f -a "logreopen" -d 'Reopen the transcript and tell the program to reopen its logs (SIGUSR2)'
 complete -c zodbctl -n "__fish_zodbctl_needs_command" -f -a "up" -d 'Create a server instance if DIR has none, start it, and wait until it serves'
+complete -c zodbctl -n "__fish_zodbctl_needs_command" -f -a "check" -d 'Check the health of a ZEO server, an instance or a cluster (like zeoup and zeo-nagios)'
 complete -c zodbctl -n "__fish_zodbctl_needs_command" -f -a "generate-docs" -d 'Write the man pages and shell completions (for maintainers)'
 complete -c zodbctl -n "__fish_zodbctl_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand create; and not __fish_seen_subcommand_from server client cluster help" -s i -l instance -d 'The instance (or cluster) directory to act on' -r -F
@@ -59,6 +59,7 @@ complete -c zodbctl -n "__fish_zodbctl_using_subcommand create; and not __fish_s
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand create; and __fish_seen_subcommand_from server" -s a -l address -d 'Address to listen on: HOST:PORT, [V6]:PORT, PORT or a Unix socket path' -r
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand create; and __fish_seen_subcommand_from server" -l storage -d 'A storage to serve, NAME or NAME=TYPE (TYPE is file or memory); repeatable' -r
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand create; and __fish_seen_subcommand_from server" -l user -d 'Run the server as this user when started as root' -r
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand create; and __fish_seen_subcommand_from server" -l metrics -d 'Serve Prometheus metrics, /healthz and /readyz on HOST:PORT ([metrics] in zeo.toml)' -r
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand create; and __fish_seen_subcommand_from server" -s i -l instance -d 'The instance (or cluster) directory to act on' -r -F
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand create; and __fish_seen_subcommand_from server" -s C -l config -d 'Use this configuration file instead of the instance\'s own' -r -F
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand create; and __fish_seen_subcommand_from server" -l blobs -d 'Give file storages a blob directory (var/blobs)'
@@ -102,6 +103,7 @@ complete -c zodbctl -n "__fish_zodbctl_using_subcommand serve" -l pid-file -d 'W
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand serve" -l blob-dir -d 'Blob directory of the storage given with --filename' -r -F
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand serve" -l log-file -d 'Write the event log here (reopened on SIGUSR2)' -r -F
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand serve" -l memory -d 'Also serve a non-historical memory storage named NAME (session data; its contents do not survive a restart); repeatable' -r
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand serve" -l metrics -d 'Serve Prometheus metrics, /healthz and /readyz over HTTP on HOST:PORT (overrides the configuration\'s [metrics] address)' -r
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand serve" -l threads -d 'Network threads (each connection lives on one); default: the configuration\'s `threads`, else one per two CPUs, at most 8' -r
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand serve" -s i -l instance -d 'The instance (or cluster) directory to act on' -r -F
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand serve" -s C -l config -d 'Use this configuration file instead of the instance\'s own' -r -F
@@ -138,20 +140,6 @@ complete -c zodbctl -n "__fish_zodbctl_using_subcommand dump" -s C -l config -d 
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand dump" -s v -l verbose -d 'Print every header field of every record instead (fsdump\'s `Dumper`)'
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand dump" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand dump" -s V -l version -d 'Print version'
-complete -c zodbctl -n "__fish_zodbctl_using_subcommand pack" -l storage -d 'Without TARGET: only the instance\'s storage of this name' -r
-complete -c zodbctl -n "__fish_zodbctl_using_subcommand pack" -s S -d 'The storage name for servers given without :NAME (zeopack\'s -S; default 1)' -r
-complete -c zodbctl -n "__fish_zodbctl_using_subcommand pack" -l blob-dir -d 'The blob directory of a Data.fs packed offline (default: the instance\'s)' -r -F
-complete -c zodbctl -n "__fish_zodbctl_using_subcommand pack" -s d -l days -d 'Pack to this many days before the reference time (default: the instance\'s pack-days, else 0)' -r
-complete -c zodbctl -n "__fish_zodbctl_using_subcommand pack" -s t -l time -d 'The reference time: today at this local time (default: now)' -r
-complete -c zodbctl -n "__fish_zodbctl_using_subcommand pack" -l at -d 'Pack to exactly this time, in seconds since the epoch (UTC), instead of -t and -d' -r
-complete -c zodbctl -n "__fish_zodbctl_using_subcommand pack" -s i -l instance -d 'The instance (or cluster) directory to act on' -r -F
-complete -c zodbctl -n "__fish_zodbctl_using_subcommand pack" -s C -l config -d 'Use this configuration file instead of the instance\'s own' -r -F
-complete -c zodbctl -n "__fish_zodbctl_using_subcommand pack" -l no-gc -d 'Offline: pack without garbage collection (keep unreachable objects). A server packs with its own pack-gc setting'
-complete -c zodbctl -n "__fish_zodbctl_using_subcommand pack" -l keep-old -d 'Offline: keep the previous file as Data.fs.old (the default, or the instance\'s pack-keep-old)'
-complete -c zodbctl -n "__fish_zodbctl_using_subcommand pack" -l no-keep-old -d 'Offline: do not keep Data.fs.old (nor the blob directory\'s .old)'
-complete -c zodbctl -n "__fish_zodbctl_using_subcommand pack" -l json -d 'Print the results as JSON (one object per target, in an array) instead of a line each'
-complete -c zodbctl -n "__fish_zodbctl_using_subcommand pack" -s h -l help -d 'Print help (see more with \'--help\')'
-complete -c zodbctl -n "__fish_zodbctl_using_subcommand pack" -s V -l version -d 'Print version'
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand start" -s i -l instance -d 'The instance (or cluster) directory to act on' -r -F
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand start" -s C -l config -d 'Use this configuration file instead of the instance\'s own' -r -F
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand start" -l foreground -d 'Run the manager in the foreground and exit with the program\'s status (for systemd)'
@@ -167,7 +155,7 @@ complete -c zodbctl -n "__fish_zodbctl_using_subcommand restart" -s h -l help -d
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand restart" -s V -l version -d 'Print version'
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand status" -s i -l instance -d 'The instance (or cluster) directory to act on' -r -F
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand status" -s C -l config -d 'Use this configuration file instead of the instance\'s own' -r -F
-complete -c zodbctl -n "__fish_zodbctl_using_subcommand status" -l json -d 'Print one JSON record per instance'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand status" -l json -d 'Print the status as JSON: one record for an instance, one document keyed by member name for a cluster; running servers\' records carry their figures under "server"'
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand status" -s l -l long -d 'Also print the manager\'s raw status block (zdaemon\'s `status -l`)'
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand status" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand status" -s V -l version -d 'Print version'
@@ -199,31 +187,52 @@ complete -c zodbctl -n "__fish_zodbctl_using_subcommand up" -s i -l instance -d 
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand up" -s C -l config -d 'Use this configuration file instead of the instance\'s own' -r -F
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand up" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand up" -s V -l version -d 'Print version'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand check" -s s -l status-path -d 'With --nagios: status file for rate metrics (zeo-nagios -s)' -r -F
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand check" -s u -l time-units -d 'With --nagios: time unit of rate metrics (zeo-nagios -u)' -r -f -a "seconds\t''
+minutes\t''
+hours\t''
+days\t''"
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand check" -l timeout -d 'How long to wait for the server, e.g. 10s' -r
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand check" -l warn-disk -d 'Free space beside a Data.fs below which to warn (percent of the file system)' -r
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand check" -l crit-disk -d 'Free space beside a Data.fs below which the check is critical' -r
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand check" -l warn-lock -d 'Warn when the commit lock has been held this long' -r
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand check" -l crit-lock -d 'Critical when the commit lock has been held this long' -r
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand check" -l warn-commit-age -d 'Warn when the last transaction is older than this (e.g. 1h); off by default' -r
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand check" -l warn-pack-age -d 'Warn when the last pack finished longer ago than this (e.g. 8d); off by default' -r
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand check" -l warn-backup-age -d 'Warn when the last backup finished longer ago than this (e.g. 26h); off by default' -r
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand check" -s i -l instance -d 'The instance (or cluster) directory to act on' -r -F
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand check" -s C -l config -d 'Use this configuration file instead of the instance\'s own' -r -F
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand check" -l nagios -d 'Nagios plugin output: zeo-nagios\'s messages, perfdata and exit codes'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand check" -l json -d 'Print the checks as one JSON document'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand check" -l write -d 'Also commit a probe (a new revision of the root object, as zeoup did); a ConflictError counts as success'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand check" -s m -l output-metrics -d 'With --nagios: output metrics (zeo-nagios -m)'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand check" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand check" -s V -l version -d 'Print version'
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand generate-docs" -l out -d 'The checkout\'s top directory; man/ and completions/ are written below it' -r -F
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand generate-docs" -s i -l instance -d 'The instance (or cluster) directory to act on' -r -F
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand generate-docs" -s C -l config -d 'Use this configuration file instead of the instance\'s own' -r -F
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand generate-docs" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand generate-docs" -s V -l version -d 'Print version'
-complete -c zodbctl -n "__fish_zodbctl_using_subcommand help; and not __fish_seen_subcommand_from create import show serve bench verify dump pack start stop restart status kill wait fg logtail logreopen up generate-docs help" -f -a "create" -d 'Lay out a new server, client or cluster instance (like mkzeoinstance)'
-complete -c zodbctl -n "__fish_zodbctl_using_subcommand help; and not __fish_seen_subcommand_from create import show serve bench verify dump pack start stop restart status kill wait fg logtail logreopen up generate-docs help" -f -a "import" -d 'Convert a ZConfig zeo.conf into zodbctl\'s TOML configuration'
-complete -c zodbctl -n "__fish_zodbctl_using_subcommand help; and not __fish_seen_subcommand_from create import show serve bench verify dump pack start stop restart status kill wait fg logtail logreopen up generate-docs help" -f -a "show" -d 'Print the effective configuration, defaults filled in, as TOML'
-complete -c zodbctl -n "__fish_zodbctl_using_subcommand help; and not __fish_seen_subcommand_from create import show serve bench verify dump pack start stop restart status kill wait fg logtail logreopen up generate-docs help" -f -a "serve" -d 'Run the ZEO storage server in the foreground (like runzeo)'
-complete -c zodbctl -n "__fish_zodbctl_using_subcommand help; and not __fish_seen_subcommand_from create import show serve bench verify dump pack start stop restart status kill wait fg logtail logreopen up generate-docs help" -f -a "bench" -d 'Generate load against any ZEO server and report ops/s and latencies'
-complete -c zodbctl -n "__fish_zodbctl_using_subcommand help; and not __fish_seen_subcommand_from create import show serve bench verify dump pack start stop restart status kill wait fg logtail logreopen up generate-docs help" -f -a "verify" -d 'Check a Data.fs for damage, as fstest does'
-complete -c zodbctl -n "__fish_zodbctl_using_subcommand help; and not __fish_seen_subcommand_from create import show serve bench verify dump pack start stop restart status kill wait fg logtail logreopen up generate-docs help" -f -a "dump" -d 'Print the records of a Data.fs, as fsdump does'
-complete -c zodbctl -n "__fish_zodbctl_using_subcommand help; and not __fish_seen_subcommand_from create import show serve bench verify dump pack start stop restart status kill wait fg logtail logreopen up generate-docs help" -f -a "pack" -d 'Pack storages: through a ZEO server (as zeopack), or offline on a Data.fs'
-complete -c zodbctl -n "__fish_zodbctl_using_subcommand help; and not __fish_seen_subcommand_from create import show serve bench verify dump pack start stop restart status kill wait fg logtail logreopen up generate-docs help" -f -a "start" -d 'Start the instance (or every instance of a cluster) under its manager'
-complete -c zodbctl -n "__fish_zodbctl_using_subcommand help; and not __fish_seen_subcommand_from create import show serve bench verify dump pack start stop restart status kill wait fg logtail logreopen up generate-docs help" -f -a "stop" -d 'Stop the program and its manager'
-complete -c zodbctl -n "__fish_zodbctl_using_subcommand help; and not __fish_seen_subcommand_from create import show serve bench verify dump pack start stop restart status kill wait fg logtail logreopen up generate-docs help" -f -a "restart" -d 'Stop and start the program again (the manager keeps running)'
-complete -c zodbctl -n "__fish_zodbctl_using_subcommand help; and not __fish_seen_subcommand_from create import show serve bench verify dump pack start stop restart status kill wait fg logtail logreopen up generate-docs help" -f -a "status" -d 'Show whether the manager and the program are running'
-complete -c zodbctl -n "__fish_zodbctl_using_subcommand help; and not __fish_seen_subcommand_from create import show serve bench verify dump pack start stop restart status kill wait fg logtail logreopen up generate-docs help" -f -a "kill" -d 'Send a signal to the program (default TERM)'
-complete -c zodbctl -n "__fish_zodbctl_using_subcommand help; and not __fish_seen_subcommand_from create import show serve bench verify dump pack start stop restart status kill wait fg logtail logreopen up generate-docs help" -f -a "wait" -d 'Wait until the program has exited'
-complete -c zodbctl -n "__fish_zodbctl_using_subcommand help; and not __fish_seen_subcommand_from create import show serve bench verify dump pack start stop restart status kill wait fg logtail logreopen up generate-docs help" -f -a "fg" -d 'Run the program in the foreground, with its output on the terminal'
-complete -c zodbctl -n "__fish_zodbctl_using_subcommand help; and not __fish_seen_subcommand_from create import show serve bench verify dump pack start stop restart status kill wait fg logtail logreopen up generate-docs help" -f -a "logtail" -d 'Show the end of the transcript or log file'
-complete -c zodbctl -n "__fish_zodbctl_using_subcommand help; and not __fish_seen_subcommand_from create import show serve bench verify dump pack start stop restart status kill wait fg logtail logreopen up generate-docs help" -f -a "logreopen" -d 'Reopen the transcript and tell the program to reopen its logs (SIGUSR2)'
-complete -c zodbctl -n "__fish_zodbctl_using_subcommand help; and not __fish_seen_subcommand_from create import show serve bench verify dump pack start stop restart status kill wait fg logtail logreopen up generate-docs help" -f -a "up" -d 'Create a server instance if DIR has none, start it, and wait until it serves'
-complete -c zodbctl -n "__fish_zodbctl_using_subcommand help; and not __fish_seen_subcommand_from create import show serve bench verify dump pack start stop restart status kill wait fg logtail logreopen up generate-docs help" -f -a "generate-docs" -d 'Write the man pages and shell completions (for maintainers)'
-complete -c zodbctl -n "__fish_zodbctl_using_subcommand help; and not __fish_seen_subcommand_from create import show serve bench verify dump pack start stop restart status kill wait fg logtail logreopen up generate-docs help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand help; and not __fish_seen_subcommand_from create import show serve bench verify dump start stop restart status kill wait fg logtail logreopen up check generate-docs help" -f -a "create" -d 'Lay out a new server, client or cluster instance (like mkzeoinstance)'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand help; and not __fish_seen_subcommand_from create import show serve bench verify dump start stop restart status kill wait fg logtail logreopen up check generate-docs help" -f -a "import" -d 'Convert a ZConfig zeo.conf into zodbctl\'s TOML configuration'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand help; and not __fish_seen_subcommand_from create import show serve bench verify dump start stop restart status kill wait fg logtail logreopen up check generate-docs help" -f -a "show" -d 'Print the effective configuration, defaults filled in, as TOML'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand help; and not __fish_seen_subcommand_from create import show serve bench verify dump start stop restart status kill wait fg logtail logreopen up check generate-docs help" -f -a "serve" -d 'Run the ZEO storage server in the foreground (like runzeo)'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand help; and not __fish_seen_subcommand_from create import show serve bench verify dump start stop restart status kill wait fg logtail logreopen up check generate-docs help" -f -a "bench" -d 'Generate load against any ZEO server and report ops/s and latencies'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand help; and not __fish_seen_subcommand_from create import show serve bench verify dump start stop restart status kill wait fg logtail logreopen up check generate-docs help" -f -a "verify" -d 'Check a Data.fs for damage, as fstest does'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand help; and not __fish_seen_subcommand_from create import show serve bench verify dump start stop restart status kill wait fg logtail logreopen up check generate-docs help" -f -a "dump" -d 'Print the records of a Data.fs, as fsdump does'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand help; and not __fish_seen_subcommand_from create import show serve bench verify dump start stop restart status kill wait fg logtail logreopen up check generate-docs help" -f -a "start" -d 'Start the instance (or every instance of a cluster) under its manager'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand help; and not __fish_seen_subcommand_from create import show serve bench verify dump start stop restart status kill wait fg logtail logreopen up check generate-docs help" -f -a "stop" -d 'Stop the program and its manager'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand help; and not __fish_seen_subcommand_from create import show serve bench verify dump start stop restart status kill wait fg logtail logreopen up check generate-docs help" -f -a "restart" -d 'Stop and start the program again (the manager keeps running)'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand help; and not __fish_seen_subcommand_from create import show serve bench verify dump start stop restart status kill wait fg logtail logreopen up check generate-docs help" -f -a "status" -d 'Show whether the manager and the program are running'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand help; and not __fish_seen_subcommand_from create import show serve bench verify dump start stop restart status kill wait fg logtail logreopen up check generate-docs help" -f -a "kill" -d 'Send a signal to the program (default TERM)'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand help; and not __fish_seen_subcommand_from create import show serve bench verify dump start stop restart status kill wait fg logtail logreopen up check generate-docs help" -f -a "wait" -d 'Wait until the program has exited'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand help; and not __fish_seen_subcommand_from create import show serve bench verify dump start stop restart status kill wait fg logtail logreopen up check generate-docs help" -f -a "fg" -d 'Run the program in the foreground, with its output on the terminal'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand help; and not __fish_seen_subcommand_from create import show serve bench verify dump start stop restart status kill wait fg logtail logreopen up check generate-docs help" -f -a "logtail" -d 'Show the end of the transcript or log file'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand help; and not __fish_seen_subcommand_from create import show serve bench verify dump start stop restart status kill wait fg logtail logreopen up check generate-docs help" -f -a "logreopen" -d 'Reopen the transcript and tell the program to reopen its logs (SIGUSR2)'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand help; and not __fish_seen_subcommand_from create import show serve bench verify dump start stop restart status kill wait fg logtail logreopen up check generate-docs help" -f -a "up" -d 'Create a server instance if DIR has none, start it, and wait until it serves'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand help; and not __fish_seen_subcommand_from create import show serve bench verify dump start stop restart status kill wait fg logtail logreopen up check generate-docs help" -f -a "check" -d 'Check the health of a ZEO server, an instance or a cluster (like zeoup and zeo-nagios)'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand help; and not __fish_seen_subcommand_from create import show serve bench verify dump start stop restart status kill wait fg logtail logreopen up check generate-docs help" -f -a "generate-docs" -d 'Write the man pages and shell completions (for maintainers)'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand help; and not __fish_seen_subcommand_from create import show serve bench verify dump start stop restart status kill wait fg logtail logreopen up check generate-docs help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand help; and __fish_seen_subcommand_from create" -f -a "server" -d 'A ZEO server instance: etc/zeo.toml, var/, log/, logrotate, cron, systemd and wrappers'
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand help; and __fish_seen_subcommand_from create" -f -a "client" -d 'A Zope/WSGI client instance of one or more ZEO servers'
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand help; and __fish_seen_subcommand_from create" -f -a "cluster" -d 'A server and N clients with consistent addresses, and cluster.toml listing them'

@@ -192,14 +192,18 @@ def wait_port(port, proc, log, timeout=120):
 
 
 class Server:
-    def __init__(self, kind, zodbctl, datafs, log):
+    def __init__(self, kind, zodbctl, datafs, log, metrics=False):
         self.kind = kind
         self.port = free_port()
+        self.metrics_port = None
         addr = "127.0.0.1:%d" % self.port
         if kind == "runzeo":
             cmd = [os.path.join(BIN, "runzeo"), "-a", addr, "-f", datafs]
         else:
             cmd = [zodbctl, "serve", "-a", addr, "-f", datafs]
+            if metrics:
+                self.metrics_port = free_port()
+                cmd += ["--metrics", "127.0.0.1:%d" % self.metrics_port]
         self.log = log
         out = open(log, "wb")
         env = dict(os.environ)
@@ -344,6 +348,20 @@ def show(kind, name, r):
              r["client_sys_us_per_op"]), flush=True)
 
 
+def scrape_cost(server, n):
+    """Server CPU per GET /metrics, over `n` sequential scrapes."""
+    import urllib.request
+    url = "http://127.0.0.1:%d/metrics" % server.metrics_port
+    size = len(urllib.request.urlopen(url, timeout=10).read())
+    cpu0 = server.cpu()
+    t0 = time.perf_counter()
+    for _ in range(n):
+        urllib.request.urlopen(url, timeout=10).read()
+    secs = time.perf_counter() - t0
+    cpu = [b - a for a, b in zip(cpu0, server.cpu())]
+    return phase_result(n, secs, n / secs, cpu, (0.0, 0.0, 0.0)) | {"bytes": size}
+
+
 def run_server(kind, o, src, load_shares, zodbctl):
     d = os.path.join(o.datadir, "zeo-bench-%d-%s" % (os.getpid(), kind))
     shutil.rmtree(d, ignore_errors=True)
@@ -352,7 +370,10 @@ def run_server(kind, o, src, load_shares, zodbctl):
     shutil.copyfile(src, datafs)
     shutil.copyfile(src + ".index", datafs + ".index")
     res = {}
-    server = Server(kind, zodbctl, datafs, os.path.join(o.workdir, "server-%s.log" % kind))
+    # --baseline: the same runs against another zodbctl build (e.g. before a change).
+    binary = o.baseline if kind == "baseline" else zodbctl
+    server = Server(kind, binary, datafs, os.path.join(o.workdir, "server-%s.log" % kind),
+                    metrics=o.metrics and kind == "zodbctl")
     try:
         time.sleep(1)
         res["idle_rss_mb"] = server.rss()
@@ -385,6 +406,9 @@ def run_server(kind, o, src, load_shares, zodbctl):
                 res[name].update(p50_ms=rep["p50_ms"], p99_ms=rep["p99_ms"],
                                  errors=rep["errors"])
                 show(kind, name, res[name])
+        if server.metrics_port:
+            res["scrape"] = scrape_cost(server, o.scrapes)
+            show(kind, "scrape", res["scrape"])
         time.sleep(1)
         res["rss_after_mb"] = server.rss()
     finally:
@@ -401,6 +425,13 @@ def main():
     p.add_argument("--servers", default="runzeo,zodbctl")
     p.add_argument("--zodbctl", default=os.path.join(ROOT, "target", "release", "zodbctl"))
     p.add_argument("--no-build", action="store_true", help="do not run cargo build --release")
+    p.add_argument("--baseline", metavar="ZODBCTL",
+                   help="another zodbctl binary, served as the server kind 'baseline' "
+                        "(e.g. --servers baseline,zodbctl to measure a change's cost)")
+    p.add_argument("--metrics", action="store_true",
+                   help="serve the zodbctl kind with its Prometheus endpoint on, and "
+                        "measure the server CPU of a scrape")
+    p.add_argument("--scrapes", type=int, default=500, help="scrapes timed with --metrics")
     p.add_argument("--workdir", default=os.path.join(ROOT, "target", "bench-zeo"))
     p.add_argument("--datadir", default="/dev/shm" if os.path.isdir("/dev/shm") else None)
     # Defaults are (full run, --quick); options given explicitly win over both.
@@ -470,8 +501,28 @@ def median_of(runs):
     return out
 
 
+def report_baseline(s):
+    """zodbctl against --baseline: server CPU per operation and what the change costs."""
+    b, z = s["baseline"], s["zodbctl"]
+    print()
+    print("| server CPU µs/op | baseline | this build | cost |")
+    print("|---|---|---|---|")
+    for key in ["py_cold_load", "py_commit1", "py_commit100", "bench_cold_load",
+                "bench_commit1", "bench_commit100"]:
+        if key in b and key in z:
+            x, y = b[key]["cpu_us_per_op"], z[key]["cpu_us_per_op"]
+            print("| %s | %.1f | %.1f | %+.1f %% |" % (key, x, y, (y / x - 1) * 100 if x else 0))
+    if "scrape" in z:
+        sc = z["scrape"]
+        print("| GET /metrics (%d bytes), server CPU µs | | %.1f (%.1f + %.1f) | |"
+              % (sc["bytes"], sc["cpu_us_per_op"], sc["cpu_user_us_per_op"],
+                 sc["cpu_sys_us_per_op"]))
+
+
 def report(results):
     s = results["servers"]
+    if "baseline" in s and "zodbctl" in s:
+        report_baseline(s)
     if "runzeo" not in s or "zodbctl" not in s:
         return
     r, z = s["runzeo"], s["zodbctl"]

@@ -35,6 +35,7 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::Logreopen => supervisor::commands::logreopen(g),
         Command::Up(args) => supervisor::commands::up(g, args),
         Command::Top(args) => tui::run(g, args),
+        Command::Check(args) => crate::metrics::check::run(g, args),
         Command::GenerateDocs(args) => docs::generate(&args.out).map(|()| 0),
         Command::Manager(_) => supervisor::commands::manager_process(),
     }

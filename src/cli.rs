@@ -145,6 +145,18 @@ pub enum Command {
     /// Press ? for the keys. Colours are off when NO_COLOR is set.
     Top(TopArgs),
 
+
+    /// Check the health of a ZEO server, an instance or a cluster (like zeoup and zeo-nagios).
+    ///
+    /// With ADDR[:NAME], check any ZEO server (runzeo included): connect, register read-only,
+    /// read the last transaction and load the root. Without it, check every instance of the
+    /// cluster (or the one instance): manager and program, the server answering, each
+    /// storage's last transaction, disk space beside each Data.fs, the commit lock, and the
+    /// age of the last pack and backup.
+    ///
+    /// Exit status, as a Nagios plugin: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.
+    Check(CheckArgs),
+
     /// Write the man pages and shell completions (for maintainers).
     #[command(hide = true)]
     GenerateDocs(GenerateDocsArgs),
@@ -190,6 +202,9 @@ pub struct CreateServerArgs {
     /// Run the server as this Unix user when started as root (`--user` is an old name).
     #[arg(long = "unix-user", alias = "user", value_name = "USER")]
     pub user: Option<String>,
+    /// Serve Prometheus metrics, /healthz and /readyz on HOST:PORT ([metrics] in zeo.toml).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub metrics: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -294,6 +309,10 @@ pub struct ServeArgs {
     /// not survive a restart); repeatable.
     #[arg(long = "memory", value_name = "NAME")]
     pub memory: Vec<String>,
+    /// Serve Prometheus metrics, /healthz and /readyz over HTTP on HOST:PORT (overrides the
+    /// configuration's [metrics] address).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub metrics: Option<String>,
     /// Network threads (each connection lives on one); default: the configuration's
     /// `threads`, else one per two CPUs, at most 8.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=256))]
@@ -470,7 +489,8 @@ pub struct StartArgs {
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {
-    /// Print one JSON record per instance.
+    /// Print the status as JSON: one record for an instance, one document keyed by member
+    /// name for a cluster; running servers' records carry their figures under "server".
     #[arg(long)]
     pub json: bool,
     /// Also print the manager's raw status block (zdaemon's `status -l`).
@@ -595,4 +615,116 @@ pub struct PackArgs {
     /// Print the results as JSON (one object per target, in an array) instead of a line each.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// A ZEO server: HOST:PORT, [V6]:PORT or a Unix socket path, optionally followed by
+    /// :NAME for the storage (default "1"; with --nagios, every storage).
+    #[arg(value_name = "ADDR[:NAME]")]
+    pub target: Option<String>,
+    /// Nagios plugin output: zeo-nagios's messages, perfdata and exit codes.
+    #[arg(long)]
+    pub nagios: bool,
+    /// Print the checks as one JSON document.
+    #[arg(long, conflicts_with = "nagios")]
+    pub json: bool,
+    /// Also commit a probe (a new revision of the root object, as zeoup did); a
+    /// ConflictError counts as success.
+    #[arg(long)]
+    pub write: bool,
+    /// With --nagios: output metrics (zeo-nagios -m).
+    #[arg(short = 'm', long = "output-metrics")]
+    pub output_metrics: bool,
+    /// With --nagios: status file for rate metrics (zeo-nagios -s).
+    #[arg(short = 's', long = "status-path", value_name = "PATH")]
+    pub status_path: Option<PathBuf>,
+    /// With --nagios: time unit of rate metrics (zeo-nagios -u).
+    #[arg(short = 'u', long = "time-units", value_enum, default_value_t = TimeUnit::Minutes)]
+    pub time_units: TimeUnit,
+    /// How long to wait for the server, e.g. 10s.
+    #[arg(long, default_value = "10s", value_name = "DURATION", value_parser = parse_duration)]
+    pub timeout: std::time::Duration,
+    /// Free space beside a Data.fs below which to warn (percent of the file system).
+    #[arg(long, default_value = "10%", value_name = "PERCENT", value_parser = parse_percent)]
+    pub warn_disk: f64,
+    /// Free space beside a Data.fs below which the check is critical.
+    #[arg(long, default_value = "5%", value_name = "PERCENT", value_parser = parse_percent)]
+    pub crit_disk: f64,
+    /// Warn when the commit lock has been held this long.
+    #[arg(long, default_value = "10s", value_name = "DURATION", value_parser = parse_duration)]
+    pub warn_lock: std::time::Duration,
+    /// Critical when the commit lock has been held this long.
+    #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = parse_duration)]
+    pub crit_lock: std::time::Duration,
+    /// Warn when the last transaction is older than this (e.g. 1h); off by default.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub warn_commit_age: Option<std::time::Duration>,
+    /// Warn when the last pack finished longer ago than this (e.g. 8d); off by default.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub warn_pack_age: Option<std::time::Duration>,
+    /// Warn when the last backup finished longer ago than this (e.g. 26h); off by default.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub warn_backup_age: Option<std::time::Duration>,
+}
+
+/// zeo-nagios's `-u` choices.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TimeUnit {
+    Seconds,
+    Minutes,
+    Hours,
+    Days,
+}
+
+impl TimeUnit {
+    pub fn seconds(self) -> f64 {
+        match self {
+            TimeUnit::Seconds => 1.0,
+            TimeUnit::Minutes => 60.0,
+            TimeUnit::Hours => 3600.0,
+            TimeUnit::Days => 86400.0,
+        }
+    }
+}
+
+/// `30s`, `5m`, `2h`, `7d`, `250ms` or plain seconds.
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| c.is_ascii_alphabetic()) {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let mult = match unit {
+        "ms" => 0.001,
+        "s" => 1.0,
+        "m" => 60.0,
+        "h" => 3600.0,
+        "d" => 86400.0,
+        _ => {
+            return Err(format!(
+                "{s:?}: use a number with s, m, h, d or ms, e.g. 30s"
+            ));
+        }
+    };
+    let v: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?}: use a number with s, m, h, d or ms, e.g. 30s"))?;
+    std::time::Duration::try_from_secs_f64(v * mult)
+        .map_err(|_| format!("{s:?}: not a usable duration"))
+}
+
+/// `10%` or `10` (percent).
+pub fn parse_percent(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .trim()
+        .trim_end_matches('%')
+        .parse()
+        .map_err(|_| format!("{s:?}: give a percentage such as 10%"))?;
+    if (0.0..=100.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!("{s:?}: a percentage is between 0 and 100"))
+    }
 }

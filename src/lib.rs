@@ -13,6 +13,7 @@ pub mod error;
 pub mod instance;
 pub mod logging;
 pub mod maintenance;
+pub mod metrics;
 pub mod pickle;
 pub mod storage;
 pub mod supervisor;

@@ -229,14 +229,16 @@ fn a_cluster_starts_its_client_once_the_server_is_ready() {
     let lines = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(lines.contains("server: program running; pid="), "{lines}");
     assert!(lines.contains("client: program running; pid="), "{lines}");
+    // A cluster's status is one JSON document, members keyed by name; the running server's
+    // record carries its figures.
     let out = support::run_in(dir.path(), &["status", "--json"]);
-    let records: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    assert_eq!(records.len(), 2);
-    assert_eq!(records[0]["name"], "server");
-    assert_eq!(records[0]["ready"], true);
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let members = doc.as_object().unwrap();
+    assert_eq!(members.len(), 2, "{doc}");
+    assert_eq!(doc["server"]["name"], "server");
+    assert_eq!(doc["server"]["ready"], true);
+    assert!(doc["server"]["server"]["connections"].is_u64(), "{doc}");
+    assert_eq!(doc["client"]["name"], "client");
 
     // Stop goes in reverse: the client first.
     let out = support::run_in(dir.path(), &["stop"]);

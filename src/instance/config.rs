@@ -45,6 +45,18 @@ pub struct ServerConfig {
     /// `zodbctl backup` / `restore` of this instance's file storages.
     #[serde(default)]
     pub backup: BackupConfig,
+    /// The Prometheus endpoint (`/metrics`, `/healthz`, `/readyz`); off when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<MetricsConfig>,
+}
+
+/// `[metrics]`: where the server's HTTP endpoint for Prometheus and probes listens.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// HOST:PORT, e.g. "127.0.0.1:8099" (the endpoint has no authentication: keep it on a
+    /// private address).
+    pub address: String,
 }
 
 impl Default for ServerConfig {
@@ -55,6 +67,7 @@ impl Default for ServerConfig {
             eventlog: EventLogConfig::default(),
             runner: RunnerConfig::default(),
             environment: BTreeMap::new(),
+            metrics: None,
             backup: BackupConfig::default(),
         }
     }
@@ -1201,6 +1214,7 @@ mod proptests {
                     runner,
                     environment,
                     backup: BackupConfig::default(),
+                    metrics: None,
                 },
             )
     }

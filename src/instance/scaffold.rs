@@ -31,6 +31,8 @@ mod tpl {
     pub const ZEOCTL: &str = include_str!("../../templates/server/zeoctl");
     pub const RUNZEO: &str = include_str!("../../templates/server/runzeo");
     pub const REPOZO: &str = include_str!("../../templates/server/repozo");
+    pub const ZEOUP: &str = include_str!("../../templates/server/zeoup");
+    pub const ZEO_NAGIOS: &str = include_str!("../../templates/server/zeo-nagios");
     pub const SERVER_LOGROTATE: &str = include_str!("../../templates/server/logrotate.conf");
     pub const CRONTAB: &str = include_str!("../../templates/server/crontab");
     pub const SERVER_UNIT: &str = include_str!("../../templates/server/zodbctl.service");
@@ -273,6 +275,8 @@ pub struct ServerSpec {
     pub storages: Vec<(String, StorageKindArg)>,
     pub blobs: bool,
     pub user: Option<String>,
+    /// `[metrics] address`, when the instance serves Prometheus metrics.
+    pub metrics: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -326,6 +330,16 @@ impl ServerSpec {
             storages,
             blobs: args.blobs,
             user: args.user.clone(),
+            metrics: match &args.metrics {
+                Some(m) => {
+                    use std::net::ToSocketAddrs;
+                    if m.to_socket_addrs().map_or(true, |mut a| a.next().is_none()) {
+                        return Err(usage(anyhow!("--metrics {m}: not a HOST:PORT address")));
+                    }
+                    Some(m.clone())
+                }
+                None => None,
+            },
         })
     }
 
@@ -364,6 +378,10 @@ impl ServerSpec {
         };
         c.zeo.address = self.address.clone();
         c.runner.user = self.user.clone();
+        c.metrics = self
+            .metrics
+            .as_ref()
+            .map(|a| super::config::MetricsConfig { address: a.clone() });
         c
     }
 }
@@ -432,6 +450,17 @@ pub fn plan_server(dir: &Path, spec: &ServerSpec) -> Result<(Plan, ServerConfig)
             ("ADDRESS", toml_str(&spec.address.to_string())),
             ("STORAGES", render_storages(&config)),
             ("USER", user_line),
+            (
+                "METRICS",
+                match &spec.metrics {
+                    Some(a) => format!("[metrics]\naddress = {}\n", toml_str(a)),
+                    None => {
+                        "# Prometheus metrics, /healthz and /readyz over HTTP (off by default):\n\
+                             # [metrics]\n# address = \"127.0.0.1:8099\"\n"
+                            .into()
+                    }
+                },
+            ),
         ],
     )?;
     let toml_file = dir.join(SERVER_TOML);
@@ -486,6 +515,8 @@ pub fn plan_server(dir: &Path, spec: &ServerSpec) -> Result<(Plan, ServerConfig)
     plan.script(dir.join("bin/zeoctl"), fill(tpl::ZEOCTL, &vars)?);
     plan.script(dir.join("bin/runzeo"), fill(tpl::RUNZEO, &vars)?);
     plan.script(dir.join("bin/repozo"), fill(tpl::REPOZO, &vars)?);
+    plan.script(dir.join("bin/zeoup"), fill(tpl::ZEOUP, &vars)?);
+    plan.script(dir.join("bin/zeo-nagios"), fill(tpl::ZEO_NAGIOS, &vars)?);
     Ok((plan, config))
 }
 
@@ -902,6 +933,17 @@ pub fn plan_cluster(dir: &Path, args: &CreateClusterArgs) -> Result<(Plan, Clust
         storages,
         blobs: args.blobs,
         user: None,
+        // The port below the server's: clients take the ones above it.
+        metrics: Some(format!(
+            "127.0.0.1:{}",
+            match args.base_port.checked_sub(1) {
+                Some(p) if p > 0 => p,
+                _ => args
+                    .base_port
+                    .saturating_add(args.clients)
+                    .saturating_add(1),
+            }
+        )),
     };
     let mut plan = Plan::default();
     plan.dir(dir.to_path_buf());
@@ -1010,6 +1052,7 @@ mod tests {
             ],
             blobs: true,
             user: Some("zope".into()),
+            metrics: None,
         };
         let (plan, config) = plan_server(Path::new("/srv/zeo"), &spec).unwrap();
         assert_eq!(config.storages.len(), 3);

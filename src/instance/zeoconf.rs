@@ -268,6 +268,7 @@ impl Mapper {
             runner: runner.unwrap_or_default(),
             environment,
             backup: Default::default(),
+            metrics: None,
         })
     }
 

@@ -513,13 +513,30 @@ pub fn restart(g: &GlobalArgs) -> Result<u8> {
 pub fn status(g: &GlobalArgs, args: &StatusArgs) -> Result<u8> {
     let target = config::load(g)?;
     let mut code = 0;
+    // Running servers' figures (connections, last commit age, file size), by member name.
+    let figures = |name: &str| -> Option<serde_json::Value> {
+        let members = crate::metrics::check::members(g).ok()?;
+        let (_, inst) = members.into_iter().find(|(n, _)| n == name)?;
+        crate::metrics::check::server_figures(&inst, STATUS_FIGURES_TIMEOUT)
+    };
+    // A cluster's records form one document keyed by member name.
+    let mut cluster_doc = serde_json::Map::new();
     for s in target.members() {
         if args.json {
             let rec = client::json_status(&s.socket).unwrap_or_else(|| {
                 code = EXIT_NOT_RUNNING;
                 InstanceStatus::not_running(&s.name, &s.socket.to_string_lossy(), &s.program)
             });
-            println!("{}", serde_json::to_string(&rec)?);
+            let running = rec.pid.is_some();
+            let mut v = serde_json::to_value(&rec)?;
+            if running && let Some(f) = figures(&s.name) {
+                v["server"] = f;
+            }
+            if target.is_cluster() {
+                cluster_doc.insert(s.name.clone(), v);
+            } else {
+                println!("{}", serde_json::to_string(&v)?);
+            }
             continue;
         }
         let out = Out::new(&target, s);
@@ -537,12 +554,26 @@ pub fn status(g: &GlobalArgs, args: &StatusArgs) -> Result<u8> {
                 if args.long {
                     // zdaemon prints the reply as is, then an empty line.
                     println!("{raw}");
+                    if st.pid != 0
+                        && let Some(f) = figures(&s.name)
+                    {
+                        out.line(&format!(
+                            "server: {}",
+                            crate::metrics::check::figures_line(&f)
+                        ));
+                    }
                 }
             }
         }
     }
+    if args.json && target.is_cluster() {
+        println!("{}", serde_json::to_string(&cluster_doc)?);
+    }
     Ok(code)
 }
+
+/// How long `status` waits for a server's figures.
+const STATUS_FIGURES_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// A signal by name (any case, with or without `SIG`) or number (§1.5 `kill`).
 pub fn parse_signal(arg: &str) -> Result<Signal> {
@@ -886,6 +917,7 @@ pub fn up(g: &GlobalArgs, args: &UpArgs) -> Result<u8> {
                 blobs: false,
                 storages: Vec::new(),
                 user: None,
+                metrics: None,
             })?;
             instance::locate_in_dir(&dir).map_err(usage)?
         }

@@ -45,7 +45,19 @@ pub fn serve(g: &GlobalArgs, args: &ServeArgs) -> Result<u8> {
     let _log_guard = tracing::dispatcher::set_default(&dispatch);
     // The accept loop's thread is the first shard (see `shards`).
     let runtime = shards::runtime(&dispatch).context("starting the async runtime")?;
+    // The metrics endpoint comes up first: `/readyz` says "not ready" while storages open.
+    let exposed = match &config.metrics {
+        Some(addr) => {
+            let ex = crate::metrics::Exposed::new();
+            crate::metrics::start(addr, Arc::clone(&ex)).map_err(|e| usage(anyhow!(e)))?;
+            Some(ex)
+        }
+        None => None,
+    };
     let storages = open_storages(&config)?;
+    if let Some(ex) = &exposed {
+        ex.set_storages(storages.clone());
+    }
     if let Some(pid_file) = &config.pid_file {
         if let Some(dir) = pid_file.parent().filter(|d| !d.as_os_str().is_empty()) {
             let _ = std::fs::create_dir_all(dir);
@@ -151,6 +163,9 @@ fn build_config(g: &GlobalArgs, args: &ServeArgs) -> Result<ServerConfig> {
     if args.log_file.is_some() {
         config.log_file = args.log_file.clone();
     }
+    if args.metrics.is_some() {
+        config.metrics = args.metrics.clone();
+    }
     Ok(config)
 }
 
@@ -199,6 +214,7 @@ fn config_from_instance(inst: crate::instance::Instance) -> Result<ServerConfig>
         None => Some(inst.resolve(&sc.eventlog.path)),
     };
     c.log_level = Some(sc.eventlog.level.tracing_directive().to_string());
+    c.metrics = sc.metrics.as_ref().map(|m| m.address.clone());
     for (name, st) in &sc.storages {
         let kind = match st {
             Stor::File(f) => StorageKind::File {

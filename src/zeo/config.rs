@@ -139,6 +139,8 @@ pub struct ServerConfig {
     /// Largest amount of unsent output per connection before it is closed.
     pub max_outbuf: usize,
     pub tls: Option<TlsConfig>,
+    /// Where the Prometheus endpoint listens (HOST:PORT); off when `None`.
+    pub metrics: Option<String>,
 }
 
 /// Default bound on a request frame: object records travel whole in one frame, and megabytes
@@ -164,6 +166,7 @@ impl ServerConfig {
             threads: None,
             max_outbuf: DEFAULT_MAX_OUTBUF,
             tls: None,
+            metrics: None,
         }
     }
 }

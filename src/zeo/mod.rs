@@ -44,5 +44,6 @@ pub mod outbox;
 pub mod server;
 pub mod shards;
 pub mod shared;
+pub mod stats;
 pub mod tls;
 pub mod wire;

@@ -210,6 +210,9 @@ impl Outbox {
                 target: "ZEO.asyncio.server",
                 "closing a connection whose client does not read ({pending} bytes unsent)"
             );
+            crate::zeo::stats::SERVER
+                .slow_closed
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             self.kill();
             return false;
         }
@@ -259,7 +262,10 @@ impl Outbox {
                         self.kill();
                         return;
                     }
-                    Ok(n) => st.sent += n,
+                    Ok(n) => {
+                        st.sent += n;
+                        crate::zeo::stats::SERVER.add_out(n);
+                    }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     Err(_) => {
@@ -378,7 +384,10 @@ async fn raw_writer(shared: Arc<Shared>) {
                         mark_dead(&shared);
                         return;
                     }
-                    Ok(n) => st.sent += n,
+                    Ok(n) => {
+                        st.sent += n;
+                        crate::zeo::stats::SERVER.add_out(n);
+                    }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     Err(_) => {
@@ -426,6 +435,7 @@ async fn stream_writer(mut sink: Box<dyn AsyncWrite + Unpin + Send>, shared: Arc
             }
             let wrote = tokio::time::timeout(STALL, async {
                 sink.write_all(&chunk).await?;
+                crate::zeo::stats::SERVER.add_out(chunk.len());
                 sink.flush().await
             })
             .await;

@@ -20,6 +20,7 @@ use super::log::LogTarget;
 use super::outbox::Sink;
 use super::shards::Shards;
 use super::shared::StorageState;
+use super::stats::{Refused, SERVER};
 use super::wire::Value;
 
 const LOG_RUNZEO: &str = "ZEO.runzeo";
@@ -218,6 +219,12 @@ pub async fn run(
         }
     }
 
+    // Every storage is open and the listener accepts: ready (`/readyz`).
+    SERVER.mark_started();
+    SERVER
+        .serving
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
@@ -261,6 +268,9 @@ pub async fn run(
         }
     };
 
+    SERVER
+        .serving
+        .store(false, std::sync::atomic::Ordering::Relaxed);
     // Connections abort any transaction in progress and close; a commit already in its
     // finish step completes first (it runs to the end before the connection looks again).
     let _ = shutdown_tx.send(true);
@@ -318,9 +328,11 @@ async fn serve_on_shard(
                             connection::serve(ctx, rd, Sink::Stream(Box::new(wr)), peer).await;
                         }
                         Ok(Err(e)) => {
+                            SERVER.refused(Refused::Tls);
                             warn!(target: "ZEO.asyncio.server", "TLS handshake with {peer} failed: {e}")
                         }
                         Err(_) => {
+                            SERVER.refused(Refused::Tls);
                             warn!(target: "ZEO.asyncio.server", "TLS handshake with {peer} timed out")
                         }
                     }

@@ -9,23 +9,14 @@
 //! invalidations after it, in tid order.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::backend::{Backend, Oid, Tid, hex};
 use super::outbox::Outbox;
 use super::wire::{Encoding, Value};
 
-#[derive(Default)]
-pub struct Stats {
-    pub loads: AtomicU64,
-    pub stores: AtomicU64,
-    pub commits: AtomicU64,
-    pub aborts: AtomicU64,
-    pub active_txns: AtomicI64,
-    pub conflicts: AtomicU64,
-    pub waiting: AtomicI64,
-}
+pub use super::stats::Stats;
 
 pub struct Registered {
     pub outbox: Outbox,
@@ -118,7 +109,13 @@ impl StorageState {
         self.seq.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Record that the commit lock was taken (`Some(unix time)`) or released (`None`); the
+    /// statistics time the hold from here, so every release path is measured.
     pub fn set_lock_time(&self, t: Option<f64>) {
+        match t {
+            Some(_) => self.stats.lock_taken(),
+            None => self.stats.lock_released(),
+        }
         *self.lock_time.lock().unwrap_or_else(|e| e.into_inner()) = t;
     }
 
@@ -164,6 +161,7 @@ impl StorageState {
             .unwrap_or(None)
             .map_or(Value::Nil, Value::Float);
         let int = |a: &AtomicU64| Value::Int(a.load(Ordering::Relaxed) as i64);
+        let info = self.backend.info();
         vec![
             ("connections".into(), Value::Int(connections)),
             ("loads".into(), int(&s.loads)),
@@ -194,6 +192,11 @@ impl StorageState {
                 "last-transaction".into(),
                 Value::Str(hex(&self.backend.last_transaction())),
             ),
+            // Beyond runzeo's keys (clients that know only those ignore them).
+            ("size".into(), Value::Int(info.size as i64)),
+            ("objects".into(), Value::Int(info.length as i64)),
+            ("undos".into(), int(&s.undos)),
+            ("lock-held".into(), Value::Float(s.lock_held_seconds())),
         ]
     }
 }

@@ -41,6 +41,7 @@ impl Conn {
             bytes: 0,
             commit: None,
             undo_oids: Vec::new(),
+            voted_at: None,
         });
         if let Some(st) = &self.storage {
             st.stats.active_txns.fetch_add(1, Ordering::Relaxed);
@@ -100,7 +101,9 @@ impl Conn {
         if self.read_only {
             return Err(Fail::read_only());
         }
-        self.txn_for(&given)?;
+        let txn = self.txn_for(&given)?;
+        // A vote repeated after conflict resolution keeps the first one's time.
+        txn.voted_at.get_or_insert_with(std::time::Instant::now);
         if self.vote_wait.is_some() {
             return Err(Fail::args(
                 "ZODB.POSException.StorageTransactionError",
@@ -237,6 +240,12 @@ impl Conn {
             }
         }
         let tid = commit.tid();
+        let undos = txn
+            .ops
+            .iter()
+            .filter(|op| matches!(op, Op::Undo { .. }))
+            .count();
+        let voted_at = txn.voted_at;
         let me = self.id;
         // The fsync happens first, outside the visibility lock and, unless it is known to be
         // quick, off the shard's thread, so other clients' loads go on during it; publishing is then an in-memory index update.
@@ -297,7 +306,8 @@ impl Conn {
         let reply = match result {
             Ok(tid) => {
                 debug!(target: LOG_STORAGE, "({}) committed {}", self.label, hex(&tid));
-                st.stats.commits.fetch_add(1, Ordering::Relaxed);
+                st.stats.committed(voted_at.map(|t| t.elapsed()));
+                st.stats.undos.fetch_add(undos as u64, Ordering::Relaxed);
                 let info = st.backend.info();
                 self.out.send(&codec::call(
                     self.enc,

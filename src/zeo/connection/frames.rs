@@ -75,7 +75,9 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             None => 0,
         };
         self.buf.reserve(want.clamp(READ_CHUNK, 1 << 20));
-        Ok(self.rd.read_buf(&mut self.buf).await? > 0)
+        let n = self.rd.read_buf(&mut self.buf).await?;
+        crate::zeo::stats::SERVER.add_in(n);
+        Ok(n > 0)
     }
 
     /// The next frame, reading as needed (the handshake); None at end of stream.

@@ -46,6 +46,7 @@ use super::errors::Fail;
 use super::outbox::{Outbox, Sink};
 use super::server::ServerCtx;
 use super::shared::{Registered, StorageState};
+use super::stats::{Refused, SERVER};
 use super::wire::{Encoding, Incoming, Request, Value};
 
 const LOG_SERVER: &str = "ZEO.asyncio.server";
@@ -124,6 +125,8 @@ struct Txn {
     /// Present between a successful vote and finish/abort.
     commit: Option<Box<dyn Commit>>,
     undo_oids: Vec<Oid>,
+    /// When the vote arrived, for the commit latency histogram.
+    voted_at: Option<std::time::Instant>,
 }
 
 enum Iter {
@@ -180,6 +183,7 @@ where
     out.send(announce);
     let mut input = FrameReader::new(rd, ctx.config.max_frame);
     let id = ctx.next_conn.fetch_add(1, Ordering::Relaxed);
+    SERVER.connections_total.fetch_add(1, Ordering::Relaxed);
     info!(target: LOG_SERVER, "Connected server protocol {peer}");
 
     let first = tokio::time::timeout(HANDSHAKE_TIMEOUT, input.next_owned()).await;
@@ -193,16 +197,19 @@ where
         Ok(Ok(Some(hs))) if hs.len() == 2 && hs[1] == b'5' && hs[0] == b'M' => Encoding::Msgpack,
         Ok(Ok(Some(hs))) if hs.len() == 2 && hs[1] == b'5' && hs[0] == b'Z' => Encoding::Pickle,
         Ok(Ok(Some(hs))) => {
+            SERVER.refused(Refused::Handshake);
             error!(target: LOG_SERVER, "bad handshake {}", py_repr(&hs));
             out.kill();
             return;
         }
         Ok(Err(e)) => {
+            SERVER.refused(Refused::FrameSize);
             error!(target: LOG_SERVER, "{peer}: {e}");
             out.kill();
             return;
         }
         Ok(Ok(None)) | Err(_) => {
+            SERVER.refused(Refused::Handshake);
             out.kill();
             return;
         }
@@ -287,6 +294,7 @@ impl Conn {
                 Ok(Some(payload)) => self.on_frame(payload).await,
                 Ok(None) => break,
                 Err(e) => {
+                    SERVER.refused(Refused::FrameSize);
                     error!(target: LOG_SERVER, "({}) {e}; closing", self.label);
                     self.closing = true;
                 }
@@ -579,6 +587,7 @@ impl Conn {
             // Queued under the sequencer: no invalidation after `last` can precede it.
             self.send_reply(&req.msgid, bv(&last));
         }
+        st.stats.connections.fetch_add(1, Ordering::Relaxed);
         self.storage = Some(st);
         Ok(None)
     }
@@ -620,6 +629,7 @@ impl Conn {
         }
         if let Some(st) = &self.storage {
             st.seq().conns.remove(&self.id);
+            st.stats.connections.fetch_sub(1, Ordering::Relaxed);
         }
         self.iters.clear();
         match in_txn {
