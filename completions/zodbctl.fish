@@ -35,6 +35,9 @@ complete -c zodbctl -n "__fish_zodbctl_needs_command" -f -a "serve" -d 'Run the 
 complete -c zodbctl -n "__fish_zodbctl_needs_command" -f -a "bench" -d 'Generate load against any ZEO server and report ops/s and latencies'
 complete -c zodbctl -n "__fish_zodbctl_needs_command" -f -a "verify" -d 'Check a Data.fs for damage, as fstest does'
 complete -c zodbctl -n "__fish_zodbctl_needs_command" -f -a "dump" -d 'Print the records of a Data.fs, as fsdump does'
+complete -c zodbctl -n "__fish_zodbctl_needs_command" -f -a "backup" -d 'Back up a Data.fs and its blobs into a repozo repository (full or incremental)'
+complete -c zodbctl -n "__fish_zodbctl_needs_command" -f -a "restore" -d 'Restore a Data.fs (and its blobs) from a repozo repository'
+complete -c zodbctl -n "__fish_zodbctl_needs_command" -f -a "pack" -d 'Pack storages: through a ZEO server (as zeopack), or offline on a Data.fs'
 complete -c zodbctl -n "__fish_zodbctl_needs_command" -f -a "start" -d 'Start the instance (or every instance of a cluster) under its manager'
 complete -c zodbctl -n "__fish_zodbctl_needs_command" -f -a "stop" -d 'Stop the program and its manager'
 complete -c zodbctl -n "__fish_zodbctl_needs_command" -f -a "restart" -d 'Stop and start the program again (the manager keeps running)'
@@ -45,8 +48,10 @@ complete -c zodbctl -n "__fish_zodbctl_needs_command" -f -a "fg" -d 'Run the pro
 complete -c zodbctl -n "__fish_zodbctl_needs_command" -f -a "logtail" -d 'Show the end of the transcript or log file'
 complete -c zodbctl -n "__fish_zodbctl_needs_command" -f -a "logreopen" -d 'Reopen the transcript and tell the program to reopen its logs (SIGUSR2)'
 complete -c zodbctl -n "__fish_zodbctl_needs_command" -f -a "up" -d 'Create a server instance if DIR has none, start it, and wait until it serves'
+complete -c zodbctl -n "__fish_zodbctl_needs_command" -f -a "top" -d 'Live dashboard of a cluster, an instance or any ZEO servers, with actions (like top)'
 complete -c zodbctl -n "__fish_zodbctl_needs_command" -f -a "check" -d 'Check the health of a ZEO server, an instance or a cluster (like zeoup and zeo-nagios)'
 complete -c zodbctl -n "__fish_zodbctl_needs_command" -f -a "generate-docs" -d 'Write the man pages and shell completions (for maintainers)'
+complete -c zodbctl -n "__fish_zodbctl_needs_command" -f -a "manager" -d 'The daemon manager of one instance, as `start` runs it (internal: its settings come from `start`; the argument only names the instance in `ps`)'
 complete -c zodbctl -n "__fish_zodbctl_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand create; and not __fish_seen_subcommand_from server client cluster help" -s i -l instance -d 'The instance (or cluster) directory to act on' -r -F
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand create; and not __fish_seen_subcommand_from server client cluster help" -s C -l config -d 'Use this configuration file instead of the instance\'s own' -r -F
@@ -58,7 +63,7 @@ complete -c zodbctl -n "__fish_zodbctl_using_subcommand create; and not __fish_s
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand create; and not __fish_seen_subcommand_from server client cluster help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand create; and __fish_seen_subcommand_from server" -s a -l address -d 'Address to listen on: HOST:PORT, [V6]:PORT, PORT or a Unix socket path' -r
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand create; and __fish_seen_subcommand_from server" -l storage -d 'A storage to serve, NAME or NAME=TYPE (TYPE is file or memory); repeatable' -r
-complete -c zodbctl -n "__fish_zodbctl_using_subcommand create; and __fish_seen_subcommand_from server" -l user -d 'Run the server as this user when started as root' -r
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand create; and __fish_seen_subcommand_from server" -l unix-user -d 'Run the server as this Unix user when started as root (`--user` is an old name)' -r
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand create; and __fish_seen_subcommand_from server" -l metrics -d 'Serve Prometheus metrics, /healthz and /readyz on HOST:PORT ([metrics] in zeo.toml)' -r
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand create; and __fish_seen_subcommand_from server" -s i -l instance -d 'The instance (or cluster) directory to act on' -r -F
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand create; and __fish_seen_subcommand_from server" -s C -l config -d 'Use this configuration file instead of the instance\'s own' -r -F
@@ -69,14 +74,19 @@ complete -c zodbctl -n "__fish_zodbctl_using_subcommand create; and __fish_seen_
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand create; and __fish_seen_subcommand_from client" -l storage -d 'Name of the storage on the server' -r
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand create; and __fish_seen_subcommand_from client" -l cache-size -d 'Size of the client\'s ZEO cache, e.g. 128MB' -r
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand create; and __fish_seen_subcommand_from client" -l program -d 'Program the instance runs (shell-style quoting); default `runwsgi -v etc/zope.ini`' -r
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand create; and __fish_seen_subcommand_from client" -l python -d 'The Python virtualenv Zope is installed in: the program becomes its `bin/runwsgi` (absolute) and its `bin` leads the program\'s PATH' -r -F
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand create; and __fish_seen_subcommand_from client" -l admin -d 'Zope\'s first user, with the Manager role: writes `inituser`, as mkwsgiinstance -u does' -r
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand create; and __fish_seen_subcommand_from client" -l http -d 'Where the Zope HTTP server listens: HOST:PORT or a Unix socket path' -r
-complete -c zodbctl -n "__fish_zodbctl_using_subcommand create; and __fish_seen_subcommand_from client" -l user -d 'Run the program as this user when started as root' -r
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand create; and __fish_seen_subcommand_from client" -l unix-user -d 'Run the program as this Unix user when started as root (`--user` is an old name)' -r
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand create; and __fish_seen_subcommand_from client" -s i -l instance -d 'The instance (or cluster) directory to act on' -r -F
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand create; and __fish_seen_subcommand_from client" -s C -l config -d 'Use this configuration file instead of the instance\'s own' -r -F
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand create; and __fish_seen_subcommand_from client" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand create; and __fish_seen_subcommand_from client" -s V -l version -d 'Print version'
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand create; and __fish_seen_subcommand_from cluster" -l clients -d 'Number of client instances' -r
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand create; and __fish_seen_subcommand_from cluster" -l base-port -d 'Port of the server; client N listens on BASE+N' -r
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand create; and __fish_seen_subcommand_from cluster" -l program -d 'Program every client runs (shell-style quoting); default `runwsgi -v etc/zope.ini`' -r
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand create; and __fish_seen_subcommand_from cluster" -l python -d 'The Python virtualenv Zope is installed in: clients run its `bin/runwsgi` (absolute) with its `bin` leading their PATH' -r -F
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand create; and __fish_seen_subcommand_from cluster" -l admin -d 'Zope\'s first user, with the Manager role, in every client (writes `inituser`)' -r
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand create; and __fish_seen_subcommand_from cluster" -s i -l instance -d 'The instance (or cluster) directory to act on' -r -F
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand create; and __fish_seen_subcommand_from cluster" -s C -l config -d 'Use this configuration file instead of the instance\'s own' -r -F
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand create; and __fish_seen_subcommand_from cluster" -l sessions -d 'Add a shared, non-historical "sessions" storage mounted in every client'
@@ -140,6 +150,50 @@ complete -c zodbctl -n "__fish_zodbctl_using_subcommand dump" -s C -l config -d 
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand dump" -s v -l verbose -d 'Print every header field of every record instead (fsdump\'s `Dumper`)'
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand dump" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand dump" -s V -l version -d 'Print version'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand backup" -s f -l file -d 'The Data.fs to back up (with -r); default: the instance\'s file storages' -r -F
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand backup" -s r -l repository -d 'The repository directory (must exist); default: the instance\'s, under its [backup] repository (created when missing)' -r -F
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand backup" -l storage -d 'Only the instance\'s storage of this name' -r
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand backup" -l keep -d 'Keep only the newest N full backups and their incrementals (0: all)' -r
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand backup" -l blob-dir -d 'The blob directory to back up with the file (default with an instance: the storage\'s, when [backup] blobs is true)' -r -F
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand backup" -s i -l instance -d 'The instance (or cluster) directory to act on' -r -F
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand backup" -s C -l config -d 'Use this configuration file instead of the instance\'s own' -r -F
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand backup" -s F -l full -d 'Make a full backup, even when an incremental one would do'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand backup" -s Q -l quick -d 'Decide from the last .dat line only (compare the last backed-up chunk, not all); with --verify: check sizes only, not md5s'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand backup" -s z -l gzip -d 'Write gzip-compressed backup files (default with an instance: its [backup] gzip)'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand backup" -l no-gzip -d 'Write plain backup files'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand backup" -s k -l kill-old-on-full -d 'After a full backup, delete the older backups (with their .dat, .index and blobs)'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand backup" -l no-blobs -d 'Do not back up blobs'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand backup" -l verify -d 'Check the repository instead (repozo -V): every chain file present, sizes and md5s right (sizes only with --quick), blob files present. Exit status 1 on a problem'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand backup" -l json -d 'Print the result as JSON (one object per storage)'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand backup" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand backup" -s V -l version -d 'Print version'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand restore" -s r -l repository -d 'The repository directory; default: the instance\'s' -r -F
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand restore" -s o -l output -d 'The file to write ("-": standard output); default: the instance\'s Data.fs' -r -F
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand restore" -l storage -d 'With an instance: the storage of this name' -r
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand restore" -s D -l date -d 'Restore the state as of this UTC time, yyyy-mm-dd[-hh[-mm[-ss]]] (as repozo -D)' -r
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand restore" -l blob-dir -d 'Restore the blobs into this directory (default with an instance: the storage\'s)' -r -F
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand restore" -s i -l instance -d 'The instance (or cluster) directory to act on' -r -F
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand restore" -s C -l config -d 'Use this configuration file instead of the instance\'s own' -r -F
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand restore" -s w -l verify -d 'Check each backup file\'s size and md5 against the .dat while restoring (repozo -w)'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand restore" -l no-blobs -d 'Do not restore blobs'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand restore" -s F -l full -d 'Rewrite the whole file even when an earlier restore could be extended'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand restore" -l json -d 'Print the result as JSON'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand restore" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand restore" -s V -l version -d 'Print version'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand pack" -l storage -d 'Without TARGET: only the instance\'s storage of this name' -r
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand pack" -s S -d 'The storage name for servers given without :NAME (zeopack\'s -S; default 1)' -r
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand pack" -l blob-dir -d 'The blob directory of a Data.fs packed offline (default: the instance\'s)' -r -F
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand pack" -s d -l days -d 'Pack to this many days before the reference time (default: the instance\'s pack-days, else 0)' -r
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand pack" -s t -l time -d 'The reference time: today at this local time (default: now)' -r
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand pack" -l at -d 'Pack to exactly this time, in seconds since the epoch (UTC), instead of -t and -d' -r
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand pack" -s i -l instance -d 'The instance (or cluster) directory to act on' -r -F
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand pack" -s C -l config -d 'Use this configuration file instead of the instance\'s own' -r -F
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand pack" -l no-gc -d 'Offline: pack without garbage collection (keep unreachable objects). A server packs with its own pack-gc setting'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand pack" -l keep-old -d 'Offline: keep the previous file as Data.fs.old (the default, or the instance\'s pack-keep-old)'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand pack" -l no-keep-old -d 'Offline: do not keep Data.fs.old (nor the blob directory\'s .old)'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand pack" -l json -d 'Print the results as JSON (one object per target, in an array) instead of a line each'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand pack" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand pack" -s V -l version -d 'Print version'
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand start" -s i -l instance -d 'The instance (or cluster) directory to act on' -r -F
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand start" -s C -l config -d 'Use this configuration file instead of the instance\'s own' -r -F
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand start" -l foreground -d 'Run the manager in the foreground and exit with the program\'s status (for systemd)'
@@ -171,11 +225,12 @@ complete -c zodbctl -n "__fish_zodbctl_using_subcommand fg" -s i -l instance -d 
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand fg" -s C -l config -d 'Use this configuration file instead of the instance\'s own' -r -F
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand fg" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand fg" -s V -l version -d 'Print version'
-complete -c zodbctl -n "__fish_zodbctl_using_subcommand logtail" -s n -l lines -d 'Number of lines to show' -r
-complete -c zodbctl -n "__fish_zodbctl_using_subcommand logtail" -l file -d 'Show this log file instead of the transcript' -r -F
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand logtail" -s n -l lines -d 'Number of lines to show (per member on a cluster)' -r
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand logtail" -s m -l member -d 'On a cluster: only this member (its name in cluster.toml); `-i DIR/MEMBER` works too' -r
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand logtail" -l file -d 'Show this log file instead: a relative path is relative to the instance directory' -r -F
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand logtail" -s i -l instance -d 'The instance (or cluster) directory to act on' -r -F
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand logtail" -s C -l config -d 'Use this configuration file instead of the instance\'s own' -r -F
-complete -c zodbctl -n "__fish_zodbctl_using_subcommand logtail" -s f -l follow -d 'Keep following the file as it grows'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand logtail" -s f -l follow -d 'Keep following the file as it grows (on a cluster: every member\'s, each line prefixed with the member\'s name)'
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand logtail" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand logtail" -s V -l version -d 'Print version'
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand logreopen" -s i -l instance -d 'The instance (or cluster) directory to act on' -r -F
@@ -187,6 +242,15 @@ complete -c zodbctl -n "__fish_zodbctl_using_subcommand up" -s i -l instance -d 
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand up" -s C -l config -d 'Use this configuration file instead of the instance\'s own' -r -F
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand up" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand up" -s V -l version -d 'Print version'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand top" -l interval -d 'Seconds between refreshes (fractions allowed)' -r
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand top" -s i -l instance -d 'The instance (or cluster) directory to act on' -r -F
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand top" -s C -l config -d 'Use this configuration file instead of the instance\'s own' -r -F
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand top" -l once -d 'Print one frame as plain text and exit (two samples, one interval apart, for rates)'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand top" -l json -d 'Print the snapshot the screen is drawn from as JSON and exit'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand top" -l read-only -d 'Disable every action (start, stop, restart, logreopen, kill)'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand top" -l mouse -d 'Use the mouse: the wheel scrolls, a click selects (the terminal\'s own text selection then needs Shift)'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand top" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand top" -s V -l version -d 'Print version'
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand check" -s s -l status-path -d 'With --nagios: status file for rate metrics (zeo-nagios -s)' -r -F
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand check" -s u -l time-units -d 'With --nagios: time unit of rate metrics (zeo-nagios -u)' -r -f -a "seconds\t''
 minutes\t''
@@ -213,26 +277,35 @@ complete -c zodbctl -n "__fish_zodbctl_using_subcommand generate-docs" -s i -l i
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand generate-docs" -s C -l config -d 'Use this configuration file instead of the instance\'s own' -r -F
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand generate-docs" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand generate-docs" -s V -l version -d 'Print version'
-complete -c zodbctl -n "__fish_zodbctl_using_subcommand help; and not __fish_seen_subcommand_from create import show serve bench verify dump start stop restart status kill wait fg logtail logreopen up check generate-docs help" -f -a "create" -d 'Lay out a new server, client or cluster instance (like mkzeoinstance)'
-complete -c zodbctl -n "__fish_zodbctl_using_subcommand help; and not __fish_seen_subcommand_from create import show serve bench verify dump start stop restart status kill wait fg logtail logreopen up check generate-docs help" -f -a "import" -d 'Convert a ZConfig zeo.conf into zodbctl\'s TOML configuration'
-complete -c zodbctl -n "__fish_zodbctl_using_subcommand help; and not __fish_seen_subcommand_from create import show serve bench verify dump start stop restart status kill wait fg logtail logreopen up check generate-docs help" -f -a "show" -d 'Print the effective configuration, defaults filled in, as TOML'
-complete -c zodbctl -n "__fish_zodbctl_using_subcommand help; and not __fish_seen_subcommand_from create import show serve bench verify dump start stop restart status kill wait fg logtail logreopen up check generate-docs help" -f -a "serve" -d 'Run the ZEO storage server in the foreground (like runzeo)'
-complete -c zodbctl -n "__fish_zodbctl_using_subcommand help; and not __fish_seen_subcommand_from create import show serve bench verify dump start stop restart status kill wait fg logtail logreopen up check generate-docs help" -f -a "bench" -d 'Generate load against any ZEO server and report ops/s and latencies'
-complete -c zodbctl -n "__fish_zodbctl_using_subcommand help; and not __fish_seen_subcommand_from create import show serve bench verify dump start stop restart status kill wait fg logtail logreopen up check generate-docs help" -f -a "verify" -d 'Check a Data.fs for damage, as fstest does'
-complete -c zodbctl -n "__fish_zodbctl_using_subcommand help; and not __fish_seen_subcommand_from create import show serve bench verify dump start stop restart status kill wait fg logtail logreopen up check generate-docs help" -f -a "dump" -d 'Print the records of a Data.fs, as fsdump does'
-complete -c zodbctl -n "__fish_zodbctl_using_subcommand help; and not __fish_seen_subcommand_from create import show serve bench verify dump start stop restart status kill wait fg logtail logreopen up check generate-docs help" -f -a "start" -d 'Start the instance (or every instance of a cluster) under its manager'
-complete -c zodbctl -n "__fish_zodbctl_using_subcommand help; and not __fish_seen_subcommand_from create import show serve bench verify dump start stop restart status kill wait fg logtail logreopen up check generate-docs help" -f -a "stop" -d 'Stop the program and its manager'
-complete -c zodbctl -n "__fish_zodbctl_using_subcommand help; and not __fish_seen_subcommand_from create import show serve bench verify dump start stop restart status kill wait fg logtail logreopen up check generate-docs help" -f -a "restart" -d 'Stop and start the program again (the manager keeps running)'
-complete -c zodbctl -n "__fish_zodbctl_using_subcommand help; and not __fish_seen_subcommand_from create import show serve bench verify dump start stop restart status kill wait fg logtail logreopen up check generate-docs help" -f -a "status" -d 'Show whether the manager and the program are running'
-complete -c zodbctl -n "__fish_zodbctl_using_subcommand help; and not __fish_seen_subcommand_from create import show serve bench verify dump start stop restart status kill wait fg logtail logreopen up check generate-docs help" -f -a "kill" -d 'Send a signal to the program (default TERM)'
-complete -c zodbctl -n "__fish_zodbctl_using_subcommand help; and not __fish_seen_subcommand_from create import show serve bench verify dump start stop restart status kill wait fg logtail logreopen up check generate-docs help" -f -a "wait" -d 'Wait until the program has exited'
-complete -c zodbctl -n "__fish_zodbctl_using_subcommand help; and not __fish_seen_subcommand_from create import show serve bench verify dump start stop restart status kill wait fg logtail logreopen up check generate-docs help" -f -a "fg" -d 'Run the program in the foreground, with its output on the terminal'
-complete -c zodbctl -n "__fish_zodbctl_using_subcommand help; and not __fish_seen_subcommand_from create import show serve bench verify dump start stop restart status kill wait fg logtail logreopen up check generate-docs help" -f -a "logtail" -d 'Show the end of the transcript or log file'
-complete -c zodbctl -n "__fish_zodbctl_using_subcommand help; and not __fish_seen_subcommand_from create import show serve bench verify dump start stop restart status kill wait fg logtail logreopen up check generate-docs help" -f -a "logreopen" -d 'Reopen the transcript and tell the program to reopen its logs (SIGUSR2)'
-complete -c zodbctl -n "__fish_zodbctl_using_subcommand help; and not __fish_seen_subcommand_from create import show serve bench verify dump start stop restart status kill wait fg logtail logreopen up check generate-docs help" -f -a "up" -d 'Create a server instance if DIR has none, start it, and wait until it serves'
-complete -c zodbctl -n "__fish_zodbctl_using_subcommand help; and not __fish_seen_subcommand_from create import show serve bench verify dump start stop restart status kill wait fg logtail logreopen up check generate-docs help" -f -a "check" -d 'Check the health of a ZEO server, an instance or a cluster (like zeoup and zeo-nagios)'
-complete -c zodbctl -n "__fish_zodbctl_using_subcommand help; and not __fish_seen_subcommand_from create import show serve bench verify dump start stop restart status kill wait fg logtail logreopen up check generate-docs help" -f -a "generate-docs" -d 'Write the man pages and shell completions (for maintainers)'
-complete -c zodbctl -n "__fish_zodbctl_using_subcommand help; and not __fish_seen_subcommand_from create import show serve bench verify dump start stop restart status kill wait fg logtail logreopen up check generate-docs help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand manager" -s i -l instance -d 'The instance (or cluster) directory to act on' -r -F
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand manager" -s C -l config -d 'Use this configuration file instead of the instance\'s own' -r -F
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand manager" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand manager" -s V -l version -d 'Print version'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand help; and not __fish_seen_subcommand_from create import show serve bench verify dump backup restore pack start stop restart status kill wait fg logtail logreopen up top check generate-docs manager help" -f -a "create" -d 'Lay out a new server, client or cluster instance (like mkzeoinstance)'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand help; and not __fish_seen_subcommand_from create import show serve bench verify dump backup restore pack start stop restart status kill wait fg logtail logreopen up top check generate-docs manager help" -f -a "import" -d 'Convert a ZConfig zeo.conf into zodbctl\'s TOML configuration'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand help; and not __fish_seen_subcommand_from create import show serve bench verify dump backup restore pack start stop restart status kill wait fg logtail logreopen up top check generate-docs manager help" -f -a "show" -d 'Print the effective configuration, defaults filled in, as TOML'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand help; and not __fish_seen_subcommand_from create import show serve bench verify dump backup restore pack start stop restart status kill wait fg logtail logreopen up top check generate-docs manager help" -f -a "serve" -d 'Run the ZEO storage server in the foreground (like runzeo)'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand help; and not __fish_seen_subcommand_from create import show serve bench verify dump backup restore pack start stop restart status kill wait fg logtail logreopen up top check generate-docs manager help" -f -a "bench" -d 'Generate load against any ZEO server and report ops/s and latencies'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand help; and not __fish_seen_subcommand_from create import show serve bench verify dump backup restore pack start stop restart status kill wait fg logtail logreopen up top check generate-docs manager help" -f -a "verify" -d 'Check a Data.fs for damage, as fstest does'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand help; and not __fish_seen_subcommand_from create import show serve bench verify dump backup restore pack start stop restart status kill wait fg logtail logreopen up top check generate-docs manager help" -f -a "dump" -d 'Print the records of a Data.fs, as fsdump does'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand help; and not __fish_seen_subcommand_from create import show serve bench verify dump backup restore pack start stop restart status kill wait fg logtail logreopen up top check generate-docs manager help" -f -a "backup" -d 'Back up a Data.fs and its blobs into a repozo repository (full or incremental)'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand help; and not __fish_seen_subcommand_from create import show serve bench verify dump backup restore pack start stop restart status kill wait fg logtail logreopen up top check generate-docs manager help" -f -a "restore" -d 'Restore a Data.fs (and its blobs) from a repozo repository'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand help; and not __fish_seen_subcommand_from create import show serve bench verify dump backup restore pack start stop restart status kill wait fg logtail logreopen up top check generate-docs manager help" -f -a "pack" -d 'Pack storages: through a ZEO server (as zeopack), or offline on a Data.fs'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand help; and not __fish_seen_subcommand_from create import show serve bench verify dump backup restore pack start stop restart status kill wait fg logtail logreopen up top check generate-docs manager help" -f -a "start" -d 'Start the instance (or every instance of a cluster) under its manager'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand help; and not __fish_seen_subcommand_from create import show serve bench verify dump backup restore pack start stop restart status kill wait fg logtail logreopen up top check generate-docs manager help" -f -a "stop" -d 'Stop the program and its manager'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand help; and not __fish_seen_subcommand_from create import show serve bench verify dump backup restore pack start stop restart status kill wait fg logtail logreopen up top check generate-docs manager help" -f -a "restart" -d 'Stop and start the program again (the manager keeps running)'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand help; and not __fish_seen_subcommand_from create import show serve bench verify dump backup restore pack start stop restart status kill wait fg logtail logreopen up top check generate-docs manager help" -f -a "status" -d 'Show whether the manager and the program are running'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand help; and not __fish_seen_subcommand_from create import show serve bench verify dump backup restore pack start stop restart status kill wait fg logtail logreopen up top check generate-docs manager help" -f -a "kill" -d 'Send a signal to the program (default TERM)'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand help; and not __fish_seen_subcommand_from create import show serve bench verify dump backup restore pack start stop restart status kill wait fg logtail logreopen up top check generate-docs manager help" -f -a "wait" -d 'Wait until the program has exited'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand help; and not __fish_seen_subcommand_from create import show serve bench verify dump backup restore pack start stop restart status kill wait fg logtail logreopen up top check generate-docs manager help" -f -a "fg" -d 'Run the program in the foreground, with its output on the terminal'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand help; and not __fish_seen_subcommand_from create import show serve bench verify dump backup restore pack start stop restart status kill wait fg logtail logreopen up top check generate-docs manager help" -f -a "logtail" -d 'Show the end of the transcript or log file'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand help; and not __fish_seen_subcommand_from create import show serve bench verify dump backup restore pack start stop restart status kill wait fg logtail logreopen up top check generate-docs manager help" -f -a "logreopen" -d 'Reopen the transcript and tell the program to reopen its logs (SIGUSR2)'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand help; and not __fish_seen_subcommand_from create import show serve bench verify dump backup restore pack start stop restart status kill wait fg logtail logreopen up top check generate-docs manager help" -f -a "up" -d 'Create a server instance if DIR has none, start it, and wait until it serves'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand help; and not __fish_seen_subcommand_from create import show serve bench verify dump backup restore pack start stop restart status kill wait fg logtail logreopen up top check generate-docs manager help" -f -a "top" -d 'Live dashboard of a cluster, an instance or any ZEO servers, with actions (like top)'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand help; and not __fish_seen_subcommand_from create import show serve bench verify dump backup restore pack start stop restart status kill wait fg logtail logreopen up top check generate-docs manager help" -f -a "check" -d 'Check the health of a ZEO server, an instance or a cluster (like zeoup and zeo-nagios)'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand help; and not __fish_seen_subcommand_from create import show serve bench verify dump backup restore pack start stop restart status kill wait fg logtail logreopen up top check generate-docs manager help" -f -a "generate-docs" -d 'Write the man pages and shell completions (for maintainers)'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand help; and not __fish_seen_subcommand_from create import show serve bench verify dump backup restore pack start stop restart status kill wait fg logtail logreopen up top check generate-docs manager help" -f -a "manager" -d 'The daemon manager of one instance, as `start` runs it (internal: its settings come from `start`; the argument only names the instance in `ps`)'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand help; and not __fish_seen_subcommand_from create import show serve bench verify dump backup restore pack start stop restart status kill wait fg logtail logreopen up top check generate-docs manager help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand help; and __fish_seen_subcommand_from create" -f -a "server" -d 'A ZEO server instance: etc/zeo.toml, var/, log/, logrotate, cron, systemd and wrappers'
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand help; and __fish_seen_subcommand_from create" -f -a "client" -d 'A Zope/WSGI client instance of one or more ZEO servers'
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand help; and __fish_seen_subcommand_from create" -f -a "cluster" -d 'A server and N clients with consistent addresses, and cluster.toml listing them'

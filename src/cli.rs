@@ -145,7 +145,6 @@ pub enum Command {
     /// Press ? for the keys. Colours are off when NO_COLOR is set.
     Top(TopArgs),
 
-
     /// Check the health of a ZEO server, an instance or a cluster (like zeoup and zeo-nagios).
     ///
     /// With ADDR[:NAME], check any ZEO server (runzeo included): connect, register read-only,

@@ -462,7 +462,7 @@ pub fn start(g: &GlobalArgs, args: &StartArgs) -> Result<u8> {
             }
             Ok(false) => start_one(s, &out)?,
             Err(e) => {
-                report_failure(s, &e);
+                report_failure(s, &out, &e);
                 1
             }
         };
