@@ -11,8 +11,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 /// Run a whole ZODB/ZEO cluster from one binary.
 ///
 /// zodbctl scaffolds instances, runs the embedded ZEO storage server, supervises instances
-/// zdaemon-style and maintains FileStorage files. It replaces mkzeoinstance, runzeo,
-/// zeoctl/zdaemon, zeopack, repozo and zeoup.
+/// zdaemon-style, packs, backs up and checks storages, and shows a cluster live (`top`). It
+/// replaces mkzeoinstance, runzeo, zeoctl/zdaemon, zeopack (`pack`), repozo (`backup`,
+/// `restore`) and zeoup/zeo-nagios (`check`).
 #[derive(Debug, Parser)]
 #[command(
     name = "zodbctl",

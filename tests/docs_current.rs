@@ -30,3 +30,35 @@ fn man_pages_and_completions_are_current() {
         "stale generated files: {stale:?}\nregenerate with: cargo run -q -- generate-docs"
     );
 }
+
+/// The help says which Python tools zodbctl replaces; each claim must name a command that
+/// exists (issue: `--help` once claimed zeopack, repozo and zeoup before they were built).
+#[test]
+fn the_tools_the_help_claims_to_replace_have_commands() {
+    use clap::CommandFactory;
+    let cmd = zodbctl::cli::Cli::command();
+    let about = cmd
+        .get_long_about()
+        .or(cmd.get_about())
+        .map(|s| s.to_string())
+        .unwrap_or_default();
+    for (tool, commands) in [
+        ("mkzeoinstance", &["create"][..]),
+        ("runzeo", &["serve"]),
+        ("zeoctl", &["start", "stop", "status"]),
+        ("zeopack", &["pack"]),
+        ("repozo", &["backup", "restore"]),
+        ("zeoup", &["check"]),
+    ] {
+        if !about.contains(tool) {
+            continue;
+        }
+        for name in commands {
+            assert!(
+                cmd.find_subcommand(name).is_some(),
+                "the help claims to replace {tool}, but there is no `zodbctl {name}`"
+            );
+        }
+    }
+    assert!(about.contains("replaces"), "the help names what it replaces: {about}");
+}

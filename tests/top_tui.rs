@@ -98,11 +98,9 @@ fn top_by_address_shows_the_storages_of_runzeo() {
 // tmux
 // ---------------------------------------------------------------------------------------------
 
+/// tmux, installed by the test setup where it can be (root with apt-get, as in CI).
 fn have_tmux() -> bool {
-    Command::new("tmux")
-        .arg("-V")
-        .output()
-        .is_ok_and(|o| o.status.success())
+    support::ensure_tool("tmux", "tmux")
 }
 
 /// A private tmux server (its own socket), killed when dropped.

@@ -250,3 +250,48 @@ pub fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
     }
     f()
 }
+
+/// Whether the command `tool` runs (`tool -V` succeeds), installing Debian's `package` first
+/// when it is missing and the tests run as root with apt-get, as on the project's machines
+/// and CI: `cargo test` alone sets up what the tests need. Guarded by an flock so parallel
+/// test binaries install once.
+#[allow(dead_code)]
+pub fn ensure_tool(tool: &str, package: &str) -> bool {
+    let runs = || {
+        Command::new(tool)
+            .arg("-V")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if runs() {
+        return true;
+    }
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    if !root || !Path::new("/usr/bin/apt-get").exists() {
+        return false;
+    }
+    let target = target_dir();
+    let _ = fs::create_dir_all(&target);
+    let Ok(lock) = File::create(target.join("apt.lock")) else {
+        return false;
+    };
+    // SAFETY: flock on a descriptor we own; released when `lock` closes.
+    unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) };
+    if runs() {
+        return true;
+    }
+    eprintln!("installing {package} with apt-get for the tests");
+    let apt = |args: &[&str]| {
+        Command::new("apt-get")
+            .args(args)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if !apt(&["install", "-y", "-q", package]) {
+        apt(&["update", "-q"]);
+        apt(&["install", "-y", "-q", package]);
+    }
+    runs()
+}
