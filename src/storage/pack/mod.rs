@@ -553,7 +553,7 @@ impl FileStorage {
 
         // Phase 5: the swap, under the commit lock.
         progress(Phase::Swap, 0, 1);
-        let commit = self.lock_commit()?;
+        let commit = self.lock_commit_for_pack()?;
         let locked = Instant::now();
         let (now_df, now_end) = self.scan_view();
         if !Arc::ptr_eq(&now_df, &df) {
