@@ -103,6 +103,10 @@ pub enum Command {
     /// Exit status: 0 on success; 1 when a pack fails (the remaining targets are not
     /// packed) or no server could be reached; servers that cannot be reached are reported
     /// and skipped, as zeopack does.
+    ///
+    /// Each pack that changed a file records itself in DATA_FS.pack.json beside it (for
+    /// `zodbctl check`): finished (unix seconds), pack_time, bytes_before, bytes_after,
+    /// records_removed, objects_removed, duration_seconds.
     Pack(PackArgs),
 
     /// Start the instance (or every instance of a cluster) under its manager.

@@ -116,8 +116,10 @@ impl Drop for CommitLock {
         };
         // No waiter, no wake-up: this runs once per commit, and an unneeded notify is a
         // futex system call. A thread that starts waiting after the unlock sees busy false.
+        // All waiters: a pack waiting for its swap must be among those woken (the others
+        // wait on while it holds the lock; there is rarely more than one waiter).
         if waiting {
-            inner.gate_cv.notify_one();
+            inner.gate_cv.notify_all();
         }
     }
 }

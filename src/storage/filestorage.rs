@@ -127,6 +127,9 @@ pub(crate) struct Gate {
     pub waiters: usize,
     /// The last tid handed out or seen (including a removed `c` transaction's).
     pub last_generated: Tid,
+    /// A pack waits for the lock for its swap: it goes first, so that back-to-back commits
+    /// (each `try_lock_commit` right after the previous release) cannot starve it.
+    pub pack_waiting: bool,
 }
 
 #[derive(Debug)]
@@ -351,6 +354,7 @@ impl FileStorage {
                 gate: Mutex::new(Gate {
                     busy: false,
                     waiters: 0,
+                    pack_waiting: false,
                     last_generated: outcome.tid_floor.max(outcome.last_tid),
                 }),
                 gate_cv: Condvar::new(),
@@ -654,7 +658,7 @@ impl FileStorage {
     pub fn lock_commit(&self) -> Result<CommitLock> {
         self.check_writable()?;
         let mut gate = lock(&self.inner.gate);
-        while gate.busy {
+        while gate.busy || gate.pack_waiting {
             // Counted under the gate mutex, so a releaser that sees 0 cannot miss us.
             gate.waiters += 1;
             gate = self
@@ -673,11 +677,30 @@ impl FileStorage {
     pub fn try_lock_commit(&self) -> Result<Option<CommitLock>> {
         self.check_writable()?;
         let mut gate = lock(&self.inner.gate);
-        if gate.busy {
+        if gate.busy || gate.pack_waiting {
             return Ok(None);
         }
         gate.busy = true;
         Ok(Some(CommitLock::new(self.clone())))
+    }
+
+    /// The commit lock for a pack's swap: ahead of every other waiter (see `Gate`).
+    pub(crate) fn lock_commit_for_pack(&self) -> Result<CommitLock> {
+        self.check_writable()?;
+        let mut gate = lock(&self.inner.gate);
+        gate.pack_waiting = true;
+        while gate.busy {
+            gate.waiters += 1;
+            gate = self
+                .inner
+                .gate_cv
+                .wait(gate)
+                .unwrap_or_else(|e| e.into_inner());
+            gate.waiters -= 1;
+        }
+        gate.pack_waiting = false;
+        gate.busy = true;
+        Ok(CommitLock::new(self.clone()))
     }
 
     /// True while a transaction holds the commit lock.

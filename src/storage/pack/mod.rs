@@ -422,8 +422,12 @@ impl FileStorage {
     pub fn pack(&self, t: f64, opts: &PackOptions) -> Result<PackReport> {
         self.check_writable()?;
         let started = Instant::now();
+        // Up to the end of year 9999: beyond, the timestamp's year field wraps.
+        if !(0.0..=253_402_300_799.0).contains(&t) {
+            return Err(StorageError::Pack(format!("Invalid pack time {t}")));
+        }
         let stop = TimeStamp::from_unix(t).tid();
-        if stop == Tid::ZERO || !t.is_finite() {
+        if stop == Tid::ZERO {
             return Err(StorageError::Pack("Invalid pack time".into()));
         }
         if self.inner.packing.swap(true, Ordering::SeqCst) {
@@ -553,7 +557,7 @@ impl FileStorage {
 
         // Phase 5: the swap, under the commit lock.
         progress(Phase::Swap, 0, 1);
-        let commit = self.lock_commit()?;
+        let commit = self.lock_commit_for_pack()?;
         let locked = Instant::now();
         let (now_df, now_end) = self.scan_view();
         if !Arc::ptr_eq(&now_df, &df) {

@@ -450,7 +450,7 @@ impl Conn {
                     .collect(),
                 )))
             }
-            "pack" => self.pack(a).await,
+            "pack" => self.pack(&req.msgid, a),
             "undoLog" => self.undo_info(a, None).await,
             "undoInfo" => {
                 let spec = match arg(a, 2) {

@@ -3,8 +3,14 @@
 //! The pack runs on a thread of its own, at a lower CPU priority (nice +10): it reads and
 //! writes the whole file, and a pack competing for the CPU on equal terms would show in the
 //! commit latency of every client. The engine takes its commit lock only for the final swap
-//! (storage/pack), so commits of every connection go on meanwhile. With `wait` false the reply is sent at
-//! once and the pack goes on in the background. Progress and the result go to the server
+//! (storage/pack), so commits of every connection go on meanwhile.
+//!
+//! The connection never waits for the pack: with `wait` true the reply is sent by the pack's
+//! task when it is done (as ZEO's server replies through a future), and the connection keeps
+//! processing its other requests meanwhile. That matters: a client that packs from one
+//! thread and commits from another through the same ClientStorage has its transaction's
+//! `tpc_finish` queued on this connection while the pack waits for that transaction's
+//! commit lock. With `wait` false the reply is sent at once. Progress and the result go to the server
 //! log (`pack(time=…) started...`, `pack(time=…) complete: …`, as operators grep for
 //! them); after a pack that changed the file every connection of the storage gets
 //! `info({length, size})`, as ZEO sends it.
@@ -12,7 +18,7 @@
 use super::*;
 
 impl Conn {
-    pub(super) async fn pack(&mut self, a: &[Value]) -> Result<Option<Value>, Fail> {
+    pub(super) fn pack(&mut self, msgid: &Value, a: &[Value]) -> Result<Option<Value>, Fail> {
         let st = Arc::clone(self.storage()?);
         let t = match need(a, 0, "t")? {
             Value::Float(f) => *f,
@@ -67,12 +73,25 @@ impl Conn {
                 }
             }
         };
-        if wait {
-            job.await?;
-        } else {
+        if !wait {
             tokio::spawn(job);
+            return Ok(Some(Value::Nil));
         }
-        Ok(Some(Value::Nil))
+        let (out, enc, msgid) = (self.out.clone(), self.enc, msgid.clone());
+        tokio::spawn(async move {
+            match job.await {
+                Ok(()) => {
+                    out.send_with(|buf| codec::reply_into(enc, &msgid, Value::Nil, buf));
+                }
+                Err(e) => {
+                    if let Fail::Error(class, state) = Fail::from(e) {
+                        out.send_with(|buf| codec::error_into(enc, &msgid, &class, state, buf));
+                    }
+                }
+            }
+            out.flush();
+        });
+        Ok(None)
     }
 }
 
