@@ -358,7 +358,7 @@ def scrape_cost(server, n):
     for _ in range(n):
         urllib.request.urlopen(url, timeout=10).read()
     secs = time.perf_counter() - t0
-    cpu = [b - a for a, b in zip(cpu0, server.cpu())]
+    cpu = cpu_diff(cpu0, server.cpu())
     return phase_result(n, secs, n / secs, cpu, (0.0, 0.0, 0.0)) | {"bytes": size}
 
 
