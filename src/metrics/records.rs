@@ -24,12 +24,14 @@ impl Kind {
 
 /// The record file of `kind` for the storage at `datafs`.
 pub fn record_path(datafs: &Path, kind: Kind) -> PathBuf {
-    let mut p = datafs.as_os_str().to_owned();
-    p.push(match kind {
-        Kind::Pack => ".pack.json",
-        Kind::Backup => ".backup.json",
-    });
-    PathBuf::from(p)
+    match kind {
+        Kind::Pack => crate::storage::pack::record_path(datafs),
+        Kind::Backup => {
+            let mut p = datafs.as_os_str().to_owned();
+            p.push(".backup.json");
+            PathBuf::from(p)
+        }
+    }
 }
 
 /// What the record says.

@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use super::probe;
 use crate::error::usage;
 use crate::instance::{self, Instance, InstanceConfig, StorageConfig};
+use crate::metrics::records;
 use crate::storage::TimeStamp;
 use crate::supervisor::client;
 use crate::supervisor::config::settings_of;
@@ -509,14 +510,12 @@ impl Collector {
                     .as_ref()
                     .and_then(|p| std::fs::metadata(p).ok())
                     .map(|md| md.len()),
-                last_pack: m
-                    .dir
-                    .as_ref()
-                    .and_then(|d| maintenance_record(d, name, "pack")),
-                last_backup: m
-                    .dir
-                    .as_ref()
-                    .and_then(|d| maintenance_record(d, name, "backup")),
+                last_pack: path
+                    .as_deref()
+                    .and_then(|p| maintenance_record(p, records::Kind::Pack)),
+                last_backup: path
+                    .as_deref()
+                    .and_then(|p| maintenance_record(p, records::Kind::Backup)),
                 ..Default::default()
             })
             .collect();
@@ -760,25 +759,24 @@ fn tid_time(hex: &str) -> Option<f64> {
     Some(TimeStamp::from_tid(crate::storage::Tid(v)).time_time())
 }
 
-/// The hook for "last pack" and "last backup": `var/<storage>.pack.json` and
-/// `var/<storage>.backup.json` in the server instance, written by the pack and backup commands
-/// when they exist (they do not on this branch; nothing is shown until a record is there).
-/// The record is a JSON object; `time` (Unix seconds, or a string of them) and `status` are
-/// read, other keys are ignored, and an unreadable record shows as absent.
-pub fn maintenance_record(dir: &Path, storage: &str, what: &str) -> Option<MaintenanceRecord> {
-    let file = dir.join("var").join(format!("{storage}.{what}.json"));
-    let text = std::fs::read_to_string(&file).ok()?;
-    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
-    let obj = v.as_object()?;
-    let time = obj.get("time").and_then(|t| {
-        t.as_f64()
-            .or_else(|| t.as_str().and_then(|s| s.trim().parse().ok()))
-    });
-    let status = obj.get("status").map(|s| match s {
-        serde_json::Value::String(t) => t.clone(),
-        other => other.to_string(),
-    });
-    Some(MaintenanceRecord { time, status, file })
+/// The last pack or backup of the storage at `datafs`, from the record the pack and backup
+/// commands leave beside it (read by [`crate::metrics::records`], as `zodbctl check` reads
+/// it); `None` when there is none. An unreadable record shows with its reason as status.
+pub fn maintenance_record(datafs: &Path, kind: records::Kind) -> Option<MaintenanceRecord> {
+    let file = records::record_path(datafs, kind);
+    match records::last(datafs, kind) {
+        records::Last::Absent => None,
+        records::Last::Finished(t) => Some(MaintenanceRecord {
+            time: Some(t),
+            status: Some("ok".into()),
+            file,
+        }),
+        records::Last::Unreadable(why) => Some(MaintenanceRecord {
+            time: None,
+            status: Some(why),
+            file,
+        }),
+    }
 }
 
 pub fn unix_now() -> f64 {
@@ -840,17 +838,18 @@ mod tests {
     #[test]
     fn maintenance_records_are_optional() {
         let dir = tempfile::tempdir().unwrap();
-        assert_eq!(maintenance_record(dir.path(), "1", "pack"), None);
-        std::fs::create_dir(dir.path().join("var")).unwrap();
+        let fs = dir.path().join("Data.fs");
+        assert_eq!(maintenance_record(&fs, records::Kind::Pack), None);
         std::fs::write(
-            dir.path().join("var/1.pack.json"),
-            r#"{"time": 1800000000.5, "status": "ok"}"#,
+            records::record_path(&fs, records::Kind::Pack),
+            r#"{"finished": 1800000000.5, "bytes_before": 10}"#,
         )
         .unwrap();
-        let r = maintenance_record(dir.path(), "1", "pack").unwrap();
+        let r = maintenance_record(&fs, records::Kind::Pack).unwrap();
         assert_eq!(r.time, Some(1800000000.5));
         assert_eq!(r.status.as_deref(), Some("ok"));
-        std::fs::write(dir.path().join("var/1.backup.json"), "not json").unwrap();
-        assert_eq!(maintenance_record(dir.path(), "1", "backup"), None);
+        std::fs::write(records::record_path(&fs, records::Kind::Backup), "not json").unwrap();
+        let r = maintenance_record(&fs, records::Kind::Backup).unwrap();
+        assert_eq!(r.time, None);
     }
 }

@@ -63,7 +63,17 @@ pub fn old_dir(root: &Path) -> PathBuf {
 }
 
 /// Apply `.removed` (see the module documentation); returns the number of files removed.
-pub(crate) fn apply(blobs: &BlobDir, keep_old: bool) -> io::Result<u64> {
+///
+/// `live` tells whether an oid has a current record in the packed file. Files are removed
+/// after the commit lock is released, so a commit may have given a whole-oid line's oid a
+/// new blob revision meanwhile (a client still holding an object the pack found
+/// unreachable); such a directory is left whole, old revisions included: a superset, never
+/// a lost blob.
+pub(crate) fn apply(
+    blobs: &BlobDir,
+    keep_old: bool,
+    live: &dyn Fn(Oid) -> bool,
+) -> io::Result<u64> {
     let root = blobs.root();
     let list = root.join(REMOVED);
     let text = match fs::read_to_string(&list) {
@@ -87,7 +97,10 @@ pub(crate) fn apply(blobs: &BlobDir, keep_old: bool) -> io::Result<u64> {
     for line in text.split_whitespace() {
         let parse = |s: &str| u64::from_str_radix(s, 16).ok();
         let target = match line.len() {
-            16 => parse(line).map(|o| blobs.oid_dir(Oid(o))),
+            16 => match parse(line) {
+                Some(o) if live(Oid(o)) => continue,
+                o => o.map(|o| blobs.oid_dir(Oid(o))),
+            },
             32 => parse(&line[..16])
                 .zip(parse(&line[16..]))
                 .map(|(o, t)| blobs.blob_path(Oid(o), Tid(t))),
@@ -172,4 +185,33 @@ fn link_tree(root: &Path, dir: &Path, old: &Path) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An oid listed whole in `.removed` that got a new revision after the pack's lock was
+    /// released keeps its directory; one that did not loses it.
+    #[test]
+    fn a_whole_oid_line_spares_an_oid_that_is_live_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = BlobDir::open(&dir.path().join("blobs"), false).unwrap();
+        let (live_oid, dead_oid) = (Oid(7), Oid(8));
+        for oid in [live_oid, dead_oid] {
+            let p = blobs.blob_path(oid, Tid(1));
+            fs::create_dir_all(p.parent().unwrap()).unwrap();
+            fs::write(&p, b"blob").unwrap();
+        }
+        fs::write(
+            blobs.root().join(REMOVED),
+            format!("{:016x}\n{:016x}\n", live_oid.0, dead_oid.0),
+        )
+        .unwrap();
+        let n = apply(&blobs, false, &|oid| oid == live_oid).unwrap();
+        assert_eq!(n, 1);
+        assert!(blobs.blob_path(live_oid, Tid(1)).exists());
+        assert!(!blobs.oid_dir(dead_oid).exists());
+        assert!(!blobs.root().join(REMOVED).exists());
+    }
 }

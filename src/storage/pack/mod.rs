@@ -594,7 +594,8 @@ impl FileStorage {
         // Blobs, after the commit point (blobs.rs).
         if let Some(b) = self.inner.blobs.as_ref() {
             progress(Phase::Blobs, 0, 1);
-            match blobs::apply(b, opts.keep_old) {
+            let live = |oid: Oid| matches!(self.committed_tid(oid), Ok(Some(_)));
+            match blobs::apply(b, opts.keep_old, &live) {
                 Ok(n) => report.blob_files_removed = n,
                 Err(e) => tracing::error!(target: "ZODB.FileStorage.pack",
                     "{}: removing packed blob files: {e} (the pack itself is complete; the next pack retries)",
