@@ -128,7 +128,10 @@ fn hashed_kernel_copy(
             }
             <[u8; 16]>::from(md5.finalize())
         });
-        let copied = copy_file_range_from(src, start, len, out, out_pos, &|_| {});
+        // The kernel copy ends well before the md5: its flush to disk overlaps the hashing
+        // instead of following it (the caller's own sync then finds nothing left to write).
+        let copied = copy_file_range_from(src, start, len, out, out_pos, &|_| {})
+            .and_then(|c| out.sync_data().map(|()| c).map_err(CopyError::Write));
         let md5 = hasher
             .join()
             .map_err(|_| CopyError::Read(io::Error::other("the hashing thread panicked")))?;
