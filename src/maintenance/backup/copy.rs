@@ -77,9 +77,70 @@ pub fn copy_range(
         Ok(n)
     };
     match gzip {
-        None => pipeline(produce, true, BLOCK, out, out_pos, progress),
+        None => match hashed_kernel_copy(src, start, len, out, out_pos, progress) {
+            Some(done) => done,
+            None => pipeline(produce, true, BLOCK, out, out_pos, progress),
+        },
         Some(level) => gzip_pipeline(produce, level, out, out_pos, progress),
     }
+}
+
+/// A plain copy with its md5, as two independent threads: one hashes the range through a
+/// read-only map of the source (no copy into user space), the other has the kernel copy it
+/// (`copy_file_range`). Neither waits for the other, so the copy hides behind the md5 even
+/// on a busy machine, where handing blocks between threads costs a wake-up each. Both see
+/// the same bytes: the range is below the committed end (or a finished backup file), which
+/// nothing rewrites. `None` when the file cannot be mapped (the caller uses the pipeline).
+fn hashed_kernel_copy(
+    src: &File,
+    start: u64,
+    len: u64,
+    out: &File,
+    out_pos: u64,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Option<CopyResult<Copied>> {
+    if len == 0 {
+        return None;
+    }
+    let page = 4096;
+    let map_start = start - start % page;
+    let skip = (start - map_start) as usize;
+    // SAFETY: the map is read-only and the mapped range of the file is never changed
+    // while a backup or restore reads it (see above); a concurrent truncation would be a
+    // broken writer, the same invariant the storage engine's own map relies on.
+    let map = unsafe {
+        memmap2::MmapOptions::new()
+            .offset(map_start)
+            .len(skip + len as usize)
+            .map(src)
+    }
+    .ok()?;
+    let _ = map.advise(memmap2::Advice::Sequential);
+    let data = &map[skip..];
+    Some(std::thread::scope(|s| {
+        let hasher = s.spawn(|| {
+            let mut md5 = Md5::new();
+            let mut done = 0u64;
+            for chunk in data.chunks(BLOCK) {
+                md5.update(chunk);
+                done += chunk.len() as u64;
+                progress(done);
+            }
+            <[u8; 16]>::from(md5.finalize())
+        });
+        // The kernel copy ends well before the md5: its flush to disk overlaps the hashing
+        // instead of following it (the caller's own sync then finds nothing left to write).
+        let copied = copy_file_range_from(src, start, len, out, out_pos, &|_| {})
+            .and_then(|c| out.sync_data().map(|()| c).map_err(CopyError::Write));
+        let md5 = hasher
+            .join()
+            .map_err(|_| CopyError::Read(io::Error::other("the hashing thread panicked")))?;
+        let copied = copied?;
+        Ok(Copied {
+            md5: Some(md5),
+            ..copied
+        })
+    }))
 }
 
 /// Decompress (when `gzip`) or read the whole of `src`, optionally hashing, and write it to
@@ -113,7 +174,7 @@ pub fn restore_file(
     if hash {
         return copy_range(src, 0, len, out, out_pos, None, progress);
     }
-    copy_file_range_all(src, len, out, out_pos, progress)
+    copy_file_range_from(src, 0, len, out, out_pos, progress)
 }
 
 /// Hash a range of a file without copying it (backup decisions, restore checks).
@@ -352,8 +413,9 @@ fn compress_member(data: &[u8], level: u32) -> Vec<u8> {
 
 /// The kernel's copy (no pass through user space), falling back to a pipeline where the
 /// file systems do not support it.
-fn copy_file_range_all(
+fn copy_file_range_from(
     src: &File,
+    src_pos: u64,
     len: u64,
     out: &File,
     out_pos: u64,
@@ -361,7 +423,7 @@ fn copy_file_range_all(
 ) -> CopyResult<Copied> {
     let mut done = 0u64;
     while done < len {
-        let mut off_in = done as libc::loff_t;
+        let mut off_in = (src_pos + done) as libc::loff_t;
         let mut off_out = (out_pos + done) as libc::loff_t;
         let want = (len - done).min(1 << 30) as usize;
         // SAFETY: both descriptors are open for the duration of the call and the offsets
@@ -387,7 +449,7 @@ fn copy_file_range_all(
                 let produce = |buf: &mut Vec<u8>, cap: usize| -> io::Result<usize> {
                     let n = (len - pos).min(cap as u64) as usize;
                     buf.resize(n, 0);
-                    src.read_exact_at(buf, pos)?;
+                    src.read_exact_at(buf, src_pos + pos)?;
                     pos += n as u64;
                     Ok(n)
                 };
