@@ -4,6 +4,9 @@
 # `cargo test`; bounded (each step runs once; repozo -z, the slowest, is a few minutes).
 #
 #   scripts/bench-backup.sh [SIZE_MB]
+#   BENCH_DIR=/dev/shm/zodbctl-bench scripts/bench-backup.sh    # on tmpfs: no device behind
+#                                                                # the fsync zodbctl does and cp
+#                                                                # does not
 #
 # Needs the release binary (built here) and the test virtualenv target/pyenv (created by
 # `cargo test --test backup`). The generated file is kept in target/bench-backup/ for
@@ -13,7 +16,7 @@ set -eu
 
 SIZE_MB=${1:-1024}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-W=$ROOT/target/bench-backup
+W=${BENCH_DIR:-$ROOT/target/bench-backup}
 PY=$ROOT/target/pyenv/bin/python
 ZODBCTL=$ROOT/target/release/zodbctl
 [ -x "$PY" ] || { echo "no $PY: run 'cargo test --test backup' once first" >&2; exit 1; }

@@ -769,8 +769,10 @@ fn instance_backup_restore_and_the_repozo_wrapper() {
     assert!(r["file"].as_str().unwrap().ends_with(".fsz"), "{r}");
     assert_eq!(r["blobs"]["files"], 3, "{r}");
     let record: Value =
-        serde_json::from_str(&fs::read_to_string(inst.join("var/1.backup.json")).unwrap()).unwrap();
+        serde_json::from_str(&fs::read_to_string(inst.join("var/Data.fs.backup.json")).unwrap())
+            .unwrap();
     assert_eq!(record["kind"], "full");
+    assert!(record["finished"].as_u64().is_some(), "{record}");
     assert!(inst.join("var/backups/1/last-backup.json").is_file());
     let crontab = fs::read_to_string(inst.join("etc/crontab")).unwrap();
     assert!(crontab.contains("backup --full"), "{crontab}");

@@ -19,11 +19,14 @@ fn run_suite_with(encoding: &str, suites: &str, extra: &[&str]) {
     let zodbctl = env!("CARGO_BIN_EXE_zodbctl");
     let mut args = vec![zodbctl, encoding, suites];
     args.extend_from_slice(extra);
-    let out = support::python_command(HARNESS, &args)
-        .current_dir(dir.path())
-        .stdin(Stdio::null())
-        .output()
-        .expect("run the Python harness");
+    // A suite takes a minute or two; a hang (a deadlock between a pack and a commit, say)
+    // fails the test with the harness's output instead of holding the whole run.
+    let out = support::output_within(
+        support::python_command(HARNESS, &args)
+            .current_dir(dir.path())
+            .stdin(Stdio::null()),
+        std::time::Duration::from_secs(600),
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(

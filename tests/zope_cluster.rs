@@ -122,12 +122,15 @@ fn get_session(port: u16, cookie: &str) -> Option<String> {
     Some(v.to_owned())
 }
 
+/// `status --json` as a list of member records: an instance answers one record, a cluster
+/// one document keyed by member name.
 fn status_json(dir: &Path) -> Vec<Value> {
     let out = support::run_in(dir, &["status", "--json"]);
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
+    match serde_json::from_slice::<Value>(&out.stdout) {
+        Ok(Value::Object(doc)) if doc.contains_key("name") => vec![Value::Object(doc)],
+        Ok(Value::Object(doc)) => doc.into_iter().map(|(_, v)| v).collect(),
+        _ => Vec::new(),
+    }
 }
 
 /// Pids of the processes whose command line mentions `dir` (managers, programs).

@@ -295,3 +295,39 @@ pub fn ensure_tool(tool: &str, package: &str) -> bool {
     }
     runs()
 }
+
+/// Run `cmd` to completion like `Command::output`, but kill it (SIGKILL, its process group
+/// included) after `limit`: a hung Python harness fails its test with what it printed instead
+/// of holding the suite until CI's limit.
+#[allow(dead_code)]
+pub fn output_within(cmd: &mut Command, limit: Duration) -> Output {
+    use std::os::unix::process::CommandExt;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    cmd.process_group(0)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let child = cmd.spawn().expect("spawn");
+    let pid = child.id() as libc::pid_t;
+    let done = Arc::new(AtomicBool::new(false));
+    let watchdog = {
+        let done = Arc::clone(&done);
+        std::thread::spawn(move || {
+            let start = Instant::now();
+            while !done.load(Ordering::SeqCst) {
+                if start.elapsed() > limit {
+                    eprintln!("killing pid {pid} and its group after {limit:?}");
+                    // SAFETY: signals to our own child's process group (it is not reaped
+                    // before `done` is set).
+                    unsafe { libc::kill(-pid, libc::SIGKILL) };
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        })
+    };
+    let out = child.wait_with_output().expect("wait");
+    done.store(true, Ordering::SeqCst);
+    let _ = watchdog.join();
+    out
+}

@@ -4,7 +4,8 @@
 //!
 //! The record of the last successful backup, for `zodbctl check` and monitoring, is written
 //! after every successful backup (also an "unchanged" one) to `<repository>/last-backup.json`
-//! and, for an instance's storage, to `<instance>/var/<storage>.backup.json` too (format:
+//! and, for an instance's storage, beside its Data.fs as `<Data.fs>.backup.json` too, where
+//! `zodbctl check` and `top` look for it ([`crate::metrics::records`]; format:
 //! [`super::ops::Record`], described in `docs/backup.md`).
 
 use std::io::{self, IsTerminal};
@@ -21,6 +22,7 @@ use super::ops::{
 use crate::cli::{BackupArgs, GlobalArgs, RestoreArgs};
 use crate::error::{EXIT_FAILURE, usage};
 use crate::instance::{self, BackupConfig, StorageConfig};
+use crate::metrics::records;
 
 /// A progress bar on standard error when it is a terminal; nothing otherwise.
 struct Bar(ProgressBar);
@@ -104,7 +106,7 @@ fn instance_jobs(
             source: f.path.clone(),
             repository: server.backup.repository.join(name),
             blob_dir: f.blob_dir.clone().filter(|_| server.backup.blobs),
-            record: Some(inst.dir.join("var").join(format!("{name}.backup.json"))),
+            record: Some(records::record_path(&f.path, records::Kind::Backup)),
             settings: server.backup.clone(),
         });
     }

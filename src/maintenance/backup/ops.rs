@@ -1019,8 +1019,9 @@ pub const RECORD: &str = "last-backup.json";
 #[derive(Clone, Debug, Serialize, serde::Deserialize)]
 pub struct Record {
     pub version: u32,
-    /// When the backup finished, seconds since the epoch (UTC).
-    pub time: u64,
+    /// When the backup finished, seconds since the epoch (UTC); `finished`, as in the pack
+    /// record, so `zodbctl check` and `top` read both alike (`metrics::records`).
+    pub finished: u64,
     /// The same as `YYYY-MM-DDTHH:MM:SSZ`.
     pub time_utc: String,
     pub kind: String,
@@ -1041,7 +1042,7 @@ impl Record {
         let stem = repo::stem_at(now);
         Record {
             version: 1,
-            time: now,
+            finished: now,
             time_utc: format!(
                 "{}-{}-{}T{}:{}:{}Z",
                 &stem[0..4],
