@@ -60,5 +60,8 @@ fn the_tools_the_help_claims_to_replace_have_commands() {
             );
         }
     }
-    assert!(about.contains("replaces"), "the help names what it replaces: {about}");
+    assert!(
+        about.contains("replaces"),
+        "the help names what it replaces: {about}"
+    );
 }

@@ -2,15 +2,21 @@
 //! (`supervisor::commands::control`), on a worker thread each: the screen keeps refreshing and
 //! shows their messages as they come.
 //!
-//! [`ACTIONS`] is the table the keys, the help screen and the footer are made from. An action
-//! on a storage (pack, backup: not on this branch yet) is one more row with its own
-//! [`ActionKind`] and a match arm in [`spawn`]; its progress lines flow through the same
-//! [`ActionEvent`]s.
+//! [`ACTIONS`] is the table the keys, the help screen and the footer are made from. The
+//! storage actions, pack and backup, run `zodbctl -i DIR pack` and `zodbctl -i DIR backup` of
+//! a server instance through the commands' own functions (`maintenance::pack::run_with`,
+//! `maintenance::backup::command::backup_with`), on all its file storages (the dashboard
+//! selects instances, not storages): pack goes through the running server when it holds the
+//! Data.fs, offline otherwise, as the command does. Their progress comes back as
+//! [`ActionEvent::Progress`], at most a few times a second.
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
 
 use nix::sys::signal::Signal;
 
@@ -25,6 +31,17 @@ pub enum ActionKind {
     Logreopen,
     /// Asks for a signal first (default TERM).
     Kill,
+    /// `zodbctl pack` of a server instance's file storages.
+    Pack,
+    /// `zodbctl backup` of a server instance's file storages.
+    Backup,
+}
+
+impl ActionKind {
+    /// Acts on a server instance's storages, not on its process.
+    pub fn on_storages(self) -> bool {
+        matches!(self, ActionKind::Pack | ActionKind::Backup)
+    }
 }
 
 /// One row of the action table.
@@ -75,6 +92,20 @@ pub const ACTIONS: &[ActionSpec] = &[
         help: "send a signal to the program (asks which; default TERM)",
         confirm: true,
     },
+    ActionSpec {
+        key: 'P',
+        kind: ActionKind::Pack,
+        name: "pack",
+        help: "pack the server's file storages (through it when it runs)",
+        confirm: true,
+    },
+    ActionSpec {
+        key: 'B',
+        kind: ActionKind::Backup,
+        name: "backup",
+        help: "back up the server's file storages to its [backup] repository",
+        confirm: true,
+    },
 ];
 
 pub fn spec_for_key(c: char) -> Option<&'static ActionSpec> {
@@ -112,11 +143,84 @@ pub enum ActionEvent {
         what: String,
         result: Result<u8, String>,
     },
+    /// How far a long action is: `text` is its phase, percent and bytes.
+    Progress {
+        what: String,
+        text: String,
+    },
+}
+
+/// Progress events no more often than this (a phase change always goes through).
+const PROGRESS_EVERY: Duration = Duration::from_millis(150);
+
+/// Turns `(step, done, total)` into [`ActionEvent::Progress`], throttled.
+struct Throttle {
+    what: String,
+    report: Arc<dyn Fn(ActionEvent) + Send + Sync>,
+    /// The current step, its total, and when the last event went out.
+    last: Mutex<(String, u64, Option<Instant>)>,
+}
+
+impl Throttle {
+    fn step(&self, step: &str, total: u64) {
+        if let Ok(mut l) = self.last.lock() {
+            *l = (step.to_owned(), total, None);
+        }
+        self.set(0);
+    }
+
+    fn update(&self, step: &str, done: u64, total: u64) {
+        let changed = self.last.lock().is_ok_and(|l| l.0 != step || l.1 != total);
+        if changed {
+            self.step(step, total);
+        }
+        self.set(done);
+    }
+
+    fn set(&self, done: u64) {
+        let Ok(mut l) = self.last.lock() else { return };
+        if l.2.is_some_and(|t| t.elapsed() < PROGRESS_EVERY) {
+            return;
+        }
+        l.2 = Some(Instant::now());
+        let text = progress_text(&l.0, done, l.1);
+        drop(l);
+        (self.report)(ActionEvent::Progress {
+            what: self.what.clone(),
+            text,
+        });
+    }
+}
+
+/// `copy the rest 42% (1.2 MiB of 3.0 MiB)`; without a total, what is known.
+pub fn progress_text(step: &str, done: u64, total: u64) -> String {
+    if total > 0 {
+        let pct = (done.min(total) as f64 * 100.0 / total as f64).floor();
+        format!(
+            "{step} {pct:.0}% ({} of {})",
+            super::view::bytes(done.min(total)),
+            super::view::bytes(total)
+        )
+    } else if done > 0 {
+        format!("{step} ({done})")
+    } else {
+        step.to_owned()
+    }
+}
+
+impl crate::maintenance::backup::ops::Progress for Throttle {
+    fn start(&self, what: &str, total: u64) {
+        self.step(what, total);
+    }
+    fn set(&self, done: u64) {
+        Throttle::set(self, done);
+    }
+    fn finish(&self) {}
 }
 
 /// Run `req` on `member` on a new thread; `report` receives its lines, then `Done`.
 pub fn spawn(req: Request, member: &Member, report: impl Fn(ActionEvent) + Send + Sync + 'static) {
-    let report = Arc::new(report);
+    let report: Arc<dyn Fn(ActionEvent) + Send + Sync> = Arc::new(report);
     let what = req.describe();
     let Some(settings) = member.settings.clone() else {
         report(ActionEvent::Done {
@@ -126,6 +230,20 @@ pub fn spawn(req: Request, member: &Member, report: impl Fn(ActionEvent) + Send 
         return;
     };
     let dir = member.dir.clone();
+    if req.kind.on_storages() {
+        let Some(dir) = dir else {
+            report(ActionEvent::Done {
+                what,
+                result: Err("no instance directory".into()),
+            });
+            return;
+        };
+        std::thread::spawn(move || {
+            let result = run_on_storages(req.kind, &dir, &what, Arc::clone(&report));
+            report(ActionEvent::Done { what, result });
+        });
+        return;
+    }
     std::thread::spawn(move || {
         let control = match req.kind {
             ActionKind::Start => Control::Start,
@@ -133,6 +251,8 @@ pub fn spawn(req: Request, member: &Member, report: impl Fn(ActionEvent) + Send 
             ActionKind::Restart => Control::Restart,
             ActionKind::Logreopen => Control::Logreopen,
             ActionKind::Kill => Control::Kill(req.signal.unwrap_or(Signal::SIGTERM)),
+            // Taken apart above.
+            ActionKind::Pack | ActionKind::Backup => return,
         };
         let result = if matches!(control, Control::Start | Control::Restart)
             && crate::supervisor::client::status(&settings.socket).is_none()
@@ -150,6 +270,56 @@ pub fn spawn(req: Request, member: &Member, report: impl Fn(ActionEvent) + Send 
         };
         report(ActionEvent::Done { what, result });
     });
+}
+
+/// `zodbctl -i DIR pack` or `zodbctl -i DIR backup`, parsed by the CLI's own definitions (so
+/// the defaults are the command's) and run by its function, lines and progress to `report`.
+pub fn run_on_storages(
+    kind: ActionKind,
+    dir: &std::path::Path,
+    what: &str,
+    report: Arc<dyn Fn(ActionEvent) + Send + Sync>,
+) -> Result<u8, String> {
+    use crate::cli::{Cli, Command as CliCommand};
+    let name = match kind {
+        ActionKind::Pack => "pack",
+        ActionKind::Backup => "backup",
+        _ => return Err(format!("{kind:?} is not a storage action")),
+    };
+    let cli = Cli::try_parse_from([
+        std::ffi::OsStr::new("zodbctl"),
+        std::ffi::OsStr::new("-i"),
+        dir.as_os_str(),
+        std::ffi::OsStr::new(name),
+    ])
+    .map_err(|e| e.to_string())?;
+    let r = Arc::clone(&report);
+    let line = move |l: String| r(ActionEvent::Line(l));
+    let throttle = Arc::new(Throttle {
+        what: what.to_owned(),
+        report,
+        last: Mutex::new((String::new(), 0, None)),
+    });
+    let result = match &cli.command {
+        CliCommand::Pack(args) => {
+            let t = Arc::clone(&throttle);
+            let sink = crate::maintenance::pack::Sink {
+                lines: Some(Arc::new(line)),
+                progress: Some(Arc::new(move |target: &str, phase: &str, done, total| {
+                    t.update(&format!("{target}: {phase}"), done, total)
+                })),
+            };
+            crate::maintenance::pack::run_with(&cli.global, args, &sink)
+        }
+        CliCommand::Backup(args) => crate::maintenance::backup::command::backup_with(
+            &cli.global,
+            args,
+            throttle.as_ref(),
+            Some(&line),
+        ),
+        _ => return Err("not a pack or backup command line".into()),
+    };
+    result.map_err(|e| format!("{e:#}"))
 }
 
 /// `zodbctl -i DIR start`, its output lines reported as they come.

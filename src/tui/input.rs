@@ -99,6 +99,8 @@ pub struct Ui {
     pub activity: Vec<String>,
     /// Actions still running.
     pub running: usize,
+    /// The latest progress of a long action (pack, backup): what, and how far.
+    pub progress: Option<(String, String)>,
 }
 
 /// What the main loop has to do after an input.
@@ -395,6 +397,13 @@ fn action_key(ui: &mut Ui, snap: &Snapshot, spec: &actions::ActionSpec) -> Optio
         ui.note(format!(
             "{}: a server given by address has no manager; use -i on its instance",
             spec.name
+        ));
+        return None;
+    }
+    if spec.kind.on_storages() && inst.kind != Kind::Server {
+        ui.note(format!(
+            "{}: select a server instance; {} has no storages",
+            spec.name, inst.name
         ));
         return None;
     }
