@@ -142,6 +142,9 @@ pub enum ActionEvent {
     Done {
         what: String,
         result: Result<u8, String>,
+        /// The last line it reported (pack, backup: their one-line summary or error), to be
+        /// shown with its end.
+        summary: Option<String>,
     },
     /// How far a long action is: `text` is its phase, percent and bytes.
     Progress {
@@ -226,6 +229,7 @@ pub fn spawn(req: Request, member: &Member, report: impl Fn(ActionEvent) + Send 
         report(ActionEvent::Done {
             what,
             result: Err("a server given by address has no manager to act through".into()),
+            summary: None,
         });
         return;
     };
@@ -235,12 +239,26 @@ pub fn spawn(req: Request, member: &Member, report: impl Fn(ActionEvent) + Send 
             report(ActionEvent::Done {
                 what,
                 result: Err("no instance directory".into()),
+                summary: None,
             });
             return;
         };
         std::thread::spawn(move || {
-            let result = run_on_storages(req.kind, &dir, &what, Arc::clone(&report));
-            report(ActionEvent::Done { what, result });
+            let last = Arc::new(Mutex::new(None::<String>));
+            let (r, l) = (Arc::clone(&report), Arc::clone(&last));
+            let remember: Arc<dyn Fn(ActionEvent) + Send + Sync> = Arc::new(move |e| {
+                if let (ActionEvent::Line(line), Ok(mut l)) = (&e, l.lock()) {
+                    *l = Some(line.clone());
+                }
+                r(e)
+            });
+            let result = run_on_storages(req.kind, &dir, &what, remember);
+            let summary = last.lock().ok().and_then(|mut l| l.take());
+            report(ActionEvent::Done {
+                what,
+                result,
+                summary,
+            });
         });
         return;
     }
@@ -268,7 +286,11 @@ pub fn spawn(req: Request, member: &Member, report: impl Fn(ActionEvent) + Send 
             let sink = Sink::Lines(Arc::new(move |l| r(ActionEvent::Line(l))));
             commands::control(&settings, control, sink).map_err(|e| format!("{e:#}"))
         };
-        report(ActionEvent::Done { what, result });
+        report(ActionEvent::Done {
+            what,
+            result,
+            summary: None,
+        });
     });
 }
 
@@ -306,7 +328,12 @@ pub fn run_on_storages(
             let sink = crate::maintenance::pack::Sink {
                 lines: Some(Arc::new(line)),
                 progress: Some(Arc::new(move |target: &str, phase: &str, done, total| {
-                    t.update(&format!("{target}: {phase}"), done, total)
+                    // The file's name, not its path: the phase and percent must fit.
+                    let short = std::path::Path::new(target)
+                        .file_name()
+                        .filter(|_| target.ends_with(".fs"))
+                        .map_or(target.into(), |n| n.to_string_lossy());
+                    t.update(&format!("{short}: {phase}"), done, total)
                 })),
             };
             crate::maintenance::pack::run_with(&cli.global, args, &sink)
@@ -389,5 +416,127 @@ mod tests {
             signal: Some(Signal::SIGHUP),
         };
         assert_eq!(r.describe(), "kill SIGHUP server");
+    }
+
+    /// A server instance in a tempdir whose storage "1" has an old revision to pack away.
+    fn instance_with_garbage() -> (tempfile::TempDir, PathBuf, PathBuf) {
+        use crate::cli::{Cli, Command as CliCommand, CreateCommand};
+        use crate::storage::{FileStorage, Oid, Tid, TxnMeta};
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("server");
+        let cli = Cli::try_parse_from([
+            std::ffi::OsStr::new("zodbctl"),
+            std::ffi::OsStr::new("create"),
+            std::ffi::OsStr::new("server"),
+            dir.as_os_str(),
+        ])
+        .unwrap();
+        let CliCommand::Create(CreateCommand::Server(args)) = &cli.command else {
+            panic!("not create server");
+        };
+        crate::instance::scaffold::create_server(args).unwrap();
+        let inst = crate::instance::locate_in_dir(&dir).unwrap();
+        let mut server = inst.server().unwrap().clone();
+        server.resolve_paths(&inst.dir);
+        let crate::instance::StorageConfig::File(f) = &server.storages["1"] else {
+            panic!("storage 1 is not a file storage");
+        };
+        let data_fs = f.path.clone();
+        let repository = server.backup.repository.join("1");
+        std::fs::create_dir_all(data_fs.parent().unwrap()).unwrap();
+        // A PersistentMapping-shaped record without references, in three revisions.
+        let fs = FileStorage::open(&data_fs).unwrap();
+        for tag in ["one", "two", "three"] {
+            let mut data = b"\x80\x03cpersistent.mapping\nPersistentMapping\nq\x00.".to_vec();
+            data.extend_from_slice(b"\x80\x03](X");
+            data.extend_from_slice(&(tag.len() as u32).to_le_bytes());
+            data.extend_from_slice(tag.as_bytes());
+            data.extend_from_slice(b"e.");
+            let serial = fs.get_tid(Oid(0)).unwrap_or(Tid::ZERO);
+            let mut t = fs.begin(TxnMeta::new("/ t", "test", Vec::new())).unwrap();
+            t.store(Oid(0), serial, &data).unwrap();
+            t.vote().unwrap();
+            t.finish().unwrap();
+        }
+        fs.close().unwrap();
+        // The pack time (now) strictly after the last commit.
+        std::thread::sleep(Duration::from_millis(20));
+        (tmp, data_fs, repository)
+    }
+
+    #[test]
+    fn pack_and_backup_run_the_commands_with_progress() {
+        let (tmp, data_fs, repository) = instance_with_garbage();
+        let dir = tmp.path().join("server");
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let e2 = Arc::clone(&events);
+        let report: Arc<dyn Fn(ActionEvent) + Send + Sync> =
+            Arc::new(move |e| e2.lock().unwrap().push(e));
+
+        let r = run_on_storages(ActionKind::Pack, &dir, "pack server", Arc::clone(&report));
+        assert_eq!(r, Ok(0), "{:?}", events.lock().unwrap());
+        let record = crate::storage::pack::record_path(&data_fs);
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&record).unwrap()).unwrap();
+        assert_eq!(v["records_removed"], 2, "{v}");
+        assert!(
+            v["bytes_after"].as_u64() < v["bytes_before"].as_u64(),
+            "{v}"
+        );
+        {
+            let ev = events.lock().unwrap();
+            assert!(
+                ev.iter().any(
+                    |e| matches!(e, ActionEvent::Progress { what, .. } if what == "pack server")
+                ),
+                "{ev:?}"
+            );
+            assert!(
+                ev.iter()
+                    .any(|e| matches!(e, ActionEvent::Line(l) if l.contains("packed to"))),
+                "{ev:?}"
+            );
+            // Nothing went to the terminal's streams instead: every summary came back.
+        }
+
+        events.lock().unwrap().clear();
+        let r = run_on_storages(ActionKind::Backup, &dir, "backup server", report);
+        assert_eq!(r, Ok(0), "{:?}", events.lock().unwrap());
+        let files: Vec<String> = std::fs::read_dir(&repository)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(
+            files
+                .iter()
+                .any(|f| f.ends_with(".fs") || f.ends_with(".fsz")),
+            "{files:?}"
+        );
+        assert!(files.iter().any(|f| f == "last-backup.json"), "{files:?}");
+        let ev = events.lock().unwrap();
+        assert!(
+            ev.iter()
+                .any(|e| matches!(e, ActionEvent::Line(l) if l.contains("full backup"))),
+            "{ev:?}"
+        );
+        assert!(
+            ev.iter().any(
+                |e| matches!(e, ActionEvent::Progress { what, .. } if what == "backup server")
+            ),
+            "{ev:?}"
+        );
+    }
+
+    #[test]
+    fn progress_reads_as_phase_percent_and_bytes() {
+        assert_eq!(
+            progress_text("copy the rest", 512, 2048),
+            "copy the rest 25% (512B of 2.0K)"
+        );
+        assert_eq!(progress_text("reachability", 7, 0), "reachability (7)");
+        assert_eq!(
+            progress_text("packing on the server", 0, 0),
+            "packing on the server"
+        );
     }
 }
