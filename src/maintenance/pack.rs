@@ -55,6 +55,9 @@ enum Target {
     },
 }
 
+/// `(target, phase, done, total)` of [`Sink::progress`].
+pub type ProgressFn = Arc<dyn Fn(&str, &str, u64, u64) + Send + Sync>;
+
 /// Where a pack reports: the command's terminal (standard output and error, an indicatif bar
 /// on a terminal), or the caller's callbacks (the dashboard, `zodbctl top`).
 #[derive(Clone, Default)]
@@ -63,7 +66,7 @@ pub struct Sink {
     pub lines: Option<Arc<dyn Fn(String) + Send + Sync>>,
     /// `(target, phase, done, total)`; `None`: a progress bar when standard error is a
     /// terminal. `total` is 0 when unknown (reachability counts objects; a server pack).
-    pub progress: Option<Arc<dyn Fn(&str, &str, u64, u64) + Send + Sync>>,
+    pub progress: Option<ProgressFn>,
 }
 
 impl Sink {
