@@ -315,6 +315,20 @@ pub fn run_on_storages(
         std::ffi::OsStr::new(name),
     ])
     .map_err(|e| e.to_string())?;
+    // The process logs to standard error, which is the dashboard's screen: on this thread,
+    // the engines' warnings become the action's lines instead (their info lines repeat the
+    // summaries).
+    let logs = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::WARN)
+        .with_target(false)
+        .with_ansi(false)
+        .without_time()
+        .with_writer({
+            let r = Arc::clone(&report);
+            move || LineWriter(Arc::clone(&r))
+        })
+        .finish();
+    let _logs = tracing::subscriber::set_default(logs);
     let r = Arc::clone(&report);
     let line = move |l: String| r(ActionEvent::Line(l));
     let throttle = Arc::new(Throttle {
@@ -347,6 +361,23 @@ pub fn run_on_storages(
         _ => return Err("not a pack or backup command line".into()),
     };
     result.map_err(|e| format!("{e:#}"))
+}
+
+/// Log output as action lines (one formatted event per write).
+struct LineWriter(Arc<dyn Fn(ActionEvent) + Send + Sync>);
+
+impl std::io::Write for LineWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        for l in String::from_utf8_lossy(buf).lines() {
+            if !l.trim().is_empty() {
+                (self.0)(ActionEvent::Line(l.trim().to_owned()));
+            }
+        }
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// `zodbctl -i DIR start`, its output lines reported as they come.
@@ -524,6 +555,18 @@ mod tests {
                 |e| matches!(e, ActionEvent::Progress { what, .. } if what == "backup server")
             ),
             "{ev:?}"
+        );
+    }
+
+    #[test]
+    fn log_lines_of_the_worker_become_action_lines() {
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let e2 = Arc::clone(&events);
+        let mut w = LineWriter(Arc::new(move |e| e2.lock().unwrap().push(e)));
+        std::io::Write::write_all(&mut w, b" WARN cannot write x.pack.json\n").unwrap();
+        assert_eq!(
+            *events.lock().unwrap(),
+            vec![ActionEvent::Line("WARN cannot write x.pack.json".into())]
         );
     }
 
