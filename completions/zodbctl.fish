@@ -247,7 +247,7 @@ complete -c zodbctl -n "__fish_zodbctl_using_subcommand top" -s i -l instance -d
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand top" -s C -l config -d 'Use this configuration file instead of the instance\'s own' -r -F
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand top" -l once -d 'Print one frame as plain text and exit (two samples, one interval apart, for rates)'
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand top" -l json -d 'Print the snapshot the screen is drawn from as JSON and exit'
-complete -c zodbctl -n "__fish_zodbctl_using_subcommand top" -l read-only -d 'Disable every action (start, stop, restart, logreopen, kill)'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand top" -l read-only -d 'Disable every action (start, stop, restart, logreopen, kill, pack, backup)'
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand top" -l mouse -d 'Use the mouse: the wheel scrolls, a click selects (the terminal\'s own text selection then needs Shift)'
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand top" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand top" -s V -l version -d 'Print version'

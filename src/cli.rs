@@ -146,8 +146,9 @@ pub enum Command {
     /// Shows every instance (state, readiness, pid, uptime, restarts, CPU, memory), the
     /// storages of the selected server (size, last transaction, commits/s and loads/s with
     /// sparklines, connections, commit lock) and its log. Actions on the selected instance run
-    /// the same code as start, stop, restart, logreopen and kill; destructive ones ask first.
-    /// Press ? for the keys. Colours are off when NO_COLOR is set.
+    /// the same code as start, stop, restart, logreopen and kill, and on a server's file
+    /// storages as pack and backup (their progress in the status line); destructive ones ask
+    /// first. Press ? for the keys. Colours are off when NO_COLOR is set.
     Top(TopArgs),
 
     /// Check the health of a ZEO server, an instance or a cluster (like zeoup and zeo-nagios).
@@ -553,7 +554,7 @@ pub struct TopArgs {
     /// Print the snapshot the screen is drawn from as JSON and exit.
     #[arg(long, conflicts_with = "once")]
     pub json: bool,
-    /// Disable every action (start, stop, restart, logreopen, kill).
+    /// Disable every action (start, stop, restart, logreopen, kill, pack, backup).
     #[arg(long)]
     pub read_only: bool,
     /// Use the mouse: the wheel scrolls, a click selects (the terminal's own text selection

@@ -55,9 +55,52 @@ enum Target {
     },
 }
 
+/// `(target, phase, done, total)` of [`Sink::progress`].
+pub type ProgressFn = Arc<dyn Fn(&str, &str, u64, u64) + Send + Sync>;
+
+/// Where a pack reports: the command's terminal (standard output and error, an indicatif bar
+/// on a terminal), or the caller's callbacks (the dashboard, `zodbctl top`).
+#[derive(Clone, Default)]
+pub struct Sink {
+    /// Summaries, warnings and errors, one line each; `None`: standard output and error.
+    pub lines: Option<Arc<dyn Fn(String) + Send + Sync>>,
+    /// `(target, phase, done, total)`; `None`: a progress bar when standard error is a
+    /// terminal. `total` is 0 when unknown (reachability counts objects; a server pack).
+    pub progress: Option<ProgressFn>,
+}
+
+impl Sink {
+    /// Writing to the terminal: no callbacks given.
+    fn terminal(&self) -> bool {
+        self.lines.is_none() && self.progress.is_none()
+    }
+    fn out(&self, line: String) {
+        match &self.lines {
+            Some(f) => f(line),
+            None => println!("{line}"),
+        }
+    }
+    fn err(&self, line: String) {
+        match &self.lines {
+            Some(f) => f(line),
+            None => eprintln!("{line}"),
+        }
+    }
+    fn progress(&self, target: &str, phase: &str, done: u64, total: u64) {
+        if let Some(f) = &self.progress {
+            f(target, phase, done, total);
+        }
+    }
+}
+
 pub fn run(g: &GlobalArgs, args: &PackArgs) -> Result<u8> {
+    run_with(g, args, &Sink::default())
+}
+
+/// `zodbctl pack`, reporting to `sink`.
+pub fn run_with(g: &GlobalArgs, args: &PackArgs, sink: &Sink) -> Result<u8> {
     let targets = if args.targets.is_empty() {
-        instance_targets(g, args)?
+        instance_targets(g, args, sink)?
     } else {
         args.targets
             .iter()
@@ -83,17 +126,17 @@ pub fn run(g: &GlobalArgs, args: &PackArgs) -> Result<u8> {
                 gc,
                 keep_old,
                 ..
-            } => match pack_file(path, blob_dir.as_deref(), *gc, *keep_old, when, args) {
+            } => match pack_file(path, blob_dir.as_deref(), *gc, *keep_old, when, args, sink) {
                 Ok(v) => results.push(v),
                 Err(e) => {
-                    eprintln!("Error packing {}: {e:#}", path.display());
+                    sink.err(format!("Error packing {}: {e:#}", path.display()));
                     status = EXIT_FAILURE;
                     break;
                 }
             },
             Target::Server { addr, storage, .. } => {
                 servers += 1;
-                match pack_server(addr, storage, when, args) {
+                match pack_server(addr, storage, when, args, sink) {
                     Ok(Some(v)) => {
                         reached += 1;
                         results.push(v);
@@ -101,7 +144,9 @@ pub fn run(g: &GlobalArgs, args: &PackArgs) -> Result<u8> {
                     Ok(None) => {}
                     Err(e) => {
                         reached += 1;
-                        eprintln!("Error:\nError packing storage {storage} in {addr}: {e:#}");
+                        sink.err(format!(
+                            "Error:\nError packing storage {storage} in {addr}: {e:#}"
+                        ));
                         status = EXIT_FAILURE;
                         break;
                     }
@@ -110,11 +155,11 @@ pub fn run(g: &GlobalArgs, args: &PackArgs) -> Result<u8> {
         }
     }
     if status == 0 && servers > 0 && reached == 0 {
-        eprintln!("Error:\nCannot connect to any of the configured ZEO servers.");
+        sink.err("Error:\nCannot connect to any of the configured ZEO servers.".into());
         status = EXIT_FAILURE;
     }
     if args.json {
-        println!("{}", serde_json::Value::Array(results));
+        sink.out(serde_json::Value::Array(results).to_string());
     }
     Ok(status)
 }
@@ -229,7 +274,7 @@ fn parse_target(t: &str, args: &PackArgs) -> Result<Target> {
 }
 
 /// The instance's FileStorages: through its server when that holds the lock, else offline.
-fn instance_targets(g: &GlobalArgs, args: &PackArgs) -> Result<Vec<Target>> {
+fn instance_targets(g: &GlobalArgs, args: &PackArgs, sink: &Sink) -> Result<Vec<Target>> {
     let inst = instance::locate(g)
         .map_err(|e| usage(anyhow!("{e}; or give a Data.fs or a server as TARGET")))?;
     let Some(server) = inst.server() else {
@@ -250,10 +295,10 @@ fn instance_targets(g: &GlobalArgs, args: &PackArgs) -> Result<Vec<Target>> {
         }
         let StorageConfig::File(f) = s else { continue };
         if !f.path.exists() {
-            eprintln!(
+            sink.err(format!(
                 "{}: storage {name:?} has no Data.fs yet; nothing to pack",
                 f.path.display()
-            );
+            ));
             found_any = true;
             continue;
         }
@@ -298,8 +343,8 @@ fn lock_path(data_fs: &Path) -> PathBuf {
     PathBuf::from(s)
 }
 
-fn bar(args: &PackArgs, label: &str) -> ProgressBar {
-    if args.json || !std::io::stderr().is_terminal() {
+fn bar(args: &PackArgs, sink: &Sink, label: &str) -> ProgressBar {
+    if args.json || !sink.terminal() || !std::io::stderr().is_terminal() {
         return ProgressBar::hidden();
     }
     let pb = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
@@ -320,11 +365,12 @@ fn pack_file(
     keep_old: bool,
     when: f64,
     args: &PackArgs,
+    sink: &Sink,
 ) -> Result<serde_json::Value> {
     if !path.is_file() {
         return Err(usage(anyhow!("no such file: {}", path.display())));
     }
-    let mut open = storage::OpenOptions::new().progress(!args.json);
+    let mut open = storage::OpenOptions::new().progress(!args.json && sink.terminal());
     if let Some(b) = blob_dir {
         open = open.blob_dir(b);
     }
@@ -337,8 +383,10 @@ fn pack_file(
         }
         Err(e) => return Err(e).with_context(|| format!("opening {}", path.display())),
     };
-    let pb = bar(args, &path.display().to_string());
+    let label = path.display().to_string();
+    let pb = bar(args, sink, &label);
     let p2 = pb.clone();
+    let s2 = sink.clone();
     let opts = PackOptions {
         gc,
         keep_old,
@@ -348,6 +396,7 @@ fn pack_file(
                 p2.set_length(total);
                 p2.set_position(done.min(total));
             }
+            s2.progress(&label, phase.label(), done, total);
         })),
     };
     let r = fs.pack(when, &opts);
@@ -355,7 +404,7 @@ fn pack_file(
     let r = r?;
     fs.close()?;
     if !args.json {
-        println!("{}: {}", path.display(), r.summary());
+        sink.out(format!("{}: {}", path.display(), r.summary()));
     }
     let mut v = serde_json::to_value(&r)?;
     if let Some(m) = v.as_object_mut() {
@@ -371,20 +420,23 @@ fn pack_server(
     name: &str,
     when: f64,
     args: &PackArgs,
+    sink: &Sink,
 ) -> Result<Option<serde_json::Value>> {
     let started = Instant::now();
     let mut c = match Client::connect(addr, CONNECT_TIMEOUT) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("Couldn't connect to: ({addr:?}, {name:?}): {e}");
+            sink.err(format!("Couldn't connect to: ({addr:?}, {name:?}): {e}"));
             return Ok(None);
         }
     };
     c.register(name, true)
         .map_err(|e| anyhow!("registering storage {name:?}: {e}"))?;
     c.set_reply_timeout(PACK_REPLY_TIMEOUT)?;
-    let pb = bar(args, &format!("{addr}:{name}"));
+    let label = format!("{addr}:{name}");
+    let pb = bar(args, sink, &label);
     pb.set_message("packing on the server");
+    sink.progress(&label, "packing on the server", 0, 0);
     pb.enable_steady_tick(Duration::from_millis(200));
     let r = c.call("pack", &[Value::Float(when), Value::Int(1)]);
     pb.finish_and_clear();
@@ -392,7 +444,9 @@ fn pack_server(
     c.close();
     let secs = started.elapsed().as_secs_f64();
     if !args.json {
-        println!("{addr}:{name}: packed by the server in {secs:.2}s (details in the server log)");
+        sink.out(format!(
+            "{addr}:{name}: packed by the server in {secs:.2}s (details in the server log)"
+        ));
     }
     let _ = std::io::stdout().flush();
     Ok(Some(serde_json::json!({

@@ -99,6 +99,8 @@ pub struct Ui {
     pub activity: Vec<String>,
     /// Actions still running.
     pub running: usize,
+    /// The latest progress of a long action (pack, backup): what, and how far.
+    pub progress: Option<(String, String)>,
 }
 
 /// What the main loop has to do after an input.
@@ -132,6 +134,20 @@ impl Ui {
                 .or_else(|| self.selected.clone()),
             log: self.log_source,
         }
+    }
+}
+
+/// The activity line at an action's end: done or failed, with its last line when it has one
+/// (pack and backup end with their one-line summary or error).
+pub fn done_text(what: &str, result: &Result<u8, String>, summary: Option<&str>) -> String {
+    let end = match result {
+        Ok(0) => "done".to_owned(),
+        Ok(code) => format!("failed (exit status {code})"),
+        Err(e) => return format!("{what}: {e}"),
+    };
+    match summary {
+        Some(s) => format!("{what}: {end}: {s}"),
+        None => format!("{what}: {end}"),
     }
 }
 
@@ -398,6 +414,13 @@ fn action_key(ui: &mut Ui, snap: &Snapshot, spec: &actions::ActionSpec) -> Optio
         ));
         return None;
     }
+    if spec.kind.on_storages() && inst.kind != Kind::Server {
+        ui.note(format!(
+            "{}: select a server instance; {} has no storages",
+            spec.name, inst.name
+        ));
+        return None;
+    }
     let req = Request {
         instance: inst.name.clone(),
         kind: spec.kind,
@@ -543,6 +566,50 @@ mod tests {
         assert_eq!(
             on_key(&mut ro, &s, key(KeyCode::Char('q'))),
             Some(Command::Quit)
+        );
+    }
+
+    #[test]
+    fn pack_and_backup_confirm_on_a_server_and_read_only_refuses() {
+        let s = snap();
+        let mut ui = Ui::new(false, true);
+        for (c, kind) in [('P', ActionKind::Pack), ('B', ActionKind::Backup)] {
+            assert_eq!(on_key(&mut ui, &s, key(KeyCode::Char(c))), None);
+            let want = Request {
+                instance: "server".into(),
+                kind,
+                signal: None,
+            };
+            assert_eq!(ui.mode, Mode::Confirm(want.clone()));
+            assert_eq!(
+                on_key(&mut ui, &s, key(KeyCode::Char('y'))),
+                Some(Command::Run(want))
+            );
+            // Any other key cancels.
+            on_key(&mut ui, &s, key(KeyCode::Char(c)));
+            assert_eq!(on_key(&mut ui, &s, key(KeyCode::Esc)), None);
+            assert_eq!(ui.mode, Mode::Normal);
+            assert!(ui.activity.last().unwrap().contains("cancelled"));
+        }
+        // A client has no storages.
+        on_key(&mut ui, &s, key(KeyCode::Down));
+        assert_eq!(on_key(&mut ui, &s, key(KeyCode::Char('P'))), None);
+        assert_eq!(ui.mode, Mode::Normal);
+        assert!(ui.activity.last().unwrap().contains("select a server"));
+
+        let mut ro = Ui::new(true, true);
+        for c in ['P', 'B'] {
+            assert_eq!(on_key(&mut ro, &s, key(KeyCode::Char(c))), None);
+            assert_eq!(ro.mode, Mode::Normal);
+            assert!(ro.activity.last().unwrap().contains("--read-only"));
+        }
+        assert_eq!(
+            done_text("pack server", &Ok(0), Some("Data.fs: packed")),
+            "pack server: done: Data.fs: packed"
+        );
+        assert_eq!(
+            done_text("backup server", &Ok(1), None),
+            "backup server: failed (exit status 1)"
         );
     }
 

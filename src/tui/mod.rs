@@ -220,13 +220,20 @@ fn interactive(target: Arc<Target>, args: &TopArgs, color: bool) -> Result<u8> {
                 ui.note(l);
                 None
             }
-            Event::Action(ActionEvent::Done { what, result }) => {
+            Event::Action(ActionEvent::Progress { what, text }) => {
+                ui.progress = Some((what, text));
+                None
+            }
+            Event::Action(ActionEvent::Done {
+                what,
+                result,
+                summary,
+            }) => {
                 ui.running = ui.running.saturating_sub(1);
-                ui.note(match result {
-                    Ok(0) => format!("{what}: done"),
-                    Ok(code) => format!("{what}: failed (exit status {code})"),
-                    Err(e) => format!("{what}: {e}"),
-                });
+                if ui.progress.as_ref().is_some_and(|p| p.0 == what) {
+                    ui.progress = None;
+                }
+                ui.note(input::done_text(&what, &result, summary.as_deref()));
                 let _ = wake_tx.send(());
                 None
             }

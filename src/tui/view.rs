@@ -143,6 +143,42 @@ pub fn draw(f: &mut Frame, snap: &Snapshot, ui: &Ui) -> Areas {
     draw_footer(f, footer, ui, &t);
     match &ui.mode {
         Mode::Help => draw_help(f, area, ui, &t),
+        Mode::Confirm(req) if req.kind.on_storages() => {
+            let files: Vec<String> = snap
+                .instances
+                .iter()
+                .find(|i| i.name == req.instance)
+                .and_then(|i| i.server.as_ref())
+                .map(|s| {
+                    s.storages
+                        .iter()
+                        .filter(|s| s.kind.as_deref() == Some("file"))
+                        .map(|s| s.name.clone())
+                        .collect()
+                })
+                .unwrap_or_default();
+            let name = ACTIONS
+                .iter()
+                .find(|a| a.kind == req.kind)
+                .map_or("?", |a| a.name);
+            let which = if files.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", files.join(", "))
+            };
+            let text = format!(
+                "{} the file storages{which} of {}?",
+                capitalise(name),
+                req.instance
+            );
+            draw_modal(
+                f,
+                area,
+                " Confirm ",
+                &[text, "y: yes    any other key: no".into()],
+                &t,
+            );
+        }
         Mode::Confirm(req) => {
             let pid = snap
                 .instances
@@ -665,11 +701,13 @@ fn draw_footer(f: &mut Frame, area: Rect, ui: &Ui, t: &Theme) {
                     ui.running,
                     if ui.running == 1 { "" } else { "s" }
                 ));
-                if ui.activity.last().is_some() {
+                if ui.activity.last().is_some() || ui.progress.is_some() {
                     s.push_str(" │");
                 }
             }
-            if let Some(last) = ui.activity.last() {
+            if let (true, Some((what, text))) = (ui.running > 0, &ui.progress) {
+                s.push_str(&format!(" {what}: {text}"));
+            } else if let Some(last) = ui.activity.last() {
                 s.push(' ');
                 s.push_str(last);
             }

@@ -236,6 +236,27 @@ fn confirmation_help_and_read_only() {
 }
 
 #[test]
+fn pack_confirmation_and_progress() {
+    let snap = healthy();
+    let mut ui = Ui::new(false, true);
+    ui.mode = Mode::Confirm(crate::tui::actions::Request {
+        instance: "server".into(),
+        kind: crate::tui::actions::ActionKind::Pack,
+        signal: None,
+    });
+    check("confirm_pack_80x24", &snap, &ui, 80, 24);
+    let mut ui = Ui::new(false, true);
+    ui.note("pack server…");
+    ui.running = 1;
+    ui.progress = Some((
+        "pack server".into(),
+        crate::tui::actions::progress_text("Data.fs: copy the rest", 31 << 20, 48 << 20),
+    ));
+    check("progress_pack_80x24", &snap, &ui, 80, 24);
+    check("progress_pack_160x40", &snap, &ui, 160, 40);
+}
+
+#[test]
 fn tiny_and_empty_screens_do_not_panic() {
     for (w, h) in [(1, 1), (20, 5), (40, 12), (300, 100)] {
         for snap in [Snapshot::default(), healthy(), backoff(), unreachable()] {

@@ -135,6 +135,34 @@ fn instance_jobs(
 }
 
 pub fn backup(g: &GlobalArgs, args: &BackupArgs) -> Result<u8> {
+    backup_with(g, args, &Bar::new(), None)
+}
+
+/// Where `backup` writes its lines: `None` for standard output and error, else a callback
+/// (the dashboard, `zodbctl top`, which passes its own [`Progress`] too).
+pub type Lines<'a> = Option<&'a (dyn Fn(String) + Sync)>;
+
+fn out(lines: Lines, line: String) {
+    match lines {
+        Some(f) => f(line),
+        None => println!("{line}"),
+    }
+}
+
+fn err(lines: Lines, line: String) {
+    match lines {
+        Some(f) => f(line),
+        None => eprintln!("{line}"),
+    }
+}
+
+/// `zodbctl backup`, its progress to `progress` and its lines to `lines`.
+pub fn backup_with(
+    g: &GlobalArgs,
+    args: &BackupArgs,
+    progress: &dyn Progress,
+    lines: Lines,
+) -> Result<u8> {
     let jobs = match (&args.file, &args.repository) {
         (Some(file), Some(repo)) => vec![Job {
             storage: None,
@@ -162,9 +190,8 @@ pub fn backup(g: &GlobalArgs, args: &BackupArgs) -> Result<u8> {
         _ => instance_jobs(g, args.storage.as_deref(), args.repository.as_deref())?,
     };
     if args.verify {
-        return verify(&jobs, args);
+        return verify(&jobs, args, progress, lines);
     }
-    let bar = Bar::new();
     for job in &jobs {
         let gzip = if args.gzip {
             true
@@ -192,7 +219,7 @@ pub fn backup(g: &GlobalArgs, args: &BackupArgs) -> Result<u8> {
             keep,
             blob_dir: blob_dir.as_deref(),
         };
-        let report = ops::backup(&opts, &bar).map_err(lift)?;
+        let report = ops::backup(&opts, progress).map_err(lift)?;
         let record = Record::of(&report, job.storage.as_deref());
         record
             .write(&job.repository.join(ops::RECORD))
@@ -201,17 +228,20 @@ pub fn backup(g: &GlobalArgs, args: &BackupArgs) -> Result<u8> {
             record.write(p).map_err(lift)?;
         }
         for m in &report.missing_blobs {
-            eprintln!(
-                "warning: {}: a blob record's file is missing from the blob directory: {m}",
-                job.source.display()
+            err(
+                lines,
+                format!(
+                    "warning: {}: a blob record's file is missing from the blob directory: {m}",
+                    job.source.display()
+                ),
             );
         }
         if args.json {
-            println!("{}", serde_json::to_string(&report)?);
+            out(lines, serde_json::to_string(&report)?);
             continue;
         }
         if let Some(r) = &report.reason {
-            eprintln!("{}: full backup: {r}", job.source.display());
+            err(lines, format!("{}: full backup: {r}", job.source.display()));
         }
         let blobs = report.blobs.as_ref().map_or(String::new(), |b| {
             format!(
@@ -224,13 +254,13 @@ pub fn backup(g: &GlobalArgs, args: &BackupArgs) -> Result<u8> {
         } else {
             format!("; removed {} old files", report.removed.len())
         };
-        match report.kind {
-            BackupKind::Unchanged => println!(
+        let summary = match report.kind {
+            BackupKind::Unchanged => format!(
                 "{}: no changes since the last backup in {}, nothing to do{removed}",
                 job.source.display(),
                 job.repository.display()
             ),
-            kind => println!(
+            kind => format!(
                 "{}: {} backup {}: {} ({} written) in {:.2} s, {}/s{blobs}{removed}",
                 job.source.display(),
                 if kind == BackupKind::Full {
@@ -246,28 +276,29 @@ pub fn backup(g: &GlobalArgs, args: &BackupArgs) -> Result<u8> {
                 report.seconds,
                 BinaryBytes((report.bytes as f64 / report.seconds.max(1e-6)) as u64),
             ),
-        }
+        };
+        out(lines, summary);
     }
     Ok(0)
 }
 
-fn verify(jobs: &[Job], args: &BackupArgs) -> Result<u8> {
-    let bar = Bar::new();
+fn verify(jobs: &[Job], args: &BackupArgs, bar: &dyn Progress, lines: Lines) -> Result<u8> {
     let mut status = 0;
     for job in jobs {
-        let problems = ops::verify(&job.repository, args.quick, &bar).map_err(lift)?;
+        let problems = ops::verify(&job.repository, args.quick, bar).map_err(lift)?;
         if args.json {
-            println!(
-                "{}",
+            out(
+                lines,
                 serde_json::json!({
                     "repository": job.repository,
                     "ok": problems.is_empty(),
                     "problems": problems,
                 })
+                .to_string(),
             );
         } else {
             for p in &problems {
-                eprintln!("{p}");
+                err(lines, p.to_string());
             }
         }
         if !problems.is_empty() {
