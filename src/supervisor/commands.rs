@@ -214,13 +214,19 @@ fn report_failure(s: &Settings, out: &Out, why: &str) {
     }
 }
 
-/// The last `n` lines of a file, reading at most its last 64 KiB (`logtail`, the dashboard's
-/// log pane).
+/// The last `n` lines of a file, reading at most its last 64 KiB (`logtail`, failure
+/// reports).
 pub fn tail_lines(path: &Path, n: usize) -> io::Result<Vec<String>> {
+    // Enough for n ordinary log lines without reading a large file whole.
+    tail_lines_within(path, n, 64 * 1024)
+}
+
+/// The last `n` lines of a file, reading at most its last `max_bytes` (the first, partial
+/// line of that window is dropped).
+pub fn tail_lines_within(path: &Path, n: usize, max_bytes: u64) -> io::Result<Vec<String>> {
     let mut f = std::fs::File::open(path)?;
     let len = f.metadata()?.len();
-    // Enough for n ordinary log lines without reading a large file whole.
-    let from = len.saturating_sub(64 * 1024);
+    let from = len.saturating_sub(max_bytes);
     f.seek(SeekFrom::Start(from))?;
     let mut buf = Vec::new();
     f.read_to_end(&mut buf)?;

@@ -627,22 +627,10 @@ fn push_bounded(q: &mut VecDeque<f64>, v: f64) {
     q.push_back(v);
 }
 
-/// The last `n` lines of a log, reading at most its last 256 KiB.
+/// The last `n` lines of a log, reading at most its last 256 KiB (the log pane scrolls
+/// further back than `logtail` prints).
 fn read_tail(path: &Path, n: usize) -> std::io::Result<Vec<String>> {
-    use std::io::{Read, Seek, SeekFrom};
-    let mut f = std::fs::File::open(path)?;
-    let len = f.metadata()?.len();
-    let from = len.saturating_sub(256 * 1024);
-    f.seek(SeekFrom::Start(from))?;
-    let mut buf = Vec::new();
-    f.read_to_end(&mut buf)?;
-    let text = String::from_utf8_lossy(&buf);
-    let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
-    if from > 0 && !lines.is_empty() {
-        lines.remove(0);
-    }
-    let skip = lines.len().saturating_sub(n);
-    Ok(lines.split_off(skip))
+    crate::supervisor::commands::tail_lines_within(path, n, 256 * 1024)
 }
 
 /// What one member answered (gathered off the collector's thread).

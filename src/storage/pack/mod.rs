@@ -85,7 +85,10 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use super::datafile::DataFile;
 use super::error::{Result, StorageError};
 use super::filestorage::{FileStorage, lock, write};
-use super::format::{DATA_HDR_LEN, DataHeader, FILE_HDR_LEN, Status, TXN_HDR_LEN, TxnHeader};
+use super::format::{
+    DATA_HDR_LEN, DataHeader, FILE_HDR_LEN, Payload, Status, TXN_HDR_LEN, TxnHeader,
+    encode_data_record,
+};
 use super::index::OidIndex;
 use super::indexfile::{index_path, suffixed, write_index_file};
 use super::timestamp::TimeStamp;
@@ -377,30 +380,11 @@ impl Drop for PackFile {
 
 /// Append one data record to `t` (a transaction being assembled at `tpos`).
 fn push_record(t: &mut Vec<u8>, oid: Oid, tid: Tid, prev: u64, tloc: u64, payload: Rec<'_>) {
-    let plen = match payload {
-        Rec::Data(d) => d.len() as u64,
-        Rec::Back(_) => 0,
-    };
-    let h = DataHeader {
-        oid,
-        tid,
-        prev,
-        tloc,
-        vlen: 0,
-        plen,
-    };
-    t.extend_from_slice(&h.encode());
-    match payload {
-        Rec::Data(d) => t.extend_from_slice(d),
-        Rec::Back(b) => t.extend_from_slice(&b.to_be_bytes()),
-    }
+    encode_data_record(t, oid, tid, prev, tloc, &payload);
 }
 
-enum Rec<'a> {
-    /// Never empty (an empty payload is a backpointer record).
-    Data(&'a [u8]),
-    Back(u64),
-}
+/// A record's payload: `Data` is never empty (an empty payload reads back as a backpointer).
+type Rec<'a> = Payload<'a>;
 
 fn data_or_none(d: &Option<Vec<u8>>) -> Rec<'_> {
     match d {
