@@ -184,35 +184,6 @@ fn kill_9_during_packs() {
 }
 
 /// Mount a tmpfs of `size` at `dir`; false (the test is skipped) when not permitted.
-fn mount_tmpfs(dir: &Path, size: &str) -> bool {
-    let out = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-        .arg(dir)
-        .output();
-    match out {
-        Ok(o) if o.status.success() => true,
-        Ok(o) => {
-            eprintln!(
-                "SKIPPED enospc_during_pack: cannot mount a tmpfs ({})",
-                support::output_text(&o).trim()
-            );
-            false
-        }
-        Err(e) => {
-            eprintln!("SKIPPED enospc_during_pack: cannot run mount ({e})");
-            false
-        }
-    }
-}
-
-struct Unmount(PathBuf);
-
-impl Drop for Unmount {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
-
 #[test]
 fn enospc_during_pack() {
     let outer = tempfile::tempdir().unwrap();
@@ -230,10 +201,11 @@ fn enospc_during_pack() {
     std::fs::create_dir(&mnt).unwrap();
     // Room for the file and a little more, not for a second copy.
     let room = size + size / 3;
-    if !mount_tmpfs(&mnt, &room.to_string()) {
+    if !support::mount_tmpfs(&mnt, &room.to_string()) {
+        eprintln!("SKIPPED enospc_during_pack: no tmpfs");
         return;
     }
-    let _unmount = Unmount(mnt.clone());
+    let _unmount = support::Unmount(mnt.clone());
     let datafs = mnt.join("Data.fs");
     std::fs::copy(&src, &datafs).unwrap();
     let mut server = support::Serve::in_dir(outer.path()).file(&datafs).start();

@@ -331,3 +331,39 @@ pub fn output_within(cmd: &mut Command, limit: Duration) -> Output {
     let _ = watchdog.join();
     out
 }
+
+/// Mount a tmpfs of `size` (mount's syntax: bytes, or `4m`) on the existing directory `dir`,
+/// for the tests of a full disk; false (with the reason on stderr) where mounting is not
+/// permitted (not root, a container without CAP_SYS_ADMIN), so the caller can skip.
+/// Pair it with an [`Unmount`] guard.
+pub fn mount_tmpfs(dir: &Path, size: &str) -> bool {
+    let out = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+        .arg(dir)
+        .output();
+    match out {
+        Ok(o) if o.status.success() => true,
+        Ok(o) => {
+            eprintln!(
+                "cannot mount a tmpfs on {}: {}",
+                dir.display(),
+                output_text(&o).trim()
+            );
+            false
+        }
+        Err(e) => {
+            eprintln!("cannot run mount: {e}");
+            false
+        }
+    }
+}
+
+/// Lazily unmounts its directory when dropped, so a failing test does not leave a mount
+/// behind (lazy: a killed child may still hold a file open in it).
+pub struct Unmount(pub PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
