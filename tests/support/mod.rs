@@ -64,10 +64,22 @@ pub fn target_dir() -> PathBuf {
         .to_path_buf()
 }
 
-/// A TCP port on 127.0.0.1 that was free a moment ago.
+/// A TCP port on 127.0.0.1 that was free a moment ago, with its neighbours on both sides
+/// free too: `create cluster` puts its server's metrics endpoint one below the base port and
+/// its clients just above, and a port the kernel hands out is in the ephemeral range, where
+/// outgoing connections take local ports too.
 pub fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    listener.local_addr().expect("local addr").port()
+    let bindable = |p: u16| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok();
+    let mut last = 0;
+    for _ in 0..100 {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        let p = listener.local_addr().expect("local addr").port();
+        last = p;
+        if p > 1025 && p < u16::MAX - 4 && bindable(p - 1) && (1..=3).all(|i| bindable(p + i)) {
+            return p;
+        }
+    }
+    last
 }
 
 /// Path of the Python interpreter of the pinned virtualenv, creating it if needed.
