@@ -81,21 +81,6 @@ fn acks(path: &Path) -> usize {
         .count()
 }
 
-fn wait_child(child: &mut Child, limit: Duration) {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Ok(Some(_)) = child.try_wait() {
-            return;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 #[test]
 fn kill_9_during_packs() {
     const ROUNDS: usize = 4;
@@ -158,10 +143,10 @@ fn kill_9_during_packs() {
         eprintln!("round {round}: kill -9 at {at:?} (Data.fs.pack present: {packing})");
         server.kill();
         for (child, ack) in &mut writers {
-            wait_child(child, Duration::from_secs(60));
+            support::wait_child(child, Duration::from_secs(60));
             ack_files.push(ack.clone());
         }
-        wait_child(&mut pack, Duration::from_secs(60));
+        support::wait_child(&mut pack, Duration::from_secs(60));
     }
     // Restart with no manual step; a last pack completes; then Python judges the file.
     let mut server = support::Serve::in_dir(dir.path()).file(&datafs).start();

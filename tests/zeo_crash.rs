@@ -121,17 +121,7 @@ fn kill_9_during_commits_loses_no_acknowledged_transaction() {
         // The writers notice the dead server within their 5 s wait_timeout and stop.
         let deadline = Instant::now() + WAIT;
         for (child, ack, _) in &mut writers {
-            loop {
-                if let Ok(Some(_)) = child.try_wait() {
-                    break;
-                }
-                if Instant::now() > deadline {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
+            support::wait_child(child, deadline.saturating_duration_since(Instant::now()));
             ack_files.push(ack.clone());
         }
     }
