@@ -15,6 +15,7 @@ pub mod logging;
 pub mod maintenance;
 pub mod metrics;
 pub mod pickle;
+pub mod replication;
 pub mod storage;
 pub mod supervisor;
 pub mod tui;
