@@ -22,3 +22,5 @@
 //! format itself.
 
 pub mod admin;
+pub mod protocol;
+pub mod state;
