@@ -396,3 +396,22 @@ pub fn wait_child(child: &mut std::process::Child, limit: Duration) {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// One request on a server's admin socket (`--admin-socket`, `docs/replication.md`): the
+/// JSON line written, the JSON line answered (whatever its `ok`); an error when the socket
+/// cannot be reached or the answer is not JSON within 10 s.
+pub fn admin(socket: &Path, request: &serde_json::Value) -> Result<serde_json::Value, String> {
+    use std::io::{BufRead, BufReader, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(socket)
+        .map_err(|e| format!("connect {}: {e}", socket.display()))?;
+    let limit = Some(Duration::from_secs(10));
+    s.set_read_timeout(limit).map_err(|e| e.to_string())?;
+    s.set_write_timeout(limit).map_err(|e| e.to_string())?;
+    s.write_all(format!("{request}\n").as_bytes())
+        .map_err(|e| format!("write {}: {e}", socket.display()))?;
+    let mut line = String::new();
+    BufReader::new(&s)
+        .read_line(&mut line)
+        .map_err(|e| format!("read {}: {e}", socket.display()))?;
+    serde_json::from_str(line.trim()).map_err(|e| format!("answer {line:?}: {e}"))
+}
