@@ -497,6 +497,16 @@ struct Writer {
     err: PathBuf,
 }
 
+/// A writer still running when the test fails is killed (it would commit for minutes).
+impl Drop for Writer {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 impl Writer {
     fn report(&self) -> String {
         let out = std::fs::read_to_string(&self.out).unwrap_or_default();
@@ -677,7 +687,8 @@ fn failover_sync_mode_clients_carry_on() {
         .iter()
         .map(|w| w.out.display().to_string())
         .collect();
-    let mut args = vec!["check", support::path_str(&nodes[primary].datafs())];
+    let datafs = nodes[primary].datafs();
+    let mut args = vec!["check", support::path_str(&datafs)];
     args.extend(files.iter().map(String::as_str));
     let out = python(FAILOVER, &args, Duration::from_secs(90), &[&last]);
     eprintln!("{}", out.trim());
@@ -704,7 +715,7 @@ fn load(node: &Node, mb: u64, servers: &[&Server]) {
 #[test]
 fn replica_catches_up_in_bounded_memory_and_survives_kill_9() {
     const FIRST_MB: u64 = 160;
-    const SECOND_MB: u64 = 80;
+    const SECOND_MB: u64 = 100;
     const PEAK_LIMIT: u64 = 200 << 20;
     let root = tempfile::tempdir().expect("tempdir");
     let (a, b) = (Node::new(root.path(), "a"), Node::new(root.path(), "b"));
@@ -770,7 +781,7 @@ fn replica_catches_up_in_bounded_memory_and_survives_kill_9() {
         let progressed = support::wait_until(Duration::from_secs(60), || {
             b.status()
                 .and_then(|s| s["end"].as_u64())
-                .is_some_and(|e| e > from + (8 << 20) || e >= target)
+                .is_some_and(|e| e > from + (4 << 20) || e >= target)
         });
         assert!(
             progressed,
@@ -889,6 +900,8 @@ fn divergence_and_unrelated_database_are_refused() {
     let mut alone = Serve::in_dir(&a.dir)
         .file(&a.datafs())
         .address(&a.addr())
+        .arg("--admin-socket")
+        .arg(a.dir.join("alone.sock"))
         .start();
     python(
         WORKLOAD,
