@@ -242,6 +242,7 @@ fn open_storages(config: &ServerConfig) -> Result<Vec<(String, Arc<StorageState>
     let pid = std::process::id();
     let mut out = Vec::new();
     for s in &config.storages {
+        let mut replication = None;
         let backend: Arc<dyn Backend> = match &s.kind {
             StorageKind::Memory {
                 history,
@@ -262,6 +263,7 @@ fn open_storages(config: &ServerConfig) -> Result<Vec<(String, Arc<StorageState>
                 read_only,
                 pack_gc,
                 pack_keep_old,
+                replicate_from,
             } => {
                 info!(target: "ZEO.runzeo", "({pid}) opening storage '{}' using FileStorage", s.name);
                 let mut opts = crate::storage::OpenOptions::new();
@@ -272,17 +274,29 @@ fn open_storages(config: &ServerConfig) -> Result<Vec<(String, Arc<StorageState>
                 let fs = opts
                     .open(path)
                     .with_context(|| format!("opening storage '{}'", s.name))?;
+                if replicate_from.is_some() || config.replication.listen.is_some() {
+                    replication = Some(
+                        crate::replication::Replication::open(
+                            &s.name,
+                            fs.clone(),
+                            &config.replication,
+                            replicate_from.as_deref(),
+                        )
+                        .with_context(|| format!("storage '{}'", s.name))?,
+                    );
+                }
                 Arc::new(FileBackend::new(fs).with_pack_options(*pack_gc, *pack_keep_old))
             }
         };
-        out.push((
-            s.name.clone(),
-            Arc::new(StorageState::new(
-                &s.name,
-                backend,
-                config.invalidation_queue_size,
-            )),
+        let state = Arc::new(StorageState::new(
+            &s.name,
+            backend,
+            config.invalidation_queue_size,
         ));
+        if let Some(r) = replication {
+            let _ = state.replication.set(r);
+        }
+        out.push((s.name.clone(), state));
     }
     Ok(out)
 }
