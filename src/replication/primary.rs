@@ -46,6 +46,9 @@ struct Peer {
     acked: u64,
     /// Shipped up to here.
     sent: u64,
+    /// The durable end when the sender last had shipped everything: acknowledging it makes
+    /// the replica in sync.
+    tip: Option<u64>,
     /// Caught up once since it connected: its acknowledgements count for sync commits.
     in_sync: bool,
     phase: &'static str,
@@ -366,6 +369,7 @@ async fn serve(fed: Arc<BTreeMap<String, Fed>>, (mut rd, mut wr): Streams, peer:
         addr: peer.clone(),
         acked: if full.is_some() { 0 } else { end },
         sent: 0,
+        tip: None,
         in_sync: false,
         phase: if full.is_some() { "resyncing" } else { "streaming" },
         since: Instant::now(),
@@ -470,6 +474,9 @@ async fn stream(
                 buf = Vec::new();
             }
         }
+        if let Some(p) = lock(&r.feed.peers).get_mut(&id) {
+            p.tip = Some(sent);
+        }
         tokio::select! {
             changed = durable_rx.changed() => {
                 if changed.is_err() {
@@ -481,8 +488,11 @@ async fn stream(
                     return Err(SendError::Silent(last_heard.elapsed()));
                 }
                 let acked = lock(&r.feed.peers).get(&id).map_or(0, |p| p.acked);
+                // The visible end, not the durable one: in sync mode a transaction durable
+                // here but not yet acknowledged by a replica was seen by no client, and a
+                // replica that lacks only that is not stale (promotion checks this figure).
                 protocol::write_json(wr, Kind::Ping, &json!({
-                    "end": cur.end, "tid": state::tid_hex(&cur.tid), "time": super::now_seconds(),
+                    "end": r.fs.size(), "tid": state::tid_hex(&r.fs.last_transaction()), "time": super::now_seconds(),
                     "lag_txns": r.feed.lag_txns(acked), "epoch": r.epoch(),
                 })).await?;
             }
@@ -492,11 +502,10 @@ async fn stream(
                 Some(Ok((acked, is_ack))) => {
                     last_heard = Instant::now();
                     if is_ack {
-                        let cur_end = r.feed.current().end;
                         let mut peers = lock(&r.feed.peers);
                         if let Some(p) = peers.get_mut(&id) {
                             p.acked = p.acked.max(acked);
-                            if p.acked >= cur_end && !p.in_sync {
+                            if p.tip.is_some_and(|tip| p.acked >= tip) && !p.in_sync {
                                 p.in_sync = true;
                                 info!(target: LOG, "storage '{}': replica {peer} is in sync", r.storage);
                             }
