@@ -421,6 +421,9 @@ pub async fn start(ctx: &Arc<crate::zeo::server::ServerCtx>) -> anyhow::Result<(
             Role::Primary => primary::check_peers(f, &ctx.config.replication.peers).await,
             Role::Fenced { .. } => {}
         }
+        // A replica promoted later checks its peers from then on, too.
+        let every = (ctx.config.replication.keep_alive * 2).max(Duration::from_secs(10));
+        primary::watch_peers(f.clone(), ctx.config.replication.peers.clone(), every);
     }
     if let Some(addr) = &ctx.config.replication.listen {
         primary::listen(addr.clone(), fed).await?;

@@ -695,8 +695,10 @@ pub async fn fence_remote(addr: String, storage: String, epoch: u64, state: Opti
     }
 }
 
-/// At start-up, a primary asks its peers whether one of them has a newer epoch (it was
-/// promoted while this server was down); if so this server starts fenced.
+/// A primary asks its peers for their epoch, at start-up (before it accepts a client) and
+/// then periodically: a peer that is the primary of a newer epoch (promoted while this server
+/// was down or cut off) fences this server; a peer that is a primary of an older epoch is
+/// told to fence itself.
 pub async fn check_peers(f: &Fed, peers: &[String]) {
     let r = &f.repl;
     if !matches!(r.role(), Role::Primary) {
@@ -705,15 +707,36 @@ pub async fn check_peers(f: &Fed, peers: &[String]) {
     let db = r.state().map(|s| s.database);
     for p in peers {
         let Some(v) = ask(p, &r.storage, db.clone(), None).await else { continue };
+        if v["database"].as_str().map(str::to_string) != db || v["role"] != "primary" {
+            continue;
+        }
         let theirs = v["epoch"].as_u64().unwrap_or(0);
-        if v["database"].as_str().map(str::to_string) == db && theirs > r.epoch() && v["role"] == "primary" {
+        let ours = r.epoch();
+        if theirs > ours {
             r.fence(&f.st, format!(
-                "storage '{}': {p} is the primary of a newer epoch ({theirs}; this server's is {}): \
+                "storage '{}': {p} is the primary of a newer epoch ({theirs}; this server's is {ours}): \
                  this server was the primary before a failover and no longer accepts writes. \
                  Make it a replica: set replicate-from = \"{p}\" for this storage and restart it \
                  (if it is then refused as diverged, `zodbctl resync` discards its extra transactions)",
-                r.storage, r.epoch()));
+                r.storage));
             return;
         }
+        if theirs < ours {
+            warn!(target: LOG, "storage '{}': {p} still acts as primary of the older epoch {theirs}; telling it to stop accepting writes", r.storage);
+            let _ = ask(p, &r.storage, db.clone(), Some(ours)).await;
+        }
     }
+}
+
+/// Repeat [`check_peers`] while this server runs.
+pub fn watch_peers(f: Fed, peers: Vec<String>, every: Duration) {
+    if peers.is_empty() {
+        return;
+    }
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(every).await;
+            check_peers(&f, &peers).await;
+        }
+    });
 }

@@ -177,9 +177,8 @@ async fn session(f: &Fed, from: &str) -> Result<(), SessionError> {
     }
     r.adopt(adopted).map_err(|e| SessionError::Apply(e.to_string()))?;
     lock(&r.link).phase = "streaming";
-    // Blob files received for the next `Txns` frame: (oid, tid) → temp file.
-    let mut blobs: HashMap<(Oid, Tid), (PathBuf, std::fs::File)> = HashMap::new();
-    let mut ready: Vec<(Oid, Tid, PathBuf)> = Vec::new();
+    let mut pending = PendingBlobs::default();
+    let PendingBlobs { open: blobs, ready } = &mut pending;
     loop {
         let fr = tokio::time::timeout(silent, protocol::read_frame(&mut rd))
             .await
@@ -212,7 +211,7 @@ async fn session(f: &Fed, from: &str) -> Result<(), SessionError> {
                 let at = fr.u64_field(&mut rest)?;
                 let bytes = rest.to_vec();
                 let fs = r.fs.clone();
-                let files = std::mem::take(&mut ready);
+                let files = std::mem::take(ready);
                 let prepared = tokio::task::spawn_blocking(move || fs.prepare_replicated(at, &bytes, files))
                     .await
                     .map_err(|e| SessionError::Apply(format!("applying transactions: {e}")))?
@@ -254,6 +253,25 @@ async fn session(f: &Fed, from: &str) -> Result<(), SessionError> {
                 return Ok(());
             }
             k => return Err(ProtoError::Unexpected(k).into()),
+        }
+    }
+}
+
+/// Blob files received for the next `Txns` frame: being written, and complete. What a
+/// session leaves when it ends early is removed.
+#[derive(Default)]
+struct PendingBlobs {
+    open: HashMap<(Oid, Tid), (PathBuf, std::fs::File)>,
+    ready: Vec<(Oid, Tid, PathBuf)>,
+}
+
+impl Drop for PendingBlobs {
+    fn drop(&mut self) {
+        for (path, _) in self.open.values() {
+            let _ = std::fs::remove_file(path);
+        }
+        for (_, _, path) in &self.ready {
+            let _ = std::fs::remove_file(path);
         }
     }
 }
