@@ -22,3 +22,4 @@
 //! format itself.
 
 pub mod admin;
+pub mod commands;
