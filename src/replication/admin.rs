@@ -80,7 +80,10 @@ pub fn call(path: &Path, req: &Value, timeout: Duration) -> Result<Value, AdminE
 }
 
 /// Serve the admin socket of a running server (until the process ends).
-pub async fn serve(path: &Path, ctx: std::sync::Arc<crate::zeo::server::ServerCtx>) -> std::io::Result<()> {
+pub async fn serve(
+    path: &Path,
+    ctx: std::sync::Arc<crate::zeo::server::ServerCtx>,
+) -> std::io::Result<()> {
     if path.exists() {
         if std::os::unix::net::UnixStream::connect(path).is_ok() {
             return Err(std::io::Error::new(
@@ -127,7 +130,9 @@ async fn handle(s: tokio::net::UnixStream, ctx: std::sync::Arc<crate::zeo::serve
     let answer = match read {
         Ok(Ok(_)) => match serde_json::from_str::<Value>(line.trim()) {
             Ok(req) => answer(&req, &ctx),
-            Err(e) => serde_json::json!({"ok": false, "error": format!("the request is not JSON: {e}")}),
+            Err(e) => {
+                serde_json::json!({"ok": false, "error": format!("the request is not JSON: {e}")})
+            }
         },
         _ => return,
     };
@@ -169,12 +174,19 @@ fn answer(req: &Value, ctx: &crate::zeo::server::ServerCtx) -> Value {
             let only_replicas: Vec<_> = if wanted.is_some() {
                 targets.clone()
             } else {
-                targets.iter().filter(|(_, r)| r.is_replica()).copied().collect()
+                targets
+                    .iter()
+                    .filter(|(_, r)| r.is_replica())
+                    .copied()
+                    .collect()
             };
             if only_replicas.is_empty() {
                 return json!({"ok": false, "error": "no storage of this server is a replica: nothing to promote"});
             }
-            let r: Vec<_> = only_replicas.iter().map(|(_, r)| r.promote(force)).collect();
+            let r: Vec<_> = only_replicas
+                .iter()
+                .map(|(_, r)| r.promote(force))
+                .collect();
             ctx.promoted.notify_one();
             r
         }

@@ -22,10 +22,11 @@
 //! format itself.
 
 pub mod admin;
-pub mod protocol;
-pub mod state;
+pub mod commands;
 pub mod primary;
+pub mod protocol;
 pub mod replica;
+pub mod state;
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -54,10 +55,14 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 pub enum Role {
     Primary,
     /// Following the primary whose replication address this is; writes refused.
-    Replica { from: String },
+    Replica {
+        from: String,
+    },
     /// A primary that learnt of a newer epoch: writes refused until an operator makes it a
     /// replica.
-    Fenced { reason: String },
+    Fenced {
+        reason: String,
+    },
 }
 
 /// What a replica knows about its link to the primary (for status, check and promotion).
@@ -204,7 +209,9 @@ impl Replication {
     pub fn promote(&self, force: bool) -> Result<String, String> {
         let from = match self.role() {
             Role::Replica { from } => from,
-            Role::Primary => return Err(format!("storage '{}' is already the primary", self.storage)),
+            Role::Primary => {
+                return Err(format!("storage '{}' is already the primary", self.storage));
+            }
             Role::Fenced { reason } => {
                 return Err(format!(
                     "storage '{}' is a fenced former primary ({reason}); it cannot be promoted",
@@ -267,7 +274,8 @@ impl Replication {
         };
         if force {
             // Tell the old primary, if it is still there, so it stops taking writes.
-            let fence = primary::fence_remote(from.clone(), self.storage.clone(), epoch, self.state());
+            let fence =
+                primary::fence_remote(from.clone(), self.storage.clone(), epoch, self.state());
             tokio::spawn(fence);
         }
         {
@@ -391,7 +399,10 @@ impl Recent {
     fn behind(&self, acked: u64) -> (u64, Duration) {
         let i = self.entries.partition_point(|(e, _)| *e <= acked);
         let n = (self.entries.len() - i) as u64;
-        let age = self.entries.get(i).map_or(Duration::ZERO, |(_, t)| t.elapsed());
+        let age = self
+            .entries
+            .get(i)
+            .map_or(Duration::ZERO, |(_, t)| t.elapsed());
         (n, age)
     }
 

@@ -227,7 +227,11 @@ pub async fn listen(addr: ListenAddr, fed: BTreeMap<String, Fed>) -> anyhow::Res
                     match l.accept().await {
                         Ok((s, _)) => {
                             let (r, w) = s.into_split();
-                            tokio::spawn(serve(fed.clone(), (Box::new(r), Box::new(w)), "unix".into()));
+                            tokio::spawn(serve(
+                                fed.clone(),
+                                (Box::new(r), Box::new(w)),
+                                "unix".into(),
+                            ));
                         }
                         Err(e) => {
                             error!(target: LOG, "accepting a replica failed: {e}");
@@ -238,7 +242,11 @@ pub async fn listen(addr: ListenAddr, fed: BTreeMap<String, Fed>) -> anyhow::Res
             });
         }
         ListenAddr::Tcp { host, port } => {
-            let host = if host.is_empty() { "0.0.0.0" } else { host.as_str() };
+            let host = if host.is_empty() {
+                "0.0.0.0"
+            } else {
+                host.as_str()
+            };
             let l = tokio::net::TcpListener::bind((host, *port))
                 .await
                 .map_err(|e| anyhow::anyhow!("cannot listen for replicas on {addr}: {e}"))?;
@@ -249,7 +257,11 @@ pub async fn listen(addr: ListenAddr, fed: BTreeMap<String, Fed>) -> anyhow::Res
                         Ok((s, peer)) => {
                             let _ = s.set_nodelay(true);
                             let (r, w) = s.into_split();
-                            tokio::spawn(serve(fed.clone(), (Box::new(r), Box::new(w)), peer.to_string()));
+                            tokio::spawn(serve(
+                                fed.clone(),
+                                (Box::new(r), Box::new(w)),
+                                peer.to_string(),
+                            ));
                         }
                         Err(e) => {
                             error!(target: LOG, "accepting a replica failed: {e}");
@@ -299,8 +311,12 @@ async fn serve(fed: Arc<BTreeMap<String, Fed>>, (mut rd, mut wr): Streams, peer:
     let name = hello["storage"].as_str().unwrap_or_default().to_string();
     let Some(f) = fed.get(&name).cloned() else {
         let known: Vec<&String> = fed.keys().collect();
-        refuse(&mut *wr, "no-such-storage", &format!(
-            "this server replicates no storage {name:?} (it has {known:?})")).await;
+        refuse(
+            &mut *wr,
+            "no-such-storage",
+            &format!("this server replicates no storage {name:?} (it has {known:?})"),
+        )
+        .await;
         return;
     };
     let r = &f.repl;
@@ -322,17 +338,30 @@ async fn serve(fed: Arc<BTreeMap<String, Fed>>, (mut rd, mut wr): Streams, peer:
             Role::Replica { .. } => "replica",
             Role::Fenced { .. } => "fenced",
         };
-        let _ = protocol::write_json(&mut *wr, Kind::Status, &json!({
-            "epoch": r.epoch(), "role": role, "database": r.state().map(|s| s.database)
-        })).await;
+        let _ = protocol::write_json(
+            &mut *wr,
+            Kind::Status,
+            &json!({
+                "epoch": r.epoch(), "role": role, "database": r.state().map(|s| s.database)
+            }),
+        )
+        .await;
         return;
     }
     let Some(pstate) = r.state() else {
-        refuse(&mut *wr, "not-ready", "this replica has not synchronised with its own primary yet; try again later").await;
+        refuse(
+            &mut *wr,
+            "not-ready",
+            "this replica has not synchronised with its own primary yet; try again later",
+        )
+        .await;
         return;
     };
     let end = hello["end"].as_u64().unwrap_or(0);
-    let tid = hello["tid"].as_str().and_then(state::parse_tid).unwrap_or(Tid::ZERO);
+    let tid = hello["tid"]
+        .as_str()
+        .and_then(state::parse_tid)
+        .unwrap_or(Tid::ZERO);
     let md5 = hello["md5"].as_str().unwrap_or_default().to_string();
     let is_prefix = match r.fs.txn_ending_at(end) {
         Ok(Some(p)) => p.tid == tid && crate::zeo::backend::hex(&p.md5) == md5,
@@ -353,11 +382,15 @@ async fn serve(fed: Arc<BTreeMap<String, Fed>>, (mut rd, mut wr): Streams, peer:
             warn!(target: LOG, "storage '{name}': refusing replica {peer}: {msg}");
             refuse(&mut *wr, refusal.code(), &msg).await;
             if let state::Refusal::NewerEpoch(e) = refusal {
-                r.fence(&f.st, format!(
-                    "storage '{name}': replica {peer} has seen epoch {e}, newer than this \
+                r.fence(
+                    &f.st,
+                    format!(
+                        "storage '{name}': replica {peer} has seen epoch {e}, newer than this \
                      server's {}: a newer primary exists; this server no longer accepts writes \
                      — make it a replica of the new primary (replicate-from) and restart it",
-                    pstate.epoch()));
+                        pstate.epoch()
+                    ),
+                );
             }
             return;
         }
@@ -365,16 +398,27 @@ async fn serve(fed: Arc<BTreeMap<String, Fed>>, (mut rd, mut wr): Streams, peer:
         Verdict::FullResync(why) => Some(why),
     };
     let id = r.feed.next_peer.fetch_add(1, Ordering::Relaxed);
-    lock(&r.feed.peers).insert(id, Peer {
-        addr: peer.clone(),
-        acked: if full.is_some() { 0 } else { end },
-        sent: 0,
-        tip: None,
-        in_sync: false,
-        phase: if full.is_some() { "resyncing" } else { "streaming" },
-        since: Instant::now(),
-    });
-    let result = stream(&f, id, full, end, &pstate, rd, &mut *wr, &peer).await;
+    lock(&r.feed.peers).insert(
+        id,
+        Peer {
+            addr: peer.clone(),
+            acked: if full.is_some() { 0 } else { end },
+            sent: 0,
+            tip: None,
+            in_sync: false,
+            phase: if full.is_some() {
+                "resyncing"
+            } else {
+                "streaming"
+            },
+            since: Instant::now(),
+        },
+    );
+    let start = match full {
+        None => Start::Resume(end),
+        Some(why) => Start::Resync(why),
+    };
+    let result = stream(&f, id, start, &pstate, rd, &mut *wr, &peer).await;
     {
         let mut peers = lock(&r.feed.peers);
         peers.remove(&id);
@@ -400,11 +444,18 @@ enum SendError {
     Silent(Duration),
 }
 
+/// How a replica's stream begins.
+enum Start {
+    /// From its proven end.
+    Resume(u64),
+    /// With a full copy, for this reason.
+    Resync(String),
+}
+
 async fn stream(
     f: &Fed,
     id: u64,
-    full: Option<String>,
-    claimed_end: u64,
+    begin: Start,
     pstate: &state::State,
     rd: Box<dyn AsyncRead + Unpin + Send>,
     wr: &mut (dyn AsyncWrite + Unpin + Send),
@@ -415,29 +466,41 @@ async fn stream(
     let start = *durable_rx.borrow_and_update();
     let lineage = serde_json::to_value(&pstate.lineage).unwrap_or_default();
     let mut sent;
-    match &full {
-        None => {
+    match &begin {
+        Start::Resume(claimed_end) => {
+            let claimed_end = *claimed_end;
             info!(target: LOG, "storage '{}': replica {peer} resumes at byte {claimed_end}", r.storage);
-            protocol::write_json(wr, Kind::Welcome, &json!({
-                "mode": "resume", "database": pstate.database, "lineage": lineage,
-                "from": claimed_end, "epoch": pstate.epoch(),
-            })).await?;
+            protocol::write_json(
+                wr,
+                Kind::Welcome,
+                &json!({
+                    "mode": "resume", "database": pstate.database, "lineage": lineage,
+                    "from": claimed_end, "epoch": pstate.epoch(),
+                }),
+            )
+            .await?;
             sent = claimed_end;
         }
-        Some(why) => {
+        Start::Resync(why) => {
             info!(target: LOG, "storage '{}': full resynchronisation of replica {peer} ({why}): {} bytes", r.storage, start.end);
-            protocol::write_json(wr, Kind::Welcome, &json!({
-                "mode": "resync", "database": pstate.database, "lineage": lineage,
-                "size": start.end, "tid": state::tid_hex(&start.tid), "epoch": pstate.epoch(),
-                "reason": why,
-            })).await?;
+            protocol::write_json(
+                wr,
+                Kind::Welcome,
+                &json!({
+                    "mode": "resync", "database": pstate.database, "lineage": lineage,
+                    "size": start.end, "tid": state::tid_hex(&start.tid), "epoch": pstate.epoch(),
+                    "reason": why,
+                }),
+            )
+            .await?;
             send_file(r, start, wr).await?;
             sent = start.end;
         }
     }
     let generation = start.generation;
     // Acknowledgements and heartbeats come back on the read half.
-    let (heard_tx, mut heard_rx) = tokio::sync::mpsc::channel::<Result<(u64, bool), ProtoError>>(64);
+    let (heard_tx, mut heard_rx) =
+        tokio::sync::mpsc::channel::<Result<(u64, bool), ProtoError>>(64);
     let reader = tokio::spawn(read_acks(rd, heard_tx));
     let _reader = AbortOnDrop(reader);
     let keep_alive = r.config.keep_alive;
@@ -448,12 +511,22 @@ async fn stream(
     loop {
         let cur = *durable_rx.borrow_and_update();
         if cur.generation != generation {
-            let _ = protocol::write_json(wr, Kind::Rewritten, &json!({"message": "the primary's file was rewritten (pack)"})).await;
+            let _ = protocol::write_json(
+                wr,
+                Kind::Rewritten,
+                &json!({"message": "the primary's file was rewritten (pack)"}),
+            )
+            .await;
             return Err(SendError::Rewritten);
         }
         while sent < cur.end {
             let Some(chunk) = r.fs.raw_chunk(generation, sent, cur.end, CHUNK)? else {
-                let _ = protocol::write_json(wr, Kind::Rewritten, &json!({"message": "the primary's file was rewritten (pack)"})).await;
+                let _ = protocol::write_json(
+                    wr,
+                    Kind::Rewritten,
+                    &json!({"message": "the primary's file was rewritten (pack)"}),
+                )
+                .await;
                 return Err(SendError::Rewritten);
             };
             for (oid, tid, path) in &chunk.blobs {
@@ -597,7 +670,9 @@ async fn send_file(
     }
     if let Some(dir) = r.fs.blob_dir().map(std::path::Path::to_path_buf) {
         for rel in blob_files(&dir) {
-            let Some(rel_str) = rel.to_str() else { continue };
+            let Some(rel_str) = rel.to_str() else {
+                continue;
+            };
             let mut file = match tokio::fs::File::open(dir.join(&rel)).await {
                 Ok(f) => f,
                 // Removed by a pack meanwhile: the transactions that follow say what exists.
@@ -606,7 +681,12 @@ async fn send_file(
             send_file_blob(wr, rel_str, &mut file, &mut buf).await?;
         }
     }
-    protocol::write_json(wr, Kind::FileEnd, &json!({"size": at.end, "tid": state::tid_hex(&at.tid)})).await?;
+    protocol::write_json(
+        wr,
+        Kind::FileEnd,
+        &json!({"size": at.end, "tid": state::tid_hex(&at.tid)}),
+    )
+    .await?;
     Ok(())
 }
 
@@ -624,7 +704,12 @@ async fn send_file_blob(
         let n = file.read(buf).await?;
         if let Some(prev) = pending.take() {
             let last = if n == 0 { LAST_CHUNK } else { 0 };
-            protocol::write_frame(wr, Kind::FileBlob, &[&len.to_be_bytes(), name, &[last], &prev]).await?;
+            protocol::write_frame(
+                wr,
+                Kind::FileBlob,
+                &[&len.to_be_bytes(), name, &[last], &prev],
+            )
+            .await?;
         }
         if n == 0 {
             break;
@@ -639,7 +724,9 @@ fn blob_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
     let mut todo = vec![std::path::PathBuf::new()];
     while let Some(rel) = todo.pop() {
-        let Ok(rd) = std::fs::read_dir(dir.join(&rel)) else { continue };
+        let Ok(rd) = std::fs::read_dir(dir.join(&rel)) else {
+            continue;
+        };
         for e in rd.flatten() {
             let name = e.file_name();
             if rel.as_os_str().is_empty() && name == "tmp" {
@@ -673,25 +760,39 @@ pub async fn connect(addr: &str) -> std::io::Result<Streams> {
 
 /// Ask the server at `addr` for its epoch and role (a `probe` hello); with `fence`, tell it
 /// a newer epoch exists.
-pub async fn ask(addr: &str, storage: &str, database: Option<String>, fence: Option<u64>) -> Option<Value> {
+pub async fn ask(
+    addr: &str,
+    storage: &str,
+    database: Option<String>,
+    fence: Option<u64>,
+) -> Option<Value> {
     let go = async {
         let (mut rd, mut wr) = connect(addr).await.ok()?;
         let mut hello = json!({"version": protocol::VERSION, "storage": storage, "database": database, "probe": true});
         if let Some(e) = fence {
             hello["fence"] = json!(e);
         }
-        protocol::write_json(&mut *wr, Kind::Hello, &hello).await.ok()?;
+        protocol::write_json(&mut *wr, Kind::Hello, &hello)
+            .await
+            .ok()?;
         let f = protocol::read_frame(&mut rd).await.ok()?;
         (f.kind == Kind::Status).then(|| f.json().ok()).flatten()
     };
-    tokio::time::timeout(Duration::from_secs(3), go).await.ok().flatten()
+    tokio::time::timeout(Duration::from_secs(3), go)
+        .await
+        .ok()
+        .flatten()
 }
 
 /// After a forced promotion: tell the old primary (if it still runs) to stop writing.
 pub async fn fence_remote(addr: String, storage: String, epoch: u64, state: Option<state::State>) {
     match ask(&addr, &storage, state.map(|s| s.database), Some(epoch)).await {
-        Some(v) => info!(target: LOG, "storage '{storage}': told the former primary {addr} about epoch {epoch} (it is now {})", v["role"]),
-        None => info!(target: LOG, "storage '{storage}': the former primary {addr} did not answer (down)"),
+        Some(v) => {
+            info!(target: LOG, "storage '{storage}': told the former primary {addr} about epoch {epoch} (it is now {})", v["role"])
+        }
+        None => {
+            info!(target: LOG, "storage '{storage}': the former primary {addr} did not answer (down)")
+        }
     }
 }
 
@@ -706,7 +807,9 @@ pub async fn check_peers(f: &Fed, peers: &[String]) {
     }
     let db = r.state().map(|s| s.database);
     for p in peers {
-        let Some(v) = ask(p, &r.storage, db.clone(), None).await else { continue };
+        let Some(v) = ask(p, &r.storage, db.clone(), None).await else {
+            continue;
+        };
         if v["database"].as_str().map(str::to_string) != db || v["role"] != "primary" {
             continue;
         }

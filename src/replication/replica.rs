@@ -126,16 +126,20 @@ async fn session(f: &Fed, from: &str) -> Result<(), SessionError> {
     };
     let st = r.state();
     let resync = r.resync_requested.load(Ordering::SeqCst);
-    protocol::write_json(&mut *wr, Kind::Hello, &json!({
-        "version": protocol::VERSION,
-        "storage": r.storage,
-        "database": st.as_ref().map(|s| s.database.clone()),
-        "epoch": st.as_ref().map_or(0, State::epoch),
-        "end": end,
-        "tid": state::tid_hex(&tid),
-        "md5": md5,
-        "resync": resync,
-    }))
+    protocol::write_json(
+        &mut *wr,
+        Kind::Hello,
+        &json!({
+            "version": protocol::VERSION,
+            "storage": r.storage,
+            "database": st.as_ref().map(|s| s.database.clone()),
+            "epoch": st.as_ref().map_or(0, State::epoch),
+            "end": end,
+            "tid": state::tid_hex(&tid),
+            "md5": md5,
+            "resync": resync,
+        }),
+    )
     .await?;
     let silent = r.config.keep_alive * 3 + Duration::from_secs(5);
     let welcome = tokio::time::timeout(Duration::from_secs(60), protocol::read_frame(&mut rd))
@@ -175,7 +179,8 @@ async fn session(f: &Fed, from: &str) -> Result<(), SessionError> {
     } else {
         info!(target: LOG, "storage '{}': replicating from {from}, resuming at byte {end}", r.storage);
     }
-    r.adopt(adopted).map_err(|e| SessionError::Apply(e.to_string()))?;
+    r.adopt(adopted)
+        .map_err(|e| SessionError::Apply(e.to_string()))?;
     lock(&r.link).phase = "streaming";
     let mut pending = PendingBlobs::default();
     let PendingBlobs { open: blobs, ready } = &mut pending;
@@ -189,16 +194,21 @@ async fn session(f: &Fed, from: &str) -> Result<(), SessionError> {
                 let c = protocol::parse_blob(&fr)?;
                 let key = (Oid::from_bytes(c.oid), Tid::from_bytes(c.tid));
                 use std::io::Write;
-                if !blobs.contains_key(&key) {
-                    let dir = r.fs.blob_tmp_dir().map_err(|e| SessionError::Apply(format!(
-                        "the primary sends blobs but this storage has no blob directory ({e}); configure blob-dir as on the primary")))?;
-                    let path = dir.join(format!("repl-{}-{}.tmp", crate::zeo::backend::hex(&c.oid), crate::zeo::backend::hex(&c.tid)));
-                    let file = std::fs::File::create(&path)?;
-                    blobs.insert(key, (path, file));
-                }
-                if let Some((_, file)) = blobs.get_mut(&key) {
-                    file.write_all(c.bytes)?;
-                }
+                let slot = match blobs.entry(key) {
+                    std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+                    std::collections::hash_map::Entry::Vacant(v) => {
+                        let dir = r.fs.blob_tmp_dir().map_err(|e| SessionError::Apply(format!(
+                            "the primary sends blobs but this storage has no blob directory ({e}); configure blob-dir as on the primary")))?;
+                        let path = dir.join(format!(
+                            "repl-{}-{}.tmp",
+                            crate::zeo::backend::hex(&c.oid),
+                            crate::zeo::backend::hex(&c.tid)
+                        ));
+                        let file = std::fs::File::create(&path)?;
+                        v.insert((path, file))
+                    }
+                };
+                slot.1.write_all(c.bytes)?;
                 if c.last
                     && let Some((path, file)) = blobs.remove(&key)
                 {
@@ -212,10 +222,15 @@ async fn session(f: &Fed, from: &str) -> Result<(), SessionError> {
                 let bytes = rest.to_vec();
                 let fs = r.fs.clone();
                 let files = std::mem::take(ready);
-                let prepared = tokio::task::spawn_blocking(move || fs.prepare_replicated(at, &bytes, files))
-                    .await
-                    .map_err(|e| SessionError::Apply(format!("applying transactions: {e}")))?
-                    .map_err(|e| SessionError::Apply(format!("refusing the primary's transactions at byte {at}: {e}")))?;
+                let prepared =
+                    tokio::task::spawn_blocking(move || fs.prepare_replicated(at, &bytes, files))
+                        .await
+                        .map_err(|e| SessionError::Apply(format!("applying transactions: {e}")))?
+                        .map_err(|e| {
+                            SessionError::Apply(format!(
+                                "refusing the primary's transactions at byte {at}: {e}"
+                            ))
+                        })?;
                 let end = prepared.end();
                 let last = prepared.last_tid();
                 let n = prepared.txns().len() as u64;
@@ -288,7 +303,9 @@ async fn receive_file(
     use std::os::unix::fs::FileExt;
     let r = &f.repl;
     let path = crate::storage::replica::resync_path(r.fs.path());
-    let blob_new = r.fs.blob_dir().map(crate::storage::replica::resync_blob_dir);
+    let blob_new =
+        r.fs.blob_dir()
+            .map(crate::storage::replica::resync_blob_dir);
     let _ = std::fs::remove_file(&path);
     if let Some(b) = &blob_new {
         let _ = std::fs::remove_dir_all(b);
@@ -307,7 +324,11 @@ async fn receive_file(
                 let mut rest = fr.body.as_slice();
                 let off = fr.u64_field(&mut rest)?;
                 if off != got || off + rest.len() as u64 > size {
-                    return Err(fr.bad(format!("file chunk at {off} where {got} was expected (size {size})")).into());
+                    return Err(fr
+                        .bad(format!(
+                            "file chunk at {off} where {got} was expected (size {size})"
+                        ))
+                        .into());
                 }
                 file.write_all_at(rest, off)?;
                 got += rest.len() as u64;
@@ -335,7 +356,9 @@ async fn receive_file(
             Kind::FileEnd => {
                 let v = fr.json()?;
                 if got != size || v["size"].as_u64() != Some(size) {
-                    return Err(fr.bad(format!("the copy ended at {got} of {size} bytes")).into());
+                    return Err(fr
+                        .bad(format!("the copy ended at {got} of {size} bytes"))
+                        .into());
                 }
                 break;
             }

@@ -412,7 +412,8 @@ async fn serve_on_shard(
                     match tokio::time::timeout(Duration::from_secs(30), acceptor.accept(s)).await {
                         Ok(Ok(s)) => {
                             let (rd, wr) = tokio::io::split(s);
-                            connection::serve(ctx, rd, Sink::Stream(Box::new(wr)), peer, read_only).await;
+                            connection::serve(ctx, rd, Sink::Stream(Box::new(wr)), peer, read_only)
+                                .await;
                         }
                         Ok(Err(e)) => {
                             SERVER.refused(Refused::Tls);
