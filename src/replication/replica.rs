@@ -175,6 +175,7 @@ async fn session(f: &Fed, from: &str) -> Result<(), SessionError> {
             r.storage, w["reason"].as_str().unwrap_or(""), w["size"]);
         receive_file(f, &mut rd, w["size"].as_u64().unwrap_or(0), silent).await?;
         r.resync_requested.store(false, Ordering::SeqCst);
+        send_ack(&mut *wr, r.fs.size(), r.fs.last_transaction()).await?;
         lock(&r.link).resyncs += 1;
     } else {
         info!(target: LOG, "storage '{}': replicating from {from}, resuming at byte {end}", r.storage);
@@ -237,11 +238,7 @@ async fn session(f: &Fed, from: &str) -> Result<(), SessionError> {
                 f.st.publish_replicated(prepared);
                 // For this replica's own replicas (chaining).
                 r.feed.durable(r.fs.generation(), end, last);
-                let mut ack = Vec::with_capacity(16);
-                ack.extend_from_slice(&end.to_be_bytes());
-                ack.extend_from_slice(&last.to_bytes());
-                protocol::write_frame(&mut *wr, Kind::Ack, &[&ack]).await?;
-                wr.flush().await?;
+                send_ack(&mut *wr, end, last).await?;
                 let mut l = lock(&r.link);
                 l.applied_txns += n;
                 if l.primary_end < end {
@@ -270,6 +267,15 @@ async fn session(f: &Fed, from: &str) -> Result<(), SessionError> {
             k => return Err(ProtoError::Unexpected(k).into()),
         }
     }
+}
+
+async fn send_ack(
+    wr: &mut (dyn tokio::io::AsyncWrite + Unpin + Send),
+    end: u64,
+    tid: Tid,
+) -> std::io::Result<()> {
+    protocol::write_frame(wr, Kind::Ack, &[&end.to_be_bytes(), &tid.to_bytes()]).await?;
+    wr.flush().await
 }
 
 /// Blob files received for the next `Txns` frame: being written, and complete. What a
