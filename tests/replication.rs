@@ -412,20 +412,41 @@ fn replica_is_byte_identical_after_mixed_workload() {
         ))
     };
     let (dp, dr) = (describe(&a), describe(&b));
-    assert_eq!(
-        dp, dr,
-        "Python reads different contents from the two copies"
-    );
     for (k, v) in client_view.as_object().expect("object") {
+        assert_eq!(
+            &dp[k], v,
+            "the primary's {k} differs from what the client saw"
+        );
         assert_eq!(
             &dr[k], v,
             "the replica's {k} differs from what the client saw"
         );
     }
-    let revisions = dr["blob_revisions"].as_array().map_or(0, Vec::len);
+    assert_eq!(dp["tids"], dr["tids"], "different transactions");
+    // Every blob revision of the primary (an empty first revision included) is on the
+    // replica, with the same content.
+    let revisions = |d: &Value| -> Vec<String> {
+        d["blob_revisions"]
+            .as_array()
+            .map(|l| {
+                l.iter()
+                    .filter_map(|x| x.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let (rp, rr) = (revisions(&dp), revisions(&dr));
+    let missing: Vec<&String> = rp.iter().filter(|x| !rr.contains(x)).collect();
     assert!(
-        revisions >= 6,
-        "expected every blob revision on the replica: {dr}"
+        missing.is_empty(),
+        "blob revisions (oid@tid=sha256 of the file) of the primary that the replica's blob \
+         directory lacks: {missing:?} (e3b0c442... is the sha256 of an empty file); the replica \
+         has {rr:?}"
+    );
+    assert!(rp.len() >= 8, "expected 8 blob revisions: {rp:?}");
+    assert_eq!(
+        dp, dr,
+        "Python reads different contents from the two copies"
     );
 }
 
@@ -916,6 +937,7 @@ fn divergence_and_unrelated_database_are_refused() {
     let st = wait_refused(&a, &old);
     let error = st["error"].as_str().unwrap_or_default().to_string();
     assert!(error.contains("diverged"), "{st}");
+    eprintln!("diverged former primary: {}", st["error"]);
     assert!(old.log().contains("diverged"), "{}", old.log());
     assert!(
         r.log().contains("diverged"),
@@ -944,6 +966,7 @@ fn divergence_and_unrelated_database_are_refused() {
         error.contains("unrelated") || error.contains("not a copy"),
         "{st}"
     );
+    eprintln!("unrelated Data.fs: {}", st["error"]);
     assert!(std::fs::read(c.datafs()).expect("Data.fs") == unrelated);
     // Another zodbctl database (its own replication state).
     let d = Node::new(root.path(), "d");

@@ -205,6 +205,9 @@ def readonly(primary, replica_ro):
         st = client(replica_ro, wait_timeout=8)
     except (ClientDisconnected, ReadOnlyError) as e:
         print("ok writable client refused at connect: %s" % type(e).__name__, flush=True)
+    except Exception as e:  # any failure to open counts; say which
+        print("ok writable client refused at connect (other): %s: %s"
+              % (type(e).__name__, e), flush=True)
     else:
         try:
             db = ZODB.DB(st)
