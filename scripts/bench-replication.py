@@ -361,7 +361,8 @@ def bench_failover(opts, workdir):
         ["127.0.0.1:%d" % n.ro for n in nodes]
     acks = os.path.join(base, "writer.out")
     w = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--writer", acks] + addrs,
-                         stdin=subprocess.DEVNULL, start_new_session=True)
+                         stdin=subprocess.DEVNULL, start_new_session=True,
+                         stderr=open(os.path.join(base, "writer.err"), "wb"))
     PROCS.append(w)
     wait_for("writer commits", 60, lambda: first_ack_after(acks, 0))
     cur = 0

@@ -701,6 +701,17 @@ fn failover_sync_mode_clients_carry_on() {
             w.report()
         );
     }
+    for w in &writers {
+        let out = std::fs::read_to_string(&w.out).unwrap_or_default();
+        let mut kinds = std::collections::BTreeMap::new();
+        for l in out.lines().filter(|l| l.starts_with("err ")) {
+            *kinds
+                .entry(l.split_whitespace().nth(2).unwrap_or("?").to_string())
+                .or_insert(0) += 1;
+        }
+        let done = out.lines().find(|l| l.starts_with("done ")).unwrap_or("");
+        eprintln!("writer: {done} (acks, errors); retried errors by type: {kinds:?}");
+    }
     eprintln!("failover times: {failover_times:?}");
     let mut last = servers[primary].take().unwrap();
     last.stop();
@@ -968,6 +979,14 @@ fn divergence_and_unrelated_database_are_refused() {
     );
     eprintln!("unrelated Data.fs: {}", st["error"]);
     assert!(std::fs::read(c.datafs()).expect("Data.fs") == unrelated);
+    // `zodbctl resync` on the running refused replica discards its copy.
+    let out = zodbctl(&["resync", "--socket", support::path_str(&c.sock())]);
+    assert!(
+        out.status.success(),
+        "zodbctl resync: {}",
+        support::output_text(&out)
+    );
+    wait_identical(&b, &r, &c, &other, SYNC_WAIT);
     // Another zodbctl database (its own replication state).
     let d = Node::new(root.path(), "d");
     let mut own = d.primary(false, "async");
