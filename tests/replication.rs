@@ -842,16 +842,20 @@ fn replica_catches_up_in_bounded_memory_and_survives_kill_9() {
 fn pack_with_replica_attached_and_down() {
     let root = tempfile::tempdir().expect("tempdir");
     let (a, b) = (Node::new(root.path(), "a"), Node::new(root.path(), "b"));
-    let p = a.primary(false, "async");
-    let mut r = b.replica(&a, false, "async", &[]);
-    python(
-        WORKLOAD,
-        &["garbage", &a.addr(), "15"],
-        Duration::from_secs(90),
-        &[&p, &r],
-    );
+    let p = a.primary(true, "async");
+    let mut r = b.replica(&a, true, "async", &[]);
+    for (what, rounds) in [("garbage", "15"), ("blobs", "4")] {
+        python(
+            WORKLOAD,
+            &[what, &a.addr(), rounds],
+            Duration::from_secs(90),
+            &[&p, &r],
+        );
+    }
     wait_identical(&a, &p, &b, &r, SYNC_WAIT);
+    wait_same_blobs(&a, &b, &r);
     let before = std::fs::metadata(a.datafs()).expect("Data.fs").len();
+    let blobs_before = blob_files(&a.blobs()).len();
     let out = zodbctl(&["pack", &a.addr()]);
     assert!(
         out.status.success(),
@@ -864,30 +868,88 @@ fn pack_with_replica_attached_and_down() {
         after < before,
         "the pack removed nothing: {before} -> {after}"
     );
+    let blobs_after = blob_files(&a.blobs()).len();
     wait_identical(&a, &p, &b, &r, SYNC_WAIT);
-    eprintln!("attached replica identical after the pack ({before} -> {after} bytes)");
+    wait_same_blobs(&a, &b, &r);
+    eprintln!(
+        "attached replica identical after the pack ({before} -> {after} bytes, \
+         {blobs_before} -> {blobs_after} blob files)"
+    );
     // The replica is down while the primary commits and packs again.
     r.stop();
-    python(
-        WORKLOAD,
-        &["garbage", &a.addr(), "10"],
-        Duration::from_secs(90),
-        &[&p],
-    );
+    for (what, rounds) in [("garbage", "10"), ("blobs", "3")] {
+        python(
+            WORKLOAD,
+            &[what, &a.addr(), rounds],
+            Duration::from_secs(90),
+            &[&p],
+        );
+    }
     let out = zodbctl(&["pack", &a.addr()]);
     assert!(out.status.success(), "{}", support::output_text(&out));
-    let r = b.replica(&a, false, "async", &[]);
+    let r = b.replica(&a, true, "async", &[]);
     wait_identical(&a, &p, &b, &r, SYNC_WAIT);
+    wait_same_blobs(&a, &b, &r);
     // And it streams again afterwards.
     python(
         WORKLOAD,
-        &["garbage", &a.addr(), "2"],
+        &["blobs", &a.addr(), "2"],
         Duration::from_secs(90),
         &[&p, &r],
     );
     wait_identical(&a, &p, &b, &r, SYNC_WAIT);
+    wait_same_blobs(&a, &b, &r);
     r.assert_no_panic("end");
     p.assert_no_panic("end");
+}
+
+/// The `.blob` files under a blob directory (relative path → content).
+fn blob_files(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let path = e.path();
+            if path.is_dir() {
+                if e.file_name() != "tmp" {
+                    todo.push(path);
+                }
+            } else if path.extension().is_some_and(|x| x == "blob") {
+                let rel = path
+                    .strip_prefix(dir)
+                    .unwrap_or(&path)
+                    .display()
+                    .to_string();
+                out.insert(rel, std::fs::read(&path).unwrap_or_default());
+            }
+        }
+    }
+    out
+}
+
+/// Wait (bounded) until the replica's blob files are the primary's, same paths and bytes.
+fn wait_same_blobs(pn: &Node, rn: &Node, r: &Server) {
+    let same = support::wait_until(Duration::from_secs(15), || {
+        blob_files(&pn.blobs()) == blob_files(&rn.blobs())
+    });
+    if !same {
+        let (bp, br) = (blob_files(&pn.blobs()), blob_files(&rn.blobs()));
+        let only_p: Vec<&String> = bp.keys().filter(|k| !br.contains_key(*k)).collect();
+        let only_r: Vec<&String> = br.keys().filter(|k| !bp.contains_key(*k)).collect();
+        let differ: Vec<&String> = bp
+            .iter()
+            .filter(|(k, v)| br.get(*k).is_some_and(|w| w != *v))
+            .map(|(k, _)| k)
+            .collect();
+        panic!(
+            "blob directories differ: only on the primary {only_p:?}, only on the replica \
+             {only_r:?}, different content {differ:?}\n--- replica log\n{}",
+            tail(&r.logs(), 5000)
+        );
+    }
 }
 
 /// Wait until `node` (a replica) reports a refusal; its status.

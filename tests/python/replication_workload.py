@@ -18,6 +18,8 @@ usage (ADDR is HOST:PORT):
       commit MB megabytes of incompressible records of RECORD_MB each (two per transaction)
   replication_workload.py garbage ADDR ROUNDS
       rewrite a set of objects ROUNDS times and drop some (garbage for a pack)
+  replication_workload.py blobs ADDR ROUNDS
+      the same with blobs (through a blob cache), never empty
 """
 import hashlib
 import json
@@ -266,6 +268,29 @@ def garbage(addr, rounds):
     db.close()
 
 
+def blobs(addr, rounds):
+    """Blob revisions (never empty) that a pack makes garbage: a blob per key, rewritten
+    ROUNDS times, and half of them dropped."""
+    db = ZODB.DB(client(addr, blobs=True))
+    conn = db.open()
+    root = conn.root()
+    for r in range(int(rounds)):
+        for i in range(4):
+            name = "b%d" % i
+            if name not in root:
+                root[name] = Blob(det_bytes("%s-first" % name, 1000 + i))
+            else:
+                with root[name].open("w") as f:
+                    f.write(det_bytes("%s-%d" % (name, r), 20000 + 3001 * r + i))
+        transaction.commit()
+    for i in range(0, 4, 2):
+        del root["b%d" % i]
+    transaction.commit()
+    print("blobs done", flush=True)
+    conn.close()
+    db.close()
+
+
 if __name__ == "__main__":
     {
         "workload": workload,
@@ -273,4 +298,5 @@ if __name__ == "__main__":
         "readonly": readonly,
         "load": load,
         "garbage": garbage,
+        "blobs": blobs,
     }[sys.argv[1]](*sys.argv[2:])
