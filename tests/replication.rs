@@ -6,6 +6,8 @@
 //!   keys, a 3 MB record and blob revisions through the primary; the replica's Data.fs is
 //!   byte-identical, `zodbctl verify` passes on it, and Python's FileStorage reads the same
 //!   contents (every blob revision included) from both copies.
+//! * `empty_blob_reaches_streamed_and_resynchronised_replicas`: an empty blob file exists on
+//!   a replica that streamed its transaction and on one that copied the primary in full.
 //! * `read_only_client_on_replica_sees_commits`: a read-only ClientStorage on the replica's
 //!   read-only address gets invalidations for the primary's commits; a writable one fails
 //!   there; pack through the replica is refused; promotion while the primary streams too.
@@ -16,8 +18,9 @@
 //! * `replica_catches_up_in_bounded_memory_and_survives_kill_9`: a replica far behind catches
 //!   up with a peak RSS far below the data size, and kill -9 during its catch-up (several
 //!   times) never stops it from ending byte-identical.
-//! * `pack_with_replica_attached_and_down`: a pack of the primary reaches a connected replica
-//!   and one that was down during it.
+//! * `pack_with_replica_attached_and_down`: a pack of the primary (records and blob
+//!   revisions) reaches a connected replica and one that was down during it: same Data.fs,
+//!   same blob files.
 //! * `divergence_and_unrelated_database_are_refused`: a former primary that committed after
 //!   the failover is refused as diverged (its file untouched) until `--resync`; a Data.fs of
 //!   another database is refused as unrelated.
@@ -448,6 +451,47 @@ fn replica_is_byte_identical_after_mixed_workload() {
         dp, dr,
         "Python reads different contents from the two copies"
     );
+}
+
+#[test]
+fn empty_blob_reaches_streamed_and_resynchronised_replicas() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let (a, b, c) = (
+        Node::new(root.path(), "a"),
+        Node::new(root.path(), "b"),
+        Node::new(root.path(), "c"),
+    );
+    let p = a.primary(true, "async");
+    let r = b.replica(&a, true, "async", &[]);
+    wait_in_sync(&a, &p, &b, &r, SYNC_WAIT);
+    python(
+        WORKLOAD,
+        &["emptyblob", &a.addr()],
+        Duration::from_secs(60),
+        &[&p, &r],
+    );
+    wait_identical(&a, &p, &b, &r, SYNC_WAIT);
+    // A replica that starts afterwards gets a full copy of the file and blob directory.
+    let fresh = c.replica(&a, true, "async", &[]);
+    wait_identical(&a, &p, &c, &fresh, SYNC_WAIT);
+    let primary = blob_files(&a.blobs());
+    assert_eq!(primary.len(), 2, "{:?}", primary.keys());
+    let lacks = |n: &Node| -> Vec<String> {
+        let have = blob_files(&n.blobs());
+        primary
+            .keys()
+            .filter(|k| !have.contains_key(*k))
+            .map(|k| format!("{k} ({} bytes)", primary[k].len()))
+            .collect()
+    };
+    let (streamed, copied) = (lacks(&b), lacks(&c));
+    assert!(
+        streamed.is_empty() && copied.is_empty(),
+        "blob files of the primary missing on the streamed replica: {streamed:?}; on the \
+         fully resynchronised replica: {copied:?}"
+    );
+    wait_same_blobs(&a, &b, &r);
+    wait_same_blobs(&a, &c, &fresh);
 }
 
 #[test]

@@ -20,6 +20,8 @@ usage (ADDR is HOST:PORT):
       rewrite a set of objects ROUNDS times and drop some (garbage for a pack)
   replication_workload.py blobs ADDR ROUNDS
       the same with blobs (through a blob cache), never empty
+  replication_workload.py emptyblob ADDR
+      commit an empty blob, then a one-byte blob
 """
 import hashlib
 import json
@@ -291,6 +293,17 @@ def blobs(addr, rounds):
     db.close()
 
 
+def emptyblob(addr):
+    """An empty blob and a one-byte blob, each in its own transaction."""
+    db = ZODB.DB(client(addr, blobs=True))
+    with db.transaction() as conn:
+        conn.root()["empty"] = Blob()
+    with db.transaction() as conn:
+        conn.root()["one"] = Blob(b"x")
+    print("emptyblob done", flush=True)
+    db.close()
+
+
 if __name__ == "__main__":
     {
         "workload": workload,
@@ -299,4 +312,5 @@ if __name__ == "__main__":
         "load": load,
         "garbage": garbage,
         "blobs": blobs,
+        "emptyblob": emptyblob,
     }[sys.argv[1]](*sys.argv[2:])
