@@ -755,6 +755,13 @@ fn failover_sync_mode_clients_carry_on() {
         }
         let done = out.lines().find(|l| l.starts_with("done ")).unwrap_or("");
         eprintln!("writer: {done} (acks, errors); retried errors by type: {kinds:?}");
+        // Sync mode: no new primary is ever behind what a client has seen.
+        let err = std::fs::read_to_string(&w.err).unwrap_or_default();
+        assert!(
+            !err.contains("newer than server"),
+            "a client found the new primary behind its cache: {}",
+            w.report()
+        );
     }
     eprintln!("failover times: {failover_times:?}");
     let mut last = servers[primary].take().unwrap();
