@@ -193,7 +193,8 @@ impl Replication {
             if !matches!(*role, Role::Primary) {
                 return;
             }
-            error!(target: LOG, "storage '{}': {reason}", self.storage);
+            // The reasons name the storage already.
+            error!(target: LOG, "{reason}");
             *role = Role::Fenced { reason };
         }
         st.disconnect_all();
