@@ -66,7 +66,8 @@ pub fn spawn(f: Fed, from: String) {
             if started.elapsed() > Duration::from_secs(10) {
                 pause = RETRY_MIN;
             }
-            let refused = matches!(&result, Err(SessionError::Refused { code, .. }) if *code != "not-ready");
+            let refused =
+                matches!(&result, Err(SessionError::Refused { code, .. }) if *code != "not-ready");
             let wait = if refused { RETRY_MAX } else { pause };
             if !f.repl.resync_requested.load(Ordering::SeqCst) {
                 tokio::select! {
