@@ -45,7 +45,7 @@ pub fn spawn(f: Fed, from: String) {
                 l.connected = false;
                 match &result {
                     Ok(()) => {}
-                    Err(SessionError::Refused { code, message }) => {
+                    Err(SessionError::Refused { code, message }) if *code != "not-ready" => {
                         l.phase = "refused";
                         l.refused = Some(code);
                         if l.error.as_deref() != Some(message.as_str()) {
@@ -66,7 +66,8 @@ pub fn spawn(f: Fed, from: String) {
             if started.elapsed() > Duration::from_secs(10) {
                 pause = RETRY_MIN;
             }
-            let refused = matches!(result, Err(SessionError::Refused { .. }));
+            let refused =
+                matches!(&result, Err(SessionError::Refused { code, .. }) if *code != "not-ready");
             let wait = if refused { RETRY_MAX } else { pause };
             if !f.repl.resync_requested.load(Ordering::SeqCst) {
                 tokio::select! {
@@ -108,6 +109,8 @@ fn refusal_code(c: &str) -> &'static str {
         "newer-epoch" => "newer-epoch",
         "version" => "version",
         "no-such-storage" => "no-such-storage",
+        // A replica of a replica that has not synchronised yet: transient.
+        "not-ready" => "not-ready",
         _ => "refused",
     }
 }
