@@ -589,15 +589,33 @@ impl Writer {
     }
 }
 
+/// The servers' log tails, for failure messages.
+fn server_logs(servers: &[&Server]) -> String {
+    servers
+        .iter()
+        .map(|s| format!("\n--- server log\n{}", tail(&s.logs(), 5000)))
+        .collect()
+}
+
 /// Wait until every writer has `more` acknowledged commits beyond `from`; panics (with the
 /// writers' output and the server's log) if a writer exits or `limit` passes.
-fn wait_acks(writers: &mut [Writer], from: &[usize], more: usize, limit: Duration, log: &Server) {
+fn wait_acks(
+    writers: &mut [Writer],
+    from: &[usize],
+    more: usize,
+    limit: Duration,
+    logs: &[&Server],
+) {
     let start = Instant::now();
     loop {
         let mut all = true;
         for (i, w) in writers.iter_mut().enumerate() {
             if let Ok(Some(status)) = w.child.try_wait() {
-                panic!("writer {i} exited ({status}): {}", w.report());
+                panic!(
+                    "writer {i} exited ({status}): {}{}",
+                    w.report(),
+                    server_logs(logs)
+                );
             }
             all &= ack_count(&w.out) >= from[i] + more;
         }
@@ -607,9 +625,9 @@ fn wait_acks(writers: &mut [Writer], from: &[usize], more: usize, limit: Duratio
         if start.elapsed() > limit {
             let reports: Vec<String> = writers.iter().map(Writer::report).collect();
             panic!(
-                "writers did not commit {more} more within {limit:?}:\n{}\n--- server log\n{}",
+                "writers did not commit {more} more within {limit:?}:\n{}{}",
                 reports.join("\n"),
-                tail(&log.logs(), 6000)
+                server_logs(logs)
             );
         }
         std::thread::sleep(Duration::from_millis(50));
@@ -676,7 +694,7 @@ fn failover_sync_mode_clients_carry_on() {
             &counts,
             10,
             Duration::from_secs(60),
-            servers[primary].as_ref().unwrap(),
+            &servers.iter().flatten().collect::<Vec<_>>(),
         );
         {
             let (p, r) = (
@@ -712,7 +730,7 @@ fn failover_sync_mode_clients_carry_on() {
             &at_kill,
             5,
             Duration::from_secs(60),
-            servers[replica].as_ref().unwrap(),
+            &servers.iter().flatten().collect::<Vec<_>>(),
         );
         failover_times.push(killed.elapsed());
         eprintln!(

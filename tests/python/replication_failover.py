@@ -49,9 +49,22 @@ def write(name, fallback, max_seconds, stop_file, *addrs):
         wait_timeout=120,
         read_only_fallback=fallback == "1",
     )
-    db = ZODB.DB(storage)
-    conn = db.open()
     acks = errors = 0
+    # Opening the database loads the root. A read_only_fallback client may register on a
+    # read-only address first and upgrade to the writable one a moment later, which closes
+    # the first connection with that load in flight (ClientDisconnected: Closed): an
+    # application retries, and so does this writer (bounded).
+    for attempt in range(20):
+        try:
+            db = ZODB.DB(storage)
+            break
+        except Exception as e:
+            errors += 1
+            print("err", name, type(e).__name__, "opening:", str(e)[:160], flush=True)
+            time.sleep(0.5)
+    else:
+        raise SystemExit("cannot open the database")
+    conn = db.open()
     while time.monotonic() < end and not os.path.exists(stop_file):
         try:
             transaction.begin()
