@@ -319,7 +319,20 @@ def writer_main(addrs, out):
     """--writer: commit in a loop with read_only_fallback, printing `ack UNIX_TIME` lines."""
     import transaction
     from persistent.mapping import PersistentMapping
-    db = client(addrs, read_only_fallback=True, wait_timeout=120)
+    from ZEO.ClientStorage import ClientStorage
+    import ZODB
+    storage = ClientStorage(addrs, read_only_fallback=True, wait_timeout=120)
+    # A read_only_fallback client may register on a read-only address first and upgrade to
+    # the writable one a moment later, closing the first connection with the root's load in
+    # flight (ClientDisconnected: Closed): retry, as an application would.
+    for attempt in range(20):
+        try:
+            db = ZODB.DB(storage)
+            break
+        except Exception:
+            time.sleep(0.5)
+    else:
+        raise SystemExit("cannot open the database")
     conn = db.open()
     with open(out, "a", buffering=1) as f:
         if "w" not in conn.root():
