@@ -113,6 +113,13 @@ pub fn run(g: &GlobalArgs, args: &CheckArgs) -> Result<u8> {
             args.warn_disk
         )));
     }
+    if args.crit_lag < args.warn_lag {
+        return Err(usage(anyhow::anyhow!(
+            "--crit-lag ({:?}) is below --warn-lag ({:?})",
+            args.crit_lag,
+            args.warn_lag
+        )));
+    }
     if let (Some(target), true) = (&args.target, args.nagios) {
         let (addr, name) = split_target(target);
         let (text, code) = nagios(&addr, name.as_deref(), args);
@@ -634,7 +641,9 @@ fn check_instances(g: &GlobalArgs, args: &CheckArgs) -> Result<Vec<Verdict>> {
             verdicts: Vec::new(),
         };
         let settings = crate::supervisor::config::settings_of(&inst, Some(name.clone()))?;
-        match crate::supervisor::client::json_status(&settings.socket) {
+        let status = crate::supervisor::client::json_status(&settings.socket);
+        let uptime = status.as_ref().and_then(|st| st.uptime);
+        match status {
             None => r.add(
                 "manager",
                 Level::Critical,
@@ -656,6 +665,7 @@ fn check_instances(g: &GlobalArgs, args: &CheckArgs) -> Result<Vec<Verdict>> {
         }
         if matches!(inst.config, InstanceConfig::Server(_)) {
             check_server_instance(&mut r, &inst, args);
+            check_replication(&mut r, &inst, args, uptime);
         }
         out.extend(r.verdicts);
     }
@@ -726,6 +736,35 @@ fn check_server_instance(r: &mut Report, inst: &Instance, args: &CheckArgs) {
         for kind in [Kind::Pack, Kind::Backup] {
             age_verdict(r, &name, &path, kind, args);
         }
+    }
+}
+
+/// The replicated storages of a running server, from its admin socket: one verdict each
+/// (none when the socket does not answer: not running, or a server without replication).
+fn check_replication(r: &mut Report, inst: &Instance, args: &CheckArgs, uptime: Option<f64>) {
+    use super::replication;
+    let timeout = args.timeout.min(replication::ADMIN_TIMEOUT);
+    let Some(storages) = replication::of_instance(inst, timeout) else {
+        return;
+    };
+    let limits = replication::Limits {
+        warn_lag: args.warn_lag.as_secs_f64(),
+        crit_lag: args.crit_lag.as_secs_f64(),
+        uptime,
+        ..Default::default()
+    };
+    for (name, status) in &storages {
+        let (level, message) = replication::verdict(status, &limits);
+        r.add(
+            &format!("replication {name}"),
+            level,
+            message,
+            Some(json!({
+                "status": status,
+                "warn_lag_seconds": limits.warn_lag,
+                "crit_lag_seconds": limits.crit_lag,
+            })),
+        );
     }
 }
 
