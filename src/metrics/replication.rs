@@ -342,21 +342,37 @@ pub fn verdict(s: &Json, limits: &Limits) -> (Level, String) {
     }
 }
 
-/// The gauges `/metrics` exposes for one replicated storage, as (name, help, extra label,
-/// value); `role` carries its `role` label.
-pub fn gauges(
-    s: &Json,
-) -> Vec<(
-    &'static str,
-    &'static str,
-    Option<(&'static str, String)>,
-    f64,
-)> {
+/// One gauge of a replicated storage (the `storage` label is the caller's).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Gauge {
+    pub name: &'static str,
+    pub help: &'static str,
+    /// A label besides `storage` (`role` for the role gauge).
+    pub label: Option<(&'static str, String)>,
+    pub value: f64,
+}
+
+fn gauge(
+    name: &'static str,
+    help: &'static str,
+    label: Option<(&'static str, String)>,
+    value: f64,
+) -> Gauge {
+    Gauge {
+        name,
+        help,
+        label,
+        value,
+    }
+}
+
+/// The gauges `/metrics` exposes for one replicated storage.
+pub fn gauges(s: &Json) -> Vec<Gauge> {
     let b = |v: bool| if v { 1.0 } else { 0.0 };
     let role = text(s, "role").unwrap_or("unknown");
     let mut out = Vec::new();
     for r in ["primary", "replica", "fenced"] {
-        out.push((
+        out.push(gauge(
             "zodbctl_replication_role",
             "Replication role of the storage (1 for its current role: primary, replica, fenced)",
             Some(("role", r.to_owned())),
@@ -364,7 +380,7 @@ pub fn gauges(
         ));
     }
     if let Some(e) = num(s, "epoch") {
-        out.push((
+        out.push(gauge(
             "zodbctl_replication_epoch",
             "Replication epoch (incremented by every promotion)",
             None,
@@ -394,19 +410,19 @@ pub fn gauges(
         None
     };
     if let Some((bytes, txns, secs)) = lag_source {
-        out.push((
+        out.push(gauge(
             "zodbctl_replication_lag_bytes",
             "Bytes the replica is behind its primary (on a primary: the replica furthest behind)",
             None,
             bytes,
         ));
-        out.push((
+        out.push(gauge(
             "zodbctl_replication_lag_transactions",
             "Transactions the replica is behind its primary (on a primary: the replica furthest behind)",
             None,
             txns,
         ));
-        out.push((
+        out.push(gauge(
             "zodbctl_replication_lag_seconds",
             "Age of the oldest transaction the replica lacks (on a primary: the replica furthest behind)",
             None,
@@ -415,13 +431,13 @@ pub fn gauges(
     }
     match role {
         "replica" => {
-            out.push((
+            out.push(gauge(
                 "zodbctl_replication_in_sync",
                 "1 when the replica (on a primary: at least one replica) has every transaction",
                 None,
                 b(flag(s, "in_sync")),
             ));
-            out.push((
+            out.push(gauge(
                 "zodbctl_replication_connected",
                 "1 when the replica is connected to its primary",
                 None,
@@ -433,19 +449,19 @@ pub fn gauges(
                 .get("replicas")
                 .and_then(Json::as_array)
                 .map_or(&[], Vec::as_slice);
-            out.push((
+            out.push(gauge(
                 "zodbctl_replication_in_sync",
                 "1 when the replica (on a primary: at least one replica) has every transaction",
                 None,
                 b(rs.iter().any(|r| flag(r, "in_sync"))),
             ));
-            out.push((
+            out.push(gauge(
                 "zodbctl_replication_replicas",
                 "Replicas connected to the primary",
                 None,
                 rs.len() as f64,
             ));
-            out.push((
+            out.push(gauge(
                 "zodbctl_replication_degraded",
                 "1 when sync replication fell back to async (no replica acknowledged in time)",
                 None,
@@ -610,10 +626,10 @@ mod tests {
 
     #[test]
     fn gauge_values() {
-        let find = |g: &[(&str, &str, Option<(&str, String)>, f64)], n: &str| {
+        let find = |g: &[Gauge], n: &str| {
             g.iter()
-                .filter(|x| x.0 == n)
-                .map(|x| (x.2.clone().map(|l| l.1), x.3))
+                .filter(|x| x.name == n)
+                .map(|x| (x.label.clone().map(|l| l.1), x.value))
                 .collect::<Vec<_>>()
         };
         let g = gauges(&replica());
