@@ -58,11 +58,17 @@ _zodbctl() {
             zodbctl,pack)
                 cmd="zodbctl__subcmd__pack"
                 ;;
+            zodbctl,promote)
+                cmd="zodbctl__subcmd__promote"
+                ;;
             zodbctl,restart)
                 cmd="zodbctl__subcmd__restart"
                 ;;
             zodbctl,restore)
                 cmd="zodbctl__subcmd__restore"
+                ;;
+            zodbctl,resync)
+                cmd="zodbctl__subcmd__resync"
                 ;;
             zodbctl,serve)
                 cmd="zodbctl__subcmd__serve"
@@ -157,11 +163,17 @@ _zodbctl() {
             zodbctl__subcmd__help,pack)
                 cmd="zodbctl__subcmd__help__subcmd__pack"
                 ;;
+            zodbctl__subcmd__help,promote)
+                cmd="zodbctl__subcmd__help__subcmd__promote"
+                ;;
             zodbctl__subcmd__help,restart)
                 cmd="zodbctl__subcmd__help__subcmd__restart"
                 ;;
             zodbctl__subcmd__help,restore)
                 cmd="zodbctl__subcmd__help__subcmd__restore"
+                ;;
+            zodbctl__subcmd__help,resync)
+                cmd="zodbctl__subcmd__help__subcmd__resync"
                 ;;
             zodbctl__subcmd__help,serve)
                 cmd="zodbctl__subcmd__help__subcmd__serve"
@@ -206,7 +218,7 @@ _zodbctl() {
 
     case "${cmd}" in
         zodbctl)
-            opts="-i -C -h -V --instance --config --help --version create import show serve bench verify dump backup restore pack start stop restart status kill wait fg logtail logreopen up top check generate-docs manager help"
+            opts="-i -C -h -V --instance --config --help --version create import show serve bench verify dump backup restore pack start stop restart status kill wait fg logtail logreopen up top promote resync check generate-docs manager help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -538,7 +550,7 @@ _zodbctl() {
             return 0
             ;;
         zodbctl__subcmd__create__subcmd__cluster)
-            opts="-i -C -h -V --clients --base-port --sessions --blobs --program --python --admin --instance --config --help --version"
+            opts="-i -C -h -V --clients --base-port --replicas --sessions --blobs --program --python --admin --instance --config --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -549,6 +561,10 @@ _zodbctl() {
                     return 0
                     ;;
                 --base-port)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --replicas)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -806,7 +822,7 @@ _zodbctl() {
             return 0
             ;;
         zodbctl__subcmd__help)
-            opts="create import show serve bench verify dump backup restore pack start stop restart status kill wait fg logtail logreopen up top check generate-docs manager help"
+            opts="create import show serve bench verify dump backup restore pack start stop restart status kill wait fg logtail logreopen up top promote resync check generate-docs manager help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1057,6 +1073,20 @@ _zodbctl() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        zodbctl__subcmd__help__subcmd__promote)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         zodbctl__subcmd__help__subcmd__restart)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -1072,6 +1102,20 @@ _zodbctl() {
             return 0
             ;;
         zodbctl__subcmd__help__subcmd__restore)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        zodbctl__subcmd__help__subcmd__resync)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -1451,6 +1495,44 @@ _zodbctl() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        zodbctl__subcmd__promote)
+            opts="-i -C -h -V --storage --force --socket --instance --config --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --storage)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --instance)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -i)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -C)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         zodbctl__subcmd__restart)
             opts="-i -C -h -V --instance --config --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
@@ -1543,8 +1625,46 @@ _zodbctl() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        zodbctl__subcmd__resync)
+            opts="-i -C -h -V --storage --socket --instance --config --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --storage)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --instance)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -i)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -C)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         zodbctl__subcmd__serve)
-            opts="-a -f -t -i -C -h -V --address --filename --timeout --pid-file --blob-dir --read-only --msgpack --log-file --memory --metrics --threads --instance --config --help --version"
+            opts="-a -f -t -i -C -h -V --address --filename --timeout --pid-file --blob-dir --read-only --msgpack --log-file --memory --metrics --threads --replicate-from --replicate-to --read-only-address --replication-mode --admin-socket --resync --instance --config --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1595,6 +1715,26 @@ _zodbctl() {
                     return 0
                     ;;
                 --threads)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --replicate-from)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --replicate-to)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --read-only-address)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --replication-mode)
+                    COMPREPLY=($(compgen -W "async sync" -- "${cur}"))
+                    return 0
+                    ;;
+                --admin-socket)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -36,6 +36,8 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::Up(args) => supervisor::commands::up(g, args),
         Command::Top(args) => tui::run(g, args),
         Command::Check(args) => crate::metrics::check::run(g, args),
+        Command::Promote(args) => crate::replication::commands::promote(g, args),
+        Command::Resync(args) => crate::replication::commands::resync(g, args),
         Command::GenerateDocs(args) => docs::generate(&args.out).map(|()| 0),
         Command::Manager(_) => supervisor::commands::manager_process(),
     }

@@ -156,6 +156,29 @@ pub enum Command {
     /// first. Press ? for the keys. Colours are off when NO_COLOR is set.
     Top(TopArgs),
 
+    /// Turn this replica server into the writable primary (failover).
+    ///
+    /// The running server (-i/-C: its [zeo] admin-socket, or --socket) stops replicating,
+    /// checks that its copy is current and has not diverged from the primary's (refusing
+    /// otherwise unless --force), and opens its writable address: clients that fell back
+    /// to read-only connections upgrade to it, and plain clients connect to it. Stop the
+    /// old primary first (or make sure it is gone): two writable primaries diverge.
+    ///
+    /// Exit status: 0 when promoted; 1 when the server refuses (the message says why and
+    /// what to do); 2 on a usage error.
+    Promote(PromoteArgs),
+
+    /// Tell a running replica to discard its copy and resynchronise in full from its
+    /// primary.
+    ///
+    /// For a replica that refused to follow its primary because it has transactions the
+    /// primary lacks (divergence, e.g. a former primary brought back as a replica), once
+    /// the operator has decided that those transactions are to be dropped. The copy is
+    /// replaced only when the new one is complete.
+    ///
+    /// Exit status: 0 when the server accepted; 1 when it refuses; 2 on a usage error.
+    Resync(ResyncArgs),
+
     /// Check the health of a ZEO server, an instance or a cluster (like zeoup and zeo-nagios).
     ///
     /// With ADDR[:NAME], check any ZEO server (runzeo included): connect, register read-only,
@@ -194,6 +217,20 @@ pub enum CreateCommand {
     /// A Zope/WSGI client instance of one or more ZEO servers.
     Client(CreateClientArgs),
     /// A server and N clients with consistent addresses, and cluster.toml listing them.
+    ///
+    /// Port layout, from BASE (--base-port, default 8100), all on 127.0.0.1:
+    ///
+    /// * BASE: the server's ZEO address; BASE-1: its metrics endpoint.
+    ///
+    /// * BASE+1 ... BASE+C: the HTTP addresses of client1 ... clientC.
+    ///
+    /// * With --replicas R, from P = BASE+C+1: the server's replication address is P, and
+    ///   replicaK takes the next four ports, P+4K-3 (its ZEO address, open once promoted),
+    ///   P+4K-2 (its read-only address), P+4K-1 (its replication address) and P+4K (its
+    ///   metrics). With 1 client and 1 replica: server 8100, client1 8101, replication
+    ///   8102, replica1 8103/8104/8105/8106.
+    ///
+    /// cluster.toml starts the server first, then the replicas, then the clients.
     Cluster(CreateClusterArgs),
 }
 
@@ -258,9 +295,18 @@ pub struct CreateClusterArgs {
     /// Number of client instances.
     #[arg(long, default_value_t = 1, value_name = "N")]
     pub clients: u16,
-    /// Port of the server; client N listens on BASE+N.
+    /// Port of the server; client N listens on BASE+N (the layout: see above).
     #[arg(long, default_value_t = 8100, value_name = "PORT")]
     pub base_port: u16,
+    /// Number of hot-standby replica servers (replica1, ...), each a byte-identical copy of
+    /// the server's file storages, promoted with `zodbctl promote` on failover.
+    ///
+    /// With replicas, the server replicates synchronously (mode = "sync", degrading to
+    /// asynchronous when no replica answers within 2 s), and every client lists all
+    /// servers with read-only-fallback, so that the site keeps serving reads during a
+    /// failover.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub replicas: u16,
     /// Add a shared, non-historical "sessions" storage mounted in every client.
     #[arg(long)]
     pub sessions: bool,
@@ -330,6 +376,66 @@ pub struct ServeArgs {
     /// `threads`, else one per two CPUs, at most 8.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=256))]
     pub threads: Option<u32>,
+    /// Serve as a hot-standby replica of the primary whose replication address is ADDR
+    /// (HOST:PORT or a Unix socket path): the -f storage, or every file storage of the
+    /// configuration, is kept a byte-identical copy of the primary's. The replica accepts
+    /// no writes, and its --address opens only once it is promoted (`zodbctl promote`).
+    #[arg(long, value_name = "ADDR")]
+    pub replicate_from: Option<String>,
+    /// Let replicas of this server's file storages connect on ADDR (the configuration's
+    /// [replication] address): HOST:PORT, PORT (all interfaces) or a Unix socket path.
+    #[arg(long, value_name = "ADDR")]
+    pub replicate_to: Option<String>,
+    /// Also listen on ADDR, serving every client there read-only: a replica's clients
+    /// before promotion, or read-only clients of a primary ([zeo] read-only-address).
+    #[arg(long, value_name = "ADDR")]
+    pub read_only_address: Option<String>,
+    /// async: a commit is acknowledged once durable here; sync: only once a replica has it
+    /// durable too (needs --replicate-to or [replication] address).
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub replication_mode: Option<ReplicationModeArg>,
+    /// The admin socket `zodbctl promote` and `zodbctl resync` talk to (default: the
+    /// configuration's [zeo] admin-socket, var/zeo-admin.sock).
+    #[arg(long, value_name = "PATH")]
+    pub admin_socket: Option<PathBuf>,
+    /// On a replica: discard the local copy and resynchronise it in full from the primary
+    /// on the first connection (after a refusal for divergence, once its extra
+    /// transactions are to be dropped).
+    #[arg(long)]
+    pub resync: bool,
+}
+
+/// `serve --replication-mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReplicationModeArg {
+    /// A commit is acknowledged once durable on this server.
+    Async,
+    /// A commit is acknowledged once a replica has it durable too.
+    Sync,
+}
+
+#[derive(Debug, Args)]
+pub struct PromoteArgs {
+    /// Only this replicated storage (default: every replicated storage of the server).
+    #[arg(long, value_name = "NAME")]
+    pub storage: Option<String>,
+    /// Promote even when the replica is stale (behind what the primary last confirmed)
+    /// or has diverged; transactions it lacks are lost.
+    #[arg(long)]
+    pub force: bool,
+    /// The server's admin socket (default: the instance's [zeo] admin-socket).
+    #[arg(long, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ResyncArgs {
+    /// Only this replicated storage (default: every replicated storage of the server).
+    #[arg(long, value_name = "NAME")]
+    pub storage: Option<String>,
+    /// The server's admin socket (default: the instance's [zeo] admin-socket).
+    #[arg(long, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -342,8 +342,8 @@ fn bad_configurations_give_one_line_naming_the_place() {
         ),
         (
             "etc/zeo.conf",
-            "<zeo>\n  address 8100\n</zeo>\n<zrs 1>\n</zrs>\n",
-            "etc/zeo.conf:4: <zrs 1>: section type <zrs> is not supported",
+            "<zeo>\n  address 8100\n</zeo>\n<relstorage 1>\n</relstorage>\n",
+            "etc/zeo.conf:4: <relstorage 1>: section type <relstorage> is not supported",
         ),
     ];
     for (file, text, expected) in cases {

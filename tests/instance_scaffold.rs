@@ -500,3 +500,194 @@ fn a_cluster_member_of_the_wrong_kind_is_an_error() {
     );
     assert!(err.contains("is a server instance"), "{err}");
 }
+
+/// Every file under `dir` with its content, `dir` itself written as DIR.
+fn contents(dir: &Path) -> Vec<(String, String)> {
+    let d = dir.display().to_string();
+    tree(dir)
+        .into_iter()
+        .filter(|p| Path::new(p).is_file())
+        .map(|p| {
+            let text = std::fs::read_to_string(&p).unwrap_or_default();
+            (p.replace(&d, "DIR"), text.replace(&d, "DIR"))
+        })
+        .collect()
+}
+
+#[test]
+fn create_cluster_with_a_replica() {
+    use zodbctl::instance::{OnTimeout, ReadyCheck, ReplicationMode, Seconds};
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("cluster");
+    let base = 18300u16;
+    support::zodbctl_cmd()
+        .args(["create", "cluster"])
+        .arg(&dir)
+        .args(["--replicas", "1", "--sessions", "--base-port"])
+        .arg(base.to_string())
+        .assert()
+        .success();
+    let cluster = instance::locate_in_dir(&dir).unwrap();
+    let c = cluster.cluster().expect("a cluster");
+    let order: Vec<String> = c.start_order().iter().map(|m| m.display_name()).collect();
+    assert_eq!(order, ["server", "replica1", "client1"]);
+    let members = cluster.members().unwrap();
+    let local = Address::localhost;
+
+    // The primary: P = base + clients + 1 is its replication address.
+    let (_, primary_inst) = &members[0];
+    assert!(
+        primary_inst.notices.is_empty(),
+        "{:?}",
+        primary_inst.notices
+    );
+    let primary = primary_inst.server().unwrap();
+    assert_eq!(primary.zeo.address, local(base));
+    assert_eq!(primary.zeo.read_only_address, None);
+    assert_eq!(
+        primary.metrics.as_ref().unwrap().address,
+        format!("127.0.0.1:{}", base - 1)
+    );
+    let r = &primary.replication;
+    assert_eq!(r.address, Some(local(base + 2)));
+    assert_eq!(r.mode, ReplicationMode::Sync);
+    assert_eq!(r.on_timeout, OnTimeout::Degrade);
+    assert_eq!(r.sync_timeout, Seconds::secs(2));
+    assert_eq!(r.peers, [local(base + 5)]);
+    assert!(matches!(&primary.storages["1"], StorageConfig::File(f) if f.replicate_from.is_none()));
+    assert_eq!(primary.ready_check(), ReadyCheck::Address(local(base)));
+
+    // The replica: the next four ports.
+    let (_, replica_inst) = &members[1];
+    assert!(
+        replica_inst.notices.is_empty(),
+        "{:?}",
+        replica_inst.notices
+    );
+    let replica = replica_inst.server().unwrap();
+    assert_eq!(replica.zeo.address, local(base + 3));
+    assert_eq!(replica.zeo.read_only_address, Some(local(base + 4)));
+    assert_eq!(replica.replication.address, Some(local(base + 5)));
+    assert_eq!(replica.replication.peers, [local(base + 2)]);
+    assert_eq!(
+        replica.metrics.as_ref().unwrap().address,
+        format!("127.0.0.1:{}", base + 6)
+    );
+    assert!(
+        matches!(&replica.storages["1"], StorageConfig::File(f) if f.replicate_from == Some(local(base + 2)))
+    );
+    assert!(matches!(
+        replica.storages["sessions"],
+        StorageConfig::Memory(_)
+    ));
+    // The supervisor waits for its read-only listener: the main one opens on promotion.
+    assert_eq!(replica.ready_check(), ReadyCheck::Address(local(base + 4)));
+    let text = std::fs::read_to_string(replica_inst.dir.join("etc/zeo.toml")).unwrap();
+    assert!(
+        text.contains("replicate-from = \"127.0.0.1:18302\""),
+        "{text}"
+    );
+    assert!(
+        text.contains("read-only-address = \"127.0.0.1:18304\""),
+        "{text}"
+    );
+    assert!(
+        text.contains("Not replicated (memory storages never are)"),
+        "{text}"
+    );
+
+    // The client: every writable address, then the read-only ones, with the fallback.
+    let (_, client_inst) = &members[2];
+    let client = client_inst.client().unwrap();
+    assert_eq!(
+        client.zeoclient.servers,
+        [local(base), local(base + 3), local(base + 4)]
+    );
+    assert!(client.zeoclient.read_only_fallback);
+    assert_eq!(client.zope.http_address, local(base + 1));
+    let conf = std::fs::read_to_string(client_inst.dir.join("etc/zope.conf")).unwrap();
+    assert!(conf.contains("    server 127.0.0.1:18304\n"), "{conf}");
+    assert!(conf.contains("    read-only-fallback true\n"), "{conf}");
+
+    // `show` accepts every member and the cluster, without a note or warning.
+    for d in [
+        dir.clone(),
+        dir.join("server"),
+        dir.join("replica1"),
+        dir.join("client1"),
+    ] {
+        let out = support::zodbctl_cmd()
+            .arg("-i")
+            .arg(&d)
+            .arg("show")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}: {out:?}", d.display());
+        assert_eq!(String::from_utf8_lossy(&out.stderr), "", "{}", d.display());
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        if d.ends_with("replica1") {
+            assert!(
+                stdout.contains("replicate-from = \"127.0.0.1:18302\""),
+                "{stdout}"
+            );
+            assert!(stdout.contains("admin-socket = "), "{stdout}");
+            assert!(stdout.contains("mode = \"sync\""), "{stdout}");
+            assert!(
+                stdout.contains("[runner.ready-check]\naddress = \"127.0.0.1:18304\""),
+                "{stdout}"
+            );
+        }
+    }
+}
+
+#[test]
+fn replicas_zero_is_the_layout_of_before() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    support::zodbctl_cmd()
+        .args(["create", "cluster"])
+        .arg(&a)
+        .args(["--sessions", "--clients", "2"])
+        .assert()
+        .success();
+    support::zodbctl_cmd()
+        .args(["create", "cluster"])
+        .arg(&b)
+        .args(["--sessions", "--clients", "2", "--replicas", "0"])
+        .assert()
+        .success();
+    let (ca, cb) = (contents(&a), contents(&b));
+    let names = |c: &[(String, String)]| c.iter().map(|(p, _)| p.clone()).collect::<Vec<_>>();
+    assert_eq!(names(&ca), names(&cb));
+    for ((p, ta), (_, tb)) in ca.iter().zip(&cb) {
+        // Only the systemd unit names differ (they carry the directory name).
+        if !p.contains(".service") {
+            assert_eq!(ta, tb, "{p}");
+        }
+    }
+    let server = std::fs::read_to_string(b.join("server/etc/zeo.toml")).unwrap();
+    for absent in [
+        "[replication]",
+        "read-only-address",
+        "replicate-from",
+        "Not replicated",
+    ] {
+        assert!(!server.contains(absent), "{absent} in {server}");
+    }
+    // The [zeo] table as it always was.
+    assert!(
+        server.contains("# threads = 2\n\n[storages.1]\n"),
+        "{server}"
+    );
+    assert!(
+        server.ends_with("[metrics]\naddress = \"127.0.0.1:8099\"\n\n"),
+        "{server:?}"
+    );
+    let client = std::fs::read_to_string(b.join("client1/etc/client.toml")).unwrap();
+    assert!(
+        client.contains("read-only = false\nread-only-fallback = false\n\n[zope]"),
+        "{client}"
+    );
+    let cluster = std::fs::read_to_string(b.join("cluster.toml")).unwrap();
+    assert!(!cluster.contains("replica"), "{cluster}");
+}

@@ -429,7 +429,9 @@ fn instance_check_and_status_figures() {
         ] {
             assert!(text.contains(want), "{want}:\n{text}");
         }
-        let o = support::run_in(&inst, &[
+        let o = support::run_in(
+            &inst,
+            &[
                 "check",
                 "--json",
                 "--warn-pack-age",
@@ -438,7 +440,8 @@ fn instance_check_and_status_figures() {
                 "0",
                 "--crit-disk",
                 "0",
-            ]);
+            ],
+        );
         assert_eq!(o.status.code(), Some(1), "{}", support::output_text(&o));
         let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
         assert_eq!(v["status"], "WARNING");

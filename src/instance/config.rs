@@ -48,6 +48,82 @@ pub struct ServerConfig {
     /// The Prometheus endpoint (`/metrics`, `/healthz`, `/readyz`); off when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics: Option<MetricsConfig>,
+    /// `[replication]`: where replicas of this server's file storages connect, and how
+    /// commits wait for them. Every key has a default; without `address` this server feeds
+    /// no replica.
+    #[serde(default)]
+    pub replication: ReplicationConfig,
+}
+
+/// `[replication]`: this server as the primary of hot-standby replicas (zc.zrs's
+/// `replicate-to`, plus synchronous commit). A replica is a server whose file storages say
+/// `replicate-from`; see docs/replication.md.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct ReplicationConfig {
+    /// Where replicas of this server's file storages connect: HOST:PORT, PORT (all
+    /// interfaces) or a Unix socket path. Default: unset (no replica can connect).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<Address>,
+    /// `async`: a commit is acknowledged once durable here; `sync`: only once a replica
+    /// has it durable too. Default `async`.
+    #[serde(default)]
+    pub mode: ReplicationMode,
+    /// In sync mode, how long a commit waits for a replica's acknowledgement (seconds,
+    /// more than 0). Default 2.
+    #[serde(default = "default_sync_timeout")]
+    pub sync_timeout: Seconds,
+    /// In sync mode, what a commit does when no replica acknowledged in time: `degrade`
+    /// (go on asynchronously, logged and shown in `zodbctl status`) or `block` (keep
+    /// waiting). Default `degrade`.
+    #[serde(default)]
+    pub on_timeout: OnTimeout,
+    /// Seconds between heartbeats on an idle replication connection (more than 0).
+    /// Default 5.
+    #[serde(default = "default_keep_alive_delay")]
+    pub keep_alive_delay: Seconds,
+    /// The other servers' replication addresses: asked at start whether a newer primary
+    /// exists (so that a former primary does not come back writable). Default: none.
+    #[serde(default)]
+    pub peers: Vec<Address>,
+}
+
+impl Default for ReplicationConfig {
+    fn default() -> ReplicationConfig {
+        ReplicationConfig {
+            address: None,
+            mode: ReplicationMode::default(),
+            sync_timeout: default_sync_timeout(),
+            on_timeout: OnTimeout::default(),
+            keep_alive_delay: default_keep_alive_delay(),
+            peers: Vec::new(),
+        }
+    }
+}
+
+fn default_sync_timeout() -> Seconds {
+    Seconds::secs(2)
+}
+fn default_keep_alive_delay() -> Seconds {
+    Seconds::secs(5)
+}
+
+/// `[replication] mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReplicationMode {
+    #[default]
+    Async,
+    Sync,
+}
+
+/// `[replication] on-timeout`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnTimeout {
+    #[default]
+    Degrade,
+    Block,
 }
 
 /// `[metrics]`: where the server's HTTP endpoint for Prometheus and probes listens.
@@ -69,6 +145,7 @@ impl Default for ServerConfig {
             environment: BTreeMap::new(),
             metrics: None,
             backup: BackupConfig::default(),
+            replication: ReplicationConfig::default(),
         }
     }
 }
@@ -153,6 +230,15 @@ pub struct ZeoConfig {
     /// Mutual TLS. Default: unset (plain TCP).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsConfig>,
+    /// A second listener where every client is served read-only: a replica's clients
+    /// (its `address` opens only once it is promoted), or read-only clients of a primary.
+    /// Must differ from `address`. Default: unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_only_address: Option<Address>,
+    /// The server's admin socket (`zodbctl promote`, `zodbctl resync`, replication
+    /// status); its file permissions decide who may promote. Default `var/zeo-admin.sock`.
+    #[serde(default = "default_admin_socket")]
+    pub admin_socket: PathBuf,
 }
 
 impl Default for ZeoConfig {
@@ -168,8 +254,14 @@ impl Default for ZeoConfig {
             max_frame_size: default_max_frame_size(),
             threads: None,
             tls: None,
+            read_only_address: None,
+            admin_socket: default_admin_socket(),
         }
     }
+}
+
+fn default_admin_socket() -> PathBuf {
+    PathBuf::from("var/zeo-admin.sock")
 }
 
 /// Default server address: loopback, port 8100 (mkzeoinstance binds all interfaces; we don't).
@@ -244,6 +336,9 @@ pub struct FileStorageConfig {
     pub pack_keep_old: bool,
     /// `zodbctl pack` without `-d` packs to this many days ago. Default 0 (now).
     pub pack_days: u32,
+    /// This storage is a replica of the same-named storage of the server whose
+    /// `[replication] address` this is (HOST:PORT or a Unix socket path). Default: unset.
+    pub replicate_from: Option<Address>,
 }
 
 impl FileStorageConfig {
@@ -255,6 +350,7 @@ impl FileStorageConfig {
             pack_gc: true,
             pack_keep_old: true,
             pack_days: 0,
+            replicate_from: None,
         }
     }
 }
@@ -317,6 +413,8 @@ pub struct RawStorage {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pack_days: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    replicate_from: Option<Address>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     history_seconds: Option<Seconds>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     checkpoint_seconds: Option<Seconds>,
@@ -346,6 +444,7 @@ impl TryFrom<RawStorage> for StorageConfig {
                     pack_gc: r.pack_gc.unwrap_or(true),
                     pack_keep_old: r.pack_keep_old.unwrap_or(true),
                     pack_days: r.pack_days.unwrap_or(0),
+                    replicate_from: r.replicate_from,
                 }))
             }
             StorageType::Memory => {
@@ -355,7 +454,15 @@ impl TryFrom<RawStorage> for StorageConfig {
                     (r.pack_gc.is_some(), "pack-gc"),
                     (r.pack_keep_old.is_some(), "pack-keep-old"),
                     (r.pack_days.is_some(), "pack-days"),
+                    (r.replicate_from.is_some(), "replicate-from"),
                 ] {
+                    if set && key == "replicate-from" {
+                        return Err(
+                            "key `replicate-from` does not apply to type = \"memory\": memory storages \
+                             are not replicated (a replica serves its own, empty one until promoted)"
+                                .into(),
+                        );
+                    }
                     if set {
                         return Err(format!(
                             "key `{key}` does not apply to type = \"memory\" (allowed: history-seconds, path, checkpoint-seconds)"
@@ -390,6 +497,7 @@ impl From<StorageConfig> for RawStorage {
                 // Left out at its default, so configurations written before it stay as
                 // they were.
                 pack_days: (f.pack_days != 0).then_some(f.pack_days),
+                replicate_from: f.replicate_from,
                 history_seconds: None,
                 checkpoint_seconds: None,
             },
@@ -401,6 +509,7 @@ impl From<StorageConfig> for RawStorage {
                 pack_gc: None,
                 pack_keep_old: None,
                 pack_days: None,
+                replicate_from: None,
                 history_seconds: Some(m.history_seconds),
                 checkpoint_seconds: Some(m.checkpoint_seconds),
             },
@@ -808,6 +917,7 @@ impl ServerConfig {
     /// maintenance command opens). `STDERR`/`STDOUT` log paths stay as they are.
     pub fn resolve_paths(&mut self, dir: &Path) {
         resolve(dir, &mut self.zeo.pid_file);
+        resolve(dir, &mut self.zeo.admin_socket);
         if let Some(tls) = &mut self.zeo.tls {
             resolve(dir, &mut tls.certificate);
             resolve(dir, &mut tls.authenticate);
@@ -880,7 +990,95 @@ impl ServerConfig {
                 "must be greater than 0 (leave the key out for no timeout)",
             ));
         }
+        if self.zeo.read_only_address.as_ref() == Some(&self.zeo.address) {
+            out.push(problem(
+                "zeo.read-only-address",
+                format!(
+                    "is the same as zeo.address ({}); the read-only listener needs an address of its own (e.g. the next port)",
+                    self.zeo.address
+                ),
+            ));
+        }
+        if self.zeo.admin_socket.as_os_str().is_empty() {
+            out.push(problem(
+                "zeo.admin-socket",
+                "the path is empty (leave the key out for var/zeo-admin.sock)",
+            ));
+        }
+        for (name, storage) in &self.storages {
+            if let StorageConfig::File(f) = storage {
+                if let Some(from) = &f.replicate_from {
+                    if from.is_all_interfaces() {
+                        out.push(problem(
+                            format!("storages.{name}.replicate-from"),
+                            format!(
+                                "{from} has no host: write the primary's replication address as HOST:PORT (e.g. \"127.0.0.1:{}\") or a Unix socket path",
+                                from.port().unwrap_or(8101)
+                            ),
+                        ));
+                    }
+                    if Some(from) == self.replication.address.as_ref() {
+                        out.push(problem(
+                            format!("storages.{name}.replicate-from"),
+                            "is this server's own [replication] address; give the primary's",
+                        ));
+                    }
+                }
+            }
+        }
+        let r = &self.replication;
+        if r.mode == ReplicationMode::Sync && r.address.is_none() {
+            out.push(problem(
+                "replication.mode",
+                "\"sync\" needs [replication] address (where replicas connect); set it, or use mode = \"async\"",
+            ));
+        }
+        if r.sync_timeout.duration().is_zero() {
+            out.push(problem(
+                "replication.sync-timeout",
+                "must be greater than 0 (seconds a sync commit waits for a replica, e.g. 2)",
+            ));
+        }
+        if r.keep_alive_delay.duration().is_zero() {
+            out.push(problem(
+                "replication.keep-alive-delay",
+                "must be greater than 0 (seconds between heartbeats, e.g. 5)",
+            ));
+        }
+        if let Some(a) = &r.address {
+            if *a == self.zeo.address || self.zeo.read_only_address.as_ref() == Some(a) {
+                out.push(problem(
+                    "replication.address",
+                    format!("{a} is already a ZEO listener of this server; replicas need an address of their own"),
+                ));
+            }
+        }
         check_runner(&self.runner, &mut out);
+        out
+    }
+
+    /// True when some storage of this server is a replica (`replicate-from`).
+    pub fn is_replica(&self) -> bool {
+        self.storages
+            .values()
+            .any(|s| matches!(s, StorageConfig::File(f) if f.replicate_from.is_some()))
+    }
+
+    /// Warnings that do not stop the server: the dotted key and what to consider.
+    pub fn warnings(&self) -> Vec<Problem> {
+        let mut out = Vec::new();
+        if self.zeo.read_only_address.is_none() {
+            for (name, storage) in &self.storages {
+                if matches!(storage, StorageConfig::File(f) if f.replicate_from.is_some()) {
+                    out.push(problem(
+                        format!("storages.{name}.replicate-from"),
+                        "this storage is a replica but [zeo] has no read-only-address: read-only \
+                         clients cannot reach it until it is promoted (set read-only-address to \
+                         serve them meanwhile)",
+                    ));
+                }
+            }
+        }
         out
     }
 
@@ -896,12 +1094,17 @@ impl ServerConfig {
         })
     }
 
-    /// The readiness check: `[runner] ready-check`, else a connection to the server address.
+    /// The readiness check: `[runner] ready-check`, else a connection to the server address
+    /// (for a replica with a `read-only-address`, that one: its main address opens only
+    /// once it is promoted).
     pub fn ready_check(&self) -> ReadyCheck {
-        self.runner
-            .ready_check
-            .clone()
-            .unwrap_or_else(|| ReadyCheck::Address(self.zeo.address.connectable()))
+        self.runner.ready_check.clone().unwrap_or_else(|| {
+            let addr = match &self.zeo.read_only_address {
+                Some(ro) if self.is_replica() => ro,
+                _ => &self.zeo.address,
+            };
+            ReadyCheck::Address(addr.connectable())
+        })
     }
 }
 
@@ -1084,6 +1287,137 @@ mod tests {
         assert_eq!(c.runner.directory.as_deref(), Some(Path::new("/srv/zeo")));
     }
 
+    fn server_err(text: &str) -> String {
+        crate::instance::parse_toml(Path::new("etc/zeo.toml"), text)
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn replication_keys_and_defaults() {
+        let c: ServerConfig = toml::from_str(
+            r#"
+            [zeo]
+            address = "127.0.0.1:8100"
+            read-only-address = "127.0.0.1:8102"
+            [replication]
+            address = "127.0.0.1:8101"
+            mode = "sync"
+            sync-timeout = 0.5
+            on-timeout = "block"
+            keep-alive-delay = 10
+            peers = ["127.0.0.1:8111", "/run/zeo/repl.sock"]
+            [storages.1]
+            path = "var/Data.fs"
+            replicate-from = "primary:8101"
+            "#,
+        )
+        .unwrap();
+        assert!(c.problems().is_empty(), "{:?}", c.problems());
+        assert_eq!(c.zeo.admin_socket, Path::new("var/zeo-admin.sock"));
+        assert_eq!(c.replication.mode, ReplicationMode::Sync);
+        assert_eq!(c.replication.on_timeout, OnTimeout::Block);
+        assert_eq!(
+            c.replication.sync_timeout.duration(),
+            std::time::Duration::from_millis(500)
+        );
+        assert_eq!(c.replication.peers.len(), 2);
+        let StorageConfig::File(f) = &c.storages["1"] else {
+            panic!()
+        };
+        assert_eq!(
+            f.replicate_from.as_ref().unwrap().to_string(),
+            "primary:8101"
+        );
+        assert!(c.is_replica());
+        assert!(c.warnings().is_empty());
+        // A replica is ready when its read-only listener answers.
+        assert_eq!(
+            c.ready_check(),
+            ReadyCheck::Address(Address::localhost(8102))
+        );
+        let back: ServerConfig = toml::from_str(&toml::to_string(&c).unwrap()).unwrap();
+        assert_eq!(back, c);
+
+        let d = ServerConfig::default();
+        assert_eq!(d.replication.mode, ReplicationMode::Async);
+        assert_eq!(d.replication.on_timeout, OnTimeout::Degrade);
+        assert_eq!(d.replication.sync_timeout, Seconds::secs(2));
+        assert_eq!(d.replication.keep_alive_delay, Seconds::secs(5));
+        assert!(d.replication.address.is_none() && d.replication.peers.is_empty());
+        // `show` prints the defaults.
+        let shown = toml::to_string(&d).unwrap();
+        for key in [
+            "admin-socket = \"var/zeo-admin.sock\"",
+            "[replication]",
+            "mode = \"async\"",
+            "on-timeout = \"degrade\"",
+        ] {
+            assert!(shown.contains(key), "{key} not in {shown}");
+        }
+    }
+
+    #[test]
+    fn replication_mistakes_say_what_to_fix() {
+        let e = server_err("[replication]\nmode = \"sync\"\n");
+        assert!(
+            e.starts_with("etc/zeo.toml:2: replication.mode: \"sync\" needs [replication] address"),
+            "{e}"
+        );
+        let e = server_err("[replication]\naddress = \"127.0.0.1:8101\"\nsync-timeout = 0\n");
+        assert!(
+            e.starts_with("etc/zeo.toml:3: replication.sync-timeout: must be greater than 0"),
+            "{e}"
+        );
+        let e = server_err("[replication]\nmode = \"eventually\"\n");
+        assert!(e.contains("replication.mode") && e.contains("async"), "{e}");
+        let e = server_err(
+            "[zeo]\naddress = \"127.0.0.1:8100\"\nread-only-address = \"127.0.0.1:8100\"\n",
+        );
+        assert!(
+            e.starts_with("etc/zeo.toml:3: zeo.read-only-address: is the same as zeo.address"),
+            "{e}"
+        );
+        let e = server_err("[storages.s]\ntype = \"memory\"\nreplicate-from = \"h:1\"\n");
+        assert!(e.contains("memory storages are not replicated"), "{e}");
+        let e = server_err("[storages.1]\npath = \"var/Data.fs\"\nreplicate-from = \"h:x\"\n");
+        assert!(
+            e.starts_with("etc/zeo.toml:3: storages.1.replicate-from: bad address"),
+            "{e}"
+        );
+        let e = server_err("[storages.1]\npath = \"var/Data.fs\"\nreplicate-from = \"8101\"\n");
+        assert!(
+            e.starts_with("etc/zeo.toml:3: storages.1.replicate-from: 8101 has no host"),
+            "{e}"
+        );
+        let e = server_err("[replication]\npeer = []\n");
+        assert!(e.contains("unknown field"), "{e}");
+    }
+
+    #[test]
+    fn a_replica_without_a_read_only_address_is_a_notice() {
+        let tmp = tempfile::tempdir().unwrap();
+        let file = tmp.path().join("zeo.toml");
+        std::fs::write(
+            &file,
+            "[storages.1]\npath = \"var/Data.fs\"\nreplicate-from = \"10.0.0.1:8101\"\n",
+        )
+        .unwrap();
+        let inst = crate::instance::load(&file).unwrap();
+        assert_eq!(inst.notices.len(), 1, "{:?}", inst.notices);
+        let n = inst.notices[0].to_string();
+        assert!(n.contains("zeo.toml:3: storages.1.replicate-from:"), "{n}");
+        assert!(
+            n.contains("read-only clients cannot reach it until it is promoted"),
+            "{n}"
+        );
+        // Without a read-only address, readiness is the main address.
+        assert_eq!(
+            inst.server().unwrap().ready_check(),
+            ReadyCheck::Address(Address::localhost(DEFAULT_PORT))
+        );
+    }
+
     #[test]
     fn client_and_cluster() {
         let c: ClientConfig =
@@ -1136,6 +1470,7 @@ mod proptests {
                     pack_gc: f[1],
                     pack_keep_old: f[2],
                     pack_days: u32::from(f[0]) * 7,
+                    replicate_from: f[1].then(|| Address::localhost(8101)),
                 })
             }),
             (seconds(), proptest::option::of(path()), seconds()).prop_map(
@@ -1208,6 +1543,8 @@ mod proptests {
                         max_frame_size: ByteSize(frame),
                         threads: None,
                         tls: None,
+                        read_only_address: b[1].then(|| Address::localhost(8102)),
+                        admin_socket: PathBuf::from("var/zeo-admin.sock"),
                     },
                     storages,
                     eventlog: EventLogConfig::default(),
@@ -1215,6 +1552,16 @@ mod proptests {
                     environment,
                     backup: BackupConfig::default(),
                     metrics: None,
+                    replication: ReplicationConfig {
+                        address: b[0].then(|| Address::localhost(8101)),
+                        mode: if b[0] {
+                            ReplicationMode::Sync
+                        } else {
+                            ReplicationMode::Async
+                        },
+                        peers: vec![Address::localhost(8111)],
+                        ..ReplicationConfig::default()
+                    },
                 },
             )
     }

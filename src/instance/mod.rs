@@ -21,8 +21,8 @@ use std::path::{Path, PathBuf};
 pub use address::{Address, AddressError};
 pub use config::{
     BackupConfig, ClientConfig, ClusterConfig, ClusterMember, EventLogConfig, FileStorageConfig,
-    MemberKind, MemoryStorageConfig, ReadyCheck, RunnerConfig, ServerConfig, StorageConfig,
-    TlsConfig, ZeoClientConfig, ZeoConfig, ZopeConfig,
+    MemberKind, MemoryStorageConfig, OnTimeout, ReadyCheck, ReplicationConfig, ReplicationMode,
+    RunnerConfig, ServerConfig, StorageConfig, TlsConfig, ZeoClientConfig, ZeoConfig, ZopeConfig,
 };
 pub use error::{ConfigError, Notice};
 pub use units::{ByteSize, CommandLine, ExitCodes, LogLevel, Seconds, Umask};
@@ -39,6 +39,9 @@ pub const SERVER_ZCONFIG: &str = "etc/zeo.conf";
 pub const CLUSTER_TOML: &str = "cluster.toml";
 
 /// What a configuration file describes.
+// A server's configuration is the largest (with [replication]); one or a few of these live
+// per command, so boxing it would buy nothing but indirection at every use.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum InstanceConfig {
     Server(ServerConfig),
@@ -188,12 +191,30 @@ pub fn load(path: &Path) -> Result<Instance, ConfigError> {
             notices: Vec::new(),
         });
     }
+    let notices = match &config {
+        InstanceConfig::Server(s) => server_warnings(path, &text, s),
+        _ => Vec::new(),
+    };
     Ok(Instance {
         dir,
         file: path.to_path_buf(),
         config,
-        notices: Vec::new(),
+        notices,
     })
+}
+
+/// [`ServerConfig::warnings`] as notices placed on the key's line of `text`.
+pub fn server_warnings(file: &Path, text: &str, config: &ServerConfig) -> Vec<Notice> {
+    config
+        .warnings()
+        .into_iter()
+        .map(|p| Notice {
+            file: file.to_path_buf(),
+            line: line_of_key(text, &p.key).unwrap_or(1),
+            key: p.key,
+            message: p.message,
+        })
+        .collect()
 }
 
 /// Parse TOML text; the kind comes from the top-level tables (`[zeoclient]` → client,

@@ -277,6 +277,23 @@ pub struct ServerSpec {
     pub user: Option<String>,
     /// `[metrics] address`, when the instance serves Prometheus metrics.
     pub metrics: Option<String>,
+    /// A server of a replicated cluster (`create cluster --replicas`).
+    pub replication: Option<ServerReplication>,
+}
+
+/// How a server of a replicated cluster replicates.
+#[derive(Debug, Clone)]
+pub struct ServerReplication {
+    /// `[replication] address`: where replicas of this server connect (once promoted, for
+    /// a replica).
+    pub listen: Address,
+    /// `[replication] peers`: the other servers' replication addresses.
+    pub peers: Vec<Address>,
+    /// For a replica: the primary's replication address (`replicate-from` of each file
+    /// storage).
+    pub replicate_from: Option<Address>,
+    /// For a replica: `[zeo] read-only-address`.
+    pub read_only_address: Option<Address>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -340,6 +357,7 @@ impl ServerSpec {
                 }
                 None => None,
             },
+            replication: None,
         })
     }
 
@@ -361,6 +379,10 @@ impl ServerSpec {
                 if self.blobs {
                     f.blob_dir = Some(PathBuf::from(blobs));
                 }
+                f.replicate_from = self
+                    .replication
+                    .as_ref()
+                    .and_then(|r| r.replicate_from.clone());
                 StorageConfig::File(f)
             }
         }
@@ -382,7 +404,66 @@ impl ServerSpec {
             .metrics
             .as_ref()
             .map(|a| super::config::MetricsConfig { address: a.clone() });
+        if let Some(r) = &self.replication {
+            c.zeo.read_only_address = r.read_only_address.clone();
+            c.replication = super::config::ReplicationConfig {
+                address: Some(r.listen.clone()),
+                mode: super::config::ReplicationMode::Sync,
+                on_timeout: super::config::OnTimeout::Degrade,
+                peers: r.peers.clone(),
+                ..Default::default()
+            };
+        }
         c
+    }
+
+    /// The `[zeo]` lines of a replica, and the `[replication]` section of a replicated
+    /// server (both empty otherwise).
+    fn replication_lines(&self, config: &ServerConfig) -> (String, String) {
+        let Some(r) = &self.replication else {
+            return (String::new(), String::new());
+        };
+        let zeo = match &r.read_only_address {
+            Some(ro) => format!(
+                "# A replica: clients are served read-only here; `address` above opens only once\n\
+                 # this server is promoted (`zodbctl promote`).\nread-only-address = {}\n",
+                toml_str(&ro.to_string())
+            ),
+            None => String::new(),
+        };
+        let rc = &config.replication;
+        let peers = rc
+            .peers
+            .iter()
+            .map(|p| toml_str(&p.to_string()))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let role = if r.replicate_from.is_some() {
+            "# Replicas connect here once this replica is promoted (or to chain from it)."
+        } else {
+            "# Replicas of this server's file storages connect here."
+        };
+        let section = format!(
+            "\n[replication]\n{role}\naddress = {}\n\
+             # A commit is acknowledged once a replica has it durable; when none has answered\n\
+             # within sync-timeout seconds, commits go on asynchronously (on-timeout = \"degrade\",\n\
+             # logged and shown by `zodbctl status`) rather than wait (\"block\").\n\
+             mode = \"{}\"\nsync-timeout = {}\non-timeout = \"{}\"\nkeep-alive-delay = {}\n\
+             # The other servers' replication addresses: asked at start whether a newer primary\n\
+             # exists, so that a former primary never comes back writable.\npeers = [{peers}]\n",
+            toml_str(&r.listen.to_string()),
+            match rc.mode {
+                super::config::ReplicationMode::Async => "async",
+                super::config::ReplicationMode::Sync => "sync",
+            },
+            rc.sync_timeout,
+            match rc.on_timeout {
+                super::config::OnTimeout::Degrade => "degrade",
+                super::config::OnTimeout::Block => "block",
+            },
+            rc.keep_alive_delay,
+        );
+        (zeo, section)
     }
 }
 
@@ -409,8 +490,23 @@ fn render_storages(config: &ServerConfig) -> String {
                         let _ = writeln!(out, "# blob-dir = \"var/blobs\"");
                     }
                 }
+                if let Some(from) = &f.replicate_from {
+                    let _ = writeln!(
+                        out,
+                        "# A replica of storage {name:?} of the primary: kept a byte-identical copy.\n\
+                         replicate-from = {}",
+                        toml_str(&from.to_string())
+                    );
+                }
             }
             StorageConfig::Memory(m) => {
+                if config.replication.address.is_some() {
+                    let _ = writeln!(
+                        out,
+                        "# Not replicated (memory storages never are): each server has its own, and a\n\
+                         # promoted replica starts with an empty one (sessions are lost on failover)."
+                    );
+                }
                 let _ = writeln!(
                     out,
                     "# In memory, not historical: sessions and other short-lived data.\n\
@@ -443,10 +539,13 @@ pub fn plan_server(dir: &Path, spec: &ServerSpec) -> Result<(Plan, ServerConfig)
         Some(u) => format!("user = {}\n", toml_str(u)),
         None => "# Run as this user when started as root:\n# user = \"zope\"\n".into(),
     };
+    let (zeo_extra, replication) = spec.replication_lines(&config);
     let toml_text = fill(
         tpl::SERVER_TOML,
         &[
             ("INSTANCE", dir.display().to_string()),
+            ("ZEO_EXTRA", zeo_extra),
+            ("REPLICATION", replication),
             ("ADDRESS", toml_str(&spec.address.to_string())),
             ("STORAGES", render_storages(&config)),
             ("USER", user_line),
@@ -555,6 +654,9 @@ pub struct ClientSpec {
     pub python: Option<PathBuf>,
     /// `--admin USER:PASSWORD`: Zope's first user, written to `inituser`.
     pub admin: Option<(String, String)>,
+    /// `read-only-fallback`: connect read-only when no writable server is reachable (the
+    /// clients of a replicated cluster).
+    pub read_only_fallback: bool,
 }
 
 /// `--program`, `--python` and `--admin` of `create client|cluster`, checked: the program
@@ -674,6 +776,7 @@ impl ClientSpec {
             sessions: None,
             python,
             admin,
+            read_only_fallback: false,
         })
     }
 
@@ -687,6 +790,7 @@ impl ClientSpec {
         };
         c.zeoclient.storage = self.storage.clone();
         c.zeoclient.cache_size = self.cache_size;
+        c.zeoclient.read_only_fallback = self.read_only_fallback;
         c.zope.http_address = self.http.clone();
         c.zope.sessions = self.sessions.clone();
         c.runner.program = self.program.clone();
@@ -857,6 +961,17 @@ pub fn plan_client(dir: &Path, spec: &ClientSpec) -> Result<(Plan, ClientConfig)
             ("CACHE_SIZE", toml_str(&spec.cache_size.to_string())),
             ("HTTP_ADDRESS", toml_str(&spec.http.to_string())),
             ("SESSIONS", sessions),
+            (
+                "READ_ONLY_FALLBACK",
+                if spec.read_only_fallback {
+                    "# During a failover, read-only connections to a replica keep the site serving\n\
+                     # reads; writes resume when the promoted replica opens its writable address.\n\
+                     read-only-fallback = true"
+                        .into()
+                } else {
+                    "read-only-fallback = false".into()
+                },
+            ),
             ("PROGRAM", program_line),
             ("USER", user_line),
             ("ENVIRONMENT", environment_lines),
@@ -917,33 +1032,123 @@ pub fn create_client(args: &CreateClientArgs) -> Result<u8> {
 /// The storage name of the shared sessions storage of `create cluster --sessions`.
 pub const SESSIONS_STORAGE: &str = "sessions";
 
+/// The ports of a cluster of `create cluster`, derived from `--base-port` (docs: `create
+/// cluster --help` and docs/configuration.md, "Cluster layout").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterPorts {
+    /// The primary server's ZEO address.
+    pub server: u16,
+    /// The primary server's metrics endpoint: BASE-1 (or, for BASE 1, the port after the
+    /// clients').
+    pub metrics: u16,
+    /// Client N's HTTP address: BASE+N.
+    pub clients: Vec<u16>,
+    /// With replicas: the primary's replication address, the port after the clients'.
+    pub replication: Option<u16>,
+    /// Replica K: the next four ports, in this order.
+    pub replicas: Vec<ReplicaPorts>,
+}
+
+/// The ports of one standby server of a replicated cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplicaPorts {
+    /// Its writable ZEO address (closed until it is promoted).
+    pub address: u16,
+    /// Its read-only ZEO address (its clients before promotion).
+    pub read_only: u16,
+    /// Its replication address (its replicas once promoted).
+    pub replication: u16,
+    /// Its metrics endpoint.
+    pub metrics: u16,
+}
+
+impl ClusterPorts {
+    pub fn new(base: u16, clients: u16, replicas: u16) -> Result<ClusterPorts> {
+        let too_high = || {
+            usage(anyhow!(
+                "--base-port {base} with --clients {clients} and --replicas {replicas}: the cluster's ports would pass 65535"
+            ))
+        };
+        let at = |offset: u32| -> Result<u16> {
+            u16::try_from(u32::from(base) + offset).map_err(|_| too_high())
+        };
+        let clients_ports = (1..=u32::from(clients))
+            .map(at)
+            .collect::<Result<Vec<u16>>>()?;
+        let mut next = u32::from(clients) + 1;
+        // The port below the server's: clients take the ones above it.
+        let metrics = match base.checked_sub(1) {
+            Some(p) if p > 0 => p,
+            _ => {
+                next += 1;
+                base.saturating_add(clients).saturating_add(1)
+            }
+        };
+        let mut replication = None;
+        let mut replica_ports = Vec::new();
+        if replicas > 0 {
+            replication = Some(at(next)?);
+            next += 1;
+            for _ in 0..replicas {
+                replica_ports.push(ReplicaPorts {
+                    address: at(next)?,
+                    read_only: at(next + 1)?,
+                    replication: at(next + 2)?,
+                    metrics: at(next + 3)?,
+                });
+                next += 4;
+            }
+        }
+        Ok(ClusterPorts {
+            server: base,
+            metrics,
+            clients: clients_ports,
+            replication,
+            replicas: replica_ports,
+        })
+    }
+}
+
 pub fn plan_cluster(dir: &Path, args: &CreateClusterArgs) -> Result<(Plan, ClusterConfig)> {
     let (program, python, admin) = zope_options(
         args.program.as_deref(),
         args.python.as_deref(),
         args.admin.as_deref(),
     )?;
-    let server_address = Address::localhost(args.base_port);
+    let ports = ClusterPorts::new(args.base_port, args.clients, args.replicas)?;
+    let server_address = Address::localhost(ports.server);
     let mut storages = vec![("1".to_owned(), StorageKindArg::File)];
     if args.sessions {
         storages.push((SESSIONS_STORAGE.to_owned(), StorageKindArg::Memory));
     }
+    // Every server's replication address, the primary's first.
+    let replication_addresses: Vec<Address> = ports
+        .replication
+        .into_iter()
+        .chain(ports.replicas.iter().map(|r| r.replication))
+        .map(Address::localhost)
+        .collect();
+    let peers_of = |own: &Address| -> Vec<Address> {
+        replication_addresses
+            .iter()
+            .filter(|a| *a != own)
+            .cloned()
+            .collect()
+    };
     let server_spec = ServerSpec {
         address: server_address.clone(),
-        storages,
+        storages: storages.clone(),
         blobs: args.blobs,
         user: None,
-        // The port below the server's: clients take the ones above it.
-        metrics: Some(format!(
-            "127.0.0.1:{}",
-            match args.base_port.checked_sub(1) {
-                Some(p) if p > 0 => p,
-                _ => args
-                    .base_port
-                    .saturating_add(args.clients)
-                    .saturating_add(1),
-            }
-        )),
+        metrics: Some(format!("127.0.0.1:{}", ports.metrics)),
+        replication: replication_addresses
+            .first()
+            .map(|listen| ServerReplication {
+                listen: listen.clone(),
+                peers: peers_of(listen),
+                replicate_from: None,
+                read_only_address: None,
+            }),
     };
     let mut plan = Plan::default();
     plan.dir(dir.to_path_buf());
@@ -955,25 +1160,55 @@ pub fn plan_cluster(dir: &Path, args: &CreateClusterArgs) -> Result<(Plan, Clust
         start_order: Some(0),
     }];
     let mut plans = vec![server_plan];
-    for i in 1..=args.clients {
-        let port = args.base_port.checked_add(i).ok_or_else(|| {
-            usage(anyhow!(
-                "--base-port {} with --clients {}: client ports would pass 65535",
-                args.base_port,
-                args.clients
-            ))
-        })?;
-        let name = format!("client{i}");
+    // The clients' servers: every writable address (the primary's first), then the
+    // replicas' read-only ones.
+    let mut client_servers = vec![server_address.clone()];
+    for (k, rp) in ports.replicas.iter().enumerate() {
+        let name = format!("replica{}", k + 1);
+        let listen = Address::localhost(rp.replication);
+        let spec = ServerSpec {
+            address: Address::localhost(rp.address),
+            storages: storages.clone(),
+            blobs: args.blobs,
+            user: None,
+            metrics: Some(format!("127.0.0.1:{}", rp.metrics)),
+            replication: Some(ServerReplication {
+                peers: peers_of(&listen),
+                listen,
+                replicate_from: replication_addresses.first().cloned(),
+                read_only_address: Some(Address::localhost(rp.read_only)),
+            }),
+        };
+        let (p, _) = plan_server(&dir.join(&name), &spec)?;
+        plans.push(p);
+        members.push(ClusterMember {
+            name: Some(name.clone()),
+            path: PathBuf::from(&name),
+            kind: MemberKind::Server,
+            start_order: Some(1),
+        });
+        client_servers.push(Address::localhost(rp.address));
+    }
+    client_servers.extend(
+        ports
+            .replicas
+            .iter()
+            .map(|rp| Address::localhost(rp.read_only)),
+    );
+    let client_order = if ports.replicas.is_empty() { 1 } else { 2 };
+    for (i, port) in ports.clients.iter().enumerate() {
+        let name = format!("client{}", i + 1);
         let spec = ClientSpec {
-            servers: vec![server_address.clone()],
+            servers: client_servers.clone(),
             storage: "1".into(),
             cache_size: ByteSize::mib(128),
             program: program.clone(),
-            http: Address::localhost(port),
+            http: Address::localhost(*port),
             user: None,
             sessions: args.sessions.then(|| SESSIONS_STORAGE.to_owned()),
             python: python.clone(),
             admin: admin.clone(),
+            read_only_fallback: !ports.replicas.is_empty(),
         };
         let (p, _) = plan_client(&dir.join(&name), &spec)?;
         plans.push(p);
@@ -981,7 +1216,7 @@ pub fn plan_cluster(dir: &Path, args: &CreateClusterArgs) -> Result<(Plan, Clust
             name: Some(name.clone()),
             path: PathBuf::from(&name),
             kind: MemberKind::Client,
-            start_order: Some(1),
+            start_order: Some(client_order),
         });
     }
     let cluster = ClusterConfig { members };
@@ -1053,6 +1288,7 @@ mod tests {
             blobs: true,
             user: Some("zope".into()),
             metrics: None,
+            replication: None,
         };
         let (plan, config) = plan_server(Path::new("/srv/zeo"), &spec).unwrap();
         assert_eq!(config.storages.len(), 3);
@@ -1080,6 +1316,7 @@ mod tests {
             sessions: Some("sessions".into()),
             python: None,
             admin: None,
+            read_only_fallback: false,
         };
         let (_, config) = plan_client(Path::new("/srv/c$1"), &spec).unwrap();
         let conf = render_zope_conf(&config, Path::new("/srv/c$1")).unwrap();
@@ -1234,6 +1471,7 @@ mod drift_tests {
             sessions: Some("sessions".into()),
             python: None,
             admin: None,
+            read_only_fallback: false,
         };
         let (plan, config) = plan_client(&dir, &spec).unwrap();
         plan.execute(&mut std::io::sink()).unwrap();

@@ -11,8 +11,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use super::config::{
-    EventLogConfig, FileStorageConfig, MemoryStorageConfig, RunnerConfig, ServerConfig,
-    StorageConfig, TlsConfig, ZeoConfig,
+    EventLogConfig, FileStorageConfig, MemoryStorageConfig, ReplicationConfig, RunnerConfig,
+    ServerConfig, StorageConfig, TlsConfig, ZeoConfig,
 };
 use super::error::{ConfigError, Notice};
 use super::units::{CommandLine, ExitCodes, LogLevel, Seconds, Umask, parse_bool};
@@ -38,6 +38,12 @@ pub fn server_from_document(doc: &Document) -> Result<(ServerConfig, Vec<Notice>
 
 struct Mapper {
     notices: Vec<Notice>,
+}
+
+/// The server-wide keys of one `<zrs>`, with the line that set each.
+struct ZrsKeys<'a> {
+    replicate_to: Option<(&'a KeyValue, super::Address)>,
+    keep_alive: Option<(&'a KeyValue, Seconds)>,
 }
 
 fn err_at(kv: &KeyValue, message: impl Into<String>) -> ConfigError {
@@ -146,6 +152,10 @@ impl Mapper {
     fn server(&mut self, doc: &Document) -> Result<ServerConfig, ConfigError> {
         let root = &doc.root;
         for import in &doc.imports {
+            if import.package == "zc.zrs" {
+                // Its <zrs> section is understood (replication, docs/replication.md).
+                continue;
+            }
             self.notices.push(Notice {
                 file: import.file.clone(),
                 line: import.line,
@@ -168,8 +178,69 @@ impl Mapper {
         let mut environment = BTreeMap::new();
         let mut seen_env = false;
         let mut unnamed_storage = false;
+        let mut replication = ReplicationConfig::default();
+        // The <zrs> that set replicate-to (and keep-alive-delay), for the "differs" errors.
+        let mut replicate_to_from: Option<&KeyValue> = None;
+        let mut keep_alive_from: Option<&KeyValue> = None;
         for s in &root.sections {
             match s.kind.as_str() {
+                "zrs" => {
+                    let (inner_name, storage, zrs) = self.zrs(s)?;
+                    let name = match s.name.clone().or(inner_name) {
+                        Some(n) => n,
+                        None => {
+                            if unnamed_storage {
+                                return Err(err_section(
+                                    s,
+                                    "only one storage may be unnamed; name it, e.g. <zrs 2>",
+                                ));
+                            }
+                            unnamed_storage = true;
+                            "1".to_owned()
+                        }
+                    };
+                    if let Some((kv, to)) = zrs.replicate_to {
+                        match (&replication.address, replicate_to_from) {
+                            (Some(prev), Some(prev_kv)) if *prev != to => {
+                                return Err(err_at(
+                                    kv,
+                                    format!(
+                                        "{to} differs from replicate-to {prev} at line {}: zodbctl serves every \
+                                         replicated storage of a server on one replication address; use the same one",
+                                        prev_kv.line
+                                    ),
+                                ));
+                            }
+                            _ => {
+                                replication.address = Some(to);
+                                replicate_to_from = Some(kv);
+                            }
+                        }
+                    }
+                    if let Some((kv, delay)) = zrs.keep_alive {
+                        match keep_alive_from {
+                            Some(prev) if replication.keep_alive_delay != delay => {
+                                self.notice(
+                                    kv,
+                                    format!(
+                                        "differs from keep-alive-delay at line {}; one delay serves every storage: {} is kept",
+                                        prev.line, replication.keep_alive_delay
+                                    ),
+                                );
+                            }
+                            _ => {
+                                replication.keep_alive_delay = delay;
+                                keep_alive_from = Some(kv);
+                            }
+                        }
+                    }
+                    if storages.insert(name.clone(), storage).is_some() {
+                        return Err(err_section(
+                            s,
+                            format!("a storage named {name:?} is already defined"),
+                        ));
+                    }
+                }
                 "zeo" => {
                     if zeo.is_some() {
                         return Err(err_section(s, "only one <zeo> section is allowed"));
@@ -235,7 +306,7 @@ impl Mapper {
                     return Err(err_section(
                         s,
                         format!(
-                            "section type <{other}> is not supported (allowed: zeo, filestorage, blobstorage, mappingstorage, eventlog, runner, environment)"
+                            "section type <{other}> is not supported (allowed: zeo, filestorage, blobstorage, mappingstorage, zrs, eventlog, runner, environment)"
                         ),
                     ));
                 }
@@ -269,7 +340,131 @@ impl Mapper {
             environment,
             backup: Default::default(),
             metrics: None,
+            replication,
         })
+    }
+
+    /// zc.zrs's `<zrs>`: one file storage (plain or in a `<blobstorage>`) and where it
+    /// replicates from and to. Returns the inner storage's name, the storage (with its
+    /// `replicate-from`) and the server-wide keys.
+    fn zrs<'s>(
+        &mut self,
+        s: &'s Section,
+    ) -> Result<(Option<String>, StorageConfig, ZrsKeys<'s>), ConfigError> {
+        let k = Keys::new(
+            s,
+            &[
+                "replicate-from",
+                "replicate-to",
+                "keep-alive-delay",
+                "check-checksums",
+                "name",
+            ],
+        )?;
+        let address = |kv: &KeyValue| -> Result<super::Address, ConfigError> {
+            kv.value
+                .parse()
+                .map_err(|e: super::AddressError| err_at(kv, e.to_string()))
+        };
+        let replicate_from = match k.get("replicate-from") {
+            Some(kv) => {
+                let a = address(kv)?;
+                if a.is_all_interfaces() {
+                    return Err(err_at(
+                        kv,
+                        format!(
+                            "{a} has no host: write the primary's replication address as HOST:PORT"
+                        ),
+                    ));
+                }
+                Some(a)
+            }
+            None => None,
+        };
+        let replicate_to = match s
+            .keys
+            .iter()
+            .find(|kv| kv.key.eq_ignore_ascii_case("replicate-to"))
+        {
+            Some(kv) => {
+                let a = address(kv)?;
+                if a.is_all_interfaces() {
+                    self.notice(
+                        kv,
+                        "kept, but note: a bare port listens on every network interface; write 127.0.0.1:PORT to listen locally",
+                    );
+                }
+                Some((kv, a))
+            }
+            None => None,
+        };
+        let keep_alive = match s
+            .keys
+            .iter()
+            .find(|kv| kv.key.eq_ignore_ascii_case("keep-alive-delay"))
+        {
+            Some(kv) => {
+                let v: u64 = integer(&kv.value).map_err(|m| err_at(kv, m))?;
+                if v == 0 {
+                    self.notice(
+                        kv,
+                        "0 (zc.zrs: no heartbeats) is not supported: zodbctl always sends them, \
+                         every 5 seconds by default",
+                    );
+                    None
+                } else {
+                    Some((kv, Seconds::secs(v)))
+                }
+            }
+            None => None,
+        };
+        if let Some(kv) = k.get("check-checksums") {
+            self.notice(
+                kv,
+                "ignored: zodbctl always checks every replicated transaction",
+            );
+        }
+        if let Some(kv) = k.get("name") {
+            self.notice(kv, "ignored: the storage is named by its section");
+        }
+        let inner: Vec<&Section> = s.sections.iter().collect();
+        let (inner_name, storage) = match inner.as_slice() {
+            [fs] if matches!(fs.kind.as_str(), "filestorage" | "blobstorage") => {
+                (fs.name.clone(), self.storage(fs)?)
+            }
+            [other] if other.kind == "mappingstorage" => {
+                return Err(err_section(
+                    other,
+                    "zodbctl replicates file storages only; serve this storage outside <zrs>",
+                ));
+            }
+            _ => {
+                return Err(err_section(
+                    s,
+                    "a <zrs> must hold exactly one <filestorage> (or a <blobstorage> around one)",
+                ));
+            }
+        };
+        let StorageConfig::File(mut f) = storage else {
+            unreachable!("filestorage and blobstorage map to file storages")
+        };
+        if replicate_from.is_some() {
+            self.section_notice(
+                s,
+                "a replica: zeo.conf has no read-only-address, so read-only clients cannot reach \
+                 this storage until the server is promoted (convert with `zodbctl import` and set \
+                 [zeo] read-only-address)",
+            );
+        }
+        f.replicate_from = replicate_from;
+        Ok((
+            inner_name,
+            StorageConfig::File(f),
+            ZrsKeys {
+                replicate_to,
+                keep_alive,
+            },
+        ))
     }
 
     fn zeo(&mut self, s: &Section) -> Result<ZeoConfig, ConfigError> {
@@ -359,6 +554,8 @@ impl Mapper {
             max_frame_size: defaults.max_frame_size,
             threads: None,
             tls,
+            read_only_address: None,
+            admin_socket: defaults.admin_socket,
         })
     }
 
@@ -491,6 +688,7 @@ impl Mapper {
             pack_gc: k.bool("pack-gc")?.unwrap_or(true),
             pack_keep_old: k.bool("pack-keep-old")?.unwrap_or(true),
             pack_days: 0,
+            replicate_from: None,
         })
     }
 
@@ -811,6 +1009,86 @@ mod tests {
                 "default-to-interactive"
             ]
         );
+    }
+
+    #[test]
+    fn zc_zrs_replica_and_primary() {
+        let (c, n) = load(
+            "%import zc.zrs\n<zeo>\naddress 127.0.0.1:8100\n</zeo>\n\
+             <zrs>\n  replicate-from primary-host:8001\n  replicate-to 8101\n  keep-alive-delay 60\n  \
+             <filestorage 1>\n    path /var/Data.fs\n  </filestorage>\n</zrs>\n",
+        )
+        .unwrap();
+        let StorageConfig::File(f) = &c.storages["1"] else {
+            panic!("{c:?}")
+        };
+        assert_eq!(f.path, Path::new("/var/Data.fs"));
+        assert_eq!(
+            f.replicate_from.as_ref().unwrap().to_string(),
+            "primary-host:8001"
+        );
+        let to = c.replication.address.as_ref().unwrap();
+        assert!(to.is_all_interfaces() && to.port() == Some(8101));
+        assert_eq!(c.replication.keep_alive_delay, Seconds::secs(60));
+        assert!(c.problems().is_empty());
+        // No note for the %import; one for the bare port, one for the missing read-only address.
+        let keys: Vec<_> = n.iter().map(|n| (n.key.as_str(), n.line)).collect();
+        assert_eq!(keys, [("<zrs>", 5), ("replicate-to", 7)], "{n:?}");
+        assert!(n[0].message.contains("until the server is promoted"));
+
+        // A primary: replicate-to only, around a blobstorage; named by the <zrs>.
+        let (c, n) = load(
+            "%import zc.zrs\n<zeo>\naddress 127.0.0.1:8100\n</zeo>\n\
+             <zrs main>\n  replicate-to 127.0.0.1:8101\n  <blobstorage>\n    blob-dir /b\n    \
+             <filestorage>\n      path /d.fs\n    </filestorage>\n  </blobstorage>\n</zrs>\n",
+        )
+        .unwrap();
+        assert!(n.is_empty(), "{n:?}");
+        let StorageConfig::File(f) = &c.storages["main"] else {
+            panic!("{c:?}")
+        };
+        assert!(f.replicate_from.is_none());
+        assert_eq!(f.blob_dir.as_deref(), Some(Path::new("/b")));
+        assert_eq!(
+            c.replication.address,
+            Some(super::super::Address::localhost(8101))
+        );
+    }
+
+    #[test]
+    fn zc_zrs_mistakes() {
+        let zeo = "<zeo>\naddress 127.0.0.1:8100\n</zeo>\n";
+        let e = load(&format!(
+            "{zeo}<zrs>\nreplicate-from nowhere\n<filestorage>\npath /a\n</filestorage>\n</zrs>\n"
+        ))
+        .unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("zeo.conf:5: replicate-from: bad address"),
+            "{e}"
+        );
+        let e = load(&format!(
+            "{zeo}<zrs>\n<mappingstorage 1>\n</mappingstorage>\n</zrs>\n"
+        ))
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("replicates file storages only"),
+            "{e}"
+        );
+        let e = load(&format!("{zeo}<zrs>\nreplicate-to 1\n</zrs>\n")).unwrap_err();
+        assert!(e.to_string().contains("exactly one <filestorage>"), "{e}");
+        let e = load(&format!(
+            "{zeo}<zrs 1>\nreplicate-to 127.0.0.1:1\n<filestorage>\npath /a\n</filestorage>\n</zrs>\n\
+             <zrs 2>\nreplicate-to 127.0.0.1:2\n<filestorage>\npath /b\n</filestorage>\n</zrs>\n"
+        ))
+        .unwrap_err();
+        assert_eq!(e.line(), Some(11), "{e}");
+        assert!(e.to_string().contains("one replication address"), "{e}");
+        let e = load(&format!(
+            "{zeo}<zrs>\nfrob 1\n<filestorage>\npath /a\n</filestorage>\n</zrs>\n"
+        ))
+        .unwrap_err();
+        assert!(e.to_string().contains("not a known key in <zrs>"), "{e}");
     }
 
     #[test]

@@ -335,7 +335,10 @@ mod tests {
     #[test]
     fn resume_resync_and_refusals() {
         let p = primary();
-        assert_eq!(judge(&p, t(50), &claim(Some("d"), 1, 40, true)), Verdict::Resume);
+        assert_eq!(
+            judge(&p, t(50), &claim(Some("d"), 1, 40, true)),
+            Verdict::Resume
+        );
         assert!(matches!(
             judge(&p, t(50), &claim(Some("d"), 1, 40, false)),
             Verdict::FullResync(_)
@@ -373,7 +376,10 @@ mod tests {
             judge(&b, t(70), &claim(Some("d"), 1, 38, false)),
             Verdict::FullResync(_)
         ));
-        assert_eq!(judge(&b, t(70), &claim(Some("d"), 1, 40, true)), Verdict::Resume);
+        assert_eq!(
+            judge(&b, t(70), &claim(Some("d"), 1, 40, true)),
+            Verdict::Resume
+        );
         // A stale primary hears of epoch 2 from a replica.
         let a = primary();
         assert_eq!(

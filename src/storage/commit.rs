@@ -180,6 +180,14 @@ impl Transaction {
         &self.oids
     }
 
+    /// The byte offset right after this transaction's record (header, data records and
+    /// the redundant length): where the next transaction will start. Meaningful after
+    /// [`Transaction::vote`] (nothing more can be stored); a replicating server reads the
+    /// durable bytes up to here between [`Transaction::make_durable`] and `finish`.
+    pub fn end(&self) -> u64 {
+        self.base + self.hlen + self.buf.len() + 8
+    }
+
     pub fn is_voted(&self) -> bool {
         self.voted
     }
@@ -639,7 +647,7 @@ impl Transaction {
     /// Make a durable transaction visible to readers and release the commit lock.
     fn publish(&mut self) -> Committed {
         if let Some(storage) = self.lock.as_ref().map(|l| l.storage.clone()) {
-            let end = self.base + self.hlen + self.buf.len() + 8;
+            let end = self.end();
             {
                 let mut st = write(&storage.inner.state);
                 for (&oid, &pos) in &self.tindex {

@@ -86,6 +86,15 @@ pub enum StorageError {
     /// A pack that cannot run or failed (nothing was changed).
     #[error("pack: {0}")]
     Pack(String),
+
+    /// Replication refused (replica.rs): bytes that are not whole, valid transactions at
+    /// the committed end, or a request for bytes that are not there. Nothing was changed.
+    #[error("{}: replication refused at byte {pos}: {msg}", path.display())]
+    Replication {
+        path: PathBuf,
+        pos: u64,
+        msg: String,
+    },
 }
 
 fn at(pos: Option<u64>) -> String {

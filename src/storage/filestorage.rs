@@ -115,6 +115,9 @@ pub(crate) struct Visible {
     /// grow with every page a pass has seen, where `pread` leaves those pages to the page
     /// cache; the map is for the random loads it makes cheaper.
     pub scan_df: Arc<DataFile>,
+    /// Bumped by every swap of the file (pack, replica resync): a replication sender
+    /// that saw another value is reading a file that is no longer `Data.fs` (replica.rs).
+    pub generation: u64,
 }
 
 /// The commit gate: at most one [`CommitLock`] exists per storage.
@@ -259,6 +262,8 @@ impl FileStorage {
             scan::remove_if_exists(&suffixed(path, ".tmp"))?;
             // What an interrupted pack left (the old file is intact, pack/mod.rs).
             super::pack::remove_stale(path)?;
+            // What an interrupted replica resync left (replica.rs).
+            super::replica::remove_stale(path, opts.blob_dir.as_deref())?;
         }
         if opts.create {
             df.file
@@ -349,6 +354,7 @@ impl FileStorage {
                     last_tid: outcome.last_tid,
                     df: Arc::new(df),
                     scan_df: Arc::new(DataFile::new(scan_file, path)),
+                    generation: 0,
                 }),
                 max_oid: Mutex::new(max_oid),
                 gate: Mutex::new(Gate {

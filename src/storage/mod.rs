@@ -109,7 +109,8 @@
 //! [`lock`] (the lock file); `scan` (open-time scan and recovery); `commit`; `iter`;
 //! `txnbuf` (the records of the transaction being committed); [`pack`] (pack with GC and
 //! blobs, online: [`FileStorage::pack`], its phases, locks and crash invariants, and the
-//! `<Data.fs>.pack.json` record). [`memory`] is the ZEO
+//! `<Data.fs>.pack.json` record); [`replica`] (the engine side of replication: raw
+//! transaction bytes, their validation and append on a replica, full resync). [`memory`] is the ZEO
 //! server's non-historical memory storage (owned by the server work).
 
 pub mod blob;
@@ -124,6 +125,7 @@ mod iter;
 pub mod lock;
 pub mod memory;
 pub mod pack;
+pub mod replica;
 mod scan;
 pub mod timestamp;
 mod txnbuf;
@@ -138,6 +140,7 @@ pub use filestorage::{FileStorage, HistoryEntry, IterNext, OpenOptions, Revision
 pub use format::Status;
 pub use iter::{DataRecord, RecordIter, TransactionInfo, TransactionIter, UndoInfo};
 pub use pack::{Outcome as PackOutcome, PackOptions, PackReport, Phase as PackPhase};
+pub use replica::{RawChunk, Replicated, TxnProof, resync_blob_dir, resync_path};
 pub use scan::ScanOutcome;
 pub use timestamp::TimeStamp;
 pub use types::{Oid, Tid, TxnMeta};

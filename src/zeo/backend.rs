@@ -214,6 +214,11 @@ pub trait Commit: Send {
     fn make_durable(&mut self) -> Result<(), StoreError> {
         Ok(())
     }
+    /// Where the transaction's record ends in the file (after `vote`), for replication;
+    /// None for storages that are not files.
+    fn end(&self) -> Option<u64> {
+        None
+    }
     /// Make it visible (after `make_durable`, without I/O); returns the committed tid.
     fn finish(self: Box<Self>) -> Result<Tid, StoreError>;
     fn abort(self: Box<Self>);

@@ -10,7 +10,10 @@ use crate::cli::{BenchArgs, GlobalArgs, ServeArgs};
 use crate::error::usage;
 
 use super::backend::Backend;
-use super::config::{ServerConfig, StorageConfig, StorageKind, parse_address};
+use super::config::{
+    ListenAddr, OnTimeout, ReplicationConfig, ReplicationMode, ServerConfig, StorageConfig,
+    StorageKind, parse_address,
+};
 use super::file_backend::FileBackend;
 use super::log::LogTarget;
 use super::memory_backend::MemoryBackend;
@@ -108,6 +111,7 @@ fn build_config(g: &GlobalArgs, args: &ServeArgs) -> Result<ServerConfig> {
                         read_only: false,
                         pack_gc: true,
                         pack_keep_old: true,
+                        replicate_from: None,
                     },
                 });
             } else if args.blob_dir.is_some() {
@@ -166,13 +170,97 @@ fn build_config(g: &GlobalArgs, args: &ServeArgs) -> Result<ServerConfig> {
     if args.metrics.is_some() {
         config.metrics = args.metrics.clone();
     }
+    apply_replication_flags(&mut config, args)?;
     Ok(config)
+}
+
+/// `--replicate-from`, `--replicate-to`, `--read-only-address`, `--replication-mode`,
+/// `--admin-socket` and `--resync` over the configuration, then the checks the
+/// configuration file gets too.
+fn apply_replication_flags(config: &mut ServerConfig, args: &ServeArgs) -> Result<()> {
+    let flag_address =
+        |flag: &str, a: &str| parse_address(a).map_err(|e| usage(anyhow!("{flag}: {e}")));
+    if let Some(from) = &args.replicate_from {
+        match flag_address("--replicate-from", from)? {
+            ListenAddr::Tcp { host, .. } if host.is_empty() => {
+                return Err(usage(anyhow!(
+                    "--replicate-from {from}: give the primary's replication address as HOST:PORT or a Unix socket path"
+                )));
+            }
+            _ => {}
+        }
+        let mut any = false;
+        for s in &mut config.storages {
+            if let StorageKind::File { replicate_from, .. } = &mut s.kind {
+                *replicate_from = Some(from.trim().to_string());
+                any = true;
+            }
+        }
+        if !any {
+            return Err(usage(anyhow!(
+                "--replicate-from: no file storage to replicate (memory storages are not replicated)"
+            )));
+        }
+    }
+    if let Some(to) = &args.replicate_to {
+        config.replication.listen = Some(flag_address("--replicate-to", to)?);
+    }
+    if let Some(ro) = &args.read_only_address {
+        config.read_only_address = Some(flag_address("--read-only-address", ro)?);
+    }
+    if let Some(mode) = args.replication_mode {
+        config.replication.mode = match mode {
+            crate::cli::ReplicationModeArg::Async => ReplicationMode::Async,
+            crate::cli::ReplicationModeArg::Sync => ReplicationMode::Sync,
+        };
+    }
+    if let Some(sock) = &args.admin_socket {
+        config.admin_socket = Some(sock.clone());
+    }
+    if args.resync {
+        config.replication.resync = true;
+    }
+    if config.read_only_address.as_ref() == Some(&config.address) {
+        return Err(usage(anyhow!(
+            "the read-only address {} is the server's address too; give it one of its own",
+            config.address
+        )));
+    }
+    if config.replication.mode == ReplicationMode::Sync && config.replication.listen.is_none() {
+        return Err(usage(anyhow!(
+            "sync replication needs a replication address: --replicate-to ADDR or [replication] address"
+        )));
+    }
+    if let Some(l) = &config.replication.listen {
+        if *l == config.address || config.read_only_address.as_ref() == Some(l) {
+            return Err(usage(anyhow!(
+                "the replication address {l} is already a ZEO listener of this server; give it one of its own"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// An instance address as the server listens on it (Unix paths resolved).
+fn listen_addr(inst: &crate::instance::Instance, a: &crate::instance::Address) -> ListenAddr {
+    match a {
+        crate::instance::Address::Tcp { host, port } => ListenAddr::Tcp {
+            host: host.clone(),
+            port: *port,
+        },
+        crate::instance::Address::Unix(p) => ListenAddr::Unix(inst.resolve(p)),
+    }
+}
+
+/// An instance address to connect to, as text (Unix paths resolved).
+fn connect_addr(inst: &crate::instance::Instance, a: &crate::instance::Address) -> String {
+    listen_addr(inst, a).to_string()
 }
 
 /// A server configuration from the instance's TOML or a ZConfig zeo.conf; relative paths are
 /// relative to the instance directory.
 fn config_from_instance(inst: crate::instance::Instance) -> Result<ServerConfig> {
-    use crate::instance::{Address, StorageConfig as Stor};
+    use crate::instance::StorageConfig as Stor;
     let path = inst.file.as_path();
     for n in &inst.notices {
         eprintln!("zodbctl: {n}");
@@ -185,14 +273,25 @@ fn config_from_instance(inst: crate::instance::Instance) -> Result<ServerConfig>
         )));
     };
     let z = &sc.zeo;
-    let address = match &z.address {
-        Address::Tcp { host, port } => super::config::ListenAddr::Tcp {
-            host: host.clone(),
-            port: *port,
+    let mut c = ServerConfig::new(listen_addr(&inst, &z.address));
+    c.read_only_address = z.read_only_address.as_ref().map(|a| listen_addr(&inst, a));
+    c.admin_socket = Some(inst.resolve(&z.admin_socket));
+    let r = &sc.replication;
+    c.replication = ReplicationConfig {
+        listen: r.address.as_ref().map(|a| listen_addr(&inst, a)),
+        mode: match r.mode {
+            crate::instance::ReplicationMode::Async => ReplicationMode::Async,
+            crate::instance::ReplicationMode::Sync => ReplicationMode::Sync,
         },
-        Address::Unix(p) => super::config::ListenAddr::Unix(inst.resolve(p)),
+        sync_timeout: r.sync_timeout.duration(),
+        on_timeout: match r.on_timeout {
+            crate::instance::OnTimeout::Degrade => OnTimeout::Degrade,
+            crate::instance::OnTimeout::Block => OnTimeout::Block,
+        },
+        keep_alive: r.keep_alive_delay.duration(),
+        peers: r.peers.iter().map(|a| connect_addr(&inst, a)).collect(),
+        resync: false,
     };
-    let mut c = ServerConfig::new(address);
     c.read_only = z.read_only;
     c.invalidation_queue_size = z.invalidation_queue_size as usize;
     c.invalidation_age = z.invalidation_age.map(|s| s.as_secs_f64());
@@ -223,6 +322,7 @@ fn config_from_instance(inst: crate::instance::Instance) -> Result<ServerConfig>
                 read_only: f.read_only,
                 pack_gc: f.pack_gc,
                 pack_keep_old: f.pack_keep_old,
+                replicate_from: f.replicate_from.as_ref().map(|a| connect_addr(&inst, a)),
             },
             Stor::Memory(m) => StorageKind::Memory {
                 history: m.history_seconds.duration(),
@@ -242,6 +342,7 @@ fn open_storages(config: &ServerConfig) -> Result<Vec<(String, Arc<StorageState>
     let pid = std::process::id();
     let mut out = Vec::new();
     for s in &config.storages {
+        let mut replication = None;
         let backend: Arc<dyn Backend> = match &s.kind {
             StorageKind::Memory {
                 history,
@@ -262,6 +363,7 @@ fn open_storages(config: &ServerConfig) -> Result<Vec<(String, Arc<StorageState>
                 read_only,
                 pack_gc,
                 pack_keep_old,
+                replicate_from,
             } => {
                 info!(target: "ZEO.runzeo", "({pid}) opening storage '{}' using FileStorage", s.name);
                 let mut opts = crate::storage::OpenOptions::new();
@@ -272,21 +374,167 @@ fn open_storages(config: &ServerConfig) -> Result<Vec<(String, Arc<StorageState>
                 let fs = opts
                     .open(path)
                     .with_context(|| format!("opening storage '{}'", s.name))?;
+                if replicate_from.is_some() || config.replication.listen.is_some() {
+                    replication = Some(
+                        crate::replication::Replication::open(
+                            &s.name,
+                            fs.clone(),
+                            &config.replication,
+                            replicate_from.as_deref(),
+                        )
+                        .with_context(|| format!("storage '{}'", s.name))?,
+                    );
+                }
                 Arc::new(FileBackend::new(fs).with_pack_options(*pack_gc, *pack_keep_old))
             }
         };
-        out.push((
-            s.name.clone(),
-            Arc::new(StorageState::new(
-                &s.name,
-                backend,
-                config.invalidation_queue_size,
-            )),
+        let state = Arc::new(StorageState::new(
+            &s.name,
+            backend,
+            config.invalidation_queue_size,
         ));
+        if let Some(r) = replication {
+            let _ = state.replication.set(r);
+        }
+        out.push((s.name.clone(), state));
     }
     Ok(out)
 }
 
 pub fn bench(_g: &GlobalArgs, args: &BenchArgs) -> Result<u8> {
     super::bench::run(args)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn config_of(args: &[&str]) -> Result<ServerConfig> {
+        let cli = crate::cli::Cli::parse_from(["zodbctl"].iter().chain(args.iter()).copied());
+        let crate::cli::Command::Serve(serve) = &cli.command else {
+            panic!("not serve")
+        };
+        build_config(&cli.global, serve)
+    }
+
+    #[test]
+    fn replication_flags() {
+        let c = config_of(&[
+            "serve",
+            "-a",
+            "127.0.0.1:8103",
+            "-f",
+            "/srv/Data.fs",
+            "--replicate-from",
+            "127.0.0.1:8102",
+            "--replicate-to",
+            "127.0.0.1:8105",
+            "--read-only-address",
+            "127.0.0.1:8104",
+            "--replication-mode",
+            "sync",
+            "--admin-socket",
+            "/run/admin.sock",
+            "--resync",
+        ])
+        .unwrap();
+        let StorageKind::File { replicate_from, .. } = &c.storages[0].kind else {
+            panic!()
+        };
+        assert_eq!(replicate_from.as_deref(), Some("127.0.0.1:8102"));
+        assert_eq!(
+            c.read_only_address,
+            Some(parse_address("127.0.0.1:8104").unwrap())
+        );
+        assert_eq!(
+            c.replication.listen,
+            Some(parse_address("127.0.0.1:8105").unwrap())
+        );
+        assert_eq!(c.replication.mode, ReplicationMode::Sync);
+        assert_eq!(
+            c.admin_socket.as_deref(),
+            Some(std::path::Path::new("/run/admin.sock"))
+        );
+        assert!(c.replication.resync);
+        assert_eq!(c.replication.sync_timeout, Duration::from_secs(2));
+        assert_eq!(c.replication.keep_alive, Duration::from_secs(5));
+
+        let plain = config_of(&["serve", "-a", "127.0.0.1:8103", "-f", "/srv/Data.fs"]).unwrap();
+        assert!(plain.admin_socket.is_none() && plain.replication.listen.is_none());
+        assert_eq!(plain.replication.mode, ReplicationMode::Async);
+
+        for (extra, needle) in [
+            (vec!["--replication-mode", "sync"], "--replicate-to"),
+            (
+                vec!["--read-only-address", "127.0.0.1:8103"],
+                "read-only address",
+            ),
+            (vec!["--replicate-from", "8102"], "HOST:PORT"),
+            (
+                vec!["--replicate-to", "127.0.0.1:8103"],
+                "already a ZEO listener",
+            ),
+        ] {
+            let mut args = vec!["serve", "-a", "127.0.0.1:8103", "-f", "/srv/Data.fs"];
+            args.extend(extra);
+            let e = config_of(&args).unwrap_err();
+            assert!(format!("{e:#}").contains(needle), "{e:#}");
+            assert_eq!(crate::error::exit_code(&e), 2);
+        }
+    }
+
+    #[test]
+    fn replication_from_the_instance() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::create_dir(tmp.path().join("etc")).unwrap();
+        let file = tmp.path().join("etc/zeo.toml");
+        std::fs::write(
+            &file,
+            "[zeo]\naddress = \"127.0.0.1:8103\"\nread-only-address = \"127.0.0.1:8104\"\n\
+             [replication]\naddress = \"var/repl.sock\"\nmode = \"sync\"\non-timeout = \"block\"\n\
+             sync-timeout = 1.5\nkeep-alive-delay = 7\npeers = [\"127.0.0.1:8102\"]\n\
+             [storages.1]\npath = \"var/Data.fs\"\nreplicate-from = \"127.0.0.1:8102\"\n\
+             [storages.s]\ntype = \"memory\"\n",
+        )
+        .unwrap();
+        let c = config_of(&["-C", file.to_str().unwrap(), "serve"]).unwrap();
+        let dir = std::path::absolute(tmp.path()).unwrap();
+        assert_eq!(c.admin_socket, Some(dir.join("var/zeo-admin.sock")));
+        assert_eq!(
+            c.read_only_address,
+            Some(parse_address("127.0.0.1:8104").unwrap())
+        );
+        assert_eq!(
+            c.replication.listen,
+            Some(ListenAddr::Unix(dir.join("var/repl.sock")))
+        );
+        assert_eq!(c.replication.mode, ReplicationMode::Sync);
+        assert_eq!(c.replication.on_timeout, OnTimeout::Block);
+        assert_eq!(c.replication.sync_timeout, Duration::from_millis(1500));
+        assert_eq!(c.replication.keep_alive, Duration::from_secs(7));
+        assert_eq!(c.replication.peers, ["127.0.0.1:8102"]);
+        assert!(!c.replication.resync);
+        for s in &c.storages {
+            match &s.kind {
+                StorageKind::File { replicate_from, .. } => {
+                    assert_eq!(replicate_from.as_deref(), Some("127.0.0.1:8102"))
+                }
+                StorageKind::Memory { .. } => assert_eq!(s.name, "s"),
+            }
+        }
+        // --replicate-from applies to every file storage of the configuration.
+        let c = config_of(&[
+            "-C",
+            file.to_str().unwrap(),
+            "serve",
+            "--replicate-from",
+            "/run/primary.sock",
+        ])
+        .unwrap();
+        let StorageKind::File { replicate_from, .. } = &c.storages[0].kind else {
+            panic!()
+        };
+        assert_eq!(replicate_from.as_deref(), Some("/run/primary.sock"));
+    }
 }

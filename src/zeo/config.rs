@@ -91,6 +91,9 @@ pub enum StorageKind {
         /// Pack options (`pack-gc`, `pack-keep-old`).
         pack_gc: bool,
         pack_keep_old: bool,
+        /// This storage is a replica of the same-named storage of the server whose
+        /// replication listener this is: `HOST:PORT` or a Unix socket path.
+        replicate_from: Option<String>,
     },
     /// The non-historical session storage: superseded revisions live `history` long. With a
     /// `snapshot` file its contents survive a clean restart (and a crash, as of the last
@@ -141,6 +144,69 @@ pub struct ServerConfig {
     pub tls: Option<TlsConfig>,
     /// Where the Prometheus endpoint listens (HOST:PORT); off when `None`.
     pub metrics: Option<String>,
+    /// A second listener where every registration is read-only.
+    pub read_only_address: Option<ListenAddr>,
+    /// The admin socket (promote, resync, replication status).
+    pub admin_socket: Option<PathBuf>,
+    pub replication: ReplicationConfig,
+}
+
+/// `[replication] mode`: when a commit is acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ReplicationMode {
+    /// Once durable here.
+    #[default]
+    Async,
+    /// Once a replica has it durable too.
+    Sync,
+}
+
+/// `[replication] on-timeout`: what a sync commit does when no replica acknowledged in time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnTimeout {
+    /// Go on asynchronously (logged, shown in status).
+    #[default]
+    Degrade,
+    /// Keep waiting.
+    Block,
+}
+
+/// Default wait of a sync commit for a replica's acknowledgement.
+pub const DEFAULT_SYNC_TIMEOUT: Duration = Duration::from_secs(2);
+/// Default interval between heartbeats on the replication connection.
+pub const DEFAULT_KEEP_ALIVE: Duration = Duration::from_secs(5);
+
+/// This server's side of replication: as a primary (`listen`) and how commits wait.
+#[derive(Debug, Clone)]
+pub struct ReplicationConfig {
+    /// Where replicas connect; None: this server feeds no replica.
+    pub listen: Option<ListenAddr>,
+    pub mode: ReplicationMode,
+    /// How long a sync commit waits for an acknowledgement (default 2 s).
+    pub sync_timeout: Duration,
+    pub on_timeout: OnTimeout,
+    /// Between heartbeats (default 5 s).
+    pub keep_alive: Duration,
+    /// The other servers' replication addresses, asked at start whether a newer primary
+    /// exists.
+    pub peers: Vec<String>,
+    /// `serve --resync`: a replica discards its copy and resynchronises in full on its
+    /// first connection.
+    pub resync: bool,
+}
+
+impl Default for ReplicationConfig {
+    fn default() -> Self {
+        ReplicationConfig {
+            listen: None,
+            mode: ReplicationMode::Async,
+            sync_timeout: DEFAULT_SYNC_TIMEOUT,
+            on_timeout: OnTimeout::Degrade,
+            keep_alive: DEFAULT_KEEP_ALIVE,
+            peers: Vec::new(),
+            resync: false,
+        }
+    }
 }
 
 /// Default bound on a request frame: object records travel whole in one frame, and megabytes
@@ -167,6 +233,9 @@ impl ServerConfig {
             max_outbuf: DEFAULT_MAX_OUTBUF,
             tls: None,
             metrics: None,
+            read_only_address: None,
+            admin_socket: None,
+            replication: ReplicationConfig::default(),
         }
     }
 }

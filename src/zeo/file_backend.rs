@@ -415,6 +415,10 @@ impl Commit for FileCommit {
         self.0.make_durable().map_err(err)
     }
 
+    fn end(&self) -> Option<u64> {
+        Some(self.0.end())
+    }
+
     fn finish(self: Box<Self>) -> Result<Tid, StoreError> {
         self.0.finish().map(|c| c.tid.to_bytes()).map_err(err)
     }

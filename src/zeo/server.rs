@@ -33,6 +33,19 @@ pub struct ServerCtx {
     pub start: String,
     pub next_conn: AtomicU64,
     pub shutdown: watch::Receiver<bool>,
+    /// A replicated storage was promoted: the writable address may open now.
+    pub promoted: tokio::sync::Notify,
+}
+
+impl ServerCtx {
+    /// Some storage is still a replica: the writable address stays closed, so that plain
+    /// writable clients, which retry a refused address only when every address is down,
+    /// connect here only once this server is the primary.
+    fn any_replica(&self) -> bool {
+        self.storages
+            .values()
+            .any(|st| st.replication().is_some_and(|r| r.is_replica()))
+    }
 }
 
 impl ServerCtx {
@@ -175,7 +188,6 @@ pub async fn run(
     shards: Shards,
     tls: Option<tokio_rustls::TlsAcceptor>,
 ) -> Result<Exit> {
-    let listener = bind(&config.address).await?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let names: Vec<String> = storages
         .iter()
@@ -196,27 +208,39 @@ pub async fn run(
         start: super::log::ctime_now(),
         next_conn: AtomicU64::new(1),
         shutdown: shutdown_rx,
+        promoted: tokio::sync::Notify::new(),
         config,
     });
+    // Replication first: a primary that finds a newer one among its peers starts fenced,
+    // before any client can register writable.
+    crate::replication::start(&ctx).await?;
+    let mut listener = if ctx.any_replica() {
+        info!(target: "ZEO.StorageServer",
+            "replica: the writable address {} opens when this server is promoted", ctx.config.address);
+        None
+    } else {
+        Some(bind(&ctx.config.address).await?)
+    };
+    let ro_listener = match &ctx.config.read_only_address {
+        Some(a) => Some(bind(a).await?),
+        None => None,
+    };
+    if let Some(path) = &ctx.config.admin_socket {
+        crate::replication::admin::serve(path, Arc::clone(&ctx))
+            .await
+            .with_context(|| format!("cannot open the admin socket {}", path.display()))?;
+    }
     info!(
         target: "ZEO.StorageServer",
         "StorageServer created {} with storages: {}",
         if ctx.config.read_only { "RO" } else { "RW" },
         names.join(", ")
     );
-    match &listener {
-        Listener::Tcp(l) => {
-            let a = l.local_addr()?;
-            // A bare port is all interfaces, which runzeo writes as ''.
-            let host = match &ctx.config.address {
-                ListenAddr::Tcp { host, .. } if host.is_empty() => String::new(),
-                _ => a.ip().to_string(),
-            };
-            info!(target: "ZEO.asyncio.server", "listening on ('{host}', {})", a.port());
-        }
-        Listener::Unix(_, p) => {
-            info!(target: "ZEO.asyncio.server", "listening on {}", p.display());
-        }
+    if let Some(l) = &listener {
+        log_listening(l, &ctx.config.address)?;
+    }
+    if let (Some(l), Some(a)) = (&ro_listener, &ctx.config.read_only_address) {
+        log_listening(l, a)?;
     }
 
     // Every storage is open and the listener accepts: ready (`/readyz`).
@@ -252,19 +276,24 @@ pub async fn run(
                 Err(e) => error!(target: LOG_RUNZEO, "reopening the log file failed: {e}"),
             },
             Some(_) = conns.join_next(), if !conns.is_empty() => {}
-            accepted = accept(&listener) => match accepted {
-                Ok((stream, peer)) => {
-                    // The connection is registered with its shard's reactor, not this one's.
-                    let ctx = Arc::clone(&ctx);
-                    let tls = tls.clone();
-                    conns.spawn_on(serve_on_shard(ctx, stream, peer, tls), shards.next());
+            () = ctx.promoted.notified(), if listener.is_none() => {
+                if !ctx.any_replica() {
+                    match bind(&ctx.config.address).await {
+                        Ok(l) => {
+                            log_listening(&l, &ctx.config.address)?;
+                            listener = Some(l);
+                        }
+                        Err(e) => error!(target: "ZEO.asyncio.server",
+                            "promoted, but the writable address cannot open: {e:#}"),
+                    }
                 }
-                Err(e) => {
-                    // EMFILE and friends: keep serving the connections we have.
-                    error!(target: "ZEO.asyncio.server", "accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            },
+            }
+            accepted = accept_some(listener.as_ref()) => {
+                spawn_conn(&mut conns, &ctx, &shards, &tls, accepted, false).await;
+            }
+            accepted = accept_some(ro_listener.as_ref()) => {
+                spawn_conn(&mut conns, &ctx, &shards, &tls, accepted, true).await;
+            }
         }
     };
 
@@ -288,11 +317,68 @@ pub async fn run(
             error!(target: LOG_RUNZEO, "closing storage '{name}' failed: {e}");
         }
     }
-    if let Listener::Unix(_, p) = &listener {
+    for l in [&listener, &ro_listener].into_iter().flatten() {
+        if let Listener::Unix(_, p) = l {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+    if let Some(p) = &ctx.config.admin_socket {
         let _ = std::fs::remove_file(p);
     }
     shards.stop();
     Ok(exit)
+}
+
+fn log_listening(l: &Listener, addr: &ListenAddr) -> Result<()> {
+    match l {
+        Listener::Tcp(l) => {
+            let a = l.local_addr()?;
+            // A bare port is all interfaces, which runzeo writes as ''.
+            let host = match addr {
+                ListenAddr::Tcp { host, .. } if host.is_empty() => String::new(),
+                _ => a.ip().to_string(),
+            };
+            info!(target: "ZEO.asyncio.server", "listening on ('{host}', {})", a.port());
+        }
+        Listener::Unix(_, p) => {
+            info!(target: "ZEO.asyncio.server", "listening on {}", p.display());
+        }
+    }
+    Ok(())
+}
+
+/// Accept on a listener that may not exist yet (a replica's writable address).
+async fn accept_some(l: Option<&Listener>) -> std::io::Result<(Stream, String)> {
+    match l {
+        Some(l) => accept(l).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn spawn_conn(
+    conns: &mut JoinSet<()>,
+    ctx: &Arc<ServerCtx>,
+    shards: &Shards,
+    tls: &Option<tokio_rustls::TlsAcceptor>,
+    accepted: std::io::Result<(Stream, String)>,
+    read_only: bool,
+) {
+    match accepted {
+        Ok((stream, peer)) => {
+            // The connection is registered with its shard's reactor, not this one's.
+            let ctx = Arc::clone(ctx);
+            let tls = tls.clone();
+            conns.spawn_on(
+                serve_on_shard(ctx, stream, peer, tls, read_only),
+                shards.next(),
+            );
+        }
+        Err(e) => {
+            // EMFILE and friends: keep serving the connections we have.
+            error!(target: "ZEO.asyncio.server", "accept failed: {e}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
 }
 
 /// An accepted socket, detached from the accepting reactor so that another shard can
@@ -309,6 +395,7 @@ async fn serve_on_shard(
     stream: Stream,
     peer: String,
     tls: Option<tokio_rustls::TlsAcceptor>,
+    read_only: bool,
 ) {
     match stream {
         Stream::Tcp(s) => {
@@ -325,7 +412,8 @@ async fn serve_on_shard(
                     match tokio::time::timeout(Duration::from_secs(30), acceptor.accept(s)).await {
                         Ok(Ok(s)) => {
                             let (rd, wr) = tokio::io::split(s);
-                            connection::serve(ctx, rd, Sink::Stream(Box::new(wr)), peer).await;
+                            connection::serve(ctx, rd, Sink::Stream(Box::new(wr)), peer, read_only)
+                                .await;
                         }
                         Ok(Err(e)) => {
                             SERVER.refused(Refused::Tls);
@@ -339,14 +427,14 @@ async fn serve_on_shard(
                 }
                 None => {
                     let (rd, wr) = s.into_split();
-                    connection::serve(ctx, rd, Sink::Tcp(wr), peer).await;
+                    connection::serve(ctx, rd, Sink::Tcp(wr), peer, read_only).await;
                 }
             }
         }
         Stream::Unix(s) => match tokio::net::UnixStream::from_std(s) {
             Ok(s) => {
                 let (rd, wr) = s.into_split();
-                connection::serve(ctx, rd, Sink::Unix(wr), peer).await;
+                connection::serve(ctx, rd, Sink::Unix(wr), peer, read_only).await;
             }
             Err(e) => {
                 error!(target: "ZEO.asyncio.server", "{peer}: registering the socket failed: {e}");

@@ -47,6 +47,8 @@ pub struct StorageState {
     /// How long this storage's recent syncs took (ns, a moving average); see
     /// [`StorageState::sync_inline`].
     sync_ns: AtomicU64,
+    /// Set once at start-up for a replicated file storage (`crate::replication`).
+    pub replication: std::sync::OnceLock<Arc<crate::replication::Replication>>,
 }
 
 /// A sync expected to take less than this runs on the connection's own thread.
@@ -78,6 +80,78 @@ impl StorageState {
             queue_size,
             // Unknown until measured: the first sync leaves the thread.
             sync_ns: AtomicU64::new(u64::MAX),
+            replication: std::sync::OnceLock::new(),
+        }
+    }
+
+    pub fn replication(&self) -> Option<&Arc<crate::replication::Replication>> {
+        self.replication.get()
+    }
+
+    /// Why writable registrations and commits are refused now: a replica, or a former
+    /// primary that learnt of a newer one.
+    pub fn writes_refused(&self) -> Option<String> {
+        self.replication().and_then(|r| r.writes_refused())
+    }
+
+    /// A replica's apply step: the transactions that the primary streamed are durable; send
+    /// their invalidations to this server's clients and make them visible, under the same
+    /// locks and in the same order as a local commit (module documentation).
+    pub fn publish_replicated(&self, applied: crate::storage::Replicated) {
+        let _visible = self.visibility.write().unwrap_or_else(|e| e.into_inner());
+        let mut seq = self.seq();
+        for (tid, oids) in applied.txns() {
+            let tid = tid.to_bytes();
+            let oids: Vec<Oid> = oids.iter().map(|o| o.to_bytes()).collect();
+            let mut encoded: [Option<Vec<u8>>; 2] = [None, None];
+            for r in seq.conns.values() {
+                let slot = usize::from(r.encoding == Encoding::Msgpack);
+                let msg = encoded[slot].get_or_insert_with(|| {
+                    super::codec::call(
+                        r.encoding,
+                        "invalidateTransaction",
+                        vec![
+                            Value::Bytes(tid.to_vec()),
+                            Value::Tuple(oids.iter().map(|o| Value::Bytes(o.to_vec())).collect()),
+                        ],
+                    )
+                });
+                r.outbox.send(msg);
+            }
+            self.push_invalidation(&mut seq, tid, oids);
+        }
+        applied.publish();
+    }
+
+    /// After a full resynchronisation swapped the file: the invalidation queue restarts from
+    /// the new file, and every client is disconnected — its cache may hold what the old copy
+    /// had; reconnecting, it asks for invalidations since its last tid and, when that is
+    /// older than the queue, drops its cache.
+    pub fn reset_after_resync(&self) {
+        let _visible = self.visibility.write().unwrap_or_else(|e| e.into_inner());
+        let mut seq = self.seq();
+        seq.invalq.clear();
+        match self.backend.recent_transactions(self.queue_size) {
+            Some(recent) => seq
+                .invalq
+                .extend(recent.into_iter().map(|(t, o)| (t, Some(o)))),
+            None => {
+                let last = self.backend.last_transaction();
+                if last != [0; 8] {
+                    seq.invalq.push_back((last, None));
+                }
+            }
+        }
+        for r in seq.conns.values() {
+            r.outbox.kill();
+        }
+    }
+
+    /// Close every client connection of this storage (a fenced primary sends its clients
+    /// to the new one).
+    pub fn disconnect_all(&self) {
+        for r in self.seq().conns.values() {
+            r.outbox.kill();
         }
     }
 

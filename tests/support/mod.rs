@@ -65,9 +65,11 @@ pub fn target_dir() -> PathBuf {
 }
 
 /// A TCP port on 127.0.0.1 that was free a moment ago, with its neighbours on both sides
-/// free too: `create cluster` puts its server's metrics endpoint one below the base port and
-/// its clients just above, and a port the kernel hands out is in the ephemeral range, where
-/// outgoing connections take local ports too.
+/// free too (p-1 ..= p+6): `create cluster` puts its server's metrics endpoint one below the
+/// base port and its clients just above, then, with `--replicas`, the server's replication
+/// port and four ports per replica (one client and one replica reach p+6); and a port the
+/// kernel hands out is in the ephemeral range, where outgoing connections take local ports
+/// too.
 pub fn free_port() -> u16 {
     let bindable = |p: u16| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok();
     let mut last = 0;
@@ -75,7 +77,7 @@ pub fn free_port() -> u16 {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
         let p = listener.local_addr().expect("local addr").port();
         last = p;
-        if p > 1025 && p < u16::MAX - 4 && bindable(p - 1) && (1..=3).all(|i| bindable(p + i)) {
+        if p > 1025 && p < u16::MAX - 7 && bindable(p - 1) && (1..=6).all(|i| bindable(p + i)) {
             return p;
         }
     }

@@ -227,6 +227,15 @@ pub fn backup_with(
         if let Some(p) = &job.record {
             record.write(p).map_err(lift)?;
         }
+        for name in &report.leftovers {
+            err(
+                lines,
+                format!(
+                    "{}: removed {name}, left by an interrupted backup",
+                    job.repository.display()
+                ),
+            );
+        }
         for m in &report.missing_blobs {
             err(
                 lines,
@@ -363,6 +372,13 @@ pub fn restore(g: &GlobalArgs, args: &RestoreArgs) -> Result<u8> {
     }
     if let Some(r) = &report.reason {
         eprintln!("{r}");
+    }
+    for name in &report.uncommitted {
+        eprintln!(
+            "warning: {}: left out {name}, which its .dat does not describe (a backup was \
+             interrupted; the next backup removes it)",
+            repository.display()
+        );
     }
     let out = output_path.as_deref().unwrap_or(Path::new("-")).display();
     let blobs = report.blobs.as_ref().map_or(String::new(), |b| {

@@ -15,7 +15,13 @@
 //!   missing increments when the output already holds an earlier restore of the same chain
 //!   (checked against the `.dat` md5s).
 //! * A chain whose `.dat` does not describe its files (a file deleted from the repository)
-//!   is refused by a restore instead of silently restoring a shorter file.
+//!   is refused by a restore instead of silently restoring a shorter file; only newest
+//!   incrementals the `.dat` has no line for yet (a backup killed between its rename and its
+//!   `.dat` line) are left out, with a warning, and the next backup removes them with the
+//!   other leftovers of a killed backup (`remove_leftovers`; `docs/backup.md`, "Interrupted
+//!   backups and restores"). A full backup writes its `.dat` before its rename.
+//! * An incremental restore appends under `OUTPUT.part` (renamed there and back), so a kill
+//!   never leaves a partial file under the output's name.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -100,6 +106,8 @@ pub struct BackupReport {
     pub missing_blobs: Vec<String>,
     /// Files and directories deleted by --kill-old-on-full / --keep.
     pub removed: Vec<String>,
+    /// What an interrupted earlier backup left, removed before this one started.
+    pub leftovers: Vec<String>,
     pub seconds: f64,
 }
 
@@ -127,7 +135,7 @@ enum Decision {
 pub fn backup(opts: &BackupOptions, progress: &dyn Progress) -> Result<BackupReport> {
     let started = Instant::now();
     let repo = Repo::open(opts.repository)?;
-    remove_leftovers(&repo);
+    let leftovers = remove_leftovers(&repo)?;
     let (src, fs, pos) = open_source(opts.source)?;
     let stem = fresh_stem(&repo)?;
     let chain = repo.chain(&stem)?;
@@ -146,6 +154,7 @@ pub fn backup(opts: &BackupOptions, progress: &dyn Progress) -> Result<BackupRep
         blobs: None,
         missing_blobs: Vec::new(),
         removed: Vec::new(),
+        leftovers,
         seconds: 0.0,
     };
     let (start, full, dat_stem) = match decision {
@@ -236,8 +245,10 @@ pub fn backup(opts: &BackupOptions, progress: &dyn Progress) -> Result<BackupRep
         report.blobs = Some(saved);
     }
 
-    fs::rename(&tmp_path, &final_path).map_err(io_err(&final_path))?;
-    cleanup.0.push(final_path.clone());
+    // The commit, in the order that leaves no chain a kill could make wrong (see
+    // `remove_leftovers`): a full backup's `.dat` before its file (a `.dat` without its file
+    // belongs to no chain); an incremental's file before its `.dat` line (a file the `.dat`
+    // does not describe yet is left out of restores and removed by the next backup).
     let line = DatLine {
         path: repo::dat_path_column(opts.repository, &file.name),
         start,
@@ -246,8 +257,12 @@ pub fn backup(opts: &BackupOptions, progress: &dyn Progress) -> Result<BackupRep
     };
     let dat = repo.dat_path(&dat_stem);
     if full {
+        cleanup.0.push(dat.clone());
         write_new(&dat, line.to_line().as_bytes())?;
+        fs::rename(&tmp_path, &final_path).map_err(io_err(&final_path))?;
     } else {
+        fs::rename(&tmp_path, &final_path).map_err(io_err(&final_path))?;
+        cleanup.0.push(final_path.clone());
         append_line(&dat, &line)?;
     }
     sync_dir(&repo.dir);
@@ -434,27 +449,66 @@ fn decide(
     }
 }
 
-/// Our temporary files left by a killed backup (`.<name>.tmp`, `<stem>.blobs.tmp`).
-fn remove_leftovers(repo: &Repo) {
-    let Ok(entries) = fs::read_dir(&repo.dir) else {
-        return;
-    };
+/// What a killed backup can leave, removed before the next one starts; their names (for a
+/// log line). A kill can stop a backup at any point of its sequence (`.index`, `.<name>.tmp`,
+/// `<stem>.blobs.tmp` → `<stem>.blobs`, for a full backup `<stem>.dat`, the rename of the
+/// backup file into place, for an incremental the `.dat` line), so:
+/// * our temporaries: `.<name>.tmp`, `<stem>.blobs.tmp`, `<stem>.dat.tmp`,
+///   `<stem>.index.index_tmp`, and `last-backup.json.tmp`;
+/// * a `<stem>.index`, `<stem>.dat` or `<stem>.blobs` whose backup file does not exist
+///   (the kill came before the rename);
+/// * incrementals at the end of the newest chain that its `.dat` does not describe (the
+///   kill came between the rename and the `.dat` line): complete, but never committed;
+///   left in place they would make repozo's next backup continue from the `.dat`'s end and
+///   its restore concatenate the same bytes twice.
+fn remove_leftovers(repo: &Repo) -> Result<Vec<String>> {
+    let files = repo.files()?;
+    let has_file = |stem: &str| files.iter().any(|f| f.stem == stem);
+    let mut doomed: Vec<String> = Vec::new();
+    let entries = fs::read_dir(&repo.dir).map_err(io_err(&repo.dir))?;
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        let ours = name
+        let temporary = name
             .strip_prefix('.')
             .and_then(|n| n.strip_suffix(".tmp"))
             .is_some_and(|n| BackupFile::parse(n).is_some())
-            || name.strip_suffix(".blobs.tmp").is_some_and(repo::is_stem);
-        if ours {
-            let p = e.path();
-            let _ = if p.is_dir() {
-                fs::remove_dir_all(&p)
-            } else {
-                fs::remove_file(&p)
-            };
+            || [".blobs.tmp", ".dat.tmp", ".index.index_tmp"]
+                .iter()
+                .any(|suffix| name.strip_suffix(suffix).is_some_and(repo::is_stem));
+        let orphan = [".index", ".dat", ".blobs"].iter().any(|suffix| {
+            name.strip_suffix(suffix)
+                .is_some_and(|stem| repo::is_stem(stem) && !has_file(stem))
+        });
+        let record = name == format!("{RECORD}.tmp");
+        if temporary || orphan || record {
+            doomed.push(name);
         }
     }
+    let (_, tail) = repo.split_uncommitted(repo.chain(&repo::stem_at(repo::unix_now()))?)?;
+    for f in &tail {
+        for name in [
+            f.name.clone(),
+            format!("{}.index", f.stem),
+            blobs::dir_name(&f.stem),
+        ] {
+            if repo.path(&name).exists() {
+                doomed.push(name);
+            }
+        }
+    }
+    doomed.sort();
+    for name in &doomed {
+        let p = repo.path(name);
+        if p.is_dir() {
+            fs::remove_dir_all(&p).map_err(io_err(&p))?;
+        } else {
+            fs::remove_file(&p).map_err(io_err(&p))?;
+        }
+    }
+    if !doomed.is_empty() {
+        sync_dir(&repo.dir);
+    }
+    Ok(doomed)
 }
 
 /// `-k` (delete everything older than the full backup `kill_before`) and `--keep N` (keep
@@ -572,6 +626,9 @@ pub struct RestoreReport {
     pub verified: bool,
     pub index: bool,
     pub blobs: Option<blobs::Restored>,
+    /// Newest backup files left out because the chain's `.dat` does not describe them (an
+    /// interrupted backup's; the next backup removes them).
+    pub uncommitted: Vec<String>,
     pub seconds: f64,
 }
 
@@ -584,7 +641,9 @@ pub fn restore(opts: &RestoreOptions, progress: &dyn Progress) -> Result<Restore
     let when = opts
         .date
         .map_or_else(|| repo::stem_at(repo::unix_now()), str::to_owned);
-    let chain = repo.chain(&when)?;
+    // A newest incremental its `.dat` does not describe yet (a backup killed just after
+    // renaming it into place) is not part of the restore point: left out, with a warning.
+    let (chain, uncommitted) = repo.split_uncommitted(repo.chain(&when)?)?;
     let Some(first) = chain.first() else {
         return Err(BackupError::Input(match opts.date {
             Some(d) => format!("No files in repository before {d}: {}", repo.dir.display()),
@@ -618,6 +677,7 @@ pub fn restore(opts: &RestoreOptions, progress: &dyn Progress) -> Result<Restore
         verified: opts.verify,
         index: false,
         blobs: None,
+        uncommitted: uncommitted.iter().map(|f| f.name.clone()).collect(),
         seconds: 0.0,
     };
     let out_path = match opts.output {
@@ -645,56 +705,107 @@ pub fn restore(opts: &RestoreOptions, progress: &dyn Progress) -> Result<Restore
         None
     };
 
-    // An earlier restore of this chain at the output: how much of it can stay.
-    let reuse = match (&lines, opts.incremental) {
-        (Some(lines), true) => reusable_prefix(out_path, lines, progress)?,
-        _ => Reuse::None(None),
+    // An earlier restore of this chain at the output (or, when a restore was killed while
+    // appending to it, at OUTPUT.part): how much of it can stay.
+    let part = suffixed(out_path, ".part");
+    let (reuse, from_part) = match (&lines, opts.incremental) {
+        (Some(lines), true) if out_path.exists() => {
+            (reusable_prefix(out_path, lines, progress)?, false)
+        }
+        (Some(lines), true) if part.is_file() => (reusable_prefix(&part, lines, progress)?, true),
+        _ => (Reuse::None(None), false),
     };
     let index_src = repo.index_path(&chain[chain.len() - 1].stem);
     let out_index = suffixed(out_path, ".index");
+    let stems: Vec<String> = chain.iter().map(|f| f.stem.clone()).collect();
+    // A full restore builds the blob directory beside the old one and swaps it in right
+    // after the Data.fs; the other restores add the new revisions first (files the old
+    // Data.fs does not reference), so a Data.fs never sits beside a blob directory that
+    // lacks its revisions for longer than two renames.
+    let mut blob_swap = None;
     match reuse {
         Reuse::Prefix { files, end, size } => {
-            report.kind = if files == chain.len() && size == end {
+            let unchanged = files == chain.len() && size == end;
+            report.kind = if unchanged {
                 RestoreKind::Unchanged
             } else {
                 RestoreKind::Incremental
             };
             report.bytes_reused = end;
+            if let Some(blob_dir) = opts.blob_dir {
+                progress.start("blobs", 0);
+                report.blobs = Some(blobs::restore(&repo, &stems, blob_dir, &|n| {
+                    progress.set(n)
+                })?);
+                progress.finish();
+                // What a full restore killed before its blob swap left.
+                for p in [suffixed(blob_dir, ".part"), suffixed(blob_dir, ".old")] {
+                    if p.exists() {
+                        fs::remove_dir_all(&p).map_err(io_err(&p))?;
+                    }
+                }
+            }
             // Appending keeps an index valid, but a cut does not; it is replaced below.
             remove_if_exists(&out_index)?;
-            let out = OpenOptions::new()
-                .write(true)
-                .open(out_path)
-                .map_err(io_err(out_path))?;
-            if size != end {
-                out.set_len(end).map_err(io_err(out_path))?;
+            if !from_part {
+                // A killed full restore's (the output is what counts).
+                remove_if_exists(&part)?;
             }
-            let result = concat(
-                &repo,
-                &chain[files..],
-                lines.as_deref().map(|l| &l[files..]),
-                &out,
-                out_path,
-                end,
-                opts.verify,
-                progress,
-            );
-            match result {
-                Ok(n) => {
-                    report.bytes_written = n;
-                    report.files_written = chain[files..].iter().map(|f| f.name.clone()).collect();
+            if !unchanged || from_part {
+                // The appending happens in OUTPUT.part (the earlier restore renamed there):
+                // a kill leaves no partial file under the output's name, and the next
+                // restore continues from the `.part`.
+                if !from_part {
+                    fs::rename(out_path, &part).map_err(io_err(&part))?;
                 }
-                Err(e) => {
+                let out = OpenOptions::new()
+                    .write(true)
+                    .open(&part)
+                    .map_err(io_err(&part))?;
+                let back = || {
                     // Back to the state that checked out: a valid earlier restore.
                     let _ = out.set_len(end);
-                    return Err(e);
+                    if !from_part {
+                        let _ = fs::rename(&part, out_path);
+                    }
+                };
+                if size != end
+                    && let Err(e) = out.set_len(end)
+                {
+                    back();
+                    return Err(io_err(&part)(e));
                 }
+                let result = concat(
+                    &repo,
+                    &chain[files..],
+                    lines.as_deref().map(|l| &l[files..]),
+                    &out,
+                    &part,
+                    end,
+                    opts.verify,
+                    progress,
+                )
+                .and_then(|n| {
+                    out.sync_all().map_err(io_err(&part))?;
+                    Ok(n)
+                });
+                match result {
+                    Ok(n) => {
+                        report.bytes_written = n;
+                        report.files_written =
+                            chain[files..].iter().map(|f| f.name.clone()).collect();
+                    }
+                    Err(e) => {
+                        back();
+                        return Err(e);
+                    }
+                }
+                drop(out);
+                fs::rename(&part, out_path).map_err(io_err(out_path))?;
             }
-            out.sync_all().map_err(io_err(out_path))?;
         }
         Reuse::None(reason) => {
             report.reason = reason;
-            let part = suffixed(out_path, ".part");
             let out = OpenOptions::new()
                 .write(true)
                 .create(true)
@@ -714,12 +825,37 @@ pub fn restore(opts: &RestoreOptions, progress: &dyn Progress) -> Result<Restore
             )?;
             out.sync_all().map_err(io_err(&part))?;
             drop(out);
+            if let Some(blob_dir) = opts.blob_dir {
+                let blob_part = suffixed(blob_dir, ".part");
+                let blob_old = suffixed(blob_dir, ".old");
+                for p in [&blob_part, &blob_old] {
+                    if p.exists() {
+                        fs::remove_dir_all(p).map_err(io_err(p))?;
+                    }
+                }
+                cleanup.0.push(blob_part.clone());
+                progress.start("blobs", 0);
+                report.blobs = Some(blobs::restore(&repo, &stems, &blob_part, &|n| {
+                    progress.set(n)
+                })?);
+                progress.finish();
+                blob_swap = Some((blob_dir, blob_part, blob_old));
+            }
             // No moment where the new file sits beside the old index.
             remove_if_exists(&out_index)?;
             fs::rename(&part, out_path).map_err(io_err(out_path))?;
             cleanup.0.clear();
             report.bytes_written = n;
             report.files_written = report.chain.clone();
+        }
+    }
+    if let Some((blob_dir, blob_part, blob_old)) = blob_swap {
+        if blob_dir.exists() {
+            fs::rename(blob_dir, &blob_old).map_err(io_err(&blob_old))?;
+        }
+        fs::rename(&blob_part, blob_dir).map_err(io_err(blob_dir))?;
+        if blob_old.exists() {
+            fs::remove_dir_all(&blob_old).map_err(io_err(&blob_old))?;
         }
     }
     if index_src.is_file() {
@@ -736,26 +872,6 @@ pub fn restore(opts: &RestoreOptions, progress: &dyn Progress) -> Result<Restore
         });
     }
     report.size = fs::metadata(out_path).map_err(io_err(out_path))?.len();
-
-    if let Some(blob_dir) = opts.blob_dir {
-        let stems: Vec<String> = chain.iter().map(|f| f.stem.clone()).collect();
-        progress.start("blobs", 0);
-        let restored = if report.kind == RestoreKind::Full && has_entries(blob_dir) {
-            // A full restore replaces the blob directory as it replaced the file.
-            let part = suffixed(blob_dir, ".part");
-            if part.exists() {
-                fs::remove_dir_all(&part).map_err(io_err(&part))?;
-            }
-            let r = blobs::restore(&repo, &stems, &part, &|n| progress.set(n))?;
-            fs::remove_dir_all(blob_dir).map_err(io_err(blob_dir))?;
-            fs::rename(&part, blob_dir).map_err(io_err(blob_dir))?;
-            r
-        } else {
-            blobs::restore(&repo, &stems, blob_dir, &|n| progress.set(n))?
-        };
-        progress.finish();
-        report.blobs = Some(restored);
-    }
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
 }
@@ -919,10 +1035,6 @@ fn restore_to_stdout(
     }
     out.flush().map_err(io_err(Path::new("<stdout>")))?;
     Ok(total)
-}
-
-fn has_entries(dir: &Path) -> bool {
-    fs::read_dir(dir).is_ok_and(|mut d| d.next().is_some())
 }
 
 fn remove_if_exists(p: &Path) -> Result<()> {

@@ -206,6 +206,36 @@ impl Repo {
         Ok(Some(lines))
     }
 
+    /// `chain` split into the files its `.dat` describes and a tail it does not: the newest
+    /// incrementals of a backup killed between renaming its file into place and appending
+    /// its `.dat` line (complete files, but not committed: no size or md5 to check them
+    /// against). The tail is empty unless the `.dat` exists, parses, and names exactly the
+    /// chain's first files.
+    pub fn split_uncommitted(
+        &self,
+        mut chain: Vec<BackupFile>,
+    ) -> Result<(Vec<BackupFile>, Vec<BackupFile>)> {
+        let Some(first) = chain.first() else {
+            return Ok((chain, Vec::new()));
+        };
+        let Ok(Some(lines)) = self.read_dat(&first.stem) else {
+            return Ok((chain, Vec::new()));
+        };
+        let n = lines.len();
+        let described = n >= 1
+            && n < chain.len()
+            && lines
+                .iter()
+                .zip(&chain)
+                .all(|(l, f)| l.basename() == f.name)
+            && chain[n..].iter().all(|f| !f.full);
+        if !described {
+            return Ok((chain, Vec::new()));
+        }
+        let tail = chain.split_off(n);
+        Ok((chain, tail))
+    }
+
     /// The `.dat` lines matched with the chain's files, in order: an error naming the
     /// `.dat` when it does not describe the chain (a file missing, a foreign line).
     pub fn chain_lines(&self, chain: &[BackupFile]) -> Result<Option<Vec<DatLine>>> {

@@ -703,6 +703,7 @@ impl FileStorage {
         st.scan_df = Arc::new(DataFile::new(scan_file, &path));
         st.index = index;
         st.pos = out.pos;
+        st.generation += 1;
         *lock(&self.inner.saved_index_pos) = saved;
         drop(st);
         // The old file is unmapped and closed when its last reader is done with it.

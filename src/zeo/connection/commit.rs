@@ -275,6 +275,17 @@ impl Conn {
                 return Err(Fail::Close("the commit's sync failed".into()));
             }
         };
+        // Replication: the transaction is durable here; senders may ship it now, and in
+        // sync mode it becomes visible (and is acknowledged) only once a replica has it, so
+        // that no client ever sees a transaction the standby lacks.
+        if durable.is_ok()
+            && let Some(r) = st.replication()
+            && let Some(end) = commit.end()
+        {
+            r.feed
+                .durable(r.fs.generation(), end, crate::storage::Tid::from_bytes(tid));
+            r.feed.wait_replicated(r, end).await;
+        }
         let mut notified = std::mem::take(&mut self.held);
         let result = durable.and_then(|()| {
             let _visible = st.visibility.write().unwrap_or_else(|e| e.into_inner());

@@ -156,6 +156,8 @@ pub struct Conn {
     out: Outbox,
     storage: Option<Arc<StorageState>>,
     read_only: bool,
+    /// Accepted on the read-only address: writable registrations are refused.
+    read_only_listener: bool,
     txn: Option<Txn>,
     vote_wait: Option<(Value, LockWait)>,
     lock: Option<OwnedMutexGuard<()>>,
@@ -170,9 +172,14 @@ pub struct Conn {
 }
 
 /// Serve one accepted connection, its read side `rd` and its write side `sink`, until it
-/// closes.
-pub async fn serve<R>(ctx: Arc<ServerCtx>, rd: R, sink: Sink, peer: String)
-where
+/// closes. `read_only_listener`: it came in on the read-only address.
+pub async fn serve<R>(
+    ctx: Arc<ServerCtx>,
+    rd: R,
+    sink: Sink,
+    peer: String,
+    read_only_listener: bool,
+) where
     R: AsyncRead + Unpin + Send + 'static,
 {
     let out = Outbox::spawn(sink, ctx.config.max_outbuf);
@@ -226,6 +233,7 @@ where
         out,
         storage: None,
         read_only: false,
+        read_only_listener,
         txn: None,
         vote_wait: None,
         lock: None,
@@ -569,8 +577,16 @@ impl Conn {
             ));
         };
         let want_ro = truthy(arg(a, 1));
-        let server_ro = self.ctx.config.read_only || st.backend.is_read_only();
+        let server_ro = self.ctx.config.read_only
+            || st.backend.is_read_only()
+            || self.read_only_listener
+            || st.writes_refused().is_some();
         if !want_ro && server_ro {
+            // ReadOnlyError is what makes a client with read-only-fallback register
+            // read-only here and look for a writable server meanwhile.
+            if let Some(why) = st.writes_refused() {
+                info!(target: LOG_STORAGE, "({}) writable registration refused: {why}", self.label);
+            }
             return Err(Fail::read_only());
         }
         self.read_only = want_ro || server_ro;

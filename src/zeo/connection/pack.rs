@@ -30,6 +30,12 @@ impl Conn {
         if st.backend.is_read_only() {
             return Err(StoreError::ReadOnly.into());
         }
+        if let Some(why) = st.writes_refused() {
+            // A replica follows its primary's packs (a full resynchronisation); packing it
+            // alone would make its file differ from the primary's.
+            warn!(target: LOG_STORAGE, "({}) pack refused: {why}", self.label);
+            return Err(Fail::read_only());
+        }
         let label = self.label.clone();
         info!(target: LOG_STORAGE, "({label}) pack(time={t}) started...");
         let job = async move {
@@ -51,6 +57,12 @@ impl Conn {
             match done {
                 Ok(summary) => {
                     info!(target: LOG_STORAGE, "({label}) pack(time={t}) complete: {summary}");
+                    // Replicas of a rewritten file start again with a full copy.
+                    if let Some(r) = st.replication()
+                        && r.feed.current().generation != r.fs.generation()
+                    {
+                        r.feed.reset(&r.fs);
+                    }
                     let info = st.backend.info();
                     let seq = st.seq();
                     for r in seq.conns.values() {
