@@ -739,19 +739,32 @@ fn check_server_instance(r: &mut Report, inst: &Instance, args: &CheckArgs) {
     }
 }
 
-/// The replicated storages of a running server, from its admin socket: one verdict each
-/// (none when the socket does not answer: not running, or a server without replication).
+/// The replicated storages of a running server, from its admin socket: one verdict each.
+/// None when the socket does not answer and the server is not running or is not configured
+/// to replicate (an older server has no admin socket); a warning when a running server
+/// configured to replicate does not answer on it.
 fn check_replication(r: &mut Report, inst: &Instance, args: &CheckArgs, uptime: Option<f64>) {
     use super::replication;
     let timeout = args.timeout.min(replication::ADMIN_TIMEOUT);
     let Some(storages) = replication::of_instance(inst, timeout) else {
+        if uptime.is_some() && replication::configured(inst) {
+            r.add(
+                "replication",
+                Level::Warning,
+                format!(
+                    "replication status unknown: the admin socket {} does not answer",
+                    replication::admin_socket(inst).display()
+                ),
+                None,
+            );
+        }
         return;
     };
     let limits = replication::Limits {
         warn_lag: args.warn_lag.as_secs_f64(),
         crit_lag: args.crit_lag.as_secs_f64(),
+        silence: replication::silence_limit(inst),
         uptime,
-        ..Default::default()
     };
     for (name, status) in &storages {
         let (level, message) = replication::verdict(status, &limits);

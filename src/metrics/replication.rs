@@ -19,14 +19,33 @@ use crate::instance::Instance;
 /// How long `status`, `check` and `top` wait for the admin socket.
 pub const ADMIN_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// A replica that has not heard from its primary for this long (three keep-alives at the
-/// default 5 s, and the link's own 5 s of grace, with margin) is cut off from it.
-pub const SILENCE_LIMIT: f64 = 30.0;
+/// A replica that has not heard from its primary for this long is cut off from it: the
+/// link closes after three silent keep-alives and 5 s of grace (20 s at the default 5 s
+/// keep-alive); see [`silence_limit`].
+pub const SILENCE_LIMIT: f64 = 20.0;
 
 /// The admin socket of a server instance (`[zeo] admin-socket`, default
 /// `var/zeo-admin.sock` in the instance directory).
 pub fn admin_socket(inst: &Instance) -> PathBuf {
-    inst.resolve(Path::new("var/zeo-admin.sock"))
+    match inst.server() {
+        Some(sc) => inst.resolve(&sc.zeo.admin_socket),
+        None => inst.resolve(Path::new("var/zeo-admin.sock")),
+    }
+}
+
+/// Whether a server instance replicates: a storage is a replica (`replicate-from`), or
+/// replicas can connect (`[replication] address`).
+pub fn configured(inst: &Instance) -> bool {
+    inst.server()
+        .is_some_and(|sc| sc.is_replica() || sc.replication.address.is_some())
+}
+
+/// How long a replica of this instance may go without hearing from its primary before
+/// `check` calls it cut off: as long as the link itself waits (three keep-alives and 5 s).
+pub fn silence_limit(inst: &Instance) -> f64 {
+    inst.server().map_or(SILENCE_LIMIT, |sc| {
+        sc.replication.keep_alive_delay.duration().as_secs_f64() * 3.0 + 5.0
+    })
 }
 
 /// Each replicated storage's status, from a running server's admin socket; `None` when the
