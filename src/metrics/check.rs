@@ -608,14 +608,24 @@ pub fn members(g: &GlobalArgs) -> Result<Vec<(String, Instance)>> {
     Ok(vec![(name, inst)])
 }
 
-/// Where a server instance's clients connect.
+/// Where a server instance's clients connect: its address, or for a replica its
+/// read-only address when it has one (the writable one opens only at promotion).
 pub fn server_addr(inst: &Instance) -> Option<Addr> {
     use crate::instance::Address;
     let sc = inst.server()?;
-    Some(match sc.zeo.address.connectable() {
+    Some(match probe_address(sc).connectable() {
         Address::Tcp { host, port } => Addr::Tcp(host, port),
         Address::Unix(p) => Addr::Unix(inst.resolve(&p).display().to_string()),
     })
+}
+
+/// The address to ask a server for its status: a replica's read-only address when it has
+/// one (its writable address is closed until it is promoted), else its address.
+pub fn probe_address(sc: &crate::instance::ServerConfig) -> &crate::instance::Address {
+    match &sc.zeo.read_only_address {
+        Some(ro) if sc.is_replica() => ro,
+        _ => &sc.zeo.address,
+    }
 }
 
 /// The file storages of a server instance: (name, Data.fs).

@@ -613,6 +613,38 @@ mod tests {
     }
 
     #[test]
+    fn promote_sends_the_admin_request_and_returns_its_words() {
+        use std::io::{BufRead, Write};
+        let tmp = tempfile::tempdir().unwrap();
+        let sock = tmp.path().join("admin.sock");
+        let serve = |answer: &'static str| {
+            let l = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+            std::thread::spawn(move || {
+                let (mut s, _) = l.accept().unwrap();
+                let mut line = String::new();
+                std::io::BufReader::new(&s).read_line(&mut line).unwrap();
+                s.write_all(answer.as_bytes()).unwrap();
+                serde_json::from_str::<serde_json::Value>(&line).unwrap()
+            })
+        };
+        let t = serve("{\"ok\": true, \"message\": \"storage '1' promoted: epoch 2\"}\n");
+        assert_eq!(promote(&sock).unwrap(), "storage '1' promoted: epoch 2");
+        assert_eq!(
+            t.join().unwrap(),
+            serde_json::json!({"cmd": "promote", "storage": null, "force": false})
+        );
+        std::fs::remove_file(&sock).unwrap();
+        let t = serve("{\"ok\": false, \"error\": \"the primary is still streaming\"}\n");
+        assert_eq!(
+            promote(&sock).unwrap_err(),
+            "the primary is still streaming"
+        );
+        t.join().unwrap();
+        std::fs::remove_file(&sock).unwrap();
+        assert!(promote(&sock).unwrap_err().contains("cannot reach"));
+    }
+
+    #[test]
     fn log_lines_of_the_worker_become_action_lines() {
         let events = Arc::new(Mutex::new(Vec::new()));
         let e2 = Arc::clone(&events);

@@ -303,7 +303,7 @@ fn member_of(inst: &Instance, name: Option<String>) -> Result<Member> {
                     path: c.eventlog.path.clone(),
                 });
             }
-            let probe = match c.zeo.address.connectable() {
+            let probe = match crate::metrics::check::probe_address(&c).connectable() {
                 instance::Address::Unix(p) => Some(p.display().to_string()),
                 tcp => tcp.socket_addr_string(),
             };
