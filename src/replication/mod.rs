@@ -193,7 +193,8 @@ impl Replication {
             if !matches!(*role, Role::Primary) {
                 return;
             }
-            error!(target: LOG, "storage '{}': {reason}", self.storage);
+            // The reasons name the storage already.
+            error!(target: LOG, "{reason}");
             *role = Role::Fenced { reason };
         }
         st.disconnect_all();
@@ -440,4 +441,82 @@ pub async fn start(ctx: &Arc<crate::zeo::server::ServerCtx>) -> anyhow::Result<(
         primary::listen(addr.clone(), fed).await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn replica(dir: &std::path::Path) -> Arc<Replication> {
+        let fs = crate::storage::OpenOptions::new()
+            .progress(false)
+            .open(dir.join("Data.fs"))
+            .unwrap();
+        Replication::open("1", fs, &ReplicationConfig::default(), Some("127.0.0.1:1")).unwrap()
+    }
+
+    #[test]
+    fn promotion_refuses_what_would_lose_or_split() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = replica(dir.path());
+        assert!(r.writes_refused().unwrap().contains("read-only replica"));
+        // Never synchronised: no state file.
+        assert!(r.promote(false).unwrap_err().contains("never synchronised"));
+        r.adopt(State::new_database()).unwrap();
+        lock(&r.link).connected = true;
+        lock(&r.link).phase = "streaming";
+        assert!(
+            r.promote(false)
+                .unwrap_err()
+                .contains("alive and streaming")
+        );
+        {
+            let mut l = lock(&r.link);
+            l.connected = false;
+            l.phase = "connecting";
+            l.primary_end = 9999;
+            l.lag_txns = 3;
+        }
+        let stale = r.promote(false).unwrap_err();
+        assert!(
+            stale.contains("stale") && stale.contains("--force"),
+            "{stale}"
+        );
+        {
+            let mut l = lock(&r.link);
+            l.primary_end = 4;
+            l.refused = Some("diverged");
+            l.error = Some("the replica has diverged".into());
+        }
+        assert!(r.promote(false).unwrap_err().contains("diverged"));
+        lock(&r.link).refused = None;
+        let msg = r.promote(false).unwrap();
+        assert!(msg.contains("epoch 2"), "{msg}");
+        assert_eq!(r.role(), Role::Primary);
+        assert_eq!(r.writes_refused(), None);
+        // The new epoch is on disk, for the next start and for the peers.
+        let saved = State::load(&state::path_for(&dir.path().join("Data.fs")))
+            .unwrap()
+            .unwrap();
+        assert_eq!(saved.epoch(), 2);
+        assert!(
+            r.promote(false)
+                .unwrap_err()
+                .contains("already the primary")
+        );
+        assert_eq!(r.status()["role"], "primary");
+    }
+
+    #[test]
+    fn lag_in_transactions_and_seconds() {
+        let mut recent = Recent::new();
+        for end in [100, 200, 300] {
+            recent.push(end);
+        }
+        assert_eq!(recent.behind(300).0, 0);
+        assert_eq!(recent.behind(100).0, 2);
+        assert_eq!(recent.behind(0).0, 3);
+        recent.clear();
+        assert_eq!(recent.behind(0), (0, Duration::ZERO));
+    }
 }

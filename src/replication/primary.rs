@@ -495,6 +495,10 @@ async fn stream(
             .await?;
             send_file(r, start, wr).await?;
             sent = start.end;
+            if let Some(p) = lock(&r.feed.peers).get_mut(&id) {
+                p.phase = "streaming";
+                p.sent = sent;
+            }
         }
     }
     let generation = start.generation;

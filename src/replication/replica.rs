@@ -45,7 +45,7 @@ pub fn spawn(f: Fed, from: String) {
                 l.connected = false;
                 match &result {
                     Ok(()) => {}
-                    Err(SessionError::Refused { code, message }) => {
+                    Err(SessionError::Refused { code, message }) if *code != "not-ready" => {
                         l.phase = "refused";
                         l.refused = Some(code);
                         if l.error.as_deref() != Some(message.as_str()) {
@@ -66,7 +66,8 @@ pub fn spawn(f: Fed, from: String) {
             if started.elapsed() > Duration::from_secs(10) {
                 pause = RETRY_MIN;
             }
-            let refused = matches!(result, Err(SessionError::Refused { .. }));
+            let refused =
+                matches!(&result, Err(SessionError::Refused { code, .. }) if *code != "not-ready");
             let wait = if refused { RETRY_MAX } else { pause };
             if !f.repl.resync_requested.load(Ordering::SeqCst) {
                 tokio::select! {
@@ -108,6 +109,8 @@ fn refusal_code(c: &str) -> &'static str {
         "newer-epoch" => "newer-epoch",
         "version" => "version",
         "no-such-storage" => "no-such-storage",
+        // A replica of a replica that has not synchronised yet: transient.
+        "not-ready" => "not-ready",
         _ => "refused",
     }
 }
@@ -175,6 +178,7 @@ async fn session(f: &Fed, from: &str) -> Result<(), SessionError> {
             r.storage, w["reason"].as_str().unwrap_or(""), w["size"]);
         receive_file(f, &mut rd, w["size"].as_u64().unwrap_or(0), silent).await?;
         r.resync_requested.store(false, Ordering::SeqCst);
+        send_ack(&mut *wr, r.fs.size(), r.fs.last_transaction()).await?;
         lock(&r.link).resyncs += 1;
     } else {
         info!(target: LOG, "storage '{}': replicating from {from}, resuming at byte {end}", r.storage);
@@ -237,11 +241,7 @@ async fn session(f: &Fed, from: &str) -> Result<(), SessionError> {
                 f.st.publish_replicated(prepared);
                 // For this replica's own replicas (chaining).
                 r.feed.durable(r.fs.generation(), end, last);
-                let mut ack = Vec::with_capacity(16);
-                ack.extend_from_slice(&end.to_be_bytes());
-                ack.extend_from_slice(&last.to_bytes());
-                protocol::write_frame(&mut *wr, Kind::Ack, &[&ack]).await?;
-                wr.flush().await?;
+                send_ack(&mut *wr, end, last).await?;
                 let mut l = lock(&r.link);
                 l.applied_txns += n;
                 if l.primary_end < end {
@@ -270,6 +270,15 @@ async fn session(f: &Fed, from: &str) -> Result<(), SessionError> {
             k => return Err(ProtoError::Unexpected(k).into()),
         }
     }
+}
+
+async fn send_ack(
+    wr: &mut (dyn tokio::io::AsyncWrite + Unpin + Send),
+    end: u64,
+    tid: Tid,
+) -> std::io::Result<()> {
+    protocol::write_frame(wr, Kind::Ack, &[&end.to_be_bytes(), &tid.to_bytes()]).await?;
+    wr.flush().await
 }
 
 /// Blob files received for the next `Txns` frame: being written, and complete. What a
