@@ -102,7 +102,7 @@ impl Feed {
         self.degraded.load(Ordering::Relaxed)
     }
 
-    fn any_in_sync(&self) -> bool {
+    pub fn any_in_sync(&self) -> bool {
         lock(&self.peers).values().any(|p| p.in_sync)
     }
 
