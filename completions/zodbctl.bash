@@ -372,7 +372,7 @@ _zodbctl() {
             return 0
             ;;
         zodbctl__subcmd__check)
-            opts="-m -s -u -i -C -h -V --nagios --json --write --output-metrics --status-path --time-units --timeout --warn-disk --crit-disk --warn-lock --crit-lock --warn-commit-age --warn-pack-age --warn-backup-age --instance --config --help --version"
+            opts="-m -s -u -i -C -h -V --nagios --json --write --output-metrics --status-path --time-units --timeout --warn-disk --crit-disk --warn-lock --crit-lock --warn-commit-age --warn-pack-age --warn-backup-age --warn-lag --crit-lag --instance --config --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -423,6 +423,14 @@ _zodbctl() {
                     return 0
                     ;;
                 --warn-backup-age)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --warn-lag)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --crit-lag)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -219,7 +219,7 @@ complete -c zodbctl -n "__fish_zodbctl_using_subcommand restart" -s h -l help -d
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand restart" -s V -l version -d 'Print version'
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand status" -s i -l instance -d 'The instance (or cluster) directory to act on' -r -F
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand status" -s C -l config -d 'Use this configuration file instead of the instance\'s own' -r -F
-complete -c zodbctl -n "__fish_zodbctl_using_subcommand status" -l json -d 'Print the status as JSON: one record for an instance, one document keyed by member name for a cluster; running servers\' records carry their figures under "server"'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand status" -l json -d 'Print the status as JSON: one record for an instance, one document keyed by member name for a cluster; running servers\' records carry their figures under "server" and the status of their replicated storages under "replication"'
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand status" -s l -l long -d 'Also print the manager\'s raw status block (zdaemon\'s `status -l`)'
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand status" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand status" -s V -l version -d 'Print version'
@@ -257,7 +257,7 @@ complete -c zodbctl -n "__fish_zodbctl_using_subcommand top" -s i -l instance -d
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand top" -s C -l config -d 'Use this configuration file instead of the instance\'s own' -r -F
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand top" -l once -d 'Print one frame as plain text and exit (two samples, one interval apart, for rates)'
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand top" -l json -d 'Print the snapshot the screen is drawn from as JSON and exit'
-complete -c zodbctl -n "__fish_zodbctl_using_subcommand top" -l read-only -d 'Disable every action (start, stop, restart, logreopen, kill, pack, backup)'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand top" -l read-only -d 'Disable every action (start, stop, restart, logreopen, kill, pack, backup, promote)'
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand top" -l mouse -d 'Use the mouse: the wheel scrolls, a click selects (the terminal\'s own text selection then needs Shift)'
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand top" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand top" -s V -l version -d 'Print version'
@@ -287,6 +287,8 @@ complete -c zodbctl -n "__fish_zodbctl_using_subcommand check" -l crit-lock -d '
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand check" -l warn-commit-age -d 'Warn when the last transaction is older than this (e.g. 1h); off by default' -r
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand check" -l warn-pack-age -d 'Warn when the last pack finished longer ago than this (e.g. 8d); off by default' -r
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand check" -l warn-backup-age -d 'Warn when the last backup finished longer ago than this (e.g. 26h); off by default' -r
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand check" -l warn-lag -d 'Warn when a replica lags this far behind its primary (the age of the oldest transaction it lacks)' -r
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand check" -l crit-lag -d 'Critical when a replica lags this far behind its primary' -r
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand check" -s i -l instance -d 'The instance (or cluster) directory to act on' -r -F
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand check" -s C -l config -d 'Use this configuration file instead of the instance\'s own' -r -F
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand check" -l nagios -d 'Nagios plugin output: zeo-nagios\'s messages, perfdata and exit codes'

@@ -120,6 +120,10 @@ pub enum Command {
 
     /// Show whether the manager and the program are running.
     ///
+    /// For a running server with replicated storages, one line per storage tells its
+    /// replication: role, primary or replicas, phase, in sync or not, lag, epoch (read from
+    /// the server's admin socket; nothing when it does not answer).
+    ///
     /// Exit status: 0 when the manager is running, 3 when it is not.
     Status(StatusArgs),
 
@@ -145,9 +149,10 @@ pub enum Command {
     ///
     /// Shows every instance (state, readiness, pid, uptime, restarts, CPU, memory), the
     /// storages of the selected server (size, last transaction, commits/s and loads/s with
-    /// sparklines, connections, commit lock) and its log. Actions on the selected instance run
-    /// the same code as start, stop, restart, logreopen and kill, and on a server's file
-    /// storages as pack and backup (their progress in the status line); destructive ones ask
+    /// sparklines, connections, commit lock, and the role and lag of replicated storages) and
+    /// its log. Actions on the selected instance run the same code as start, stop, restart,
+    /// logreopen and kill, on a server's file storages as pack and backup (their progress in
+    /// the status line), and promote a server's replica storages (O); destructive ones ask
     /// first. Press ? for the keys. Colours are off when NO_COLOR is set.
     Top(TopArgs),
 
@@ -179,8 +184,11 @@ pub enum Command {
     /// With ADDR[:NAME], check any ZEO server (runzeo included): connect, register read-only,
     /// read the last transaction and load the root. Without it, check every instance of the
     /// cluster (or the one instance): manager and program, the server answering, each
-    /// storage's last transaction, disk space beside each Data.fs, the commit lock, and the
-    /// age of the last pack and backup.
+    /// storage's last transaction, disk space beside each Data.fs, the commit lock, the age
+    /// of the last pack and backup, and the replication of replicated storages (a replica cut
+    /// off from or refused by its primary, or fenced, is critical; a replica lagging behind
+    /// warns or is critical by --warn-lag/--crit-lag; a sync primary that degraded to async
+    /// warns).
     ///
     /// Exit status, as a Nagios plugin: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.
     Check(CheckArgs),
@@ -601,7 +609,8 @@ pub struct StartArgs {
 #[derive(Debug, Args)]
 pub struct StatusArgs {
     /// Print the status as JSON: one record for an instance, one document keyed by member
-    /// name for a cluster; running servers' records carry their figures under "server".
+    /// name for a cluster; running servers' records carry their figures under "server" and
+    /// the status of their replicated storages under "replication".
     #[arg(long)]
     pub json: bool,
     /// Also print the manager's raw status block (zdaemon's `status -l`).
@@ -660,7 +669,7 @@ pub struct TopArgs {
     /// Print the snapshot the screen is drawn from as JSON and exit.
     #[arg(long, conflicts_with = "once")]
     pub json: bool,
-    /// Disable every action (start, stop, restart, logreopen, kill, pack, backup).
+    /// Disable every action (start, stop, restart, logreopen, kill, pack, backup, promote).
     #[arg(long)]
     pub read_only: bool,
     /// Use the mouse: the wheel scrolls, a click selects (the terminal's own text selection
@@ -777,6 +786,13 @@ pub struct CheckArgs {
     /// Warn when the last backup finished longer ago than this (e.g. 26h); off by default.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub warn_backup_age: Option<std::time::Duration>,
+    /// Warn when a replica lags this far behind its primary (the age of the oldest
+    /// transaction it lacks).
+    #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = parse_duration)]
+    pub warn_lag: std::time::Duration,
+    /// Critical when a replica lags this far behind its primary.
+    #[arg(long, default_value = "300s", value_name = "DURATION", value_parser = parse_duration)]
+    pub crit_lag: std::time::Duration,
 }
 
 /// zeo-nagios's `-u` choices.

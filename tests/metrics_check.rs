@@ -479,3 +479,114 @@ fn instance_check_and_status_figures() {
         std::panic::resume_unwind(e);
     }
 }
+
+/// A stand-in for a server's admin socket: answers every `{"cmd": "status"}` with
+/// `{"ok": true, "storages": …}` from `answer`, until the test ends.
+fn fake_admin_socket(
+    path: &Path,
+    answer: std::sync::Arc<std::sync::Mutex<serde_json::Value>>,
+) -> std::thread::JoinHandle<()> {
+    use std::io::BufRead;
+    let l = std::os::unix::net::UnixListener::bind(path).unwrap();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { return };
+            let mut line = String::new();
+            if std::io::BufReader::new(&s).read_line(&mut line).is_err() {
+                continue;
+            }
+            let req: serde_json::Value = serde_json::from_str(line.trim()).unwrap();
+            assert_eq!(req["cmd"], "status", "{req}");
+            let storages = answer.lock().unwrap().clone();
+            let reply = serde_json::json!({"ok": true, "storages": storages});
+            let _ = writeln!(s, "{reply}");
+        }
+    })
+}
+
+#[test]
+fn check_judges_replication_from_the_admin_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let inst = dir.path().join("zeo");
+    let o = run(support::zodbctl().args([
+        "create",
+        "server",
+        support::path_str(&inst),
+        "--address",
+        &format!("127.0.0.1:{}", support::free_port()),
+    ]));
+    assert!(o.status.success(), "{}", support::output_text(&o));
+    std::fs::create_dir_all(inst.join("var")).unwrap();
+    let replica = serde_json::json!({
+        "role": "replica", "epoch": 1, "database": "d1", "end": 4096,
+        "last_transaction": "03e5f0a1b2c3d4e5", "mode": "async", "on_timeout": "degrade",
+        "degraded": false, "replicas": [],
+        "primary": "127.0.0.1:8101", "connected": true, "phase": "streaming", "error": null,
+        "lag_bytes": 2048, "lag_transactions": 3, "lag_seconds": 45.0, "in_sync": false,
+        "last_heard_seconds": 0.4, "resyncs": 0
+    });
+    let answer = std::sync::Arc::new(std::sync::Mutex::new(
+        serde_json::json!({"1": replica.clone()}),
+    ));
+    let _server = fake_admin_socket(&inst.join("var/zeo-admin.sock"), answer.clone());
+    let verdict = |args: &[&str]| -> serde_json::Value {
+        let mut all = vec!["check", "--json", "--warn-disk", "0", "--crit-disk", "0"];
+        all.extend_from_slice(args);
+        let o = support::run_in(&inst, &all);
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout)
+            .unwrap_or_else(|_| panic!("{}", support::output_text(&o)));
+        v["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["check"] == "replication 1")
+            .cloned()
+            .unwrap_or_else(|| panic!("no replication verdict: {v}"))
+    };
+    // Lagging 45 s: over the 30 s default, under 60 s.
+    let v = verdict(&[]);
+    assert_eq!(v["status"], "WARNING", "{v}");
+    assert_eq!(
+        v["message"],
+        "replica of 127.0.0.1:8101, streaming, not in sync, lag 2.0 KiB / 3 txn / 45.0 s, epoch 1"
+    );
+    assert_eq!(v["value"]["warn_lag_seconds"], 30.0, "{v}");
+    assert_eq!(v["value"]["status"]["lag_seconds"], 45.0, "{v}");
+    assert_eq!(verdict(&["--warn-lag", "1m"])["status"], "OK");
+    assert_eq!(verdict(&["--crit-lag", "40s"])["status"], "CRITICAL");
+    // Refused by its primary.
+    {
+        let mut a = answer.lock().unwrap();
+        a["1"]["phase"] = "refused".into();
+        a["1"]["connected"] = false.into();
+        a["1"]["error"] = "diverged: this replica has transactions the primary never had".into();
+    }
+    let v = verdict(&[]);
+    assert_eq!(v["status"], "CRITICAL", "{v}");
+    assert_eq!(
+        v["message"],
+        "primary 127.0.0.1:8101 refused this replica: diverged: this replica has transactions the primary never had"
+    );
+    // Text output: one line per replicated storage.
+    let o = support::run_in(&inst, &["check", "--warn-disk", "0", "--crit-disk", "0"]);
+    let text = stdout(&o);
+    assert!(
+        text.contains("CRITICAL zeo: replication 1: primary 127.0.0.1:8101 refused this replica"),
+        "{text}"
+    );
+    // A sync primary without a replica in sync.
+    *answer.lock().unwrap() = serde_json::json!({"1": {
+        "role": "primary", "epoch": 2, "mode": "sync", "on_timeout": "degrade",
+        "degraded": true, "replicas": []
+    }});
+    let v = verdict(&[]);
+    assert_eq!(v["status"], "WARNING", "{v}");
+    assert_eq!(
+        v["message"],
+        "sync replication degraded: no replica in sync (primary (sync, degraded), no replica connected, epoch 2)"
+    );
+    // The limits are checked.
+    let o = support::run_in(&inst, &["check", "--warn-lag", "5m", "--crit-lag", "1m"]);
+    assert_eq!(o.status.code(), Some(2), "{}", support::output_text(&o));
+    assert!(support::output_text(&o).contains("--crit-lag"));
+}

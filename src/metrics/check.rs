@@ -113,6 +113,13 @@ pub fn run(g: &GlobalArgs, args: &CheckArgs) -> Result<u8> {
             args.warn_disk
         )));
     }
+    if args.crit_lag < args.warn_lag {
+        return Err(usage(anyhow::anyhow!(
+            "--crit-lag ({:?}) is below --warn-lag ({:?})",
+            args.crit_lag,
+            args.warn_lag
+        )));
+    }
     if let (Some(target), true) = (&args.target, args.nagios) {
         let (addr, name) = split_target(target);
         let (text, code) = nagios(&addr, name.as_deref(), args);
@@ -601,14 +608,24 @@ pub fn members(g: &GlobalArgs) -> Result<Vec<(String, Instance)>> {
     Ok(vec![(name, inst)])
 }
 
-/// Where a server instance's clients connect.
+/// Where a server instance's clients connect: its address, or for a replica its
+/// read-only address when it has one (the writable one opens only at promotion).
 pub fn server_addr(inst: &Instance) -> Option<Addr> {
     use crate::instance::Address;
     let sc = inst.server()?;
-    Some(match sc.zeo.address.connectable() {
+    Some(match probe_address(sc).connectable() {
         Address::Tcp { host, port } => Addr::Tcp(host, port),
         Address::Unix(p) => Addr::Unix(inst.resolve(&p).display().to_string()),
     })
+}
+
+/// The address to ask a server for its status: a replica's read-only address when it has
+/// one (its writable address is closed until it is promoted), else its address.
+pub fn probe_address(sc: &crate::instance::ServerConfig) -> &crate::instance::Address {
+    match &sc.zeo.read_only_address {
+        Some(ro) if sc.is_replica() => ro,
+        _ => &sc.zeo.address,
+    }
 }
 
 /// The file storages of a server instance: (name, Data.fs).
@@ -634,7 +651,9 @@ fn check_instances(g: &GlobalArgs, args: &CheckArgs) -> Result<Vec<Verdict>> {
             verdicts: Vec::new(),
         };
         let settings = crate::supervisor::config::settings_of(&inst, Some(name.clone()))?;
-        match crate::supervisor::client::json_status(&settings.socket) {
+        let status = crate::supervisor::client::json_status(&settings.socket);
+        let uptime = status.as_ref().and_then(|st| st.uptime);
+        match status {
             None => r.add(
                 "manager",
                 Level::Critical,
@@ -656,6 +675,7 @@ fn check_instances(g: &GlobalArgs, args: &CheckArgs) -> Result<Vec<Verdict>> {
         }
         if matches!(inst.config, InstanceConfig::Server(_)) {
             check_server_instance(&mut r, &inst, args);
+            check_replication(&mut r, &inst, args, uptime);
         }
         out.extend(r.verdicts);
     }
@@ -726,6 +746,48 @@ fn check_server_instance(r: &mut Report, inst: &Instance, args: &CheckArgs) {
         for kind in [Kind::Pack, Kind::Backup] {
             age_verdict(r, &name, &path, kind, args);
         }
+    }
+}
+
+/// The replicated storages of a running server, from its admin socket: one verdict each.
+/// None when the socket does not answer and the server is not running or is not configured
+/// to replicate (an older server has no admin socket); a warning when a running server
+/// configured to replicate does not answer on it.
+fn check_replication(r: &mut Report, inst: &Instance, args: &CheckArgs, uptime: Option<f64>) {
+    use super::replication;
+    let timeout = args.timeout.min(replication::ADMIN_TIMEOUT);
+    let Some(storages) = replication::of_instance(inst, timeout) else {
+        if uptime.is_some() && replication::configured(inst) {
+            r.add(
+                "replication",
+                Level::Warning,
+                format!(
+                    "replication status unknown: the admin socket {} does not answer",
+                    replication::admin_socket(inst).display()
+                ),
+                None,
+            );
+        }
+        return;
+    };
+    let limits = replication::Limits {
+        warn_lag: args.warn_lag.as_secs_f64(),
+        crit_lag: args.crit_lag.as_secs_f64(),
+        silence: replication::silence_limit(inst),
+        uptime,
+    };
+    for (name, status) in &storages {
+        let (level, message) = replication::verdict(status, &limits);
+        r.add(
+            &format!("replication {name}"),
+            level,
+            message,
+            Some(json!({
+                "status": status,
+                "warn_lag_seconds": limits.warn_lag,
+                "crit_lag_seconds": limits.crit_lag,
+            })),
+        );
     }
 }
 

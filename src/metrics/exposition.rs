@@ -373,8 +373,42 @@ impl Collector for Scrape {
             |r| r.file.as_deref().and_then(|f| finished(f, Kind::Backup)),
         )?;
 
+        // Replication (replicated storages only).
+        let replicated: Vec<(&str, serde_json::Value)> = self
+            .0
+            .storages()
+            .iter()
+            .filter_map(|(name, st)| st.replication().map(|r| (name.as_str(), r.status())))
+            .collect();
+        replication_metrics(e, &replicated)?;
+
         process_metrics(e)
     }
+}
+
+/// The `zodbctl_replication_*` gauges of the replicated storages, from their status (see
+/// [`super::replication::gauges`]): one family per gauge, a `storage` label on each value.
+fn replication_metrics(e: &mut DescriptorEncoder, storages: &[(&str, serde_json::Value)]) -> Fmt {
+    type Values = Vec<(Vec<(&'static str, String)>, f64)>;
+    let mut families: Vec<(&'static str, &'static str, Values)> = Vec::new();
+    for (storage, status) in storages {
+        for g in super::replication::gauges(status) {
+            let mut labels = vec![("storage", (*storage).to_owned())];
+            labels.extend(g.label);
+            match families.iter_mut().find(|f| f.0 == g.name) {
+                Some(f) => f.2.push((labels, g.value)),
+                None => families.push((g.name, g.help, vec![(labels, g.value)])),
+            }
+        }
+    }
+    for (name, help, values) in families {
+        let mut m = e.encode_descriptor(name, help, None, MetricType::Gauge)?;
+        for (labels, v) in values {
+            let labels: Vec<(&str, &str)> = labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            m.encode_family(&labels)?.encode_gauge(&v)?;
+        }
+    }
+    Ok(())
 }
 
 /// (available, total) bytes of the file system holding `file`.
@@ -467,4 +501,69 @@ fn boot_time() -> Option<f64> {
             .find_map(|l| l.strip_prefix("btime "))
             .and_then(|v| v.trim().parse().ok())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Encodes the replication gauges of fixed statuses.
+    #[derive(Debug)]
+    struct Fixed(Vec<(&'static str, serde_json::Value)>);
+
+    impl Collector for Fixed {
+        fn encode(&self, mut e: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+            replication_metrics(&mut e, &self.0)
+        }
+    }
+
+    #[test]
+    fn replication_gauges_per_storage() {
+        let replica = serde_json::json!({
+            "role": "replica", "epoch": 3, "mode": "async", "degraded": false, "replicas": [],
+            "primary": "127.0.0.1:8101", "connected": true, "phase": "streaming",
+            "lag_bytes": 2048, "lag_transactions": 3, "lag_seconds": 1.5, "in_sync": false,
+            "last_heard_seconds": 0.2
+        });
+        let primary = serde_json::json!({
+            "role": "primary", "epoch": 3, "mode": "sync", "degraded": true,
+            "replicas": [
+                {"peer": "a", "in_sync": false, "lag_bytes": 10, "lag_transactions": 1,
+                 "lag_seconds": 2.5},
+                {"peer": "b", "in_sync": false, "lag_bytes": 30, "lag_transactions": 2,
+                 "lag_seconds": 0.5}
+            ]
+        });
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(Fixed(vec![("1", replica), ("main", primary)])));
+        let mut out = String::new();
+        prometheus_client::encoding::prometheus_text::encode(&mut out, &registry).unwrap();
+        for want in [
+            "# HELP zodbctl_replication_role Replication role of the storage",
+            "# TYPE zodbctl_replication_role gauge",
+            "zodbctl_replication_role{storage=\"1\",role=\"replica\"} 1",
+            "zodbctl_replication_role{storage=\"1\",role=\"primary\"} 0",
+            "zodbctl_replication_role{storage=\"main\",role=\"primary\"} 1",
+            "zodbctl_replication_epoch{storage=\"1\"} 3",
+            "zodbctl_replication_lag_bytes{storage=\"1\"} 2048",
+            "zodbctl_replication_lag_transactions{storage=\"1\"} 3",
+            "zodbctl_replication_lag_seconds{storage=\"1\"} 1.5",
+            "zodbctl_replication_in_sync{storage=\"1\"} 0",
+            "zodbctl_replication_connected{storage=\"1\"} 1",
+            // A primary: the replica furthest behind, and how many are connected.
+            "zodbctl_replication_lag_bytes{storage=\"main\"} 30",
+            "zodbctl_replication_lag_seconds{storage=\"main\"} 2.5",
+            "zodbctl_replication_replicas{storage=\"main\"} 2",
+            "zodbctl_replication_degraded{storage=\"main\"} 1",
+        ] {
+            assert!(out.contains(want), "{want}:\n{out}");
+        }
+        // One family each, not one per storage.
+        assert_eq!(
+            out.matches("# TYPE zodbctl_replication_lag_bytes ").count(),
+            1
+        );
+        assert!(!out.contains("zodbctl_replication_connected{storage=\"main\"}"));
+        assert!(!out.contains("zodbctl_replication_replicas{storage=\"1\"}"));
+    }
 }

@@ -1,5 +1,6 @@
 //! Health and metrics: the server's Prometheus endpoint (`/metrics`, `/healthz`, `/readyz`),
-//! `zodbctl check` (zeoup and zeo-nagios), and the figures `status` shows.
+//! `zodbctl check` (zeoup and zeo-nagios), and the figures `status` shows ([`replication`]:
+//! the replication of a storage, in words, verdicts and gauges).
 //!
 //! The endpoint runs on a thread of its own with its own single-threaded runtime, apart from
 //! the ZEO shards: a scrape, a slow HTTP client or a flood of requests on the metrics port
@@ -14,6 +15,7 @@ pub mod check;
 mod exposition;
 mod http;
 pub mod records;
+pub mod replication;
 pub mod ruok;
 
 use std::sync::{Arc, OnceLock};

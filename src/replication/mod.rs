@@ -334,7 +334,11 @@ impl Replication {
                 OnTimeout::Degrade => "degrade",
                 OnTimeout::Block => "block",
             },
-            "degraded": self.feed.is_degraded(),
+            // Sync mode without a replica in sync: the next commit will not be synchronous.
+            "degraded": self.feed.is_degraded()
+                || (self.config.mode == ReplicationMode::Sync
+                    && matches!(role, Role::Primary)
+                    && !self.feed.any_in_sync()),
             "replicas": self.feed.replicas_status(),
         });
         match role {

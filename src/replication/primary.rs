@@ -102,7 +102,7 @@ impl Feed {
         self.degraded.load(Ordering::Relaxed)
     }
 
-    fn any_in_sync(&self) -> bool {
+    pub fn any_in_sync(&self) -> bool {
         lock(&self.peers).values().any(|p| p.in_sync)
     }
 
@@ -642,6 +642,7 @@ async fn send_blob(
     let mut file = tokio::fs::File::open(path).await?;
     let mut buf = vec![0u8; FILE_CHUNK];
     let mut pending: Option<Vec<u8>> = None;
+    let mut first = true;
     loop {
         let n = file.read(&mut buf).await?;
         if let Some(prev) = pending.take() {
@@ -649,8 +650,13 @@ async fn send_blob(
             protocol::write_frame(wr, Kind::Blob, &[&oid, &tid, &[last], &prev]).await?;
         }
         if n == 0 {
+            if first {
+                // An empty blob file still exists on the primary: one empty last chunk.
+                protocol::write_frame(wr, Kind::Blob, &[&oid, &tid, &[LAST_CHUNK]]).await?;
+            }
             break;
         }
+        first = false;
         pending = Some(buf[..n].to_vec());
     }
     Ok(())
@@ -704,6 +710,7 @@ async fn send_file_blob(
     let name = rel.as_bytes();
     let len = u16::try_from(name.len()).map_err(|_| std::io::Error::other("blob path too long"))?;
     let mut pending: Option<Vec<u8>> = None;
+    let mut first = true;
     loop {
         let n = file.read(buf).await?;
         if let Some(prev) = pending.take() {
@@ -716,8 +723,17 @@ async fn send_file_blob(
             .await?;
         }
         if n == 0 {
+            if first {
+                protocol::write_frame(
+                    wr,
+                    Kind::FileBlob,
+                    &[&len.to_be_bytes(), name, &[LAST_CHUNK]],
+                )
+                .await?;
+            }
             break;
         }
+        first = false;
         pending = Some(buf[..n].to_vec());
     }
     Ok(())

@@ -525,6 +525,14 @@ pub fn status(g: &GlobalArgs, args: &StatusArgs) -> Result<u8> {
         let (_, inst) = members.into_iter().find(|(n, _)| n == name)?;
         crate::metrics::check::server_figures(&inst, STATUS_FIGURES_TIMEOUT)
     };
+    // Running servers' replication, by storage name (their admin socket; none when it does
+    // not answer or no storage is replicated).
+    let replication = |name: &str| -> Option<serde_json::Map<String, serde_json::Value>> {
+        let members = crate::metrics::check::members(g).ok()?;
+        let (_, inst) = members.into_iter().find(|(n, _)| n == name)?;
+        crate::metrics::replication::of_instance(&inst, STATUS_FIGURES_TIMEOUT)
+            .filter(|m| !m.is_empty())
+    };
     // A cluster's records form one document keyed by member name.
     let mut cluster_doc = serde_json::Map::new();
     for s in target.members() {
@@ -537,6 +545,9 @@ pub fn status(g: &GlobalArgs, args: &StatusArgs) -> Result<u8> {
             let mut v = serde_json::to_value(&rec)?;
             if running && let Some(f) = figures(&s.name) {
                 v["server"] = f;
+            }
+            if running && let Some(r) = replication(&s.name) {
+                v["replication"] = serde_json::Value::Object(r);
             }
             if target.is_cluster() {
                 cluster_doc.insert(s.name.clone(), v);
@@ -566,6 +577,16 @@ pub fn status(g: &GlobalArgs, args: &StatusArgs) -> Result<u8> {
                         out.line(&format!(
                             "server: {}",
                             crate::metrics::check::figures_line(&f)
+                        ));
+                    }
+                }
+                if st.pid != 0
+                    && let Some(r) = replication(&s.name)
+                {
+                    for (name, status) in &r {
+                        out.line(&format!(
+                            "replication {name}: {}",
+                            crate::metrics::replication::summary(status)
                         ));
                     }
                 }

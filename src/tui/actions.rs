@@ -2,7 +2,9 @@
 //! (`supervisor::commands::control`), on a worker thread each: the screen keeps refreshing and
 //! shows their messages as they come.
 //!
-//! [`ACTIONS`] is the table the keys, the help screen and the footer are made from. The
+//! [`ACTIONS`] is the table the keys, the help screen and the footer are made from. Promote
+//! sends the server's admin socket the request `zodbctl promote` sends (no `--force`: a
+//! refusal comes back in the status line, with what to do). The
 //! storage actions, pack and backup, run `zodbctl -i DIR pack` and `zodbctl -i DIR backup` of
 //! a server instance through the commands' own functions (`maintenance::pack::run_with`,
 //! `maintenance::backup::command::backup_with`), on all its file storages (the dashboard
@@ -35,12 +37,20 @@ pub enum ActionKind {
     Pack,
     /// `zodbctl backup` of a server instance's file storages.
     Backup,
+    /// Promote a server instance's replica storages to primary (the admin socket's
+    /// `promote`, as `zodbctl promote` sends it).
+    Promote,
 }
 
 impl ActionKind {
-    /// Acts on a server instance's storages, not on its process.
+    /// Acts on a server instance's file storages, not on its process.
     pub fn on_storages(self) -> bool {
         matches!(self, ActionKind::Pack | ActionKind::Backup)
+    }
+
+    /// Needs a server instance.
+    pub fn on_server(self) -> bool {
+        self.on_storages() || self == ActionKind::Promote
     }
 }
 
@@ -104,6 +114,13 @@ pub const ACTIONS: &[ActionSpec] = &[
         kind: ActionKind::Backup,
         name: "backup",
         help: "back up the server's file storages to its [backup] repository",
+        confirm: true,
+    },
+    ActionSpec {
+        key: 'O',
+        kind: ActionKind::Promote,
+        name: "promote",
+        help: "promote the server's replica storages to primary",
         confirm: true,
     },
 ];
@@ -234,6 +251,28 @@ pub fn spawn(req: Request, member: &Member, report: impl Fn(ActionEvent) + Send 
         return;
     };
     let dir = member.dir.clone();
+    if req.kind == ActionKind::Promote {
+        let Some(socket) = member.admin_socket.clone() else {
+            report(ActionEvent::Done {
+                what,
+                result: Err("no admin socket known for this server".into()),
+                summary: None,
+            });
+            return;
+        };
+        std::thread::spawn(move || {
+            let (result, summary) = match promote(&socket) {
+                Ok(message) => (Ok(0), Some(message)),
+                Err(e) => (Err(e), None),
+            };
+            report(ActionEvent::Done {
+                what,
+                result,
+                summary,
+            });
+        });
+        return;
+    }
     if req.kind.on_storages() {
         let Some(dir) = dir else {
             report(ActionEvent::Done {
@@ -270,7 +309,7 @@ pub fn spawn(req: Request, member: &Member, report: impl Fn(ActionEvent) + Send 
             ActionKind::Logreopen => Control::Logreopen,
             ActionKind::Kill => Control::Kill(req.signal.unwrap_or(Signal::SIGTERM)),
             // Taken apart above.
-            ActionKind::Pack | ActionKind::Backup => return,
+            ActionKind::Pack | ActionKind::Backup | ActionKind::Promote => return,
         };
         let result = if matches!(control, Control::Start | Control::Restart)
             && crate::supervisor::client::status(&settings.socket).is_none()
@@ -292,6 +331,21 @@ pub fn spawn(req: Request, member: &Member, report: impl Fn(ActionEvent) + Send 
             summary: None,
         });
     });
+}
+
+/// How long a promotion may take to answer (it waits for the replica's last applies).
+const PROMOTE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Ask the server on `socket` to promote its replica storages (every replicated storage, no
+/// `--force`): its message, or its refusal in words.
+pub fn promote(socket: &std::path::Path) -> Result<String, String> {
+    let req = serde_json::json!({"cmd": "promote", "storage": null, "force": false});
+    let v = crate::replication::admin::call(socket, &req, PROMOTE_TIMEOUT)
+        .map_err(|e| e.to_string())?;
+    Ok(v.get("message")
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or("promoted")
+        .to_owned())
 }
 
 /// `zodbctl -i DIR pack` or `zodbctl -i DIR backup`, parsed by the CLI's own definitions (so
@@ -556,6 +610,38 @@ mod tests {
             ),
             "{ev:?}"
         );
+    }
+
+    #[test]
+    fn promote_sends_the_admin_request_and_returns_its_words() {
+        use std::io::{BufRead, Write};
+        let tmp = tempfile::tempdir().unwrap();
+        let sock = tmp.path().join("admin.sock");
+        let serve = |answer: &'static str| {
+            let l = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+            std::thread::spawn(move || {
+                let (mut s, _) = l.accept().unwrap();
+                let mut line = String::new();
+                std::io::BufReader::new(&s).read_line(&mut line).unwrap();
+                s.write_all(answer.as_bytes()).unwrap();
+                serde_json::from_str::<serde_json::Value>(&line).unwrap()
+            })
+        };
+        let t = serve("{\"ok\": true, \"message\": \"storage '1' promoted: epoch 2\"}\n");
+        assert_eq!(promote(&sock).unwrap(), "storage '1' promoted: epoch 2");
+        assert_eq!(
+            t.join().unwrap(),
+            serde_json::json!({"cmd": "promote", "storage": null, "force": false})
+        );
+        std::fs::remove_file(&sock).unwrap();
+        let t = serve("{\"ok\": false, \"error\": \"the primary is still streaming\"}\n");
+        assert_eq!(
+            promote(&sock).unwrap_err(),
+            "the primary is still streaming"
+        );
+        t.join().unwrap();
+        std::fs::remove_file(&sock).unwrap();
+        assert!(promote(&sock).unwrap_err().contains("cannot reach"));
     }
 
     #[test]

@@ -414,11 +414,24 @@ fn action_key(ui: &mut Ui, snap: &Snapshot, spec: &actions::ActionSpec) -> Optio
         ));
         return None;
     }
-    if spec.kind.on_storages() && inst.kind != Kind::Server {
+    if spec.kind.on_server() && inst.kind != Kind::Server {
         ui.note(format!(
             "{}: select a server instance; {} has no storages",
             spec.name, inst.name
         ));
+        return None;
+    }
+    if spec.kind == ActionKind::Promote && replica_storages(inst).is_empty() {
+        let why = if inst
+            .server
+            .as_ref()
+            .is_some_and(|s| s.storages.iter().any(|s| s.replication.is_some()))
+        {
+            "it has no replica storage"
+        } else {
+            "it reports no replication (not running, or no replicated storage)"
+        };
+        ui.note(format!("{}: {} not promoted: {why}", spec.name, inst.name));
         return None;
     }
     let req = Request {
@@ -438,6 +451,21 @@ fn action_key(ui: &mut Ui, snap: &Snapshot, spec: &actions::ActionSpec) -> Optio
     } else {
         Some(Command::Run(req))
     }
+}
+
+/// The names of an instance's storages that are replicas (as last collected).
+pub fn replica_storages(inst: &InstanceInfo) -> Vec<String> {
+    inst.server.as_ref().map_or_else(Vec::new, |s| {
+        s.storages
+            .iter()
+            .filter(|s| {
+                s.replication
+                    .as_ref()
+                    .is_some_and(|r| r["role"] == "replica")
+            })
+            .map(|s| s.name.clone())
+            .collect()
+    })
 }
 
 /// The mouse, when enabled (`--mouse`): the wheel scrolls the pane under it, a click selects
@@ -610,6 +638,85 @@ mod tests {
         assert_eq!(
             done_text("backup server", &Ok(1), None),
             "backup server: failed (exit status 1)"
+        );
+    }
+
+    #[test]
+    fn promote_asks_first_and_only_for_a_replica() {
+        let mut s = snap();
+        let mut ui = Ui::new(false, true);
+        // No replication reported: nothing to promote, nothing asked.
+        assert_eq!(on_key(&mut ui, &s, key(KeyCode::Char('O'))), None);
+        assert_eq!(ui.mode, Mode::Normal);
+        assert!(
+            ui.activity
+                .last()
+                .unwrap()
+                .contains("reports no replication"),
+            "{:?}",
+            ui.activity
+        );
+        // A primary is not promoted.
+        let storage = |role: &str| crate::tui::state::StorageInfo {
+            name: "1".into(),
+            replication: Some(serde_json::json!({"role": role, "primary": "127.0.0.1:8101"})),
+            ..Default::default()
+        };
+        s.instances[0].server = Some(crate::tui::state::ServerInfo {
+            storages: vec![storage("primary")],
+            ..Default::default()
+        });
+        assert_eq!(on_key(&mut ui, &s, key(KeyCode::Char('O'))), None);
+        assert_eq!(ui.mode, Mode::Normal);
+        assert!(ui.activity.last().unwrap().contains("no replica storage"));
+        // A replica: confirm, then run.
+        s.instances[0].server.as_mut().unwrap().storages = vec![storage("replica")];
+        assert_eq!(replica_storages(&s.instances[0]), ["1"]);
+        assert_eq!(on_key(&mut ui, &s, key(KeyCode::Char('O'))), None);
+        let want = Request {
+            instance: "server".into(),
+            kind: ActionKind::Promote,
+            signal: None,
+        };
+        assert_eq!(ui.mode, Mode::Confirm(want.clone()));
+        assert_eq!(want.describe(), "promote server");
+        assert_eq!(
+            on_key(&mut ui, &s, key(KeyCode::Char('y'))),
+            Some(Command::Run(want))
+        );
+        on_key(&mut ui, &s, key(KeyCode::Char('O')));
+        assert_eq!(on_key(&mut ui, &s, key(KeyCode::Char('n'))), None);
+        assert!(
+            ui.activity
+                .last()
+                .unwrap()
+                .contains("promote server: cancelled")
+        );
+        // A client is not a server.
+        on_key(&mut ui, &s, key(KeyCode::Down));
+        assert_eq!(on_key(&mut ui, &s, key(KeyCode::Char('O'))), None);
+        assert!(ui.activity.last().unwrap().contains("select a server"));
+        // Read-only refuses.
+        let mut ro = Ui::new(true, true);
+        assert_eq!(on_key(&mut ro, &s, key(KeyCode::Char('O'))), None);
+        assert_eq!(ro.mode, Mode::Normal);
+        assert!(ro.activity.last().unwrap().contains("--read-only"));
+        // The result line.
+        assert_eq!(
+            done_text(
+                "promote server",
+                &Ok(0),
+                Some("storage 1 promoted, epoch 2")
+            ),
+            "promote server: done: storage 1 promoted, epoch 2"
+        );
+        assert_eq!(
+            done_text(
+                "promote server",
+                &Err("the primary is still streaming to this replica".into()),
+                None
+            ),
+            "promote server: the primary is still streaming to this replica"
         );
     }
 

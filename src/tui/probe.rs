@@ -1,5 +1,6 @@
-//! What the dashboard asks servers and the kernel: ZEO status maps (zeo-protocol.md §7.5) and
-//! a process's CPU time and RSS from `/proc`.
+//! What the dashboard asks servers and the kernel: ZEO status maps (zeo-protocol.md §7.5), the
+//! replication status on a server's admin socket, and a process's CPU time and RSS from
+//! `/proc`.
 //!
 //! A server is watched through one long-lived read-only connection per storage, on which each
 //! refresh calls `server_status`. The `ruok` handshake (§1.4, what zeo-nagios uses) would need
@@ -199,6 +200,16 @@ fn io_words(e: std::io::Error) -> String {
         ErrorKind::WouldBlock | ErrorKind::TimedOut => "no answer (timed out)".into(),
         _ => e.to_string(),
     }
+}
+
+/// The replication status of a server's replicated storages, by storage name, from its
+/// admin socket (`{"cmd": "status"}`); `None` when the socket does not answer (a server not
+/// running, or one without replication). Asked on the collector's thread, never the UI's.
+pub fn replication(
+    admin_socket: &std::path::Path,
+    timeout: Duration,
+) -> Option<serde_json::Map<String, serde_json::Value>> {
+    crate::metrics::replication::fetch(admin_socket, timeout)
 }
 
 /// CPU time (user + system, in clock ticks) and resident set size (bytes) of a process.

@@ -6,7 +6,8 @@
 //! Sources, per instance: the manager's `json` record on the control socket (state, pids,
 //! uptime, restarts, back-off, readiness), `/proc/PID/stat` and `statm` of the program (CPU %,
 //! RSS), and for a server the ZEO status map of every storage (runzeo's keys, §7.5; rates
-//! are deltas between two snapshots), the size of each local Data.fs, and the log files.
+//! are deltas between two snapshots), the replication of its replicated storages (the
+//! server's admin socket), the size of each local Data.fs, and the log files.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::os::unix::fs::MetadataExt;
@@ -169,6 +170,10 @@ pub struct StorageInfo {
     pub last_backup: Option<MaintenanceRecord>,
     /// Status keys the dashboard does not know, as the server sent them.
     pub extra: BTreeMap<String, serde_json::Value>,
+    /// A replicated storage's replication status, as the server's admin socket reports it
+    /// (`Replication::status()`: role, epoch, primary or replicas, phase, lag, in sync);
+    /// `None` for a storage that is not replicated or a server that does not say.
+    pub replication: Option<serde_json::Value>,
 }
 
 /// A record left by a pack or a backup (see [`maintenance_record`]).
@@ -220,6 +225,8 @@ pub struct Member {
     pub address: Option<String>,
     /// Address to ask for status (servers).
     pub probe: Option<String>,
+    /// The server's admin socket (replication status, promotion); `None` for a remote server.
+    pub admin_socket: Option<PathBuf>,
     /// Configured storages: name, type, Data.fs.
     pub storages: Vec<(String, String, Option<PathBuf>)>,
     pub logs: Vec<LogSource>,
@@ -264,6 +271,7 @@ impl Target {
                 settings: None,
                 address: Some(a.clone()),
                 probe: Some(probe),
+                admin_socket: None,
                 storages: Vec::new(),
                 logs: Vec::new(),
             });
@@ -282,6 +290,9 @@ impl Target {
 fn member_of(inst: &Instance, name: Option<String>) -> Result<Member> {
     let settings = settings_of(inst, name)?;
     let mut logs = Vec::new();
+    let admin_socket = inst
+        .server()
+        .map(|_| crate::metrics::replication::admin_socket(inst));
     let (kind, address, probe, storages) = match &inst.config {
         InstanceConfig::Server(c) => {
             let mut c = c.clone();
@@ -292,7 +303,7 @@ fn member_of(inst: &Instance, name: Option<String>) -> Result<Member> {
                     path: c.eventlog.path.clone(),
                 });
             }
-            let probe = match c.zeo.address.connectable() {
+            let probe = match crate::metrics::check::probe_address(&c).connectable() {
                 instance::Address::Unix(p) => Some(p.display().to_string()),
                 tcp => tcp.socket_addr_string(),
             };
@@ -346,6 +357,7 @@ fn member_of(inst: &Instance, name: Option<String>) -> Result<Member> {
         settings: Some(settings),
         address,
         probe,
+        admin_socket,
         storages,
         logs,
     })
@@ -452,6 +464,18 @@ impl Collector {
             });
             let server = m.probe.as_ref().map(|addr| {
                 let mut storages = self.storages_of(m, &r.zeo, now, interval);
+                if let Some(repl) = &r.replication {
+                    for (name, status) in repl {
+                        match storages.iter_mut().find(|s| &s.name == name) {
+                            Some(s) => s.replication = Some(status.clone()),
+                            None => storages.push(StorageInfo {
+                                name: name.clone(),
+                                replication: Some(status.clone()),
+                                ..Default::default()
+                            }),
+                        }
+                    }
+                }
                 for s in &storages {
                     if let Some(c) = s.commits_per_s {
                         commits += c;
@@ -638,6 +662,8 @@ struct RawMember {
     status: Option<InstanceStatus>,
     proc: Option<(u32, probe::ProcSample)>,
     zeo: Result<BTreeMap<String, probe::StatusMap>, String>,
+    /// The replicated storages' status from the admin socket, when it answered.
+    replication: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 impl RawMember {
@@ -647,6 +673,7 @@ impl RawMember {
             status: None,
             proc: None,
             zeo: Err("not asked".into()),
+            replication: None,
         }
     }
 }
@@ -668,7 +695,18 @@ fn ask(m: &Member, watch: Option<&mut probe::ZeoWatch>) -> RawMember {
         Some(_) if !running => Err("not running".into()),
         Some(w) => w.status(PROBE_TIMEOUT),
     };
-    RawMember { status, proc, zeo }
+    // A local Unix socket: it answers at once or is refused at once (an old server, or one
+    // not running, has none).
+    let replication = match &m.admin_socket {
+        Some(p) if running => probe::replication(p, PROBE_TIMEOUT),
+        _ => None,
+    };
+    RawMember {
+        status,
+        proc,
+        zeo,
+        replication,
+    }
 }
 
 /// Copy runzeo's status keys (and the optional ones zodbctl's server may add) into `s`.

@@ -12,9 +12,9 @@ use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Cell, Clear, Paragraph, Row, Sparkline, Table, TableState};
 
-use super::actions::ACTIONS;
+use super::actions::{ACTIONS, ActionKind};
 use super::input::{self, Mode, Pane, Ui};
-use super::state::{InstanceInfo, Kind, MaintenanceRecord, Snapshot, StorageInfo};
+use super::state::{InstanceInfo, Kind, MaintenanceRecord, ServerInfo, Snapshot, StorageInfo};
 use crate::storage::TimeStamp;
 
 /// From this width on, the tables show their extra columns.
@@ -117,8 +117,9 @@ pub fn draw(f: &mut Frame, snap: &Snapshot, ui: &Ui) -> Areas {
     let inst_h = (rows.len().max(1) as u16 + 3).min(area.height.saturating_sub(8).max(4));
     let stor_h = storage_owner.map_or(0, |i| {
         let n = i.server.as_ref().map_or(0, |s| s.storages.len().max(1)) as u16;
+        let repl = i.server.as_ref().map_or(0, replicated) as u16;
         let spark = if area.height >= 24 { 2 } else { 0 };
-        (n + 3 + spark).min(area.height / 3)
+        (n + 3 + repl + spark).min(area.height / 3)
     });
     let [header, banner_area, inst_area, stor_area, log_area, footer] = Layout::vertical([
         Constraint::Length(1),
@@ -143,6 +144,43 @@ pub fn draw(f: &mut Frame, snap: &Snapshot, ui: &Ui) -> Areas {
     draw_footer(f, footer, ui, &t);
     match &ui.mode {
         Mode::Help => draw_help(f, area, ui, &t),
+        Mode::Confirm(req) if req.kind == ActionKind::Promote => {
+            let which: Vec<String> = snap
+                .instances
+                .iter()
+                .find(|i| i.name == req.instance)
+                .and_then(|i| i.server.as_ref())
+                .map(|s| {
+                    s.storages
+                        .iter()
+                        .filter_map(|s| {
+                            let r = s.replication.as_ref()?;
+                            (r["role"] == "replica").then(|| match r["primary"].as_str() {
+                                Some(p) => format!("{} (replica of {p})", s.name),
+                                None => s.name.clone(),
+                            })
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            let text = format!(
+                "Promote {} to primary: storage{} {}?",
+                req.instance,
+                if which.len() == 1 { "" } else { "s" },
+                which.join(", ")
+            );
+            draw_modal(
+                f,
+                area,
+                " Confirm ",
+                &[
+                    text,
+                    "Only when its primary is lost: clients will write here.".into(),
+                    "y: yes    any other key: no".into(),
+                ],
+                &t,
+            );
+        }
         Mode::Confirm(req) if req.kind.on_storages() => {
             let files: Vec<String> = snap
                 .instances
@@ -431,13 +469,24 @@ fn draw_storages(
     let block = Block::new().borders(Borders::ALL).title(title);
     let inner = block.inner(area);
     f.render_widget(block, area);
-    let spark_h = if inner.height >= server.storages.len().max(1) as u16 + 3 {
+    let repl_n = replicated(server) as u16;
+    let spark_h = if inner.height >= server.storages.len().max(1) as u16 + 3 + repl_n {
         2
     } else {
         0
     };
-    let [table_area, spark_area] =
-        Layout::vertical([Constraint::Min(1), Constraint::Length(spark_h)]).areas(inner);
+    // The replication lines right under the table, what is left over at the bottom.
+    let table_h = server.storages.len().max(1) as u16 + 1;
+    let [table_area, repl_area, spark_area, _] = Layout::vertical([
+        Constraint::Max(table_h),
+        Constraint::Length(repl_n),
+        Constraint::Length(spark_h),
+        Constraint::Fill(1),
+    ])
+    .areas(inner);
+    if repl_n > 0 {
+        draw_replication(f, repl_area, server, t);
+    }
 
     let now = snap.taken_at;
     let name_w = server
@@ -529,6 +578,44 @@ fn draw_storages(
         draw_spark(f, c_area, "commits/s", &commits, t.fg(Color::Cyan), t);
         draw_spark(f, l_area, "loads/s", &loads, t.fg(Color::Magenta), t);
     }
+}
+
+/// How many of a server's storages are replicated.
+fn replicated(server: &ServerInfo) -> usize {
+    server
+        .storages
+        .iter()
+        .filter(|s| s.replication.is_some())
+        .count()
+}
+
+/// One line per replicated storage: its role and lag, coloured by what `check` would say.
+fn draw_replication(f: &mut Frame, area: Rect, server: &ServerInfo, t: &Theme) {
+    use crate::metrics::check::Level;
+    use crate::metrics::replication;
+    let width = area.width as usize;
+    let lines: Vec<Line> = server
+        .storages
+        .iter()
+        .filter_map(|s| {
+            let r = s.replication.as_ref()?;
+            let head = format!("⇄ {} ", s.name);
+            let body = truncate(
+                &replication::short(r),
+                width.saturating_sub(head.chars().count()),
+            );
+            let style = match replication::level(r) {
+                Level::Ok => t.fg(Color::Green),
+                Level::Warning => t.fg(Color::Yellow),
+                Level::Critical | Level::Unknown => t.fg(Color::Red).add_modifier(Modifier::BOLD),
+            };
+            Some(Line::from(vec![
+                Span::styled(head, t.title()),
+                Span::styled(body, style),
+            ]))
+        })
+        .collect();
+    f.render_widget(Paragraph::new(lines), area);
 }
 
 fn storage_row(s: &StorageInfo, now: f64, wide: bool) -> Row<'static> {

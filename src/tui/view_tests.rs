@@ -175,6 +175,42 @@ fn unreachable() -> Snapshot {
     s
 }
 
+/// A replica server following its primary, and the primary's storage as it reports it.
+fn replicated() -> Snapshot {
+    let mut s = healthy();
+    let server = s.instances[0].server.as_mut().unwrap();
+    server.storages[0].replication = Some(serde_json::json!({
+        "role": "replica", "epoch": 1, "database": "d1", "end": 48_345_678,
+        "last_transaction": "03e5f0a1b2c3d4e5", "mode": "async", "on_timeout": "degrade",
+        "degraded": false, "replicas": [],
+        "primary": "127.0.0.1:8101", "connected": true, "phase": "streaming", "error": null,
+        "lag_bytes": 2048, "lag_transactions": 3, "lag_seconds": 1.5, "in_sync": false,
+        "last_heard_seconds": 0.4, "resyncs": 0
+    }));
+    server.storages[1].replication = Some(serde_json::json!({
+        "role": "primary", "epoch": 1, "mode": "sync", "on_timeout": "degrade",
+        "degraded": true,
+        "replicas": [{"peer": "127.0.0.1:53412", "phase": "streaming", "acked": 10,
+                      "sent": 20, "in_sync": false, "lag_bytes": 10,
+                      "lag_transactions": 1, "lag_seconds": 2.5,
+                      "connected_seconds": 12.0}]
+    }));
+    s
+}
+
+/// A replica refused by its primary.
+fn refused() -> Snapshot {
+    let mut s = healthy();
+    let server = s.instances[0].server.as_mut().unwrap();
+    server.storages[0].replication = Some(serde_json::json!({
+        "role": "replica", "epoch": 1, "primary": "127.0.0.1:8101", "connected": false,
+        "phase": "refused", "error": "diverged: this replica has transactions the primary never had",
+        "lag_bytes": 0, "lag_transactions": 0, "lag_seconds": 0.0, "in_sync": false,
+        "last_heard_seconds": 3.0
+    }));
+    s
+}
+
 fn check(name: &str, snap: &Snapshot, ui: &Ui, w: u16, h: u16) {
     let text = render_text(snap, ui, w, h).join("\n") + "\n";
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -257,9 +293,42 @@ fn pack_confirmation_and_progress() {
 }
 
 #[test]
+fn replication_role_lag_and_promote_confirmation() {
+    let snap = replicated();
+    let ui = Ui::new(false, true);
+    check("replication_80x24", &snap, &ui, 80, 24);
+    check("replication_160x40", &snap, &ui, 160, 40);
+    check("replication_refused_80x24", &refused(), &ui, 80, 24);
+    let mut ui = Ui::new(false, true);
+    ui.mode = Mode::Confirm(crate::tui::actions::Request {
+        instance: "server".into(),
+        kind: crate::tui::actions::ActionKind::Promote,
+        signal: None,
+    });
+    check("confirm_promote_80x24", &snap, &ui, 80, 24);
+    let mut ui = Ui::new(false, true);
+    ui.mode = Mode::Help;
+    check("help_80x24", &snap, &ui, 80, 24);
+    let mut ui = Ui::new(false, true);
+    ui.note("promote server: done: storage 1 promoted, epoch 2");
+    let text = render_text(&snap, &ui, 100, 30).join("\n");
+    assert!(
+        text.contains("promote server: done: storage 1 promoted, epoch 2"),
+        "{text}"
+    );
+}
+
+#[test]
 fn tiny_and_empty_screens_do_not_panic() {
     for (w, h) in [(1, 1), (20, 5), (40, 12), (300, 100)] {
-        for snap in [Snapshot::default(), healthy(), backoff(), unreachable()] {
+        for snap in [
+            Snapshot::default(),
+            healthy(),
+            backoff(),
+            unreachable(),
+            replicated(),
+            refused(),
+        ] {
             let mut ui = Ui::new(false, true);
             ui.mode = Mode::Help;
             render_text(&snap, &ui, w, h);
