@@ -515,23 +515,11 @@ async fn stream(
     loop {
         let cur = *durable_rx.borrow_and_update();
         if cur.generation != generation {
-            let _ = protocol::write_json(
-                wr,
-                Kind::Rewritten,
-                &json!({"message": "the primary's file was rewritten (pack)"}),
-            )
-            .await;
-            return Err(SendError::Rewritten);
+            return Err(rewritten(wr).await);
         }
         while sent < cur.end {
             let Some(chunk) = r.fs.raw_chunk(generation, sent, cur.end, CHUNK)? else {
-                let _ = protocol::write_json(
-                    wr,
-                    Kind::Rewritten,
-                    &json!({"message": "the primary's file was rewritten (pack)"}),
-                )
-                .await;
-                return Err(SendError::Rewritten);
+                return Err(rewritten(wr).await);
             };
             for (oid, tid, path) in &chunk.blobs {
                 send_blob(wr, oid.to_bytes(), tid.to_bytes(), path).await?;
@@ -593,6 +581,13 @@ async fn stream(
             }
         }
     }
+}
+
+/// Tell the replica that the file changed under the stream (it reconnects for a full copy).
+async fn rewritten(wr: &mut (dyn AsyncWrite + Unpin + Send)) -> SendError {
+    let msg = json!({"message": "the primary's file was rewritten (pack)"});
+    let _ = protocol::write_json(wr, Kind::Rewritten, &msg).await;
+    SendError::Rewritten
 }
 
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
