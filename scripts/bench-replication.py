@@ -21,8 +21,10 @@ exits (normally, on an exception, on SIGINT/SIGTERM).
     sync. Same run, same machine, one after the other. Each phase is bounded by
     --max-seconds.
 (b) catch-up: a primary gets --catchup-mb MB of incompressible --record-mb records while no
-    replica runs; then a replica starts on an empty directory and the time until its
-    admin-socket status shows the primary's end is measured: MB/s. Next to it, `cp` of the
+    replica runs; then a replica starts on an empty directory (a full copy) and the time
+    until its admin-socket status shows the primary's end is measured: MB/s. Then the replica
+    is stopped, the primary takes as much again, and the replica restarts and catches up by
+    streaming the new transactions (the path of a replica that was down): MB/s. Next to it, `cp` of the
     same Data.fs with the page cache warm (the file read once before), without and with an
     fsync of the copy: MB/s, and the ratio replica/cp.
 (c) failover: sync mode, --cycles cycles: a client with read_only_fallback (listing both
@@ -298,9 +300,26 @@ def bench_catchup(opts, workdir):
              lambda: r.status()["end"] == end and r.status()["phase"] == "streaming",
              interval=0.02)
     replica_s = time.monotonic() - t
+    # Streaming catch-up: the replica stopped while the primary takes as much again; it
+    # restarts, proves its position and receives the new transactions (no full copy).
+    r.stop()
+    fill(p.addr(), opts.catchup_mb, opts.record_mb)
+    end2 = p.status()["end"]
+    stream_mb = (end2 - end) / 1048576
+    t = time.monotonic()
+    r.start(mode="async", replicate_from=p)
+    wait_for("replica caught up (streaming)", opts.max_seconds * 10,
+             lambda: r.status()["end"] == end2 and r.status()["phase"] == "streaming",
+             interval=0.02)
+    stream_s = time.monotonic() - t
     r.stop()
     p.stop()
     row = {
+        "stream_mb": stream_mb,
+        "stream_s": stream_s,
+        "stream_mb_s": stream_mb / stream_s,
+        "stream_ratio_vs_cp": (stream_mb / stream_s) / (size_mb / cp_s),
+        "stream_ratio_vs_cp_fsync": (stream_mb / stream_s) / (size_mb / cp_sync_s),
         "mb": size_mb,
         "replica_s": replica_s,
         "replica_mb_s": size_mb / replica_s,
@@ -466,11 +485,15 @@ def main():
         c = results["catchup"]
         print("\n(b) catch-up of %.0f MB from an empty replica" % c["mb"])
         print("%-22s %9s %9s" % ("", "seconds", "MB/s"))
-        print("%-22s %9.2f %9.1f" % ("replica catch-up", c["replica_s"], c["replica_mb_s"]))
+        print("%-22s %9.2f %9.1f" % ("replica full copy", c["replica_s"], c["replica_mb_s"]))
+        print("%-22s %9.2f %9.1f   (%.0f MB of new transactions, replica restarted)" % (
+            "replica streaming", c["stream_s"], c["stream_mb_s"], c["stream_mb"]))
         print("%-22s %9.2f %9.1f" % ("cp (page cache warm)", c["cp_s"], c["cp_mb_s"]))
         print("%-22s %9.2f %9.1f" % ("cp + fsync", c["cp_fsync_s"], c["cp_fsync_mb_s"]))
-        print("replica / cp: %.2f   replica / (cp + fsync): %.2f" % (
+        print("full copy / cp: %.2f   full copy / (cp + fsync): %.2f" % (
             c["ratio_vs_cp"], c["ratio_vs_cp_fsync"]))
+        print("streaming / cp: %.2f   streaming / (cp + fsync): %.2f" % (
+            c["stream_ratio_vs_cp"], c["stream_ratio_vs_cp_fsync"]))
     if "failover" in results:
         f = results["failover"]
         print("\n(c) failover: kill -9 -> promote -> first commit of a read-only-fallback client")

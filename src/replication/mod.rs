@@ -367,6 +367,15 @@ impl Replication {
     }
 }
 
+/// A task that ends with its owner (a connection's reader half).
+pub(crate) struct AbortOnDrop(pub tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// A tid's time in unix seconds.
 pub fn tid_seconds(t: Tid) -> f64 {
     crate::storage::timestamp::tid_time(&t.to_bytes())

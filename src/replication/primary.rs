@@ -19,15 +19,15 @@ use tracing::{error, info, warn};
 
 use super::protocol::{self, Kind, LAST_CHUNK, ProtoError};
 use super::state::{self, Claim, Verdict};
-use super::{LOG, Recent, Replication, Role, lock};
+use super::{AbortOnDrop, LOG, Recent, Replication, Role, lock};
 use crate::storage::{FileStorage, Tid};
 use crate::zeo::config::{ListenAddr, OnTimeout, ReplicationMode};
 use crate::zeo::shared::StorageState;
 
 /// Bytes of whole transactions per `Txns` frame.
-pub const CHUNK: u64 = 4 << 20;
+pub const CHUNK: u64 = 16 << 20;
 /// Blob and resync file chunks.
-const FILE_CHUNK: usize = 1 << 20;
+const FILE_CHUNK: usize = 4 << 20;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The durable end of the file: what senders may ship.
@@ -588,14 +588,6 @@ async fn rewritten(wr: &mut (dyn AsyncWrite + Unpin + Send)) -> SendError {
     let msg = json!({"message": "the primary's file was rewritten (pack)"});
     let _ = protocol::write_json(wr, Kind::Rewritten, &msg).await;
     SendError::Rewritten
-}
-
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }
 
 /// The replica's frames: `Ack` (end, tid) and `Ping`.

@@ -18,6 +18,9 @@ pub const VERSION: u64 = 1;
 /// transaction that can be replicated.
 pub const MAX_BODY: usize = 1 << 30;
 
+/// Frames up to this size get their whole buffer at once.
+const PRESIZE: usize = 32 << 20;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
 pub enum Kind {
@@ -128,8 +131,9 @@ pub async fn read_frame<R: AsyncRead + Unpin + ?Sized>(r: &mut R) -> Result<Fram
         return Err(ProtoError::TooBig(len as u64));
     }
     let kind = Kind::from_u8(head[4]).ok_or(ProtoError::UnknownKind(head[4]))?;
-    // Grown as bytes arrive: a peer announcing a huge frame and sending nothing costs nothing.
-    let mut body = Vec::with_capacity(len.min(1 << 20));
+    // Sized at once up to a data chunk's size (no copies while it grows); past that, grown
+    // as bytes arrive, so a peer announcing a huge frame and sending nothing costs little.
+    let mut body = Vec::with_capacity(len.min(PRESIZE));
     (&mut *r).take(len as u64).read_to_end(&mut body).await?;
     if body.len() != len {
         return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());

@@ -21,7 +21,7 @@ use tracing::{error, info, warn};
 use super::primary::{self, Fed};
 use super::protocol::{self, Kind, ProtoError};
 use super::state::{self, State};
-use super::{LOG, Replication, lock};
+use super::{AbortOnDrop, LOG, Replication, lock};
 use crate::storage::{Oid, Tid};
 
 /// Pause between connection attempts, doubled up to the maximum while they fail.
@@ -188,10 +188,28 @@ async fn session(f: &Fed, from: &str) -> Result<(), SessionError> {
     lock(&r.link).phase = "streaming";
     let mut pending = PendingBlobs::default();
     let PendingBlobs { open: blobs, ready } = &mut pending;
+    // Frames are read (and their checksums verified) by a task of their own, a couple ahead
+    // of the apply loop: receiving the next chunk overlaps writing and syncing this one.
+    // The channel's bound keeps memory to a few chunks.
+    let (frames_tx, mut frames) = tokio::sync::mpsc::channel(2);
+    let reader = tokio::spawn(async move {
+        loop {
+            let got = tokio::time::timeout(silent, protocol::read_frame(&mut rd))
+                .await
+                .map_err(|_| SessionError::Silent(silent))
+                .and_then(|r| r.map_err(SessionError::from));
+            let stop = got.is_err();
+            if frames_tx.send(got).await.is_err() || stop {
+                return;
+            }
+        }
+    });
+    let _reader = AbortOnDrop(reader);
     loop {
-        let fr = tokio::time::timeout(silent, protocol::read_frame(&mut rd))
-            .await
-            .map_err(|_| SessionError::Silent(silent))??;
+        let fr = match frames.recv().await {
+            Some(got) => got?,
+            None => return Ok(()),
+        };
         lock(&r.link).last_heard = Some(Instant::now());
         match fr.kind {
             Kind::Blob => {
@@ -223,18 +241,19 @@ async fn session(f: &Fed, from: &str) -> Result<(), SessionError> {
             Kind::Txns => {
                 let mut rest = fr.body.as_slice();
                 let at = fr.u64_field(&mut rest)?;
-                let bytes = rest.to_vec();
+                let body = fr.body;
                 let fs = r.fs.clone();
                 let files = std::mem::take(ready);
-                let prepared =
-                    tokio::task::spawn_blocking(move || fs.prepare_replicated(at, &bytes, files))
-                        .await
-                        .map_err(|e| SessionError::Apply(format!("applying transactions: {e}")))?
-                        .map_err(|e| {
-                            SessionError::Apply(format!(
-                                "refusing the primary's transactions at byte {at}: {e}"
-                            ))
-                        })?;
+                let prepared = tokio::task::spawn_blocking(move || {
+                    fs.prepare_replicated(at, &body[8..], files)
+                })
+                .await
+                .map_err(|e| SessionError::Apply(format!("applying transactions: {e}")))?
+                .map_err(|e| {
+                    SessionError::Apply(format!(
+                        "refusing the primary's transactions at byte {at}: {e}"
+                    ))
+                })?;
                 let end = prepared.end();
                 let last = prepared.last_tid();
                 let n = prepared.txns().len() as u64;
