@@ -942,3 +942,23 @@ pub fn watch_peers(f: Fed, peers: Vec<String>, every: Duration) {
         }
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use super::server_name;
+    use rustls::pki_types::ServerName;
+
+    #[test]
+    fn the_tls_server_name_is_the_host_of_the_address() {
+        let ip = |s: &str| match server_name(s).expect("a name") {
+            ServerName::IpAddress(a) => std::net::IpAddr::from(a).to_string(),
+            ServerName::DnsName(d) => format!("dns:{}", d.as_ref()),
+            _ => "other".into(),
+        };
+        assert_eq!(ip("127.0.0.1:8101"), "127.0.0.1");
+        assert_eq!(ip("[::1]:8101"), "::1");
+        assert_eq!(ip("primary.example:8101"), "dns:primary.example");
+        assert_eq!(ip(":8101"), "dns:localhost");
+        assert!(server_name("bad host!:8101").is_err());
+    }
+}
