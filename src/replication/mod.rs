@@ -17,6 +17,11 @@
 //!   resynchronisation, reconnects.
 //! * [`admin`]: the server's admin socket (`zodbctl promote`, `zodbctl resync`).
 //!
+//! TLS: with `[zeo.tls]`, [`start`] hands the ZEO listener's acceptor to the replication
+//! listener ([`primary::listen`]) and keeps the connector of `crate::zeo::tls::connector` in
+//! each [`Replication`] ([`Replication::connector`]) for the outgoing links
+//! ([`primary::connect`]: the replica's, and the epoch probes). Unix sockets stay plain.
+//!
 //! The engine side (reading raw committed transactions, appending them on a replica,
 //! swapping in a resynchronised file) is `storage::replica`; nothing here reads the file
 //! format itself.
@@ -31,7 +36,7 @@ pub mod state;
 use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{Value, json};
@@ -104,6 +109,9 @@ pub struct Replication {
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// Told when the role changes (the server opens its writable address on promotion).
     pub role_changed: tokio::sync::watch::Sender<u64>,
+    /// The TLS connector of the outgoing links (to the primary, the epoch probes), set by
+    /// [`start`] when the server has `[zeo.tls]`; unset, they are plain TCP.
+    connector: OnceLock<tokio_rustls::TlsConnector>,
 }
 
 impl Replication {
@@ -145,7 +153,13 @@ impl Replication {
             kicked: tokio::sync::Notify::new(),
             task: Mutex::new(None),
             role_changed: tokio::sync::watch::channel(0).0,
+            connector: OnceLock::new(),
         }))
+    }
+
+    /// The TLS connector of this storage's outgoing replication links, if TLS is configured.
+    pub fn connector(&self) -> Option<&tokio_rustls::TlsConnector> {
+        self.connector.get()
     }
 
     pub fn role(&self) -> Role {
@@ -275,8 +289,13 @@ impl Replication {
         };
         if force {
             // Tell the old primary, if it is still there, so it stops taking writes.
-            let fence =
-                primary::fence_remote(from.clone(), self.storage.clone(), epoch, self.state());
+            let fence = primary::fence_remote(
+                from.clone(),
+                self.storage.clone(),
+                epoch,
+                self.state(),
+                self.connector().cloned(),
+            );
             tokio::spawn(fence);
         }
         {
@@ -427,10 +446,22 @@ impl Recent {
 
 /// Wire up replication for a server about to listen: replica tasks, the peers check of
 /// primaries, and the replication listener.
-pub async fn start(ctx: &Arc<crate::zeo::server::ServerCtx>) -> anyhow::Result<()> {
+///
+/// With `[zeo.tls]`, `acceptor` is the ZEO listener's own (the replication listener's TCP
+/// connections are TLS, client certificates verified against `authenticate`) and `connector`
+/// the one of the outgoing links ([`crate::zeo::tls::connector`]), kept in each
+/// [`Replication`]. Unix-socket links stay plain, as ZEO's are.
+pub async fn start(
+    ctx: &Arc<crate::zeo::server::ServerCtx>,
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
+    connector: Option<tokio_rustls::TlsConnector>,
+) -> anyhow::Result<()> {
     let mut fed = std::collections::BTreeMap::new();
     for (name, st) in &ctx.storages {
         if let Some(r) = st.replication() {
+            if let Some(c) = &connector {
+                let _ = r.connector.set(c.clone());
+            }
             fed.insert(
                 name.clone(),
                 primary::Fed {
@@ -451,7 +482,7 @@ pub async fn start(ctx: &Arc<crate::zeo::server::ServerCtx>) -> anyhow::Result<(
         primary::watch_peers(f.clone(), ctx.config.replication.peers.clone(), every);
     }
     if let Some(addr) = &ctx.config.replication.listen {
-        primary::listen(addr.clone(), fed).await?;
+        primary::listen(addr.clone(), fed, acceptor).await?;
     }
     Ok(())
 }

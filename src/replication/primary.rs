@@ -213,8 +213,14 @@ pub type Streams = (
     Box<dyn AsyncWrite + Unpin + Send>,
 );
 
-/// Accept replicas on `addr` until the process ends.
-pub async fn listen(addr: ListenAddr, fed: BTreeMap<String, Fed>) -> anyhow::Result<()> {
+/// Accept replicas on `addr` until the process ends; with `tls` (the server's `[zeo.tls]`),
+/// each TCP connection is a TLS one first (a Unix socket stays plain, as ZEO's does). A failed
+/// handshake is logged and that connection dropped.
+pub async fn listen(
+    addr: ListenAddr,
+    fed: BTreeMap<String, Fed>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) -> anyhow::Result<()> {
     let fed = Arc::new(fed);
     match &addr {
         ListenAddr::Unix(p) => {
@@ -250,18 +256,27 @@ pub async fn listen(addr: ListenAddr, fed: BTreeMap<String, Fed>) -> anyhow::Res
             let l = tokio::net::TcpListener::bind((host, *port))
                 .await
                 .map_err(|e| anyhow::anyhow!("cannot listen for replicas on {addr}: {e}"))?;
-            info!(target: LOG, "listening for replicas on {addr}");
+            let how = if tls.is_some() { " (TLS)" } else { "" };
+            info!(target: LOG, "listening for replicas on {addr}{how}");
             tokio::spawn(async move {
                 loop {
                     match l.accept().await {
                         Ok((s, peer)) => {
                             let _ = s.set_nodelay(true);
-                            let (r, w) = s.into_split();
-                            tokio::spawn(serve(
-                                fed.clone(),
-                                (Box::new(r), Box::new(w)),
-                                peer.to_string(),
-                            ));
+                            let peer = peer.to_string();
+                            match &tls {
+                                Some(acceptor) => {
+                                    tokio::spawn(serve_tls(fed.clone(), acceptor.clone(), s, peer));
+                                }
+                                None => {
+                                    let (r, w) = s.into_split();
+                                    tokio::spawn(serve(
+                                        fed.clone(),
+                                        (Box::new(r), Box::new(w)),
+                                        peer,
+                                    ));
+                                }
+                            }
                         }
                         Err(e) => {
                             error!(target: LOG, "accepting a replica failed: {e}");
@@ -273,6 +288,27 @@ pub async fn listen(addr: ListenAddr, fed: BTreeMap<String, Fed>) -> anyhow::Res
         }
     }
     Ok(())
+}
+
+/// The TLS handshake of an accepted replication connection, then [`serve`].
+async fn serve_tls(
+    fed: Arc<BTreeMap<String, Fed>>,
+    acceptor: tokio_rustls::TlsAcceptor,
+    s: tokio::net::TcpStream,
+    peer: String,
+) {
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(s)).await {
+        Ok(Ok(s)) => {
+            let (r, w) = tokio::io::split(s);
+            serve(fed, (Box::new(r), Box::new(w)), peer).await;
+        }
+        Ok(Err(e)) => {
+            warn!(target: LOG, "replication: TLS handshake with {peer} failed: {e}");
+        }
+        Err(_) => {
+            warn!(target: LOG, "replication: TLS handshake with {peer} timed out after {HANDSHAKE_TIMEOUT:?}");
+        }
+    }
 }
 
 async fn refuse(w: &mut (dyn AsyncWrite + Unpin + Send), code: &str, message: &str) {
@@ -751,8 +787,14 @@ fn blob_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     out
 }
 
-/// Connect to a replication address (TCP `HOST:PORT` or a Unix socket path).
-pub async fn connect(addr: &str) -> std::io::Result<Streams> {
+/// Connect to a replication address (TCP `HOST:PORT` or a Unix socket path); over TLS with
+/// `tls` (the server's `[zeo.tls]`, [`crate::zeo::tls::connector`]) when it is TCP. The
+/// server name given to the verifier is the address's host: a pinned certificate is accepted
+/// whatever it names, a chained one must name that host.
+pub async fn connect(
+    addr: &str,
+    tls: Option<&tokio_rustls::TlsConnector>,
+) -> std::io::Result<Streams> {
     if addr.contains('/') {
         let s = tokio::net::UnixStream::connect(addr).await?;
         let (r, w) = s.into_split();
@@ -760,9 +802,38 @@ pub async fn connect(addr: &str) -> std::io::Result<Streams> {
     } else {
         let s = tokio::net::TcpStream::connect(addr).await?;
         let _ = s.set_nodelay(true);
-        let (r, w) = s.into_split();
-        Ok((Box::new(r), Box::new(w)))
+        match tls {
+            Some(connector) => {
+                let name = server_name(addr)?;
+                let s = connector.connect(name, s).await.map_err(|e| {
+                    std::io::Error::new(e.kind(), format!("TLS handshake with {addr}: {e}"))
+                })?;
+                let (r, w) = tokio::io::split(s);
+                Ok((Box::new(r), Box::new(w)))
+            }
+            None => {
+                let (r, w) = s.into_split();
+                Ok((Box::new(r), Box::new(w)))
+            }
+        }
     }
+}
+
+/// The host of `HOST:PORT` (`[V6]:PORT`) as a TLS server name; an empty host is the local
+/// machine.
+fn server_name(addr: &str) -> std::io::Result<rustls::pki_types::ServerName<'static>> {
+    let host = match addr.rsplit_once(':') {
+        Some((h, _)) => h,
+        None => addr,
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let host = if host.is_empty() { "localhost" } else { host };
+    rustls::pki_types::ServerName::try_from(host.to_string()).map_err(|e| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("{addr}: {host:?} is not a host name for TLS: {e}"),
+        )
+    })
 }
 
 /// Ask the server at `addr` for its epoch and role (a `probe` hello); with `fence`, tell it
@@ -772,9 +843,19 @@ pub async fn ask(
     storage: &str,
     database: Option<String>,
     fence: Option<u64>,
+    tls: Option<&tokio_rustls::TlsConnector>,
 ) -> Option<Value> {
     let go = async {
-        let (mut rd, mut wr) = connect(addr).await.ok()?;
+        let (mut rd, mut wr) = match connect(addr, tls).await {
+            Ok(s) => s,
+            Err(e) => {
+                // Down is the usual reason and says nothing new; a TLS failure does.
+                if e.to_string().starts_with("TLS handshake") {
+                    warn!(target: LOG, "storage '{storage}': asking {addr} for its epoch: {e}");
+                }
+                return None;
+            }
+        };
         let mut hello = json!({"version": protocol::VERSION, "storage": storage, "database": database, "probe": true});
         if let Some(e) = fence {
             hello["fence"] = json!(e);
@@ -792,8 +873,22 @@ pub async fn ask(
 }
 
 /// After a forced promotion: tell the old primary (if it still runs) to stop writing.
-pub async fn fence_remote(addr: String, storage: String, epoch: u64, state: Option<state::State>) {
-    match ask(&addr, &storage, state.map(|s| s.database), Some(epoch)).await {
+pub async fn fence_remote(
+    addr: String,
+    storage: String,
+    epoch: u64,
+    state: Option<state::State>,
+    tls: Option<tokio_rustls::TlsConnector>,
+) {
+    match ask(
+        &addr,
+        &storage,
+        state.map(|s| s.database),
+        Some(epoch),
+        tls.as_ref(),
+    )
+    .await
+    {
         Some(v) => {
             info!(target: LOG, "storage '{storage}': told the former primary {addr} about epoch {epoch} (it is now {})", v["role"])
         }
@@ -814,7 +909,7 @@ pub async fn check_peers(f: &Fed, peers: &[String]) {
     }
     let db = r.state().map(|s| s.database);
     for p in peers {
-        let Some(v) = ask(p, &r.storage, db.clone(), None).await else {
+        let Some(v) = ask(p, &r.storage, db.clone(), None, r.connector()).await else {
             continue;
         };
         if v["database"].as_str().map(str::to_string) != db || v["role"] != "primary" {
@@ -833,7 +928,7 @@ pub async fn check_peers(f: &Fed, peers: &[String]) {
         }
         if theirs < ours {
             warn!(target: LOG, "storage '{}': {p} still acts as primary of the older epoch {theirs}; telling it to stop accepting writes", r.storage);
-            let _ = ask(p, &r.storage, db.clone(), Some(ours)).await;
+            let _ = ask(p, &r.storage, db.clone(), Some(ours), r.connector()).await;
         }
     }
 }
@@ -849,4 +944,24 @@ pub fn watch_peers(f: Fed, peers: Vec<String>, every: Duration) {
             check_peers(&f, &peers).await;
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::server_name;
+    use rustls::pki_types::ServerName;
+
+    #[test]
+    fn the_tls_server_name_is_the_host_of_the_address() {
+        let ip = |s: &str| match server_name(s).expect("a name") {
+            ServerName::IpAddress(a) => std::net::IpAddr::from(a).to_string(),
+            ServerName::DnsName(d) => format!("dns:{}", d.as_ref()),
+            _ => "other".into(),
+        };
+        assert_eq!(ip("127.0.0.1:8101"), "127.0.0.1");
+        assert_eq!(ip("[::1]:8101"), "::1");
+        assert_eq!(ip("primary.example:8101"), "dns:primary.example");
+        assert_eq!(ip(":8101"), "dns:localhost");
+        assert!(server_name("bad host!:8101").is_err());
+    }
 }

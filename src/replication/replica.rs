@@ -96,6 +96,8 @@ enum SessionError {
     Refused { code: &'static str, message: String },
     #[error("{0}")]
     Apply(String),
+    #[error("{0}")]
+    Handshake(String),
     #[error("the primary was silent for {0:?}")]
     Silent(Duration),
     #[error("{0}")]
@@ -117,10 +119,13 @@ fn refusal_code(c: &str) -> &'static str {
 
 async fn session(f: &Fed, from: &str) -> Result<(), SessionError> {
     let r = &f.repl;
-    let (mut rd, mut wr) = tokio::time::timeout(Duration::from_secs(10), primary::connect(from))
-        .await
-        .map_err(|_| SessionError::Connect(std::io::Error::from(std::io::ErrorKind::TimedOut)))?
-        .map_err(SessionError::Connect)?;
+    let (mut rd, mut wr) = tokio::time::timeout(
+        Duration::from_secs(10),
+        primary::connect(from, r.connector()),
+    )
+    .await
+    .map_err(|_| SessionError::Connect(std::io::Error::from(std::io::ErrorKind::TimedOut)))?
+    .map_err(SessionError::Connect)?;
     let end = r.fs.size();
     let tid = r.fs.last_transaction();
     let md5 = match r.fs.txn_ending_at(end) {
@@ -129,6 +134,22 @@ async fn session(f: &Fed, from: &str) -> Result<(), SessionError> {
     };
     let st = r.state();
     let resync = r.resync_requested.load(Ordering::SeqCst);
+    // The connection ended before any answer: TLS is the usual misconfiguration.
+    let tls = r.connector().is_some();
+    let ended = |e: std::io::Error| {
+        SessionError::Handshake(if tls {
+            format!(
+                "TLS: the primary ended the connection before answering ({e}); it refuses \
+                 this replica's certificate unless that is listed in, or chains to, the \
+                 primary's [zeo.tls] authenticate"
+            )
+        } else {
+            format!(
+                "the primary ended the connection before answering ({e}); if it has \
+                 [zeo.tls], this replica needs [zeo.tls] too (replication uses the same TLS)"
+            )
+        })
+    };
     protocol::write_json(
         &mut *wr,
         Kind::Hello,
@@ -143,11 +164,16 @@ async fn session(f: &Fed, from: &str) -> Result<(), SessionError> {
             "resync": resync,
         }),
     )
-    .await?;
+    .await
+    .map_err(ended)?;
     let silent = r.config.keep_alive * 3 + Duration::from_secs(5);
     let welcome = tokio::time::timeout(Duration::from_secs(60), protocol::read_frame(&mut rd))
         .await
-        .map_err(|_| SessionError::Silent(Duration::from_secs(60)))??;
+        .map_err(|_| SessionError::Silent(Duration::from_secs(60)))?
+        .map_err(|e| match e {
+            ProtoError::Io(e) => ended(e),
+            e => e.into(),
+        })?;
     let w = match welcome.kind {
         Kind::Welcome => welcome.json()?,
         Kind::Refuse => {

@@ -35,6 +35,7 @@ pub fn serve(g: &GlobalArgs, args: &ServeArgs) -> Result<u8> {
         .map(super::tls::acceptor)
         .transpose()
         .map_err(usage)?;
+    let replication_tls = replication_connector(&config).map_err(usage)?;
     if let Some(dir) = config.log_file.as_ref().and_then(|p| p.parent()) {
         let _ = std::fs::create_dir_all(dir);
     }
@@ -71,7 +72,7 @@ pub fn serve(g: &GlobalArgs, args: &ServeArgs) -> Result<u8> {
     let result = runtime.block_on(async {
         let threads = config.threads.unwrap_or_else(shards::default_count);
         let shards = Shards::start(threads, &dispatch)?;
-        server::run(config.clone(), storages, log, shards, tls).await
+        server::run(config.clone(), storages, log, shards, tls, replication_tls).await
     });
     if let Some(pid_file) = &config.pid_file {
         let _ = std::fs::remove_file(pid_file);
@@ -80,6 +81,33 @@ pub fn serve(g: &GlobalArgs, args: &ServeArgs) -> Result<u8> {
         Exit::Terminated => Ok(0),
         Exit::Restart => Ok(1),
     }
+}
+
+/// The TLS connector of the outgoing replication links (a replica to its primary, the epoch
+/// probes to `[replication] peers`): with `[zeo.tls]`, they connect with the server's
+/// certificate and verify the other server's against `authenticate`. A server without
+/// `authenticate` cannot verify it: an error when it has such links to make, else no
+/// connector (it only accepts).
+fn replication_connector(config: &ServerConfig) -> Result<Option<tokio_rustls::TlsConnector>> {
+    let Some(tls) = &config.tls else {
+        return Ok(None);
+    };
+    // Unix-socket links stay plain.
+    let tcp = |a: &str| !a.contains('/');
+    let outgoing = config.replication.peers.iter().any(|p| tcp(p))
+        || config.storages.iter().any(|s| {
+            matches!(
+                &s.kind,
+                StorageKind::File {
+                    replicate_from: Some(from),
+                    ..
+                } if tcp(from)
+            )
+        });
+    if tls.authenticate.is_none() && !outgoing {
+        return Ok(None);
+    }
+    super::tls::connector(tls).map(Some)
 }
 
 fn build_config(g: &GlobalArgs, args: &ServeArgs) -> Result<ServerConfig> {

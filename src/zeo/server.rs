@@ -187,6 +187,7 @@ pub async fn run(
     log: LogTarget,
     shards: Shards,
     tls: Option<tokio_rustls::TlsAcceptor>,
+    replication_tls: Option<tokio_rustls::TlsConnector>,
 ) -> Result<Exit> {
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let names: Vec<String> = storages
@@ -213,7 +214,7 @@ pub async fn run(
     });
     // Replication first: a primary that finds a newer one among its peers starts fenced,
     // before any client can register writable.
-    crate::replication::start(&ctx).await?;
+    crate::replication::start(&ctx, tls.clone(), replication_tls).await?;
     let mut listener = if ctx.any_replica() {
         info!(target: "ZEO.StorageServer",
             "replica: the writable address {} opens when this server is promoted", ctx.config.address);

@@ -17,6 +17,15 @@
 //! through a chain would mean verifying the chain without webpki. The server's own certificate
 //! may be version 1 too ([`certified_key`]).
 //!
+//! The replication link (`docs/replication.md`) uses the same configuration the other way
+//! round ([`connector`]): a replica (and the epoch probes between peers) presents the
+//! certificate and key as its client certificate, and verifies the other server's certificate
+//! against its own `authenticate` with the same rule — pinned, within its dates, version 1
+//! included, else a chain to the certificates listed there. Host names are not relied upon,
+//! as ZEO's clients do not check them against self-signed pinned certificates: a pinned
+//! certificate is accepted whatever names it holds; a chained one must name the host of the
+//! replicate-from (or peer) address, a DNS name or an IP address in its subjectAltName.
+//!
 //! The key may be password-protected (`key-password-file`, standing in for `<ssl>`'s
 //! `password-function`): see [`key`] for the PEM forms that are decrypted.
 
@@ -26,9 +35,11 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, anyhow};
 use pkcs8::der::{self, Reader, SliceReader, TagMode, TagNumber, asn1::BitStringRef};
-use rustls::client::danger::HandshakeSignatureValid;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, SubjectPublicKeyInfoDer, UnixTime};
+use rustls::pki_types::{
+    CertificateDer, PrivateKeyDer, ServerName, SubjectPublicKeyInfoDer, UnixTime,
+};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::sign::{CertifiedKey, SingleCertAndKey};
 use rustls::{
@@ -54,14 +65,54 @@ fn certs_in(p: &Path) -> Result<Vec<CertificateDer<'static>>> {
 
 /// The acceptor for a `<ssl>` / `[zeo.tls]` configuration.
 pub fn acceptor(cfg: &TlsConfig) -> Result<tokio_rustls::TlsAcceptor> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let server_key = own_key(cfg, &provider)?;
+    let builder = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
+        .with_safe_default_protocol_versions()
+        .context("TLS protocol versions")?;
+    let builder = match &cfg.authenticate {
+        Some(ca) => builder.with_client_cert_verifier(Arc::new(ClientAuth::new(ca, &provider)?)),
+        None => builder.with_no_client_auth(),
+    };
+    let config = builder.with_cert_resolver(Arc::new(SingleCertAndKey::from(server_key)));
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+/// The connector of a server that connects to another one (a replica to its primary, the
+/// epoch probes to peers) with the same `[zeo.tls]` configuration: it presents the
+/// certificate and key as its client certificate and verifies the other server's certificate
+/// against `authenticate`, by the rules of the server side (pinned, else a chain; see the
+/// module documentation for the server name). Without `authenticate` there is nothing to
+/// verify the other server with: an error.
+pub fn connector(cfg: &TlsConfig) -> Result<tokio_rustls::TlsConnector> {
+    let Some(ca) = &cfg.authenticate else {
+        return Err(anyhow!(
+            "[zeo.tls] has no `authenticate`: replication over TLS verifies the other \
+             server's certificate against it (list the primary's certificate, or its CA, there)"
+        ));
+    };
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let own = own_key(cfg, &provider)?;
+    let verifier = ServerAuth::new(ca, &provider)?;
+    let config = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
+        .with_safe_default_protocol_versions()
+        .context("TLS protocol versions")?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_client_cert_resolver(Arc::new(SingleCertAndKey::from(own)));
+    Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
+}
+
+/// The configured certificate and key, ready to be presented (by the server, or as a client
+/// certificate by the replication link).
+fn own_key(cfg: &TlsConfig, provider: &Arc<CryptoProvider>) -> Result<CertifiedKey> {
     let certs = certs_in(&cfg.certificate)?;
     if certs.is_empty() {
         return Err(anyhow!("no certificate in {}", cfg.certificate.display()));
     }
     let key_path = cfg.key.as_ref().unwrap_or(&cfg.certificate);
     let key = key::load(key_path, cfg.key_password_file.as_deref())?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let server_key = certified_key(certs, key, &provider).map_err(|e| match e {
+    certified_key(certs, key, provider).map_err(|e| match e {
         ServerKeyError::Certificate => anyhow!(
             "the first certificate in {} is not a readable X.509 certificate",
             cfg.certificate.display()
@@ -75,16 +126,7 @@ pub fn acceptor(cfg: &TlsConfig) -> Result<tokio_rustls::TlsAcceptor> {
             cfg.certificate.display(),
             key_path.display()
         ),
-    })?;
-    let builder = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
-        .with_safe_default_protocol_versions()
-        .context("TLS protocol versions")?;
-    let builder = match &cfg.authenticate {
-        Some(ca) => builder.with_client_cert_verifier(Arc::new(ClientAuth::new(ca, &provider)?)),
-        None => builder.with_no_client_auth(),
-    };
-    let config = builder.with_cert_resolver(Arc::new(SingleCertAndKey::from(server_key)));
-    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+    })
 }
 
 /// Why the server's certificate and key cannot be served.
@@ -124,54 +166,133 @@ fn certified_key(
     Ok(CertifiedKey::new(certs, signer))
 }
 
+/// The certificates of `authenticate` (a file, or every certificate file of a directory).
+fn authenticate_certs(ca: &Path, whom: &str) -> Result<Vec<CertificateDer<'static>>> {
+    let files: Vec<PathBuf> = if ca.is_dir() {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(ca)
+            .with_context(|| format!("reading {}", ca.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.is_file())
+            .collect();
+        v.sort();
+        v
+    } else {
+        vec![ca.to_path_buf()]
+    };
+    let mut pinned = Vec::new();
+    for f in &files {
+        // A directory may hold other files (keys, CRLs): only certificates count.
+        let Ok(certs) = certs_in(f) else { continue };
+        pinned.extend(certs);
+    }
+    if pinned.is_empty() {
+        return Err(anyhow!(
+            "no certificate to authenticate {whom} in {}",
+            ca.display()
+        ));
+    }
+    Ok(pinned)
+}
+
+/// The rule both verifiers share: a certificate listed in `authenticate` is accepted as it is
+/// (pinned) within its dates, whatever its version, its handshake signature verified against
+/// its own key; any other must be version 3 and chain to them (webpki, by the caller).
+#[derive(Debug)]
+struct Pinned {
+    certs: Vec<CertificateDer<'static>>,
+    algs: WebPkiSupportedAlgorithms,
+    /// "client" or "server": whose certificate this verifies, for the refusal's reason.
+    whose: &'static str,
+}
+
+impl Pinned {
+    fn contains(&self, cert: &CertificateDer<'_>) -> bool {
+        self.certs.iter().any(|c| c.as_ref() == cert.as_ref())
+    }
+
+    /// `Ok(true)`: pinned and valid now; `Ok(false)`: not pinned, for the chain to decide.
+    fn check(&self, end_entity: &CertificateDer<'_>, now: UnixTime) -> Result<bool, rustls::Error> {
+        if self.contains(end_entity) {
+            check_validity(end_entity, now)?;
+            return Ok(true);
+        }
+        // webpki would refuse this one for its version alone, and say so obscurely. (A
+        // certificate this walk cannot read goes to webpki, which names the encoding error.)
+        if let Ok(fields) = cert_fields(end_entity)
+            && fields.version != 3
+        {
+            return Err(CertificateError::Other(OtherError(Arc::new(NotPinned {
+                version: fields.version,
+                whose: self.whose,
+            })))
+            .into());
+        }
+        Ok(false)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        if self.contains(cert) {
+            return verify_tls12_with_spki(message, spki_of(cert)?, dss, &self.algs);
+        }
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algs)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        if self.contains(cert) {
+            let spki = SubjectPublicKeyInfoDer::from(spki_of(cert)?);
+            return rustls::crypto::verify_tls13_signature_with_raw_key(
+                message, &spki, dss, &self.algs,
+            );
+        }
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algs)
+    }
+
+    /// The certificates webpki can use as trust anchors (it takes version 1 anchors);
+    /// the others are still pinned.
+    fn roots(&self) -> rustls::RootCertStore {
+        let mut roots = rustls::RootCertStore::empty();
+        for c in &self.certs {
+            let _ = roots.add(c.clone());
+        }
+        roots
+    }
+}
+
 /// Client-certificate verification: pinned certificates, else a chain to them.
 #[derive(Debug)]
 struct ClientAuth {
-    pinned: Vec<CertificateDer<'static>>,
+    pinned: Pinned,
     chained: Option<Arc<dyn ClientCertVerifier>>,
-    algs: WebPkiSupportedAlgorithms,
     hints: Vec<DistinguishedName>,
 }
 
 impl ClientAuth {
     fn new(ca: &Path, provider: &Arc<CryptoProvider>) -> Result<ClientAuth> {
-        let files: Vec<PathBuf> = if ca.is_dir() {
-            let mut v: Vec<PathBuf> = std::fs::read_dir(ca)
-                .with_context(|| format!("reading {}", ca.display()))?
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.is_file())
-                .collect();
-            v.sort();
-            v
-        } else {
-            vec![ca.to_path_buf()]
-        };
-        let mut pinned = Vec::new();
-        for f in &files {
-            // A directory may hold other files (keys, CRLs): only certificates count.
-            let Ok(certs) = certs_in(f) else { continue };
-            pinned.extend(certs);
-        }
-        if pinned.is_empty() {
-            return Err(anyhow!(
-                "no certificate to authenticate clients in {}",
-                ca.display()
-            ));
-        }
-        ClientAuth::from_certs(pinned, provider)
+        ClientAuth::from_certs(authenticate_certs(ca, "clients")?, provider)
     }
 
     /// The verifier for the certificates of `authenticate`: each pinned, and an anchor too
-    /// where webpki can use it as one (it takes version 1 anchors).
+    /// where webpki can use it as one.
     fn from_certs(
         pinned: Vec<CertificateDer<'static>>,
         provider: &Arc<CryptoProvider>,
     ) -> Result<ClientAuth> {
-        let mut roots = rustls::RootCertStore::empty();
-        for c in &pinned {
-            // Certificates webpki cannot use as anchors are still pinned.
-            let _ = roots.add(c.clone());
-        }
+        let pinned = Pinned {
+            certs: pinned,
+            algs: provider.signature_verification_algorithms,
+            whose: "client",
+        };
+        let roots = pinned.roots();
         let hints = roots.subjects();
         let chained = if roots.is_empty() {
             None
@@ -187,13 +308,8 @@ impl ClientAuth {
         Ok(ClientAuth {
             pinned,
             chained,
-            algs: provider.signature_verification_algorithms,
             hints,
         })
-    }
-
-    fn is_pinned(&self, cert: &CertificateDer<'_>) -> bool {
-        self.pinned.iter().any(|c| c.as_ref() == cert.as_ref())
     }
 }
 
@@ -216,19 +332,8 @@ impl ClientCertVerifier for ClientAuth {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        if self.is_pinned(end_entity) {
-            check_validity(end_entity, now)?;
+        if self.pinned.check(end_entity, now)? {
             return Ok(ClientCertVerified::assertion());
-        }
-        // webpki would refuse this one for its version alone, and say so obscurely. (A
-        // certificate this walk cannot read goes to webpki, which names the encoding error.)
-        if let Ok(fields) = cert_fields(end_entity)
-            && fields.version != 3
-        {
-            return Err(CertificateError::Other(OtherError(Arc::new(NotPinned {
-                version: fields.version,
-            })))
-            .into());
         }
         match &self.chained {
             Some(v) => v.verify_client_cert(end_entity, intermediates, now),
@@ -244,10 +349,7 @@ impl ClientCertVerifier for ClientAuth {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        if self.is_pinned(cert) {
-            return verify_tls12_with_spki(message, spki_of(cert)?, dss, &self.algs);
-        }
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algs)
+        self.pinned.verify_tls12_signature(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -256,29 +358,110 @@ impl ClientCertVerifier for ClientAuth {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        if self.is_pinned(cert) {
-            let spki = SubjectPublicKeyInfoDer::from(spki_of(cert)?);
-            return rustls::crypto::verify_tls13_signature_with_raw_key(
-                message, &spki, dss, &self.algs,
-            );
-        }
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algs)
+        self.pinned.verify_tls13_signature(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algs.supported_schemes()
+        self.pinned.algs.supported_schemes()
     }
 }
 
-/// Why a client certificate of another version than 3 was refused: it is not pinned.
+/// Server-certificate verification for the replication link (a replica verifying its
+/// primary): the same rule as [`ClientAuth`]. A pinned certificate is accepted whatever names
+/// it holds; a chained one must name the host of the address connected to (webpki's check of
+/// the DNS name or IP address in its subjectAltName).
+#[derive(Debug)]
+struct ServerAuth {
+    pinned: Pinned,
+    chained: Option<Arc<rustls::client::WebPkiServerVerifier>>,
+}
+
+impl ServerAuth {
+    fn new(ca: &Path, provider: &Arc<CryptoProvider>) -> Result<ServerAuth> {
+        ServerAuth::from_certs(authenticate_certs(ca, "the other server")?, provider)
+    }
+
+    fn from_certs(
+        pinned: Vec<CertificateDer<'static>>,
+        provider: &Arc<CryptoProvider>,
+    ) -> Result<ServerAuth> {
+        let pinned = Pinned {
+            certs: pinned,
+            algs: provider.signature_verification_algorithms,
+            whose: "server",
+        };
+        let roots = pinned.roots();
+        let chained = if roots.is_empty() {
+            None
+        } else {
+            Some(
+                rustls::client::WebPkiServerVerifier::builder_with_provider(
+                    Arc::new(roots),
+                    Arc::clone(provider),
+                )
+                .build()
+                .context("building the server-certificate verifier")?,
+            )
+        };
+        Ok(ServerAuth { pinned, chained })
+    }
+}
+
+impl ServerCertVerifier for ServerAuth {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        if self.pinned.check(end_entity, now)? {
+            return Ok(ServerCertVerified::assertion());
+        }
+        match &self.chained {
+            Some(v) => {
+                v.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+            }
+            None => Err(rustls::Error::InvalidCertificate(
+                CertificateError::UnknownIssuer,
+            )),
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.pinned.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.pinned.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.pinned.algs.supported_schemes()
+    }
+}
+
+/// Why a certificate of another version than 3 was refused: it is not pinned.
 #[derive(thiserror::Error)]
 #[error(
-    "the client certificate is X.509 version {version} and not listed in `authenticate`: a \
+    "the {whose} certificate is X.509 version {version} and not listed in `authenticate`: a \
      version {version} certificate is accepted only when it is itself listed there (pinned), \
      not through a chain to a CA"
 )]
 struct NotPinned {
     version: u8,
+    whose: &'static str,
 }
 
 // rustls shows `CertificateError::Other` with `{:?}`, and the server logs that: let it read
@@ -450,8 +633,6 @@ mod tests {
     //! `openssl x509 -req -signkey KEY -extfile EMPTY_FILE`. The handshakes run in memory.
 
     use super::*;
-    use rustls::client::danger::{ServerCertVerified, ServerCertVerifier};
-    use rustls::pki_types::ServerName;
     use rustls::{ClientConfig, ClientConnection, ServerConfig, ServerConnection};
     use rustls::{ProtocolVersion, SupportedProtocolVersion};
 
@@ -681,6 +862,119 @@ jmL4VSaWKYB6RPkP1HWGvkdEi7erN3ATSVq4+lmPfCdnDnh9l7Anc+Ejo8d9OUNG
             }
         }
         panic!("the handshake did not finish");
+    }
+
+    /// A handshake in `version` between a replication client whose `authenticate` holds
+    /// `pinned` ([`ServerAuth`]), connecting to `name`, and a server presenting `server_cert`
+    /// with `server_key` (no client certificate asked). The client's error if it refused.
+    fn server_handshake(
+        version: &'static SupportedProtocolVersion,
+        pinned: &[&str],
+        name: &str,
+        server_cert: &str,
+        server_key: &str,
+    ) -> Result<(), rustls::Error> {
+        let provider = provider();
+        let auth = ServerAuth::from_certs(pinned.iter().map(|p| cert(p)).collect(), &provider)
+            .expect("a verifier");
+        // Not `certified_key`: a key that is not the certificate's is part of the test.
+        let signer = provider
+            .key_provider
+            .load_private_key(key(server_key))
+            .expect("the server's key");
+        let served = CertifiedKey::new(vec![cert(server_cert)], signer);
+        let server = ServerConfig::builder_with_provider(Arc::clone(&provider))
+            .with_protocol_versions(&[version])
+            .expect("versions")
+            .with_no_client_auth()
+            .with_cert_resolver(Arc::new(SingleCertAndKey::from(served)));
+        let client = ClientConfig::builder_with_provider(Arc::clone(&provider))
+            .with_protocol_versions(&[version])
+            .expect("versions")
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(auth))
+            .with_no_client_auth();
+        let mut server = ServerConnection::new(Arc::new(server)).expect("a server connection");
+        let mut client = ClientConnection::new(
+            Arc::new(client),
+            ServerName::try_from(name.to_string()).expect("a name"),
+        )
+        .expect("a client connection");
+        for _ in 0..10 {
+            let mut wire = Vec::new();
+            while client.wants_write() {
+                client.write_tls(&mut wire).expect("client output");
+            }
+            let mut input = wire.as_slice();
+            while !input.is_empty() {
+                server.read_tls(&mut input).expect("server input");
+                server.process_new_packets().expect("the server's side");
+            }
+            let mut wire = Vec::new();
+            while server.wants_write() {
+                server.write_tls(&mut wire).expect("server output");
+            }
+            let mut input = wire.as_slice();
+            while !input.is_empty() {
+                client.read_tls(&mut input).expect("client input");
+                client.process_new_packets()?;
+            }
+            if !client.is_handshaking() {
+                return Ok(());
+            }
+        }
+        panic!("the handshake did not finish");
+    }
+
+    #[test]
+    fn the_replication_client_takes_pinned_servers_whatever_their_name() {
+        for version in VERSIONS {
+            for (c, k) in [
+                (RSA_V1_CERT, RSA_V1_KEY),
+                (EC_V1_CERT, EC_V1_KEY),
+                (SERVER_CERT, SERVER_KEY),
+            ] {
+                for name in ["localhost", "127.0.0.1", "elsewhere.example"] {
+                    server_handshake(version, &[SERVER_CERT, c], name, c, k)
+                        .unwrap_or_else(|e| panic!("{version:?} {name} {c}: {e}"));
+                }
+            }
+            // Signed with another key than the pinned certificate's.
+            let e = server_handshake(
+                version,
+                &[EC_V1_CERT],
+                "localhost",
+                EC_V1_CERT,
+                OTHER_P384_KEY,
+            );
+            assert!(e.is_err(), "{version:?}");
+        }
+    }
+
+    #[test]
+    fn the_replication_client_refuses_an_unpinned_v1_server_with_the_reason() {
+        for version in VERSIONS {
+            let e = server_handshake(
+                version,
+                &[SERVER_CERT],
+                "localhost",
+                RSA_V1_CERT,
+                RSA_V1_KEY,
+            )
+            .unwrap_err();
+            let text = e.to_string();
+            assert!(
+                text.contains("the server certificate is X.509 version 1 and not listed"),
+                "{version:?}: {text}"
+            );
+            // Nothing listed at all that would chain it.
+            let e = server_handshake(version, &[EC_V1_CERT], "localhost", SERVER_CERT, SERVER_KEY)
+                .unwrap_err();
+            assert!(
+                matches!(e, rustls::Error::InvalidCertificate(_)),
+                "{version:?}: {e}"
+            );
+        }
     }
 
     const VERSIONS: [&SupportedProtocolVersion; 2] =
