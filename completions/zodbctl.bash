@@ -1664,7 +1664,7 @@ _zodbctl() {
             return 0
             ;;
         zodbctl__subcmd__serve)
-            opts="-a -f -t -i -C -h -V --address --filename --timeout --pid-file --blob-dir --read-only --msgpack --log-file --memory --metrics --threads --replicate-from --replicate-to --read-only-address --replication-mode --admin-socket --resync --instance --config --help --version"
+            opts="-a -f -t -i -C -h -V --address --filename --timeout --pid-file --blob-dir --read-only --msgpack --log-file --memory --metrics --threads --replicate-from --replicate-to --read-only-address --replication-mode --admin-socket --resync --peer --instance --config --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1735,6 +1735,10 @@ _zodbctl() {
                     return 0
                     ;;
                 --admin-socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --peer)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -124,6 +124,7 @@ complete -c zodbctl -n "__fish_zodbctl_using_subcommand serve" -l read-only-addr
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand serve" -l replication-mode -d 'async: a commit is acknowledged once durable here; sync: only once a replica has it durable too (needs --replicate-to or [replication] address)' -r -f -a "async\t'A commit is acknowledged once durable on this server'
 sync\t'A commit is acknowledged once a replica has it durable too'"
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand serve" -l admin-socket -d 'The admin socket `zodbctl promote` and `zodbctl resync` talk to (default: the configuration\'s [zeo] admin-socket, var/zeo-admin.sock)' -r -F
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand serve" -l peer -d 'Another server\'s replication address (repeatable; added to [replication] peers): a primary asks its peers at start and then periodically whether one of them was promoted in a newer epoch, and if so stops accepting writes' -r
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand serve" -s i -l instance -d 'The instance (or cluster) directory to act on' -r -F
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand serve" -s C -l config -d 'Use this configuration file instead of the instance\'s own' -r -F
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand serve" -l read-only -d 'Serve every storage read-only'

@@ -403,6 +403,11 @@ pub struct ServeArgs {
     /// transactions are to be dropped).
     #[arg(long)]
     pub resync: bool,
+    /// Another server's replication address (repeatable; added to [replication] peers):
+    /// a primary asks its peers at start and then periodically whether one of them was
+    /// promoted in a newer epoch, and if so stops accepting writes.
+    #[arg(long = "peer", value_name = "ADDR")]
+    pub peers: Vec<String>,
 }
 
 /// `serve --replication-mode`.

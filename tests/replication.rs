@@ -24,6 +24,9 @@
 //! * `divergence_and_unrelated_database_are_refused`: a former primary that committed after
 //!   the failover is refused as diverged (its file untouched) until `--resync`; a Data.fs of
 //!   another database is refused as unrelated.
+//! * `chained_replica_follows_and_a_returning_primary_is_fenced`: a replica of a replica stays
+//!   byte-identical through the promotion of its own primary; the former primary, restarted
+//!   with the promoted server among its peers, learns of the newer epoch and refuses writes.
 
 mod support;
 
@@ -1139,4 +1142,94 @@ fn divergence_and_unrelated_database_are_refused() {
     );
     assert!(std::fs::read(d.datafs()).expect("Data.fs") == other_db);
     r.assert_no_panic("end");
+}
+
+/// A writable registration on `addr` (a short script): true when it succeeds.
+fn can_register_writable(addr: &str) -> bool {
+    let script = r#"
+import sys
+from ZEO.ClientStorage import ClientStorage
+host, port = sys.argv[1].rsplit(":", 1)
+try:
+    st = ClientStorage((host, int(port)), wait_timeout=5)
+    print("writable" if not st.isReadOnly() else "read-only")
+    st.close()
+except Exception as e:
+    print("refused: %s: %s" % (type(e).__name__, e))
+"#;
+    let out = support::output_within(
+        &mut support::python_command(script, &[addr]),
+        Duration::from_secs(60),
+    );
+    String::from_utf8_lossy(&out.stdout).trim() == "writable"
+}
+
+#[test]
+fn chained_replica_follows_and_a_returning_primary_is_fenced() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let (a, b, c) = (
+        Node::new(root.path(), "a"),
+        Node::new(root.path(), "b"),
+        Node::new(root.path(), "c"),
+    );
+    let mut p = a.primary(false, "async");
+    let r1 = b.replica(&a, false, "async", &["--peer", &a.repl_addr()]);
+    // A replica of the replica.
+    let r2 = c.replica(&b, false, "async", &[]);
+    python(
+        WORKLOAD,
+        &["garbage", &a.addr(), "2"],
+        Duration::from_secs(90),
+        &[&p, &r1, &r2],
+    );
+    wait_identical(&a, &p, &b, &r1, SYNC_WAIT);
+    wait_identical(&a, &p, &c, &r2, SYNC_WAIT);
+
+    // The primary is lost; its replica is promoted; the chained replica keeps following it.
+    p.kill();
+    wait_disconnected(&b, &r1);
+    promote(&b, &r1);
+    assert!(can_register_writable(&b.addr()), "{}", b.status_text());
+    python(
+        WORKLOAD,
+        &["garbage", &b.addr(), "1"],
+        Duration::from_secs(90),
+        &[&r1, &r2],
+    );
+    wait_identical(&b, &r1, &c, &r2, SYNC_WAIT);
+    assert_eq!(b.status().expect("status")["epoch"], 2);
+
+    // The former primary comes back as a primary, with the promoted server among its
+    // peers: it learns of epoch 2 before accepting anyone, and refuses writes.
+    let before = std::fs::read(a.datafs()).expect("Data.fs");
+    let back = a
+        .serve(false, "async")
+        .arg("--peer")
+        .arg(b.repl_addr())
+        .start();
+    let fenced = support::wait_until(Duration::from_secs(30), || {
+        a.status().is_some_and(|s| s["role"] == "fenced")
+    });
+    assert!(fenced, "{}\n{}", a.status_text(), tail(&back.logs(), 4000));
+    let st = a.status().expect("status");
+    assert!(
+        st["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("newer epoch"),
+        "{st}"
+    );
+    assert!(!can_register_writable(&a.addr()), "{}", a.status_text());
+    assert!(std::fs::read(a.datafs()).expect("Data.fs") == before);
+    // The new primary goes on taking writes, and its chained replica follows.
+    python(
+        WORKLOAD,
+        &["garbage", &b.addr(), "1"],
+        Duration::from_secs(90),
+        &[&r1, &r2],
+    );
+    wait_identical(&b, &r1, &c, &r2, SYNC_WAIT);
+    for s in [&back, &r1, &r2] {
+        s.assert_no_panic("chaining and fencing");
+    }
 }

@@ -248,6 +248,7 @@ fn apply_replication_flags(config: &mut ServerConfig, args: &ServeArgs) -> Resul
     if args.resync {
         config.replication.resync = true;
     }
+    config.replication.peers.extend(args.peers.iter().cloned());
     if config.read_only_address.as_ref() == Some(&config.address) {
         return Err(usage(anyhow!(
             "the read-only address {} is the server's address too; give it one of its own",
