@@ -4,7 +4,7 @@
 //! admin, a folder made on one appears on the other, a session set through one is read
 //! through the other; the server restarted alone and then killed with SIGKILL, the clients
 //! serve pages and sessions again within seconds without being restarted; `stop` leaves no
-//! process behind.
+//! process behind. With `--replicas 1`, the same client fails over to the promoted replica.
 
 mod support;
 
@@ -383,6 +383,113 @@ fn a_real_zope_cluster_with_sessions_survives_server_restarts() {
     assert_eq!(after, client_pids, "no client was restarted");
 
     // `stop` leaves nothing behind.
+    let out = support::run_in(&dir, &["stop"]);
+    assert!(out.status.success(), "{}", support::output_text(&out));
+    assert!(
+        support::wait_until(Duration::from_secs(10), || processes_under(&dir).is_empty()),
+        "left running: {:?}",
+        processes_under(&dir)
+    );
+}
+
+/// `n` + 2 consecutive free ports, BASE-1 ..= BASE+n (a cluster's metrics port sits below its
+/// base); returns BASE.
+fn free_block(n: u16) -> u16 {
+    for _ in 0..50 {
+        let base = support::free_port();
+        if !(2..65000).contains(&base) {
+            continue;
+        }
+        let free =
+            (base - 1..=base + n).all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok());
+        if free {
+            return base;
+        }
+    }
+    panic!("no block of free ports");
+}
+
+/// Issue 13 with the real users' client: `create cluster --replicas 1` and a Zope client.
+/// The primary's program is killed; the Zope client goes on serving pages from the replica's
+/// read-only address (read-only-fallback), the replica is promoted, writes through Zope
+/// resume without restarting it, and the old primary, restarted by its manager, finds the
+/// newer epoch among its peers and refuses writes.
+#[test]
+fn a_zope_cluster_fails_over_to_its_replica() {
+    let venv = support::zope_venv();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("site");
+    // server, client1, replication, replica1's ZEO, read-only, replication and metrics.
+    let base = free_block(6);
+    let p1 = base + 1;
+    let admin = format!("{}:{}", ADMIN.0, ADMIN.1);
+    let out = support::zodbctl()
+        .args(["create", "cluster", "--clients", "1", "--replicas", "1"])
+        .args(["--sessions", "--admin", &admin])
+        .arg("--python")
+        .arg(&venv)
+        .args(["--base-port", &base.to_string()])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", support::output_text(&out));
+    let _stop = Stopper(dir.clone());
+    let out = support::run_in(&dir, &["start"]);
+    assert!(
+        out.status.success(),
+        "start failed:\n{}",
+        support::output_text(&out)
+    );
+    let add = |id: &str| {
+        http(
+            p1,
+            "POST",
+            "/manage_addProduct/OFSP/manage_addFolder",
+            None,
+            &format!("id={id}"),
+        )
+        .is_some_and(|r| r.status < 400)
+    };
+    assert!(add("before_failover"), "{}", client_logs(&dir));
+
+    let pid = status_json(&dir.join("server"))[0]["pid"]
+        .as_u64()
+        .expect("server pid") as i32;
+    // SAFETY: kill(2) of the server program this test started.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    let t = Instant::now();
+    // Reads go on, from the replica.
+    assert!(
+        support::wait_until(RECOVERY, || serves(p1, "/before_failover/manage_main")),
+        "the client did not serve pages during the outage\n{}",
+        client_logs(&dir)
+    );
+    // Promotion (retried while the replica has not yet seen its primary go).
+    let replica = dir.join("replica1");
+    let promoted = support::wait_until(RECOVERY, || {
+        support::run_in(&replica, &["promote"]).status.success()
+    });
+    assert!(
+        promoted,
+        "{}",
+        support::output_text(&support::run_in(&replica, &["promote"]))
+    );
+    assert!(
+        support::wait_until(RECOVERY, || add("after_failover")),
+        "writes did not resume through the client after the promotion\n{}",
+        client_logs(&dir)
+    );
+    assert!(serves(p1, "/after_failover/manage_main"));
+    eprintln!("writes resumed {:?} after the kill", t.elapsed());
+    // The manager restarts the old primary; its peer has the newer epoch: fenced.
+    let fenced = support::wait_until(RECOVERY, || {
+        status_json(&dir.join("server"))
+            .first()
+            .is_some_and(|s| s["replication"]["1"]["role"] == "fenced")
+    });
+    assert!(fenced, "{:?}", status_json(&dir.join("server")));
+    assert!(add("still_writable"), "{}", client_logs(&dir));
+
     let out = support::run_in(&dir, &["stop"]);
     assert!(out.status.success(), "{}", support::output_text(&out));
     assert!(
