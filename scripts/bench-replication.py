@@ -335,7 +335,7 @@ def bench_catchup(opts, workdir):
 
 
 def writer_main(addrs, out):
-    """--writer: commit in a loop with read_only_fallback, printing `ack UNIX_TIME` lines."""
+    """--writer: commit in a loop with read_only_fallback, printing `ack DONE BEGAN` lines (unix times)."""
     import transaction
     from persistent.mapping import PersistentMapping
     from ZEO.ClientStorage import ClientStorage
@@ -359,10 +359,13 @@ def writer_main(addrs, out):
             transaction.commit()
         while True:
             try:
+                began = time.time()
                 transaction.begin()
                 conn.root()["w"]["v"] += 1
                 transaction.commit()
-                f.write("ack %.6f\n" % time.time())
+                # When the commit began too: one acknowledged by the old primary just before
+                # the kill must not count as the first on the new one.
+                f.write("ack %.6f %.6f\n" % (time.time(), began))
                 time.sleep(0.005)
             except Exception as e:
                 transaction.abort()
@@ -375,7 +378,7 @@ def first_ack_after(path, t0):
         with open(path) as f:
             for line in f:
                 parts = line.split()
-                if len(parts) >= 2 and parts[0] == "ack" and float(parts[1]) > t0:
+                if len(parts) >= 3 and parts[0] == "ack" and float(parts[2]) > t0:
                     return float(parts[1])
     except OSError:
         pass
