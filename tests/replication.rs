@@ -27,6 +27,8 @@
 //! * `chained_replica_follows_and_a_returning_primary_is_fenced`: a replica of a replica stays
 //!   byte-identical through the promotion of its own primary; the former primary, restarted
 //!   with the promoted server among its peers, learns of the newer epoch and refuses writes.
+//! * `forced_promotion_fences_a_primary_that_still_runs`: `promote` refuses while the primary
+//!   streams; `--force` promotes and the old primary, told of the new epoch, refuses writes.
 
 mod support;
 
@@ -1231,5 +1233,41 @@ fn chained_replica_follows_and_a_returning_primary_is_fenced() {
     wait_identical(&b, &r1, &c, &r2, SYNC_WAIT);
     for s in [&back, &r1, &r2] {
         s.assert_no_panic("chaining and fencing");
+    }
+}
+
+#[test]
+fn forced_promotion_fences_a_primary_that_still_runs() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let (a, b) = (Node::new(root.path(), "a"), Node::new(root.path(), "b"));
+    let p = a.primary(false, "async");
+    let r = b.replica(&a, false, "async", &[]);
+    python(
+        WORKLOAD,
+        &["garbage", &a.addr(), "1"],
+        Duration::from_secs(90),
+        &[&p, &r],
+    );
+    wait_identical(&a, &p, &b, &r, SYNC_WAIT);
+    // Without --force: refused, the primary is alive.
+    let sock = b.sock();
+    let out = zodbctl(&["promote", "--socket", support::path_str(&sock)]);
+    assert!(!out.status.success(), "{}", support::output_text(&out));
+    assert!(
+        support::output_text(&out).contains("alive"),
+        "{}",
+        support::output_text(&out)
+    );
+    // With --force: the replica is the primary, and it tells the old one, which fences.
+    let out = zodbctl(&["promote", "--force", "--socket", support::path_str(&sock)]);
+    assert!(out.status.success(), "{}", support::output_text(&out));
+    let fenced = support::wait_until(Duration::from_secs(20), || {
+        a.status().is_some_and(|s| s["role"] == "fenced")
+    });
+    assert!(fenced, "{}\n{}", a.status_text(), tail(&p.logs(), 4000));
+    assert!(!can_register_writable(&a.addr()), "{}", a.status_text());
+    assert!(can_register_writable(&b.addr()), "{}", b.status_text());
+    for s in [&p, &r] {
+        s.assert_no_panic("forced promotion");
     }
 }
