@@ -235,7 +235,6 @@ impl Replication {
             }
         };
         let end = self.fs.size();
-        let last = self.fs.last_transaction();
         if !force {
             let link = lock(&self.link).clone();
             if link.connected && link.phase == "streaming" {
@@ -278,6 +277,9 @@ impl Replication {
         if let Some(h) = lock(&self.task).take() {
             h.abort();
         }
+        // Read after the replica task is stopped: the new epoch starts after the last
+        // transaction this server will ever have received from the old primary.
+        let last = self.fs.last_transaction();
         let epoch = {
             let mut st = lock(&self.state);
             let s = st.get_or_insert_with(State::new_database);
