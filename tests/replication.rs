@@ -162,6 +162,19 @@ impl Node {
     }
 }
 
+/// Both nodes' status and the end of their logs, for failure messages.
+fn both((pn, p): (&Node, &Server), (rn, r): (&Node, &Server)) -> String {
+    format!(
+        "{}\n{}\n--- {} log\n{}\n--- {} log\n{}",
+        pn.status_text(),
+        rn.status_text(),
+        pn.name,
+        tail(&p.logs(), 6000),
+        rn.name,
+        tail(&r.logs(), 6000)
+    )
+}
+
 /// Poll the two nodes' status until `ok(primary, replica)` holds; panics after `limit` with
 /// both statuses and logs.
 fn wait_status(
@@ -179,15 +192,7 @@ fn wait_status(
             return;
         }
         if start.elapsed() > limit {
-            panic!(
-                "{what}: not within {limit:?}\n{}\n{}\n--- {} log\n{}\n--- {} log\n{}",
-                pn.status_text(),
-                rn.status_text(),
-                pn.name,
-                tail(&p.logs(), 6000),
-                rn.name,
-                tail(&r.logs(), 6000)
-            );
+            panic!("{what}: not within {limit:?}\n{}", both((pn, p), (rn, r)));
         }
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -269,14 +274,9 @@ fn wait_identical(pn: &Node, p: &Server, rn: &Node, r: &Server, limit: Duration)
         }
         if start.elapsed() > limit {
             panic!(
-                "the replica's Data.fs is not the primary's: {}\n{}\n{}\n--- {} log\n{}\n--- {} log\n{}",
+                "the replica's Data.fs is not the primary's: {}\n{}",
                 diff.unwrap_or_default(),
-                pn.status_text(),
-                rn.status_text(),
-                pn.name,
-                tail(&p.logs(), 6000),
-                rn.name,
-                tail(&r.logs(), 6000)
+                both((pn, p), (rn, r))
             );
         }
         std::thread::sleep(Duration::from_millis(200));
