@@ -266,7 +266,7 @@ complete -c zodbctl -n "__fish_zodbctl_using_subcommand promote" -l storage -d '
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand promote" -l socket -d 'The server\'s admin socket (default: the instance\'s [zeo] admin-socket)' -r -F
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand promote" -s i -l instance -d 'The instance (or cluster) directory to act on' -r -F
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand promote" -s C -l config -d 'Use this configuration file instead of the instance\'s own' -r -F
-complete -c zodbctl -n "__fish_zodbctl_using_subcommand promote" -l force -d 'Promote even when the replica is stale (behind what the primary last confirmed) or has diverged; transactions it lacks are lost'
+complete -c zodbctl -n "__fish_zodbctl_using_subcommand promote" -l force -d 'Promote even when the replica is stale (behind what the primary last confirmed) or has diverged, or while the primary still streams to it; transactions it lacks are lost. A primary that still runs is told of the new epoch and stops accepting writes'
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand promote" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand promote" -s V -l version -d 'Print version'
 complete -c zodbctl -n "__fish_zodbctl_using_subcommand resync" -l storage -d 'Only this replicated storage (default: every replicated storage of the server)' -r

@@ -425,7 +425,8 @@ pub struct PromoteArgs {
     #[arg(long, value_name = "NAME")]
     pub storage: Option<String>,
     /// Promote even when the replica is stale (behind what the primary last confirmed)
-    /// or has diverged; transactions it lacks are lost.
+    /// or has diverged, or while the primary still streams to it; transactions it lacks are
+    /// lost. A primary that still runs is told of the new epoch and stops accepting writes.
     #[arg(long)]
     pub force: bool,
     /// The server's admin socket (default: the instance's [zeo] admin-socket).
